@@ -1,0 +1,199 @@
+//! Workflow → YAML or JSON text (export, "save as", the browser's form edits).
+//!
+//! The YAML writer is ours so that output is stable and readable: block style,
+//! multi-line prompts as `|` literals, and strings quoted only when YAML would
+//! otherwise read them as something else.
+
+use crate::model::Workflow;
+use serde_json::Value;
+
+/// Pretty JSON in the file format's field order.
+pub fn to_json(wf: &Workflow) -> String {
+    serde_json::to_string_pretty(wf).unwrap_or_default() + "\n"
+}
+
+/// Block-style YAML in the file format's field order.
+pub fn to_yaml(wf: &Workflow) -> String {
+    let value = serde_json::to_value(wf).unwrap_or(Value::Null);
+    let mut out = String::new();
+    write_value(&value, 0, &mut out, Context::Root);
+    out
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Context {
+    Root,
+    MapValue,
+    SeqItem,
+}
+
+fn indent(n: usize, out: &mut String) {
+    for _ in 0..n {
+        out.push(' ');
+    }
+}
+
+fn write_value(v: &Value, level: usize, out: &mut String, ctx: Context) {
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            if ctx == Context::MapValue {
+                out.push('\n');
+            }
+            for (i, (k, val)) in m.iter().enumerate() {
+                // The first key of a list item shares the `- ` line.
+                if !(ctx == Context::SeqItem && i == 0) {
+                    indent(level, out);
+                }
+                out.push_str(&scalar_string(k));
+                out.push(':');
+                write_value(val, level + 2, out, Context::MapValue);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            let simple = a.iter().all(|x| !x.is_object() && !x.is_array())
+                && a.iter().all(|x| !matches!(x, Value::String(s) if s.contains('\n')));
+            if simple && a.len() <= 8 {
+                let items: Vec<String> = a.iter().map(flow_scalar).collect();
+                let line = format!(" [{}]", items.join(", "));
+                if line.len() < 80 {
+                    out.push_str(&line);
+                    out.push('\n');
+                    return;
+                }
+            }
+            if ctx == Context::MapValue {
+                out.push('\n');
+            }
+            let item_level = if ctx == Context::MapValue { level.saturating_sub(2) + 2 } else { level };
+            for x in a {
+                indent(item_level, out);
+                out.push_str("- ");
+                match x {
+                    Value::Object(m) if !m.is_empty() => write_value(x, item_level + 2, out, Context::SeqItem),
+                    _ => {
+                        let mut s = String::new();
+                        write_value(x, item_level + 2, &mut s, Context::SeqItem);
+                        out.push_str(s.trim_start());
+                    }
+                }
+            }
+        }
+        Value::Object(_) => {
+            out.push_str(if ctx == Context::MapValue { " {}\n" } else { "{}\n" });
+        }
+        Value::Array(_) => {
+            out.push_str(if ctx == Context::MapValue { " []\n" } else { "[]\n" });
+        }
+        Value::String(s) if s.contains('\n') && !s.contains('\r') && !s.starts_with([' ', '\t']) => {
+            // A literal block keeps prompts readable.
+            let chomp = if s.ends_with("\n\n") {
+                "+"
+            } else if s.ends_with('\n') {
+                ""
+            } else {
+                "-"
+            };
+            out.push_str(if ctx == Context::MapValue { " |" } else { "|" });
+            out.push_str(chomp);
+            out.push('\n');
+            let body = s.strip_suffix('\n').unwrap_or(s);
+            for line in body.split('\n') {
+                if !line.is_empty() {
+                    indent(level, out);
+                    out.push_str(line);
+                }
+                out.push('\n');
+            }
+        }
+        other => {
+            if ctx == Context::MapValue {
+                out.push(' ');
+            }
+            out.push_str(&flow_scalar(other));
+            out.push('\n');
+        }
+    }
+}
+
+fn flow_scalar(v: &Value) -> String {
+    match v {
+        Value::String(s) => scalar_string(s),
+        Value::Null => "null".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A string as a YAML scalar: plain when that reads back as the same string,
+/// otherwise double-quoted with JSON escapes (valid YAML).
+fn scalar_string(s: &str) -> String {
+    if plain_ok(s) {
+        s.to_owned()
+    } else {
+        Value::String(s.to_owned()).to_string()
+    }
+}
+
+fn plain_ok(s: &str) -> bool {
+    if s.is_empty() || s.trim() != s {
+        return false;
+    }
+    if !matches!(crate::parse::resolve(s, false), crate::parse::Scalar::Str(_)) {
+        return false; // would read as null, bool or number
+    }
+    let first = s.chars().next().unwrap_or(' ');
+    if "-?:,[]{}#&*!|>'\"%@`".contains(first) {
+        // `-x` and `:x` are fine only when not followed by space, but keep it simple.
+        return false;
+    }
+    if s.contains(": ") || s.contains(" #") || s.ends_with(':') {
+        return false;
+    }
+    if s.contains(['[', ']', '{', '}', ',']) {
+        // Safe in block context but not in flow lists; quote for uniformity.
+        return false;
+    }
+    s.chars().all(|c| !c.is_control())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{Options, analyze};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const SRC: &str = r#"name: "round trip: yes"
+version: "1.0"
+inputs:
+  topic: {description: "What about", default: 3}
+steps:
+  - key: a
+    agent: backend
+    prompt: "line one\nline two: {{topic}}\n"
+  - key: b
+    agent: "true"
+    prompt: "- starts with dash, has [brackets] and # hash"
+    dependencies: [a]
+    optional: true
+    retryPolicy: {maxRetries: 2, retryableErrors: [timeout]}
+    outputSchema: {type: object, required: [x], properties: {x: {enum: ["a", 1, null]}}}
+    when: '{{a.result}} contains "x"'
+config: {parallelism: 2, continueOnError: true}
+tags: [one, "two words", "3"]
+"#;
+
+    #[test]
+    fn yaml_and_json_round_trip() {
+        let a = analyze(SRC, &Options::for_file("x.yaml"));
+        assert!(a.report.valid, "{:?}", a.report);
+        let wf = a.workflow.expect("workflow");
+        let yaml = to_yaml(&wf);
+        let b = analyze(&yaml, &Options::for_file("x.yaml"));
+        assert!(b.report.valid, "{yaml}\n{:?}", b.report);
+        assert_eq!(b.workflow.as_ref(), Some(&wf), "{yaml}");
+        let json = to_json(&wf);
+        let c = analyze(&json, &Options::for_file("x.json"));
+        assert_eq!(c.workflow.as_ref(), Some(&wf), "{json}");
+        assert!(yaml.contains("prompt: |\n      line one\n"), "{yaml}");
+    }
+}

@@ -1,0 +1,1229 @@
+//! The sans-IO executor. An [`Execution`] owns every scheduling decision of a run:
+//! the driver (the server's tokio loop, the browser's wasm loop, a test) feeds it
+//! [`Event`]s with the current time and carries out the [`Action`]s it answers
+//! with. It never reads a clock, draws randomness or does IO, so the same events
+//! give the same actions on every platform.
+//!
+//! Driver contract, per `handle` call:
+//! 1. persist the records (`StepChanged`, `ExecutionChanged`, `Checkpoint`) first,
+//! 2. then carry out the effects (`AbortStep`, `StartStep`, `WakeAt`, `Finished`).
+//!
+//! `WakeAt` replaces any earlier wake-up; waking early or late is harmless (send
+//! `Tick` with the real time).
+
+use crate::checkpoint::{Checkpoint, CheckpointDelta, Compatibility, Header, OutputRef, RestoreError, StepSnapshot, CHECKPOINT_VERSION};
+use crate::model::{ErrorClass, RetryPolicy};
+use crate::plan::{InputError, Plan, output_hash};
+use crate::state::{ExecutionState, StepState, TransitionError};
+use crate::template::{Context, parse_output_json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, OnceLock};
+
+/// Why an attempt failed, as the driver classified it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepError {
+    pub class: ErrorClass,
+    pub message: String,
+    /// The provider asked to wait this long before trying again (`retry-after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl StepError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> StepError {
+        StepError {
+            class,
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+/// What happens to an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Event {
+    /// Begin running (from idle).
+    Start,
+    /// An attempt answered.
+    #[serde(rename_all = "camelCase")]
+    StepSucceeded {
+        key: String,
+        attempt: u32,
+        output: String,
+    },
+    /// An attempt failed.
+    #[serde(rename_all = "camelCase")]
+    StepFailed {
+        key: String,
+        attempt: u32,
+        error: StepError,
+    },
+    /// Time passed (timers may fire).
+    Tick,
+    /// Start nothing new; with `immediate`, abort in-flight attempts too (they
+    /// re-run on resume without using a retry).
+    Pause {
+        #[serde(default)]
+        immediate: bool,
+    },
+    /// Continue a paused, interrupted or failed execution.
+    Resume,
+    /// Abort everything; final.
+    Cancel {
+        #[serde(default)]
+        reason: Option<String>,
+    },
+}
+
+/// Why an in-flight attempt must be aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AbortReason {
+    Timeout,
+    Paused,
+    Cancelled,
+    RunFailed,
+}
+
+/// A request to start one attempt of a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartStep {
+    pub key: String,
+    pub attempt: u32,
+    pub agent: String,
+    /// The rendered prompt.
+    pub prompt: String,
+    /// The attempt times out at this time (the executor enforces it; the driver
+    /// may also pass it to its HTTP client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+    /// The step's `outputSchema`, for providers with structured output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<Arc<Value>>,
+}
+
+/// What the driver must record or do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Action {
+    /// Record: a step changed state.
+    #[serde(rename_all = "camelCase")]
+    StepChanged {
+        key: String,
+        state: StepState,
+        attempt: u32,
+        at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<StepError>,
+        /// For `completed`: the content hash of the output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_hash: Option<String>,
+    },
+    /// Record: the execution changed state.
+    #[serde(rename_all = "camelCase")]
+    ExecutionChanged {
+        state: ExecutionState,
+        at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// Record: take a checkpoint now (`snapshot()` or `take_delta()`).
+    Checkpoint,
+    /// Effect: abort an in-flight attempt.
+    #[serde(rename_all = "camelCase")]
+    AbortStep {
+        key: String,
+        attempt: u32,
+        reason: AbortReason,
+    },
+    /// Effect: start an attempt.
+    StartStep(StartStep),
+    /// Effect: send `Tick` at (or after) this time.
+    #[serde(rename_all = "camelCase")]
+    WakeAt { at: u64 },
+    /// Effect: the execution ended.
+    #[serde(rename_all = "camelCase")]
+    Finished {
+        state: ExecutionState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl Action {
+    /// Records are persisted before effects are carried out.
+    pub fn is_record(&self) -> bool {
+        matches!(
+            self,
+            Action::StepChanged { .. } | Action::ExecutionChanged { .. } | Action::Checkpoint
+        )
+    }
+}
+
+/// Events the execution refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("the workflow has no step `{0}`")]
+    UnknownStep(String),
+    /// A result for an attempt that is no longer running (timed out, aborted,
+    /// superseded). Drivers drop it.
+    #[error("ignored a result for step `{key}` attempt {attempt}: {why}")]
+    Stale {
+        key: String,
+        attempt: u32,
+        why: String,
+    },
+    #[error("cannot {action} an execution that is {state}")]
+    InvalidControl {
+        action: &'static str,
+        state: ExecutionState,
+    },
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    #[error(transparent)]
+    Inputs(#[from] InputError),
+}
+
+/// A completed step's output.
+#[derive(Debug)]
+pub struct Output {
+    pub text: Arc<str>,
+    pub hash: String,
+    json: OnceLock<Option<Value>>,
+}
+
+impl Output {
+    pub fn new(text: Arc<str>) -> Output {
+        let hash = output_hash(&text);
+        Output {
+            text,
+            hash,
+            json: OnceLock::new(),
+        }
+    }
+    fn with_json(text: Arc<str>, json: Option<Value>) -> Output {
+        let o = Output::new(text);
+        let _ = o.json.set(json);
+        o
+    }
+    /// The output parsed as JSON (whole text or first fenced block), computed once.
+    pub fn json(&self) -> Option<&Value> {
+        self.json.get_or_init(|| parse_output_json(&self.text)).as_ref()
+    }
+}
+
+impl Clone for Output {
+    fn clone(&self) -> Self {
+        let o = Output {
+            text: self.text.clone(),
+            hash: self.hash.clone(),
+            json: OnceLock::new(),
+        };
+        if let Some(j) = self.json.get() {
+            let _ = o.json.set(j.clone());
+        }
+        o
+    }
+}
+
+impl PartialEq for Output {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.text == other.text
+    }
+}
+
+/// One step's progress in this execution.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepRun {
+    pub state: StepState,
+    /// Attempts started so far.
+    pub attempt: u32,
+    /// Failed attempts counted against the retry budget.
+    pub failures: u32,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    /// The running attempt times out at this time.
+    pub deadline: Option<u64>,
+    /// The next attempt starts at this time (waiting-retry).
+    pub retry_at: Option<u64>,
+    pub output: Option<Output>,
+    pub error: Option<StepError>,
+    /// Why it was skipped or cancelled, in words.
+    pub reason: Option<String>,
+    /// Skipped because its `when` condition was false (not because of a dependency).
+    pub skipped_by_condition: bool,
+}
+
+/// A run of a [`Plan`].
+#[derive(Debug, Clone)]
+pub struct Execution {
+    plan: Arc<Plan>,
+    state: ExecutionState,
+    inputs: BTreeMap<String, Value>,
+    seed: u64,
+    steps: Vec<StepRun>,
+    started_at: Option<u64>,
+    finished_at: Option<u64>,
+    /// Running (unpaused) time accumulated before `running_since`.
+    active_ms: u64,
+    running_since: Option<u64>,
+    reason: Option<String>,
+    last_checkpoint_at: Option<u64>,
+    checkpoint_due: bool,
+    pause_settled: bool,
+    seq: u64,
+    clock: u64,
+    // Derived state, rebuilt on restore.
+    running: usize,
+    ready: BTreeSet<usize>,
+    timers: BTreeSet<(u64, usize)>,
+    unsettled_deps: Vec<u32>,
+    last_wake: Option<u64>,
+    // Delta tracking.
+    dirty: BTreeSet<usize>,
+    // Per-call output.
+    actions: Vec<Action>,
+    want_checkpoint: bool,
+}
+
+impl Execution {
+    /// A new, idle execution. Inputs are checked (unknown and missing ones are
+    /// errors) and defaults filled in. `seed` makes retry jitter reproducible.
+    pub fn new(plan: Arc<Plan>, inputs: BTreeMap<String, Value>, seed: u64) -> Result<Execution, ExecError> {
+        let inputs = plan.resolve_inputs(inputs)?;
+        let n = plan.len();
+        let mut e = Execution {
+            state: ExecutionState::Idle,
+            inputs,
+            seed,
+            steps: vec![StepRun::default(); n],
+            started_at: None,
+            finished_at: None,
+            active_ms: 0,
+            running_since: None,
+            reason: None,
+            last_checkpoint_at: None,
+            checkpoint_due: false,
+            pause_settled: false,
+            seq: 0,
+            clock: 0,
+            running: 0,
+            ready: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            unsettled_deps: Vec::new(),
+            last_wake: None,
+            dirty: BTreeSet::new(),
+            actions: Vec::new(),
+            want_checkpoint: false,
+            plan,
+        };
+        e.rebuild_derived();
+        Ok(e)
+    }
+
+    pub fn plan(&self) -> &Arc<Plan> {
+        &self.plan
+    }
+    pub fn state(&self) -> ExecutionState {
+        self.state
+    }
+    pub fn inputs(&self) -> &BTreeMap<String, Value> {
+        &self.inputs
+    }
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    pub fn reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+    pub fn started_at(&self) -> Option<u64> {
+        self.started_at
+    }
+    pub fn finished_at(&self) -> Option<u64> {
+        self.finished_at
+    }
+    pub fn steps(&self) -> &[StepRun] {
+        &self.steps
+    }
+    pub fn step(&self, key: &str) -> Option<&StepRun> {
+        self.plan.index_of(key).map(|i| &self.steps[i])
+    }
+    /// Attempts in flight.
+    pub fn in_flight(&self) -> usize {
+        self.running
+    }
+    /// Paused with nothing in flight, or ended: the driver has nothing to wait for.
+    pub fn is_quiescent(&self) -> bool {
+        self.state.is_terminal()
+            || (matches!(self.state, ExecutionState::Paused | ExecutionState::Interrupted | ExecutionState::Idle)
+                && self.running == 0)
+    }
+
+    /// When the driver should next send `Tick`, if ever.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        let mut next = self.timers.first().map(|(t, _)| *t);
+        let mut consider = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
+        if self.state == ExecutionState::Running {
+            if let Some(d) = self.run_deadline() {
+                consider(d);
+            }
+        }
+        if self.checkpoint_due && !self.state.is_terminal() {
+            if let (Some(iv), Some(last)) = (self.plan.workflow.config.checkpoint_interval, self.last_checkpoint_at) {
+                consider(last.saturating_add(iv));
+            }
+        }
+        next
+    }
+
+    fn run_deadline(&self) -> Option<u64> {
+        let timeout = self.plan.workflow.config.timeout?;
+        let since = self.running_since?;
+        Some(since.saturating_add(timeout.saturating_sub(self.active_ms)))
+    }
+
+    /// Feed one event; returns what to record and do.
+    pub fn handle(&mut self, event: Event, now: u64) -> Result<Vec<Action>, ExecError> {
+        self.clock = self.clock.max(now);
+        let now = self.clock;
+        self.actions.clear();
+        self.want_checkpoint = false;
+        let result = self.dispatch(event, now);
+        if result.is_ok() {
+            self.advance(now)?;
+        }
+        let mut actions = std::mem::take(&mut self.actions);
+        if result.is_err() {
+            // A refused event changes nothing worth recording.
+            self.want_checkpoint = false;
+        }
+        if self.want_checkpoint {
+            self.last_checkpoint_at = Some(now);
+            self.checkpoint_due = false;
+            // Records first: the checkpoint goes before the effects.
+            let pos = actions.iter().position(|a| !a.is_record()).unwrap_or(actions.len());
+            actions.insert(pos, Action::Checkpoint);
+        }
+        // Finished goes last, after every effect.
+        if let Some(pos) = actions.iter().position(|a| matches!(a, Action::Finished { .. })) {
+            let f = actions.remove(pos);
+            actions.push(f);
+        }
+        let wake = if self.state.is_terminal() { None } else { self.next_wakeup() };
+        if wake.is_some() && wake != self.last_wake {
+            if let Some(at) = wake {
+                actions.push(Action::WakeAt { at });
+            }
+        }
+        self.last_wake = wake;
+        result.map(|()| actions)
+    }
+
+    fn dispatch(&mut self, event: Event, now: u64) -> Result<(), ExecError> {
+        match event {
+            Event::Start => {
+                if !matches!(self.state, ExecutionState::Idle | ExecutionState::Validating) {
+                    return Err(ExecError::InvalidControl { action: "start", state: self.state });
+                }
+                self.set_state(ExecutionState::Running, now, None)?;
+                self.started_at = Some(now);
+                self.running_since = Some(now);
+                // A restore point before anything ran.
+                self.want_checkpoint = true;
+                let roots: Vec<usize> = (0..self.steps.len()).filter(|&i| self.unsettled_deps[i] == 0).collect();
+                let mut work = Vec::new();
+                for i in roots {
+                    if self.steps[i].state == StepState::Pending {
+                        self.consider(i, now, &mut work)?;
+                    }
+                }
+                self.drain(work, now)
+            }
+            Event::StepSucceeded { key, attempt, output } => {
+                let i = self.running_attempt(&key, attempt)?;
+                self.finish_attempt(i);
+                let schema = self.plan.schemas[i].as_ref();
+                let text: Arc<str> = Arc::from(output);
+                let outcome = match schema {
+                    None => Ok(Output::new(text)),
+                    Some(schema) => match parse_output_json(&text) {
+                        None => Err(StepError::new(
+                            ErrorClass::OutputInvalid,
+                            "the output is not JSON, but the step has an outputSchema",
+                        )),
+                        Some(json) => {
+                            let problems = schema.validate(&json, 5);
+                            if problems.is_empty() {
+                                Ok(Output::with_json(text, Some(json)))
+                            } else {
+                                Err(StepError::new(
+                                    ErrorClass::OutputInvalid,
+                                    format!("the output does not match outputSchema: {}", problems.join("; ")),
+                                ))
+                            }
+                        }
+                    },
+                };
+                let mut work = Vec::new();
+                match outcome {
+                    Ok(out) => {
+                        let hash = out.hash.clone();
+                        let s = &mut self.steps[i];
+                        s.output = Some(out);
+                        s.error = None;
+                        s.finished_at = Some(now);
+                        self.set_step(i, StepState::Completed, now, None, None, Some(hash))?;
+                        work.push(i);
+                    }
+                    Err(err) => self.fail_attempt(i, err, now, &mut work)?,
+                }
+                self.drain(work, now)
+            }
+            Event::StepFailed { key, attempt, error } => {
+                let i = self.running_attempt(&key, attempt)?;
+                self.finish_attempt(i);
+                let mut work = Vec::new();
+                self.fail_attempt(i, error, now, &mut work)?;
+                self.drain(work, now)
+            }
+            Event::Tick => Ok(()),
+            Event::Pause { immediate } => {
+                match self.state {
+                    ExecutionState::Running => {
+                        self.accumulate_active(now);
+                        self.set_state(ExecutionState::Paused, now, None)?;
+                        self.pause_settled = false;
+                    }
+                    // `pause --now` on an already paused run aborts what is still in flight.
+                    ExecutionState::Paused if immediate => {}
+                    state => return Err(ExecError::InvalidControl { action: "pause", state }),
+                }
+                if immediate {
+                    for i in self.running_steps() {
+                        let attempt = self.steps[i].attempt;
+                        self.finish_attempt(i);
+                        self.set_step(i, StepState::Ready, now, Some("aborted by pause; runs again on resume".into()), None, None)?;
+                        self.ready.insert(i);
+                        self.actions.push(Action::AbortStep { key: self.plan.key(i).to_owned(), attempt, reason: AbortReason::Paused });
+                    }
+                }
+                Ok(())
+            }
+            Event::Resume => {
+                let from = self.state;
+                if !matches!(from, ExecutionState::Paused | ExecutionState::Interrupted | ExecutionState::Failed) {
+                    return Err(ExecError::InvalidControl { action: "resume", state: from });
+                }
+                self.set_state(ExecutionState::Running, now, None)?;
+                self.reason = None;
+                self.finished_at = None;
+                self.running_since = Some(now);
+                if from == ExecutionState::Failed {
+                    self.reset_failures(now)?;
+                }
+                Ok(())
+            }
+            Event::Cancel { reason } => {
+                if self.state.is_terminal() {
+                    return Err(ExecError::InvalidControl { action: "cancel", state: self.state });
+                }
+                let reason = reason.unwrap_or_else(|| "cancelled by request".to_owned());
+                self.stop_all(now, AbortReason::Cancelled, &reason, true)?;
+                self.end(ExecutionState::Cancelled, now, Some(reason))
+            }
+        }
+    }
+
+    /// After every event: fire due timers, start what can start, detect the end,
+    /// and decide about checkpoints.
+    fn advance(&mut self, now: u64) -> Result<(), ExecError> {
+        // Timers.
+        while let Some(&(t, i)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            let s = &self.steps[i];
+            if s.state == StepState::Running && s.deadline == Some(t) {
+                let attempt = s.attempt;
+                let limit = self.plan.workflow.steps[i].timeout_ms.unwrap_or(0);
+                self.finish_attempt(i);
+                self.actions.push(Action::AbortStep { key: self.plan.key(i).to_owned(), attempt, reason: AbortReason::Timeout });
+                let mut work = Vec::new();
+                self.fail_attempt(i, StepError::new(ErrorClass::Timeout, format!("the attempt ran past its limit of {limit} ms")), now, &mut work)?;
+                self.drain(work, now)?;
+            } else if s.state == StepState::WaitingRetry && s.retry_at == Some(t) {
+                self.steps[i].retry_at = None;
+                self.set_step(i, StepState::Ready, now, None, None, None)?;
+                self.ready.insert(i);
+            }
+        }
+        // The run's time limit.
+        if self.state == ExecutionState::Running {
+            if let (Some(deadline), Some(timeout)) = (self.run_deadline(), self.plan.workflow.config.timeout) {
+                if now >= deadline {
+                    let reason = format!("the run timed out after {timeout} ms");
+                    self.stop_all(now, AbortReason::RunFailed, &reason, false)?;
+                    self.accumulate_active(now);
+                    self.end(ExecutionState::Failed, now, Some(reason))?;
+                }
+            }
+        }
+        self.schedule(now)?;
+        self.check_done(now)?;
+        // Paused and nothing left in flight: a checkpoint marks the pause.
+        if self.state == ExecutionState::Paused && self.running == 0 && !self.pause_settled {
+            self.pause_settled = true;
+            self.want_checkpoint = true;
+        }
+        if self.checkpoint_due && !self.want_checkpoint {
+            match (self.plan.workflow.config.checkpoint_interval, self.last_checkpoint_at) {
+                (Some(iv), Some(last)) if now < last.saturating_add(iv) => {}
+                _ => self.want_checkpoint = true,
+            }
+        }
+        Ok(())
+    }
+
+    fn running_attempt(&self, key: &str, attempt: u32) -> Result<usize, ExecError> {
+        let i = self.plan.index_of(key).ok_or_else(|| ExecError::UnknownStep(key.to_owned()))?;
+        let s = &self.steps[i];
+        if s.state != StepState::Running {
+            return Err(ExecError::Stale { key: key.to_owned(), attempt, why: format!("the step is {}", s.state) });
+        }
+        if s.attempt != attempt {
+            return Err(ExecError::Stale { key: key.to_owned(), attempt, why: format!("attempt {} is the current one", s.attempt) });
+        }
+        Ok(i)
+    }
+
+    /// Bookkeeping when an attempt stops running (for any reason).
+    fn finish_attempt(&mut self, i: usize) {
+        if let Some(d) = self.steps[i].deadline.take() {
+            self.timers.remove(&(d, i));
+        }
+        self.running = self.running.saturating_sub(1);
+    }
+
+    fn running_steps(&self) -> Vec<usize> {
+        (0..self.steps.len()).filter(|&i| self.steps[i].state == StepState::Running).collect()
+    }
+
+    fn policy(&self, i: usize) -> RetryPolicy {
+        let step = &self.plan.workflow.steps[i];
+        match &step.retry_policy {
+            Some(p) => p.clone(),
+            None => RetryPolicy {
+                max_retries: self.plan.workflow.config.max_retries,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+
+    /// Delay before retry number `n` (1-based): `delay · multiplier^(n-1)`, ±20 %
+    /// jitter from the seed, at least the provider's `retry-after`.
+    pub fn retry_delay(&self, i: usize, n: u32, retry_after: Option<u64>) -> u64 {
+        let p = self.policy(i);
+        let base = p.retry_delay_ms as f64 * p.retry_backoff_multiplier.powi(n.saturating_sub(1).min(1000) as i32);
+        let r = jitter(self.seed, self.plan.key(i), n);
+        let delay = (base * (0.8 + 0.4 * r)).min(u64::MAX as f64) as u64;
+        delay.max(retry_after.unwrap_or(0))
+    }
+
+    fn fail_attempt(&mut self, i: usize, err: StepError, now: u64, work: &mut Vec<usize>) -> Result<(), ExecError> {
+        let policy = self.policy(i);
+        let retryable = match &policy.retryable_errors {
+            Some(list) => list.contains(&err.class),
+            None => err.class.retryable_by_default(),
+        };
+        let s = &mut self.steps[i];
+        s.failures += 1;
+        let failures = s.failures;
+        s.finished_at = Some(now);
+        if retryable && failures <= policy.max_retries && self.state != ExecutionState::Cancelled {
+            let delay = self.retry_delay(i, failures, err.retry_after_ms);
+            let at = now.saturating_add(delay);
+            let s = &mut self.steps[i];
+            s.retry_at = Some(at);
+            s.error = Some(err.clone());
+            self.timers.insert((at, i));
+            let reason = format!("retry {failures} of {} in {delay} ms", policy.max_retries);
+            self.set_step(i, StepState::WaitingRetry, now, Some(reason), Some(err), None)?;
+        } else {
+            let reason = if retryable && policy.max_retries > 0 {
+                Some(format!("gave up after {} attempts", failures))
+            } else if !retryable {
+                Some(format!("{} errors are not retried", err.class))
+            } else {
+                None
+            };
+            self.steps[i].error = Some(err.clone());
+            self.set_step(i, StepState::Failed, now, reason, Some(err), None)?;
+            work.push(i);
+        }
+        Ok(())
+    }
+
+    /// Propagate settled steps: unlock dependents, skip what cannot run, and fail
+    /// the run when a required step failed (unless `continueOnError`).
+    fn drain(&mut self, mut work: Vec<usize>, now: u64) -> Result<(), ExecError> {
+        while let Some(i) = work.pop() {
+            self.checkpoint_due = true;
+            let state = self.steps[i].state;
+            if state == StepState::Failed
+                && !self.plan.workflow.steps[i].optional
+                && !self.plan.workflow.config.continue_on_error
+                && !self.state.is_terminal()
+            {
+                let msg = self.steps[i].error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+                let reason = format!("step `{}` failed: {msg}", self.plan.key(i));
+                self.stop_all(now, AbortReason::RunFailed, &reason, false)?;
+                self.accumulate_active(now);
+                return self.end(ExecutionState::Failed, now, Some(reason));
+            }
+            let dependents = self.plan.dependents[i].clone();
+            for d in dependents {
+                self.unsettled_deps[d] = self.unsettled_deps[d].saturating_sub(1);
+                if self.unsettled_deps[d] == 0 && self.steps[d].state == StepState::Pending {
+                    self.consider(d, now, &mut work)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// All dependencies of a pending step are settled: decide whether it runs.
+    fn consider(&mut self, i: usize, now: u64, work: &mut Vec<usize>) -> Result<(), ExecError> {
+        let plan = Arc::clone(&self.plan);
+        let step = &plan.workflow.steps[i];
+        let missing = plan.deps[i].iter().copied().find(|&d| self.steps[d].state != StepState::Completed);
+        if let Some(d) = missing {
+            if !step.optional {
+                let why = match self.steps[d].state {
+                    StepState::Skipped => "was skipped",
+                    StepState::Failed => "failed",
+                    _ => "did not complete",
+                };
+                let reason = format!("dependency `{}` {why}", plan.key(d));
+                self.set_step(i, StepState::Skipped, now, Some(reason), None, None)?;
+                work.push(i);
+                return Ok(());
+            }
+        }
+        if let Some(cond) = &plan.conditions[i] {
+            match cond.evaluate(self) {
+                Ok(true) => {}
+                Ok(false) => {
+                    let when = step.when.clone().unwrap_or_default();
+                    self.steps[i].skipped_by_condition = true;
+                    self.set_step(i, StepState::Skipped, now, Some(format!("condition `{when}` is false")), None, None)?;
+                    work.push(i);
+                    return Ok(());
+                }
+                Err(msg) => {
+                    let err = StepError::new(ErrorClass::Template, format!("the `when` condition could not be evaluated: {msg}"));
+                    self.steps[i].error = Some(err.clone());
+                    self.steps[i].finished_at = Some(now);
+                    self.set_step(i, StepState::Failed, now, None, Some(err), None)?;
+                    work.push(i);
+                    return Ok(());
+                }
+            }
+        }
+        self.set_step(i, StepState::Ready, now, None, None, None)?;
+        self.ready.insert(i);
+        Ok(())
+    }
+
+    /// Start ready steps, lowest declaration index first, up to `parallelism`.
+    fn schedule(&mut self, now: u64) -> Result<(), ExecError> {
+        if self.state != ExecutionState::Running {
+            return Ok(());
+        }
+        let cap = self.plan.workflow.config.parallelism.max(1) as usize;
+        while self.running < cap && self.state == ExecutionState::Running {
+            let Some(i) = self.ready.pop_first() else { break };
+            let prompt = match self.plan.prompts[i].render(self) {
+                Ok(p) => p,
+                Err(errors) => {
+                    let msg = errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+                    let err = StepError::new(ErrorClass::Template, msg);
+                    self.steps[i].error = Some(err.clone());
+                    self.steps[i].finished_at = Some(now);
+                    self.set_step(i, StepState::Failed, now, None, Some(err), None)?;
+                    self.drain(vec![i], now)?;
+                    continue;
+                }
+            };
+            let prompt = match &self.steps[i].error {
+                // Tell the model what was wrong with its last answer.
+                Some(e) if e.class == ErrorClass::OutputInvalid => format!(
+                    "{prompt}\n\n(Your previous answer was rejected: {}. Answer again, following the required format exactly.)",
+                    e.message
+                ),
+                _ => prompt,
+            };
+            let plan = Arc::clone(&self.plan);
+            let step = &plan.workflow.steps[i];
+            let deadline = step.timeout_ms.map(|t| now.saturating_add(t));
+            let s = &mut self.steps[i];
+            s.attempt += 1;
+            s.started_at = Some(now);
+            s.finished_at = None;
+            s.deadline = deadline;
+            s.reason = None;
+            let attempt = s.attempt;
+            if let Some(d) = deadline {
+                self.timers.insert((d, i));
+            }
+            self.running += 1;
+            self.set_step(i, StepState::Running, now, None, None, None)?;
+            self.actions.push(Action::StartStep(StartStep {
+                key: step.key.clone(),
+                attempt,
+                agent: step.agent.clone(),
+                prompt,
+                deadline,
+                output_schema: plan.output_schemas[i].clone(),
+            }));
+        }
+        Ok(())
+    }
+
+    fn check_done(&mut self, now: u64) -> Result<(), ExecError> {
+        if !matches!(self.state, ExecutionState::Running | ExecutionState::Paused) {
+            return Ok(());
+        }
+        if !self.steps.iter().all(|s| s.state.is_settled()) {
+            return Ok(());
+        }
+        let failed: Vec<String> = (0..self.steps.len())
+            .filter(|&i| self.steps[i].state == StepState::Failed && !self.plan.workflow.steps[i].optional)
+            .map(|i| self.plan.key(i).to_owned())
+            .collect();
+        self.accumulate_active(now);
+        if failed.is_empty() {
+            self.end(ExecutionState::Completed, now, None)
+        } else {
+            let reason = format!("required step{} failed: {}", if failed.len() == 1 { "" } else { "s" }, failed.join(", "));
+            self.end(ExecutionState::Failed, now, Some(reason))
+        }
+    }
+
+    /// Abort everything in flight; with `cancel_all`, also cancel every unsettled step.
+    fn stop_all(&mut self, now: u64, why: AbortReason, reason: &str, cancel_all: bool) -> Result<(), ExecError> {
+        for i in 0..self.steps.len() {
+            let st = self.steps[i].state;
+            let cancel = match st {
+                StepState::Running => {
+                    let attempt = self.steps[i].attempt;
+                    self.finish_attempt(i);
+                    self.actions.push(Action::AbortStep { key: self.plan.key(i).to_owned(), attempt, reason: why });
+                    true
+                }
+                StepState::Ready | StepState::WaitingRetry => true,
+                StepState::Pending => cancel_all,
+                _ => false,
+            };
+            if cancel {
+                if let Some(t) = self.steps[i].retry_at.take() {
+                    self.timers.remove(&(t, i));
+                }
+                self.ready.remove(&i);
+                self.set_step(i, StepState::Cancelled, now, Some(reason.to_owned()), None, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, state: ExecutionState, now: u64, reason: Option<String>) -> Result<(), ExecError> {
+        self.set_state(state, now, reason.clone())?;
+        self.reason = reason.clone();
+        self.finished_at = Some(now);
+        self.running_since = None;
+        self.want_checkpoint = true;
+        self.actions.push(Action::Finished { state, reason });
+        Ok(())
+    }
+
+    fn accumulate_active(&mut self, now: u64) {
+        if let Some(since) = self.running_since.take() {
+            self.active_ms = self.active_ms.saturating_add(now.saturating_sub(since));
+        }
+    }
+
+    /// Resume after failure: failed and cancelled steps, and what was skipped
+    /// because of them, go back to pending with a fresh retry budget.
+    fn reset_failures(&mut self, now: u64) -> Result<(), ExecError> {
+        let roots: Vec<usize> = (0..self.steps.len())
+            .filter(|&i| matches!(self.steps[i].state, StepState::Failed | StepState::Cancelled))
+            .collect();
+        let mut reset: BTreeSet<usize> = roots.iter().copied().collect();
+        for d in self.plan.graph.descendants_of(&roots) {
+            let s = &self.steps[d];
+            if s.state != StepState::Completed && s.state.is_settled() {
+                reset.insert(d);
+            }
+        }
+        for i in reset {
+            let s = &mut self.steps[i];
+            s.failures = 0;
+            s.error = None;
+            s.retry_at = None;
+            s.skipped_by_condition = false;
+            s.finished_at = None;
+            self.set_step(i, StepState::Pending, now, Some("reset on resume".into()), None, None)?;
+        }
+        self.active_ms = 0;
+        self.rebuild_derived();
+        self.consider_all_unlocked(now)
+    }
+
+    fn consider_all_unlocked(&mut self, now: u64) -> Result<(), ExecError> {
+        let mut work = Vec::new();
+        for i in 0..self.steps.len() {
+            if self.steps[i].state == StepState::Pending && self.unsettled_deps[i] == 0 {
+                self.consider(i, now, &mut work)?;
+            }
+        }
+        self.drain(work, now)
+    }
+
+    fn set_state(&mut self, to: ExecutionState, now: u64, reason: Option<String>) -> Result<(), ExecError> {
+        self.state = self.state.transition(to)?;
+        self.actions.push(Action::ExecutionChanged { state: to, at: now, reason });
+        Ok(())
+    }
+
+    fn set_step(
+        &mut self,
+        i: usize,
+        to: StepState,
+        now: u64,
+        reason: Option<String>,
+        error: Option<StepError>,
+        output_hash: Option<String>,
+    ) -> Result<(), ExecError> {
+        let s = &mut self.steps[i];
+        s.state = s.state.transition(to)?;
+        if to != StepState::Skipped {
+            s.skipped_by_condition = false;
+        }
+        if to == StepState::Pending {
+            s.output = None;
+        }
+        if matches!(to, StepState::Skipped | StepState::Cancelled | StepState::Ready | StepState::Pending | StepState::WaitingRetry) || reason.is_some() {
+            s.reason = reason.clone();
+        }
+        if matches!(to, StepState::Skipped | StepState::Cancelled) {
+            s.finished_at = Some(now);
+        }
+        self.dirty.insert(i);
+        self.actions.push(Action::StepChanged {
+            key: self.plan.key(i).to_owned(),
+            state: to,
+            attempt: self.steps[i].attempt,
+            at: now,
+            reason,
+            error,
+            output_hash,
+        });
+        Ok(())
+    }
+
+    /// Recompute the caches that follow from step states.
+    fn rebuild_derived(&mut self) {
+        let n = self.steps.len();
+        self.running = 0;
+        self.ready.clear();
+        self.timers.clear();
+        self.unsettled_deps = vec![0; n];
+        for i in 0..n {
+            let s = &self.steps[i];
+            match s.state {
+                StepState::Running => {
+                    self.running += 1;
+                    if let Some(d) = s.deadline {
+                        self.timers.insert((d, i));
+                    }
+                }
+                StepState::Ready => {
+                    self.ready.insert(i);
+                }
+                StepState::WaitingRetry => {
+                    if let Some(t) = s.retry_at {
+                        self.timers.insert((t, i));
+                    }
+                }
+                _ => {}
+            }
+            self.unsettled_deps[i] = self.plan.deps[i].iter().filter(|&&d| !self.steps[d].state.is_settled()).count() as u32;
+        }
+    }
+
+    /// The process that ran this execution is gone: attempts in flight are lost.
+    /// They go back to ready (without using a retry) and the execution becomes
+    /// interrupted; `Resume` continues it. Returns the records to persist.
+    pub fn interrupt(&mut self, now: u64) -> Result<Vec<Action>, ExecError> {
+        self.clock = self.clock.max(now);
+        let now = self.clock;
+        self.actions.clear();
+        for i in self.running_steps() {
+            self.finish_attempt(i);
+            self.set_step(i, StepState::Ready, now, Some("interrupted; runs again on resume".into()), None, None)?;
+            self.ready.insert(i);
+        }
+        if matches!(self.state, ExecutionState::Running | ExecutionState::Paused) {
+            self.accumulate_active(now);
+            self.set_state(ExecutionState::Interrupted, now, Some("the process running it stopped".into()))?;
+        }
+        self.last_wake = None;
+        Ok(std::mem::take(&mut self.actions))
+    }
+
+    // ---- Checkpoints ----
+
+    fn header(&self, now: u64) -> Header {
+        Header {
+            state: self.state,
+            seed: self.seed,
+            inputs: self.inputs.clone(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            active_ms: self.active_ms,
+            running_since: self.running_since,
+            reason: self.reason.clone(),
+            last_checkpoint_at: self.last_checkpoint_at,
+            checkpoint_due: self.checkpoint_due,
+            pause_settled: self.pause_settled,
+            clock: self.clock.max(now),
+            last_wake: self.last_wake,
+        }
+    }
+
+    fn step_snapshot(&self, i: usize) -> StepSnapshot {
+        let s = &self.steps[i];
+        StepSnapshot {
+            state: s.state,
+            attempt: s.attempt,
+            failures: s.failures,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            deadline: s.deadline,
+            retry_at: s.retry_at,
+            output: s.output.as_ref().map(|o| OutputRef { hash: o.hash.clone(), bytes: o.text.len() as u64 }),
+            step_hash: (s.state == StepState::Completed).then(|| self.plan.step_hash(i).to_owned()),
+            error: s.error.clone(),
+            reason: s.reason.clone(),
+            skipped_by_condition: s.skipped_by_condition,
+        }
+    }
+
+    /// A full snapshot. Outputs are referenced by content hash, not copied.
+    pub fn snapshot(&mut self) -> Checkpoint {
+        self.seq += 1;
+        self.dirty.clear();
+        self.peek_snapshot()
+    }
+
+    /// A full snapshot without advancing the checkpoint sequence.
+    pub fn peek_snapshot(&self) -> Checkpoint {
+        let steps = (0..self.steps.len())
+            .filter(|&i| self.steps[i] != StepRun::default())
+            .map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i)))
+            .collect();
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            definition_hash: self.plan.hash().to_owned(),
+            seq: self.seq,
+            taken_at: self.clock,
+            header: self.header(self.clock),
+            steps,
+        }
+    }
+
+    /// Only what changed since the last snapshot or delta: small, whatever the
+    /// size of the workflow. Fold deltas onto a snapshot with `Checkpoint::apply`.
+    pub fn take_delta(&mut self) -> CheckpointDelta {
+        self.seq += 1;
+        let dirty = std::mem::take(&mut self.dirty);
+        CheckpointDelta {
+            seq: self.seq,
+            taken_at: self.clock,
+            header: self.header(self.clock),
+            steps: dirty.into_iter().map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i))).collect(),
+        }
+    }
+
+    /// Outputs of completed steps by hash (what a checkpoint refers to).
+    pub fn outputs(&self) -> BTreeMap<String, Arc<str>> {
+        self.steps
+            .iter()
+            .filter_map(|s| s.output.as_ref().map(|o| (o.hash.clone(), o.text.clone())))
+            .collect()
+    }
+
+    /// Rebuild an execution from a checkpoint. With the same definition the result
+    /// is identical to the execution that took it. With an edited definition,
+    /// completed steps whose definition changed, and everything downstream of them,
+    /// go back to pending; the [`Compatibility`] says which.
+    ///
+    /// `output` looks up an output text by its hash.
+    pub fn restore(
+        plan: Arc<Plan>,
+        cp: &Checkpoint,
+        output: &dyn Fn(&str) -> Option<Arc<str>>,
+    ) -> Result<(Execution, Compatibility), RestoreError> {
+        if cp.version != CHECKPOINT_VERSION {
+            return Err(RestoreError::Version { found: cp.version, supported: CHECKPOINT_VERSION });
+        }
+        let compat = Compatibility::compute(&plan, cp);
+        let n = plan.len();
+        let mut steps = vec![StepRun::default(); n];
+        let same = compat.same_definition;
+        let rerun: BTreeSet<&str> = compat.rerun.iter().map(String::as_str).collect();
+        for (key, snap) in &cp.steps {
+            let Some(i) = plan.index_of(key) else { continue };
+            if rerun.contains(key.as_str()) {
+                continue; // back to pending
+            }
+            let out = match &snap.output {
+                None => None,
+                Some(r) => {
+                    let text = output(&r.hash).ok_or_else(|| RestoreError::MissingOutput { step: key.clone(), hash: r.hash.clone() })?;
+                    if output_hash(&text) != r.hash {
+                        return Err(RestoreError::CorruptOutput { step: key.clone(), hash: r.hash.clone() });
+                    }
+                    Some(Output::new(text))
+                }
+            };
+            if snap.state == StepState::Completed && out.is_none() {
+                return Err(RestoreError::MissingOutput { step: key.clone(), hash: String::new() });
+            }
+            // An edited definition may change what is in flight: treat it as lost.
+            let state = if !same && snap.state == StepState::Running { StepState::Ready } else { snap.state };
+            steps[i] = StepRun {
+                state,
+                attempt: snap.attempt,
+                failures: snap.failures,
+                started_at: snap.started_at,
+                finished_at: snap.finished_at,
+                deadline: if state == StepState::Running { snap.deadline } else { None },
+                retry_at: snap.retry_at,
+                output: out,
+                error: snap.error.clone(),
+                reason: snap.reason.clone(),
+                skipped_by_condition: snap.skipped_by_condition,
+            };
+        }
+        let h = &cp.header;
+        let inputs = if same {
+            h.inputs.clone()
+        } else {
+            // The edited definition may take other inputs.
+            plan.resolve_inputs(h.inputs.clone().into_iter().filter(|(k, _)| plan.input_names().contains(k)).collect())
+                .map_err(RestoreError::Inputs)?
+        };
+        let mut e = Execution {
+            state: h.state,
+            inputs,
+            seed: h.seed,
+            steps,
+            started_at: h.started_at,
+            finished_at: h.finished_at,
+            active_ms: h.active_ms,
+            running_since: h.running_since,
+            reason: h.reason.clone(),
+            last_checkpoint_at: h.last_checkpoint_at,
+            checkpoint_due: h.checkpoint_due,
+            pause_settled: h.pause_settled,
+            seq: cp.seq,
+            clock: h.clock,
+            running: 0,
+            ready: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            unsettled_deps: Vec::new(),
+            last_wake: h.last_wake,
+            dirty: BTreeSet::new(),
+            actions: Vec::new(),
+            want_checkpoint: false,
+            plan,
+        };
+        e.rebuild_derived();
+        if !same {
+            // Re-evaluate pending steps whose dependencies are all settled.
+            let now = e.clock;
+            if e.state.is_terminal() && e.steps.iter().any(|s| !s.state.is_settled()) {
+                // A finished run with steps to redo becomes resumable.
+                e.state = ExecutionState::Interrupted;
+                e.finished_at = None;
+            }
+            if matches!(e.state, ExecutionState::Running | ExecutionState::Paused | ExecutionState::Interrupted) {
+                e.consider_all_unlocked(now).map_err(|err| RestoreError::Invalid(err.to_string()))?;
+            }
+            e.actions.clear();
+            e.dirty = (0..e.steps.len()).collect();
+        }
+        Ok((e, compat))
+    }
+}
+
+impl Context for Execution {
+    fn input(&self, name: &str) -> Option<&Value> {
+        self.inputs.get(name)
+    }
+    fn output(&self, key: &str) -> Option<&str> {
+        let i = self.plan.index_of(key)?;
+        let s = &self.steps[i];
+        if s.state != StepState::Completed {
+            return None;
+        }
+        s.output.as_ref().map(|o| &*o.text)
+    }
+    fn output_json(&self, key: &str) -> Option<Cow<'_, Value>> {
+        let i = self.plan.index_of(key)?;
+        let s = &self.steps[i];
+        if s.state != StepState::Completed {
+            return None;
+        }
+        s.output.as_ref()?.json().map(Cow::Borrowed)
+    }
+    fn is_step(&self, key: &str) -> bool {
+        self.plan.index_of(key).is_some()
+    }
+    fn missing_reason(&self, key: &str) -> Option<String> {
+        let s = self.step(key)?;
+        Some(match (&s.state, &s.reason) {
+            (StepState::Skipped, Some(r)) => format!("was skipped ({r})"),
+            (StepState::Failed, _) => "failed".to_owned(),
+            (state, _) => format!("is {state}"),
+        })
+    }
+}
+
+/// A reproducible number in [0, 1) from (seed, step, attempt).
+fn jitter(seed: u64, key: &str, attempt: u32) -> f64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let x = splitmix64(seed ^ splitmix64(h ^ u64::from(attempt)));
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

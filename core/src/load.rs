@@ -1,0 +1,785 @@
+//! Spanned tree → [`Workflow`] plus a [`SourceMap`], reporting every schema problem
+//! at once (unknown fields with a suggestion, wrong types, missing fields) at the
+//! position of the offending key or value.
+//!
+//! Loading never stops at the first problem: a step with a bad field is still
+//! loaded (with the field empty) so that graph and placeholder checks can run too.
+
+use crate::model::{
+    Config, ErrorClass, InputSpec, RetryPolicy, Step, Workflow, default_max_retries,
+    default_multiplier, default_parallelism, default_retry_delay, default_version,
+};
+use crate::parse::{Entry, Format, Node, NodeKind, Scalar};
+use crate::report::{Code, Sink, suggest};
+use crate::source::Span;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "version",
+    "steps",
+    "config",
+    "tags",
+    "author",
+    "inputs",
+];
+pub(crate) const STEP_FIELDS: &[&str] = &[
+    "key",
+    "agent",
+    "prompt",
+    "dependencies",
+    "parallel",
+    "optional",
+    "timeoutMs",
+    "retryPolicy",
+    "outputSchema",
+    "when",
+];
+pub(crate) const RETRY_FIELDS: &[&str] = &[
+    "maxRetries",
+    "retryDelayMs",
+    "retryBackoffMultiplier",
+    "retryableErrors",
+];
+pub(crate) const CONFIG_FIELDS: &[&str] = &[
+    "timeout",
+    "maxRetries",
+    "checkpointInterval",
+    "parallelism",
+    "continueOnError",
+];
+pub(crate) const INPUT_FIELDS: &[&str] = &["description", "default"];
+
+/// A field's key and value spans.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldSource {
+    pub name: String,
+    pub key: Span,
+    pub value: Span,
+}
+
+/// Where a step's parts are in the text (for error positions and in-place edits).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct StepSource {
+    /// The whole step item.
+    pub span: Span,
+    pub fields: Vec<FieldSource>,
+    /// Each dependency list item.
+    pub dependencies: Vec<Span>,
+}
+
+impl StepSource {
+    pub fn field(&self, name: &str) -> Option<&FieldSource> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+    /// The best place to point at for a problem with the step as a whole.
+    pub fn anchor(&self) -> Span {
+        self.field("key").map_or(self.span, |f| f.value)
+    }
+}
+
+/// Positions of the workflow's parts in the source text.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct SourceMap {
+    pub format: Option<Format>,
+    pub root: Span,
+    pub fields: Vec<FieldSource>,
+    /// One per entry of `steps`, in order (also for entries that failed to load).
+    pub steps: Vec<StepSource>,
+    /// The span of the `steps` list itself.
+    pub steps_list: Option<Span>,
+    pub inputs: Vec<FieldSource>,
+}
+
+impl SourceMap {
+    pub fn field(&self, name: &str) -> Option<&FieldSource> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+struct Loader<'s, 't> {
+    sink: &'s mut Sink<'t>,
+    yaml: bool,
+}
+
+/// Load a workflow from a parsed document. Problems go to `sink`.
+pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Workflow, SourceMap) {
+    let mut l = Loader {
+        sink,
+        yaml: format == Format::Yaml,
+    };
+    let mut map = SourceMap {
+        format: Some(format),
+        root: root.span,
+        ..SourceMap::default()
+    };
+    let mut wf = Workflow {
+        name: String::new(),
+        description: None,
+        version: default_version(),
+        steps: Vec::new(),
+        config: Config::default(),
+        tags: Vec::new(),
+        author: None,
+        inputs: BTreeMap::new(),
+    };
+    let NodeKind::Map(entries) = &root.kind else {
+        l.sink.error(
+            Code::Schema,
+            Some(root.span),
+            None,
+            format!(
+                "a workflow is a mapping with `name` and `steps`, not {}",
+                root.type_name()
+            ),
+        );
+        return (wf, map);
+    };
+    let entries = l.check_fields(entries, WORKFLOW_FIELDS, "workflow", None);
+    let mut saw_steps = false;
+    let mut saw_name = false;
+    for e in &entries {
+        map.fields.push(FieldSource {
+            name: e.key.to_string(),
+            key: e.key_span,
+            value: e.value.span,
+        });
+        match e.key.as_ref() {
+            "name" => {
+                saw_name = true;
+                if let Some(s) = l.string(e, None) {
+                    if s.trim().is_empty() {
+                        l.sink.error(
+                            Code::InvalidValue,
+                            Some(e.value.span),
+                            None,
+                            "`name` is empty; give the workflow a name".into(),
+                        );
+                    }
+                    wf.name = s;
+                }
+            }
+            "description" => wf.description = l.string(e, None),
+            "version" => {
+                if let Some(v) = l.string(e, None) {
+                    wf.version = v;
+                }
+            }
+            "author" => wf.author = l.string(e, None),
+            "tags" => wf.tags = l.string_list(e, None).into_iter().map(|(s, _)| s).collect(),
+            "config" => wf.config = l.config(&e.value),
+            "inputs" => wf.inputs = l.inputs(&e.value, &mut map),
+            "steps" => {
+                saw_steps = true;
+                map.steps_list = Some(e.value.span);
+                match &e.value.kind {
+                    NodeKind::Seq(items) => {
+                        if items.is_empty() {
+                            l.sink.error(
+                                Code::EmptyWorkflow,
+                                Some(e.value.span),
+                                None,
+                                "`steps` is empty; a workflow needs at least one step".into(),
+                            );
+                        }
+                        for item in items {
+                            let (step, src) = l.step(item);
+                            wf.steps.push(step);
+                            map.steps.push(src);
+                        }
+                    }
+                    _ => l.sink.error(
+                        Code::Schema,
+                        Some(e.value.span),
+                        None,
+                        format!("`steps` must be a list of steps, not {}", e.value.type_name()),
+                    ),
+                }
+            }
+            _ => {}
+        }
+    }
+    if !saw_name {
+        l.sink.error(
+            Code::Schema,
+            Some(Span::new(root.span.start as usize, root.span.start as usize)),
+            None,
+            "the workflow has no `name`; add `name: my-workflow`".into(),
+        );
+    }
+    if !saw_steps {
+        l.sink.error(
+            Code::EmptyWorkflow,
+            Some(Span::new(root.span.start as usize, root.span.start as usize)),
+            None,
+            "the workflow has no `steps`; add a `steps:` list with at least one step".into(),
+        );
+    }
+    (wf, map)
+}
+
+impl<'t> Loader<'_, 't> {
+    /// Report unknown and duplicate fields; returns the entries to interpret.
+    fn check_fields<'n, 'a>(
+        &mut self,
+        entries: &'n [Entry<'a>],
+        known: &[&str],
+        what: &str,
+        step: Option<&str>,
+    ) -> Vec<&'n Entry<'a>> {
+        let mut out: Vec<&Entry<'a>> = Vec::with_capacity(entries.len());
+        for e in entries {
+            if out.iter().any(|o| o.key == e.key) {
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.key_span),
+                    step,
+                    format!("`{}` appears twice in this {what}; keep one", e.key),
+                );
+                continue;
+            }
+            if known.contains(&e.key.as_ref()) {
+                out.push(e);
+            } else {
+                let hint = match suggest(&e.key, known.iter().copied()) {
+                    Some(s) => format!("; did you mean `{s}`?"),
+                    None => format!("; known fields: {}", known.join(", ")),
+                };
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.key_span),
+                    step,
+                    format!("unknown field `{}` in {what}{hint}", e.key),
+                );
+            }
+        }
+        out
+    }
+
+    fn string(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<String> {
+        self.string_node(&e.value, &e.key, step)
+    }
+
+    fn string_node(&mut self, n: &Node<'_>, field: &str, step: Option<&str>) -> Option<String> {
+        match n.scalar() {
+            Some(Scalar::Str(s)) => Some(s.to_owned()),
+            // `version: 1.0` in YAML: keep the text as written.
+            Some(Scalar::Int(_) | Scalar::Float(_)) if self.yaml => match &n.kind {
+                NodeKind::Scalar { text, .. } => Some(text.to_string()),
+                _ => None,
+            },
+            _ => {
+                self.sink.error(
+                    Code::Schema,
+                    Some(n.span),
+                    step,
+                    format!("`{field}` must be text, not {}", n.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    fn string_list(&mut self, e: &Entry<'_>, step: Option<&str>) -> Vec<(String, Span)> {
+        match &e.value.kind {
+            NodeKind::Seq(items) => items
+                .iter()
+                .filter_map(|i| self.string_node(i, &e.key, step).map(|s| (s, i.span)))
+                .collect(),
+            // `dependencies: []` written as `dependencies:` (null) is an empty list.
+            NodeKind::Scalar { .. } if e.value.scalar() == Some(Scalar::Null) => Vec::new(),
+            _ => {
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.value.span),
+                    step,
+                    format!(
+                        "`{}` must be a list (`[a, b]`), not {}",
+                        e.key,
+                        e.value.type_name()
+                    ),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn boolean(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<bool> {
+        match e.value.scalar() {
+            Some(Scalar::Bool(b)) => Some(b),
+            Some(Scalar::Str(s)) if matches!(s, "yes" | "no" | "on" | "off" | "y" | "n") => {
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.value.span),
+                    step,
+                    format!("`{}` must be true or false; `{s}` is text in YAML 1.2", e.key),
+                );
+                None
+            }
+            _ => {
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.value.span),
+                    step,
+                    format!("`{}` must be true or false, not {}", e.key, e.value.type_name()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A non-negative whole number (integral floats such as `3e4` are accepted).
+    fn unsigned(&mut self, e: &Entry<'_>, step: Option<&str>, unit: &str) -> Option<u64> {
+        let n = match e.value.scalar() {
+            Some(Scalar::Int(i)) => Some(i as f64),
+            Some(Scalar::Float(f)) if f.is_finite() && f.fract() == 0.0 => Some(f),
+            _ => None,
+        };
+        match n {
+            Some(n) if n >= 0.0 && n <= u64::MAX as f64 => Some(n as u64),
+            Some(n) => {
+                self.sink.error(
+                    Code::InvalidValue,
+                    Some(e.value.span),
+                    step,
+                    format!("`{}` must be zero or more, not {n}", e.key),
+                );
+                None
+            }
+            None => {
+                let hint = if unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" of {unit}")
+                };
+                let got = match e.value.scalar() {
+                    Some(Scalar::Str(s)) => format!("`{s}`"),
+                    Some(Scalar::Float(f)) => format!("{f}"),
+                    _ => e.value.type_name().to_owned(),
+                };
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.value.span),
+                    step,
+                    format!("`{}` must be a whole number{hint}, not {got}", e.key),
+                );
+                None
+            }
+        }
+    }
+
+    fn u32_field(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<u32> {
+        let v = self.unsigned(e, step, "")?;
+        match u32::try_from(v) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.sink.error(
+                    Code::InvalidValue,
+                    Some(e.value.span),
+                    step,
+                    format!("`{}` is too large ({v}); the maximum is {}", e.key, u32::MAX),
+                );
+                None
+            }
+        }
+    }
+
+    fn positive_ms(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<u64> {
+        let v = self.unsigned(e, step, "milliseconds")?;
+        if v == 0 {
+            self.sink.error(
+                Code::InvalidValue,
+                Some(e.value.span),
+                step,
+                format!("`{}` must be at least 1 millisecond; remove it for no limit", e.key),
+            );
+            return None;
+        }
+        Some(v)
+    }
+
+    fn config(&mut self, n: &Node<'_>) -> Config {
+        let mut c = Config::default();
+        let NodeKind::Map(entries) = &n.kind else {
+            self.sink.error(
+                Code::Schema,
+                Some(n.span),
+                None,
+                format!("`config` must be a mapping, not {}", n.type_name()),
+            );
+            return c;
+        };
+        for e in self.check_fields(entries, CONFIG_FIELDS, "config", None) {
+            match e.key.as_ref() {
+                "timeout" => c.timeout = self.positive_ms(e, None),
+                "maxRetries" => c.max_retries = self.u32_field(e, None).unwrap_or(0),
+                "checkpointInterval" => c.checkpoint_interval = self.positive_ms(e, None),
+                "parallelism" => {
+                    if let Some(p) = self.u32_field(e, None) {
+                        if p == 0 {
+                            self.sink.error(
+                                Code::InvalidValue,
+                                Some(e.value.span),
+                                None,
+                                "`parallelism` must be at least 1".into(),
+                            );
+                        } else {
+                            c.parallelism = p;
+                        }
+                    }
+                }
+                "continueOnError" => c.continue_on_error = self.boolean(e, None).unwrap_or(false),
+                _ => {}
+            }
+        }
+        if c.parallelism == 0 {
+            c.parallelism = default_parallelism();
+        }
+        c
+    }
+
+    fn inputs(&mut self, n: &Node<'_>, map: &mut SourceMap) -> BTreeMap<String, InputSpec> {
+        let mut out = BTreeMap::new();
+        let NodeKind::Map(entries) = &n.kind else {
+            self.sink.error(
+                Code::Schema,
+                Some(n.span),
+                None,
+                format!(
+                    "`inputs` maps input names to descriptions, not {}",
+                    n.type_name()
+                ),
+            );
+            return out;
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for e in entries {
+            if seen.contains(&e.key.as_ref()) {
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.key_span),
+                    None,
+                    format!("input `{}` is declared twice; keep one", e.key),
+                );
+                continue;
+            }
+            seen.push(&e.key);
+            if !valid_name(&e.key) {
+                self.sink.error(
+                    Code::InvalidValue,
+                    Some(e.key_span),
+                    None,
+                    format!(
+                        "input name `{}` may only hold letters, digits, `_` and `-`",
+                        e.key
+                    ),
+                );
+            }
+            map.inputs.push(FieldSource {
+                name: e.key.to_string(),
+                key: e.key_span,
+                value: e.value.span,
+            });
+            let spec = match &e.value.kind {
+                // Shorthand: `topic: What to write about`.
+                NodeKind::Scalar { .. } => match e.value.scalar() {
+                    Some(Scalar::Null) => InputSpec::default(),
+                    _ => InputSpec {
+                        description: self.string(e, None),
+                        default: None,
+                    },
+                },
+                NodeKind::Map(fields) => {
+                    let mut spec = InputSpec::default();
+                    for f in self.check_fields(fields, INPUT_FIELDS, "input", None) {
+                        match f.key.as_ref() {
+                            "description" => spec.description = self.string(f, None),
+                            "default" => spec.default = Some(f.value.to_json()),
+                            _ => {}
+                        }
+                    }
+                    spec
+                }
+                NodeKind::Seq(_) => {
+                    self.sink.error(
+                        Code::Schema,
+                        Some(e.value.span),
+                        None,
+                        format!(
+                            "input `{}` takes a description or `{{description, default}}`, not a list",
+                            e.key
+                        ),
+                    );
+                    InputSpec::default()
+                }
+            };
+            out.insert(e.key.to_string(), spec);
+        }
+        out
+    }
+
+    fn step(&mut self, item: &Node<'_>) -> (Step, StepSource) {
+        let mut src = StepSource {
+            span: item.span,
+            ..StepSource::default()
+        };
+        let mut step = Step {
+            key: String::new(),
+            agent: String::new(),
+            prompt: String::new(),
+            dependencies: Vec::new(),
+            parallel: false,
+            optional: false,
+            timeout_ms: None,
+            retry_policy: None,
+            output_schema: None,
+            when: None,
+        };
+        let NodeKind::Map(entries) = &item.kind else {
+            self.sink.error(
+                Code::Schema,
+                Some(item.span),
+                None,
+                format!(
+                    "each step is a mapping with `key`, `agent` and `prompt`, not {}",
+                    item.type_name()
+                ),
+            );
+            return (step, src);
+        };
+        // The key first, so that every other problem can name the step.
+        let key_entry = entries.iter().find(|e| e.key == "key");
+        if let Some(e) = key_entry {
+            if let Some(k) = self.string(e, None) {
+                step.key = k;
+            }
+        }
+        let label = (!step.key.is_empty()).then(|| step.key.clone());
+        let label = label.as_deref();
+        let entries = self.check_fields(entries, STEP_FIELDS, "step", label);
+        let mut have = Vec::new();
+        for e in entries {
+            have.push(e.key.as_ref());
+            src.fields.push(FieldSource {
+                name: e.key.to_string(),
+                key: e.key_span,
+                value: e.value.span,
+            });
+            match e.key.as_ref() {
+                "key" => {}
+                "agent" => step.agent = self.string(e, label).unwrap_or_default(),
+                "prompt" => step.prompt = self.string(e, label).unwrap_or_default(),
+                "dependencies" => {
+                    for (d, span) in self.string_list(e, label) {
+                        step.dependencies.push(d);
+                        src.dependencies.push(span);
+                    }
+                }
+                "parallel" => step.parallel = self.boolean(e, label).unwrap_or(false),
+                "optional" => step.optional = self.boolean(e, label).unwrap_or(false),
+                "timeoutMs" => step.timeout_ms = self.positive_ms(e, label),
+                "retryPolicy" => step.retry_policy = self.retry(&e.value, label),
+                "outputSchema" => match &e.value.kind {
+                    NodeKind::Map(_) => step.output_schema = Some(e.value.to_json()),
+                    _ if matches!(e.value.scalar(), Some(Scalar::Bool(_))) => {
+                        step.output_schema = Some(e.value.to_json())
+                    }
+                    _ => self.sink.error(
+                        Code::Schema,
+                        Some(e.value.span),
+                        label,
+                        format!(
+                            "`outputSchema` must be a JSON Schema object, not {}",
+                            e.value.type_name()
+                        ),
+                    ),
+                },
+                "when" => step.when = self.string(e, label),
+                _ => {}
+            }
+        }
+        for required in ["key", "agent", "prompt"] {
+            if !have.contains(&required) {
+                let example = match required {
+                    "key" => "key: my-step",
+                    "agent" => "agent: backend",
+                    _ => "prompt: \"…\"",
+                };
+                self.sink.error(
+                    Code::Schema,
+                    Some(src.anchor()),
+                    label,
+                    format!("the step has no `{required}`; add `{example}`"),
+                );
+            }
+        }
+        (step, src)
+    }
+
+    fn retry(&mut self, n: &Node<'_>, step: Option<&str>) -> Option<RetryPolicy> {
+        let NodeKind::Map(entries) = &n.kind else {
+            self.sink.error(
+                Code::Schema,
+                Some(n.span),
+                step,
+                format!("`retryPolicy` must be a mapping, not {}", n.type_name()),
+            );
+            return None;
+        };
+        let mut p = RetryPolicy {
+            max_retries: default_max_retries(),
+            retry_delay_ms: default_retry_delay(),
+            retry_backoff_multiplier: default_multiplier(),
+            retryable_errors: None,
+        };
+        for e in self.check_fields(entries, RETRY_FIELDS, "retryPolicy", step) {
+            match e.key.as_ref() {
+                "maxRetries" => {
+                    if let Some(v) = self.u32_field(e, step) {
+                        p.max_retries = v;
+                    }
+                }
+                "retryDelayMs" => {
+                    if let Some(v) = self.unsigned(e, step, "milliseconds") {
+                        p.retry_delay_ms = v;
+                    }
+                }
+                "retryBackoffMultiplier" => match e.value.scalar() {
+                    Some(Scalar::Int(i)) if i >= 1 => p.retry_backoff_multiplier = i as f64,
+                    Some(Scalar::Float(f)) if f.is_finite() && f >= 1.0 => {
+                        p.retry_backoff_multiplier = f
+                    }
+                    Some(Scalar::Int(_) | Scalar::Float(_)) => self.sink.error(
+                        Code::InvalidValue,
+                        Some(e.value.span),
+                        step,
+                        "`retryBackoffMultiplier` must be at least 1 (1 keeps the delay constant)"
+                            .into(),
+                    ),
+                    _ => self.sink.error(
+                        Code::Schema,
+                        Some(e.value.span),
+                        step,
+                        format!(
+                            "`retryBackoffMultiplier` must be a number, not {}",
+                            e.value.type_name()
+                        ),
+                    ),
+                },
+                "retryableErrors" => {
+                    let mut classes = Vec::new();
+                    for (name, span) in self.string_list(e, step) {
+                        match ErrorClass::parse(&name) {
+                            Some(c) => classes.push(c),
+                            None => {
+                                let names = ErrorClass::ALL.map(ErrorClass::as_str);
+                                let hint = suggest(&name.replace('_', "-"), names)
+                                    .map(|s| format!("did you mean `{s}`? "))
+                                    .unwrap_or_default();
+                                self.sink.error(
+                                    Code::InvalidValue,
+                                    Some(span),
+                                    step,
+                                    format!(
+                                        "unknown error class `{name}`; {hint}classes: {}",
+                                        names.join(", ")
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                    p.retryable_errors = Some(classes);
+                }
+                _ => {}
+            }
+        }
+        Some(p)
+    }
+}
+
+/// Step keys and input names: letters, digits, `_` and `-` (no dots: they separate
+/// placeholder paths).
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{Limits, parse};
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    fn load_text(text: &str) -> (Workflow, crate::report::Report) {
+        let doc = parse(text, None, &Limits::default()).expect("parses");
+        let mut sink = Sink::new(Some(text));
+        let (wf, _) = load(&doc.root, doc.format, &mut sink);
+        (wf, sink.into_report())
+    }
+
+    #[test]
+    fn loads_every_field_with_defaults() {
+        let (wf, report) = load_text(
+            "name: demo\nversion: 2.0\nsteps:\n  - key: a\n    agent: backend\n    prompt: hi\n    timeoutMs: 3e4\n    retryPolicy: {maxRetries: 1, retryableErrors: [timeout]}\n    outputSchema: {type: object}\n",
+        );
+        assert!(report.valid, "{report:?}");
+        assert_eq!(wf.version, "2.0");
+        assert_eq!(wf.config.parallelism, 5);
+        let s = &wf.steps[0];
+        assert_eq!(s.timeout_ms, Some(30_000));
+        let p = s.retry_policy.as_ref().expect("policy");
+        assert_eq!((p.max_retries, p.retry_delay_ms), (1, 1000));
+        assert_eq!(p.retryable_errors, Some(vec![ErrorClass::Timeout]));
+    }
+
+    #[test]
+    fn reports_every_schema_problem_at_once() {
+        let text = "name: demo\nsteps:\n  - key: a\n    agent: x\n    prompt: p\n    dependsOn: [b]\n    optional: yes\n  - key: b\n    prompt: 3\n    timeoutMs: 30s\n    retryPolicy: {retryBackoffMultiplier: 0.5, retryableErrors: [rate_limit]}\nconfig: {parallelism: 0, paralellism: 2}\n";
+        let (_, report) = load_text(text);
+        let msgs: Vec<String> = report
+            .errors
+            .iter()
+            .map(|p| format!("{}:{} {} {}", p.line.unwrap_or(0), p.column.unwrap_or(0), p.code, p.message))
+            .collect();
+        let all = msgs.join("\n");
+        assert!(all.contains("6:5 schema unknown field `dependsOn` in step; did you mean `dependencies`?"), "{all}");
+        assert!(all.contains("7:15 schema `optional` must be true or false"), "{all}");
+        assert!(all.contains("the step has no `agent`"), "{all}");
+        assert!(all.contains("`timeoutMs` must be a whole number of milliseconds, not `30s`"), "{all}");
+        assert!(all.contains("at least 1 (1 keeps"), "{all}");
+        assert!(all.contains("did you mean `rate-limit`?"), "{all}");
+        assert!(all.contains("`parallelism` must be at least 1"), "{all}");
+        assert!(all.contains("did you mean `parallelism`"), "{all}");
+        assert_eq!(report.errors.iter().filter(|p| p.step.as_deref() == Some("b")).count(), 4);
+    }
+
+    #[test]
+    fn json_is_strictly_typed() {
+        let (_, report) = load_text(r#"{"name": "x", "version": 1, "steps": [{"key": "a", "agent": "b", "prompt": "c"}]}"#);
+        assert_eq!(report.errors.len(), 1);
+        assert_eq!(report.errors[0].line, Some(1));
+        assert_eq!(report.errors[0].column, Some(26));
+    }
+
+    #[test]
+    fn missing_name_and_steps() {
+        let (_, report) = load_text("description: nothing\n");
+        assert!(report.has_code(Code::Schema));
+        assert!(report.has_code(Code::EmptyWorkflow));
+        let (_, report) = load_text("name: x\nsteps: []\n");
+        assert!(report.has_code(Code::EmptyWorkflow));
+    }
+
+    #[test]
+    fn input_shorthand_and_defaults() {
+        let (wf, report) = load_text("name: x\ninputs:\n  topic: What to write about\n  depth: {default: 3}\n  bare:\nsteps: [{key: a, agent: b, prompt: c}]\n");
+        assert!(report.valid, "{report:?}");
+        assert_eq!(wf.inputs["topic"].description.as_deref(), Some("What to write about"));
+        assert_eq!(wf.inputs["depth"].default, Some(serde_json::json!(3)));
+        assert!(wf.inputs["bare"].default.is_none());
+    }
+}

@@ -1,0 +1,279 @@
+//! The workflow file format as Rust types. Field names are the seed's (camelCase).
+//!
+//! These types serialize back to the file format (export, the API) and generate
+//! the JSON Schema behind `ax workflow schema`. Reading a file does not go through
+//! serde: `load` walks the spanned tree so that every problem is reported at once,
+//! with its position; a test keeps the two in agreement.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A workflow: named steps, each sending a prompt to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Workflow {
+    /// Name of the workflow.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Version of the definition.
+    #[serde(default = "default_version")]
+    pub version: String,
+    /// The steps, at least one. Declaration order breaks ties in scheduling.
+    pub steps: Vec<Step>,
+    #[serde(default, skip_serializing_if = "Config::is_default")]
+    pub config: Config,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Declared run inputs, used in prompts as `{{name}}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, InputSpec>,
+}
+
+/// A declared run input.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InputSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Used when the run does not supply the input. Without a default the input is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<serde_json::Value>,
+}
+
+/// One step: a prompt sent to an agent once its dependencies are done.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Step {
+    /// Unique key: letters, digits, `_` and `-`.
+    pub key: String,
+    /// The agent that answers the prompt (mapped to a provider and model by the agents config).
+    pub agent: String,
+    /// The prompt; `{{input}}`, `{{step.result}}` and `{{step.result.field}}` are filled in.
+    pub prompt: String,
+    /// Keys of the steps that must finish first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<String>,
+    /// Declares that the step may run alongside its siblings (informational: the
+    /// graph and `config.parallelism` decide what runs concurrently).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub parallel: bool,
+    /// A failure of this step does not fail the run; it also runs when a
+    /// dependency was skipped or failed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub optional: bool,
+    /// Time limit of one attempt, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_policy: Option<RetryPolicy>,
+    /// JSON Schema that the step's output must satisfy (the output is parsed as JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_schema: Option<serde_json::Value>,
+    /// Condition on upstream results; when false the step is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+}
+
+/// How a step is retried after a retryable failure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Delay before the first retry, in milliseconds.
+    #[serde(default = "default_retry_delay")]
+    pub retry_delay_ms: u64,
+    /// Each further retry waits this many times longer (at least 1).
+    #[serde(default = "default_multiplier")]
+    pub retry_backoff_multiplier: f64,
+    /// Error classes that are retried; by default rate-limit, timeout, network,
+    /// server-error, overloaded and output-invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable_errors: Option<Vec<ErrorClass>>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: default_max_retries(),
+            retry_delay_ms: default_retry_delay(),
+            retry_backoff_multiplier: default_multiplier(),
+            retryable_errors: None,
+        }
+    }
+}
+
+/// Run-wide settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Time limit of the whole run in milliseconds (paused time does not count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// Retries for steps without their own `retryPolicy`.
+    #[serde(default)]
+    pub max_retries: u32,
+    /// At most one checkpoint per this many milliseconds (default: after every step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<u64>,
+    /// Steps running at the same time, at most.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: u32,
+    /// Keep running independent steps after a required step fails.
+    #[serde(default)]
+    pub continue_on_error: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            timeout: None,
+            max_retries: 0,
+            checkpoint_interval: None,
+            parallelism: default_parallelism(),
+            continue_on_error: false,
+        }
+    }
+}
+
+impl Config {
+    pub fn is_default(&self) -> bool {
+        *self == Config::default()
+    }
+}
+
+/// Why an attempt failed. The driver classifies provider errors; the executor
+/// decides from the class whether to retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorClass {
+    /// 429 or a provider's rate-limit error.
+    RateLimit,
+    /// The attempt ran past its time limit.
+    Timeout,
+    /// Connection refused, reset, DNS failure.
+    Network,
+    /// A 5xx answer.
+    ServerError,
+    /// The provider says it is overloaded (529, "overloaded").
+    Overloaded,
+    /// The output did not satisfy `outputSchema`.
+    OutputInvalid,
+    /// Bad or missing credentials.
+    Auth,
+    /// The provider rejected the request as malformed.
+    InvalidRequest,
+    /// No provider is configured for the agent.
+    Unavailable,
+    /// A placeholder or condition could not be evaluated.
+    Template,
+    /// Anything else.
+    Other,
+}
+
+impl ErrorClass {
+    pub const ALL: [ErrorClass; 11] = [
+        ErrorClass::RateLimit,
+        ErrorClass::Timeout,
+        ErrorClass::Network,
+        ErrorClass::ServerError,
+        ErrorClass::Overloaded,
+        ErrorClass::OutputInvalid,
+        ErrorClass::Auth,
+        ErrorClass::InvalidRequest,
+        ErrorClass::Unavailable,
+        ErrorClass::Template,
+        ErrorClass::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::RateLimit => "rate-limit",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Network => "network",
+            ErrorClass::ServerError => "server-error",
+            ErrorClass::Overloaded => "overloaded",
+            ErrorClass::OutputInvalid => "output-invalid",
+            ErrorClass::Auth => "auth",
+            ErrorClass::InvalidRequest => "invalid-request",
+            ErrorClass::Unavailable => "unavailable",
+            ErrorClass::Template => "template",
+            ErrorClass::Other => "other",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ErrorClass> {
+        ErrorClass::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Retried unless a policy lists its own classes.
+    pub fn retryable_by_default(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::RateLimit
+                | ErrorClass::Timeout
+                | ErrorClass::Network
+                | ErrorClass::ServerError
+                | ErrorClass::Overloaded
+                | ErrorClass::OutputInvalid
+        )
+    }
+}
+
+impl std::fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub(crate) fn default_version() -> String {
+    "1.0.0".to_owned()
+}
+pub(crate) fn default_max_retries() -> u32 {
+    3
+}
+pub(crate) fn default_retry_delay() -> u64 {
+    1000
+}
+pub(crate) fn default_multiplier() -> f64 {
+    2.0
+}
+pub(crate) fn default_parallelism() -> u32 {
+    5
+}
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Workflow {
+    pub fn step(&self, key: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.key == key)
+    }
+}
+
+/// The JSON Schema of the file format, generated from these types.
+#[cfg(feature = "schema")]
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(Workflow)).unwrap_or_default();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert(
+            "$id".into(),
+            serde_json::Value::String("https://ax.invalid/schema/workflow.json".into()),
+        );
+        obj.insert(
+            "title".into(),
+            serde_json::Value::String("ax workflow".into()),
+        );
+    }
+    schema
+}

@@ -1,0 +1,276 @@
+//! A validated, compiled workflow: the graph, parsed prompts and conditions,
+//! compiled output schemas, and structural hashes. An [`crate::exec::Execution`]
+//! runs a `Plan`; checkpoints refer to it by hash.
+
+use crate::condition::Condition;
+use crate::graph::Graph;
+use crate::model::Workflow;
+use crate::report::{Report, suggest};
+use crate::schema::CompiledSchema;
+use crate::template::{Ref, Template};
+use crate::validate::{Options, analyze};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+#[derive(Debug)]
+pub struct Plan {
+    pub workflow: Workflow,
+    pub graph: Graph,
+    index: HashMap<String, usize>,
+    pub(crate) prompts: Vec<Template>,
+    pub(crate) conditions: Vec<Option<Condition>>,
+    pub(crate) schemas: Vec<Option<CompiledSchema>>,
+    pub(crate) output_schemas: Vec<Option<Arc<Value>>>,
+    pub(crate) deps: Vec<Vec<usize>>,
+    pub(crate) dependents: Vec<Vec<usize>>,
+    /// Inputs the workflow can use: declared ones and undeclared `{{name}}`s.
+    input_names: BTreeSet<String>,
+    hash: String,
+    step_hashes: Vec<String>,
+}
+
+/// Why run inputs were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("{}", describe_missing(.0))]
+    Missing(Vec<String>),
+    #[error("unknown input `{name}`{}; this workflow takes: {}", .suggestion.as_ref().map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default(), if .known.is_empty() { "no inputs".to_owned() } else { .known.join(", ") })]
+    Unknown {
+        name: String,
+        suggestion: Option<String>,
+        known: Vec<String>,
+    },
+}
+
+fn describe_missing(names: &[String]) -> String {
+    let flags: Vec<String> = names.iter().map(|n| format!("--input {n}=…")).collect();
+    format!(
+        "missing input{} {}: pass {}",
+        if names.len() == 1 { "" } else { "s" },
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        flags.join(" ")
+    )
+}
+
+impl Plan {
+    pub(crate) fn new(
+        workflow: Workflow,
+        graph: Graph,
+        prompts: Vec<Template>,
+        conditions: Vec<Option<Condition>>,
+        schemas: Vec<Option<CompiledSchema>>,
+    ) -> Plan {
+        let n = workflow.steps.len();
+        let index: HashMap<String, usize> = workflow
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.key.clone(), i))
+            .collect();
+        let deps: Vec<Vec<usize>> = (0..n).map(|i| graph.dependencies(i)).collect();
+        let dependents: Vec<Vec<usize>> = (0..n).map(|i| graph.dependents(i)).collect();
+        let mut input_names: BTreeSet<String> = workflow.inputs.keys().cloned().collect();
+        let is_step = |k: &str| index.contains_key(k);
+        for t in &prompts {
+            for ph in t.placeholders() {
+                if let Ok(Ref::Input { name, .. }) = ph.classify(is_step) {
+                    input_names.insert(name.to_owned());
+                }
+            }
+        }
+        for c in conditions.iter().flatten() {
+            for ph in c.placeholders() {
+                if let Ok(Ref::Input { name, .. }) = ph.classify(is_step) {
+                    input_names.insert(name.to_owned());
+                }
+            }
+        }
+        let step_hashes: Vec<String> = workflow.steps.iter().map(step_hash).collect();
+        let mut h = Sha256::new();
+        h.update(b"ax-definition-v1\n");
+        for sh in &step_hashes {
+            h.update(sh.as_bytes());
+            h.update(b"\n");
+        }
+        let hash = hex(&h.finalize()[..16]);
+        let output_schemas = workflow
+            .steps
+            .iter()
+            .map(|s| s.output_schema.clone().map(Arc::new))
+            .collect();
+        Plan {
+            workflow,
+            graph,
+            index,
+            prompts,
+            conditions,
+            schemas,
+            output_schemas,
+            deps,
+            dependents,
+            input_names,
+            hash,
+            step_hashes,
+        }
+    }
+
+    /// Parse and validate text into a plan, or the report of what is wrong.
+    pub fn from_text(text: &str, filename: Option<&str>) -> Result<Arc<Plan>, Report> {
+        let opts = Options {
+            filename: filename.map(str::to_owned),
+            ..Options::default()
+        };
+        let a = analyze(text, &opts);
+        a.plan.ok_or(a.report)
+    }
+
+    pub fn len(&self) -> usize {
+        self.workflow.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.workflow.steps.is_empty()
+    }
+
+    pub fn index_of(&self, key: &str) -> Option<usize> {
+        self.index.get(key).copied()
+    }
+
+    pub fn key(&self, i: usize) -> &str {
+        &self.workflow.steps[i].key
+    }
+
+    /// Structural hash of the definition (the steps' keys, agents, prompts,
+    /// dependencies, conditions and output schemas), 32 hex digits.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Structural hash of one step.
+    pub fn step_hash(&self, i: usize) -> &str {
+        &self.step_hashes[i]
+    }
+
+    /// Every input the workflow can use, declared or not.
+    pub fn input_names(&self) -> &BTreeSet<String> {
+        &self.input_names
+    }
+
+    /// Check supplied inputs and fill in defaults. Unknown names and missing
+    /// required inputs are errors (with a suggestion for typos).
+    pub fn resolve_inputs(
+        &self,
+        supplied: BTreeMap<String, Value>,
+    ) -> Result<BTreeMap<String, Value>, InputError> {
+        for name in supplied.keys() {
+            if !self.input_names.contains(name) {
+                return Err(InputError::Unknown {
+                    name: name.clone(),
+                    suggestion: suggest(name, self.input_names.iter().map(String::as_str))
+                        .map(str::to_owned),
+                    known: self.input_names.iter().cloned().collect(),
+                });
+            }
+        }
+        let mut out = supplied;
+        let mut missing = Vec::new();
+        for name in &self.input_names {
+            if out.contains_key(name) {
+                continue;
+            }
+            match self.workflow.inputs.get(name).and_then(|s| s.default.clone()) {
+                Some(d) => {
+                    out.insert(name.clone(), d);
+                }
+                None => missing.push(name.clone()),
+            }
+        }
+        if missing.is_empty() {
+            Ok(out)
+        } else {
+            Err(InputError::Missing(missing))
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        self.graph.to_json(&self.workflow)
+    }
+    pub fn to_mermaid(&self) -> String {
+        self.graph.to_mermaid(&self.workflow)
+    }
+    pub fn to_dot(&self) -> String {
+        self.graph.to_dot(&self.workflow)
+    }
+}
+
+fn step_hash(s: &crate::model::Step) -> String {
+    let mut deps: Vec<&str> = s.dependencies.iter().map(String::as_str).collect();
+    deps.sort_unstable();
+    deps.dedup();
+    let mut canon = String::new();
+    let parts = [
+        Value::String(s.key.clone()),
+        Value::String(s.agent.clone()),
+        Value::String(s.prompt.clone()),
+        Value::Array(deps.into_iter().map(|d| Value::String(d.to_owned())).collect()),
+        s.when.clone().map_or(Value::Null, Value::String),
+        s.output_schema.clone().unwrap_or(Value::Null),
+    ];
+    canonical_json(&Value::Array(parts.to_vec()), &mut canon);
+    let digest = Sha256::digest(canon.as_bytes());
+    hex(&digest[..16])
+}
+
+/// JSON with object keys sorted, independent of serde_json's map features.
+pub fn canonical_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                if let Some(x) = m.get(k) {
+                    canonical_json(x, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[(b >> 4) as usize] as char);
+        s.push(DIGITS[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// Content hash of a step output: how checkpoints refer to outputs.
+pub fn output_hash(text: &str) -> String {
+    hex(&Sha256::digest(text.as_bytes())[..16])
+}

@@ -1,0 +1,651 @@
+//! Prompt templates: `{{name}}` (a run input), `{{step.result}}` (a step's output
+//! text) and `{{step.result.a.b}}` / `{{step.result.items[0]}}` (a field of the
+//! step's output parsed as JSON). `{{x ?? "fallback"}}` gives a value to use when
+//! `x` has none (a skipped step, a missing field). `\{{` writes a literal `{{`.
+//!
+//! Rendering a placeholder without a value and without a fallback is an error that
+//! names the placeholder: nothing is silently replaced by an empty string.
+
+use serde_json::Value;
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// A parsed template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    pub parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Part {
+    Text(String),
+    Placeholder(Placeholder),
+}
+
+/// `{{root.seg.seg ?? "fallback"}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placeholder {
+    pub root: String,
+    pub path: Vec<Segment>,
+    pub fallback: Option<String>,
+    /// The placeholder as written, braces included.
+    pub raw: String,
+    /// Byte range of `raw` in the template text.
+    pub range: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Field(String),
+    Index(usize),
+}
+
+impl std::fmt::Display for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Segment::Field(s) => write!(f, "{s}"),
+            Segment::Index(i) => write!(f, "[{i}]"),
+        }
+    }
+}
+
+/// What a placeholder refers to, once step keys are known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ref<'p> {
+    Input {
+        name: &'p str,
+        path: &'p [Segment],
+    },
+    Step {
+        key: &'p str,
+        path: &'p [Segment],
+    },
+}
+
+/// A malformed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateError {
+    pub message: String,
+    /// Byte range in the template text.
+    pub range: Range<usize>,
+}
+
+impl Placeholder {
+    /// Classify against the workflow's step keys. `{{x}}` where x is a step (without
+    /// `.result`) is an error: a step's value is always `{{x.result}}`.
+    pub fn classify(&self, is_step: impl Fn(&str) -> bool) -> Result<Ref<'_>, String> {
+        if is_step(&self.root) {
+            match self.path.first() {
+                Some(Segment::Field(f)) if f == "result" => Ok(Ref::Step {
+                    key: &self.root,
+                    path: &self.path[1..],
+                }),
+                _ => Err(format!(
+                    "`{}` refers to step `{}`; write `{{{{{}.result}}}}` for its output",
+                    self.raw, self.root, self.root
+                )),
+            }
+        } else {
+            Ok(Ref::Input {
+                name: &self.root,
+                path: &self.path,
+            })
+        }
+    }
+
+    /// The path as written, without braces or fallback: `step.result.a[0]`.
+    pub fn path_text(&self) -> String {
+        let mut s = self.root.clone();
+        for seg in &self.path {
+            match seg {
+                Segment::Field(f) => {
+                    s.push('.');
+                    s.push_str(f);
+                }
+                Segment::Index(i) => s.push_str(&format!("[{i}]")),
+            }
+        }
+        s
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+impl Template {
+    /// Parse a template; every malformed placeholder is reported.
+    pub fn parse(text: &str) -> Result<Template, Vec<TemplateError>> {
+        let mut parts = Vec::new();
+        let mut errors = Vec::new();
+        let mut literal = String::new();
+        let mut i = 0;
+        let bytes = text.as_bytes();
+        while i < text.len() {
+            let rest = &text[i..];
+            if rest.starts_with("\\{{") {
+                literal.push_str("{{");
+                i += 3;
+                continue;
+            }
+            if rest.starts_with("{{") {
+                match parse_placeholder(text, i) {
+                    Ok((ph, end)) => {
+                        if !literal.is_empty() {
+                            parts.push(Part::Text(std::mem::take(&mut literal)));
+                        }
+                        parts.push(Part::Placeholder(ph));
+                        i = end;
+                    }
+                    Err((e, resume)) => {
+                        errors.push(e);
+                        i = resume;
+                    }
+                }
+                continue;
+            }
+            // Copy up to the next interesting byte.
+            let next = memchr2(b'{', b'\\', &bytes[i + 1..]).map_or(text.len(), |n| i + 1 + n);
+            literal.push_str(&text[i..next]);
+            i = next;
+        }
+        if !literal.is_empty() {
+            parts.push(Part::Text(literal));
+        }
+        if errors.is_empty() {
+            Ok(Template { parts })
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn placeholders(&self) -> impl Iterator<Item = &Placeholder> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Placeholder(ph) => Some(ph),
+            Part::Text(_) => None,
+        })
+    }
+
+    /// Render with values from `ctx`. Every placeholder without a value is reported.
+    pub fn render(&self, ctx: &dyn Context) -> Result<String, Vec<RenderError>> {
+        let mut out = String::new();
+        let mut errors = Vec::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Placeholder(ph) => match resolve(ph, ctx) {
+                    Ok(v) => out.push_str(&v.to_text()),
+                    Err(e) => errors.push(e),
+                },
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn memchr2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&c| c == a || c == b)
+}
+
+/// Parse `{{ … }}` starting at byte `start` (which holds `{{`). On error, returns
+/// where to resume scanning.
+pub(crate) fn parse_placeholder(
+    text: &str,
+    start: usize,
+) -> Result<(Placeholder, usize), (TemplateError, usize)> {
+    let Some(close_rel) = text[start + 2..].find("}}") else {
+        return Err((
+            TemplateError {
+                message: "`{{` is never closed: add `}}`, or write `\\{{` for literal braces"
+                    .into(),
+                range: start..text.len(),
+            },
+            text.len(),
+        ));
+    };
+    let end = start + 2 + close_rel + 2;
+    let inner = &text[start + 2..end - 2];
+    let raw = &text[start..end];
+    let err = |message: String| {
+        Err((
+            TemplateError {
+                message,
+                range: start..end,
+            },
+            end,
+        ))
+    };
+    let (path_part, fallback) = match inner.find("??") {
+        Some(q) => {
+            let fb = inner[q + 2..].trim();
+            match parse_string_literal(fb) {
+                Some(s) => (&inner[..q], Some(s)),
+                None => {
+                    return err(format!(
+                        "in `{raw}`, the fallback after `??` must be a quoted string, like `?? \"none\"`"
+                    ));
+                }
+            }
+        }
+        None => (inner, None),
+    };
+    let path_text = path_part.trim();
+    if path_text.is_empty() {
+        return err(format!(
+            "`{raw}` is empty: name an input (`{{{{topic}}}}`) or a step result (`{{{{step.result}}}}`)"
+        ));
+    }
+    let mut chars = path_text.char_indices().peekable();
+    let mut root = String::new();
+    while let Some(&(_, c)) = chars.peek() {
+        if is_name_char(c) {
+            root.push(c);
+            chars.next();
+        } else {
+            break;
+        }
+    }
+    if root.is_empty() {
+        return err(format!(
+            "`{raw}` must start with a name (letters, digits, `_`, `-`)"
+        ));
+    }
+    let mut path = Vec::new();
+    while let Some((pos, c)) = chars.next() {
+        match c {
+            '.' => {
+                let mut field = String::new();
+                while let Some(&(_, c)) = chars.peek() {
+                    if is_name_char(c) {
+                        field.push(c);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                if field.is_empty() {
+                    return err(format!("`{raw}` has an empty field name after `.`"));
+                }
+                match field.parse::<usize>() {
+                    Ok(i) if field.bytes().all(|b| b.is_ascii_digit()) => {
+                        path.push(Segment::Index(i))
+                    }
+                    _ => path.push(Segment::Field(field)),
+                }
+            }
+            '[' => {
+                let rest = &path_text[pos + 1..];
+                let Some(close) = find_bracket_close(rest) else {
+                    return err(format!("`{raw}` has an unclosed `[`"));
+                };
+                let inside = rest[..close].trim();
+                if let Ok(i) = inside.parse::<usize>() {
+                    path.push(Segment::Index(i));
+                } else if let Some(s) = parse_string_literal(inside) {
+                    path.push(Segment::Field(s));
+                } else {
+                    return err(format!(
+                        "in `{raw}`, `[{inside}]` must hold an index (`[0]`) or a quoted field name (`[\"a b\"]`)"
+                    ));
+                }
+                // Skip past the closing bracket.
+                let target = pos + 1 + close;
+                while let Some(&(p, _)) = chars.peek() {
+                    if p <= target {
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+            }
+            c if c.is_whitespace() => {
+                return err(format!(
+                    "`{raw}` has a space inside the name; placeholders look like `{{{{step.result.field}}}}`"
+                ));
+            }
+            c => {
+                return err(format!(
+                    "`{raw}` contains `{c}`; names use letters, digits, `_` and `-`"
+                ));
+            }
+        }
+    }
+    Ok((
+        Placeholder {
+            root,
+            path,
+            fallback,
+            raw: raw.to_owned(),
+            range: start..end,
+        },
+        end,
+    ))
+}
+
+fn find_bracket_close(s: &str) -> Option<usize> {
+    let mut in_str = false;
+    let mut escaped = false;
+    for (i, c) in s.char_indices() {
+        if in_str {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+        } else if c == '"' {
+            in_str = true;
+        } else if c == ']' {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// A double- or single-quoted string (JSON escapes in double quotes).
+pub(crate) fn parse_string_literal(s: &str) -> Option<String> {
+    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        serde_json::from_str::<String>(s).ok()
+    } else if s.len() >= 2 && s.starts_with('\'') && s.ends_with('\'') {
+        let inner = &s[1..s.len() - 1];
+        (!inner.contains('\'')).then(|| inner.to_owned())
+    } else {
+        None
+    }
+}
+
+/// Values that templates and conditions read.
+pub trait Context {
+    /// A run input.
+    fn input(&self, name: &str) -> Option<&Value>;
+    /// A completed step's output text (`None` if the step did not complete).
+    fn output(&self, key: &str) -> Option<&str>;
+    /// The step's output parsed as JSON (see [`parse_output_json`]).
+    fn output_json(&self, key: &str) -> Option<Cow<'_, Value>> {
+        self.output(key)
+            .and_then(parse_output_json)
+            .map(Cow::Owned)
+    }
+    /// Is `key` a step of the workflow?
+    fn is_step(&self, key: &str) -> bool;
+    /// Why a step has no output, for error messages ("was skipped: …").
+    fn missing_reason(&self, _key: &str) -> Option<String> {
+        None
+    }
+}
+
+/// A placeholder that has no value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderError {
+    pub placeholder: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for RenderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A resolved value: a step's raw text, or a JSON value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolved<'c> {
+    Text(&'c str),
+    Json(Cow<'c, Value>),
+}
+
+impl Resolved<'_> {
+    /// Strings as themselves, everything else as compact JSON.
+    pub fn to_text(&self) -> Cow<'_, str> {
+        match self {
+            Resolved::Text(t) => Cow::Borrowed(t),
+            Resolved::Json(v) => match v.as_ref() {
+                Value::String(s) => Cow::Borrowed(s.as_str()),
+                other => Cow::Owned(other.to_string()),
+            },
+        }
+    }
+
+    pub fn into_json(self) -> Value {
+        match self {
+            Resolved::Text(t) => Value::String(t.to_owned()),
+            Resolved::Json(v) => v.into_owned(),
+        }
+    }
+}
+
+/// Resolve a placeholder's value, or say precisely why it has none.
+pub fn resolve<'c>(ph: &Placeholder, ctx: &'c dyn Context) -> Result<Resolved<'c>, RenderError> {
+    let fail = |message: String| -> Result<Resolved<'c>, RenderError> {
+        match &ph.fallback {
+            Some(fb) => Ok(Resolved::Json(Cow::Owned(Value::String(fb.clone())))),
+            None => Err(RenderError {
+                placeholder: ph.raw.clone(),
+                message,
+            }),
+        }
+    };
+    let reference = match ph.classify(|k| ctx.is_step(k)) {
+        Ok(r) => r,
+        Err(m) => {
+            return Err(RenderError {
+                placeholder: ph.raw.clone(),
+                message: m,
+            });
+        }
+    };
+    match reference {
+        Ref::Input { name, path } => {
+            let Some(v) = ctx.input(name) else {
+                return fail(format!(
+                    "`{}` has no value: the run has no input `{name}` (pass it with --input {name}=…)",
+                    ph.raw
+                ));
+            };
+            match walk(v, path) {
+                Ok(v) => Ok(Resolved::Json(Cow::Borrowed(v))),
+                Err(m) => fail(format!("`{}` has no value: input `{name}` {m}", ph.raw)),
+            }
+        }
+        Ref::Step { key, path } => {
+            let Some(text) = ctx.output(key) else {
+                let why = ctx
+                    .missing_reason(key)
+                    .unwrap_or_else(|| "has not completed".to_owned());
+                return fail(format!(
+                    "`{}` has no value: step `{key}` {why} (give a fallback: `{{{{{} ?? \"…\"}}}}`)",
+                    ph.raw,
+                    ph.path_text()
+                ));
+            };
+            if path.is_empty() {
+                return Ok(Resolved::Text(text));
+            }
+            let Some(json) = ctx.output_json(key) else {
+                return fail(format!(
+                    "`{}` has no value: the output of step `{key}` is not JSON, so it has no field `{}`",
+                    ph.raw, path[0]
+                ));
+            };
+            match json {
+                Cow::Borrowed(v) => match walk(v, path) {
+                    Ok(v) => Ok(Resolved::Json(Cow::Borrowed(v))),
+                    Err(m) => fail(format!("`{}` has no value: the output of step `{key}` {m}", ph.raw)),
+                },
+                Cow::Owned(v) => match walk(&v, path) {
+                    Ok(found) => Ok(Resolved::Json(Cow::Owned(found.clone()))),
+                    Err(m) => fail(format!("`{}` has no value: the output of step `{key}` {m}", ph.raw)),
+                },
+            }
+        }
+    }
+}
+
+/// Follow a path into a JSON value.
+pub fn walk<'v>(mut v: &'v Value, path: &[Segment]) -> Result<&'v Value, String> {
+    let mut walked = String::new();
+    for seg in path {
+        let next = match (seg, v) {
+            (Segment::Field(f), Value::Object(m)) => m.get(f),
+            (Segment::Index(i), Value::Array(a)) => a.get(*i),
+            // `.0` on an object with a field "0".
+            (Segment::Index(i), Value::Object(m)) => m.get(&i.to_string()),
+            _ => None,
+        };
+        match next {
+            Some(n) => v = n,
+            None => {
+                let at = if walked.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at `{walked}`")
+                };
+                return Err(match (seg, v) {
+                    (Segment::Field(f), Value::Object(_)) => format!("has no field `{f}`{at}"),
+                    (Segment::Index(i), Value::Array(a)) => {
+                        format!("has {} items{at}, so there is no item [{i}]", a.len())
+                    }
+                    (_, other) => format!(
+                        "holds {}{at}, which has no `{seg}`",
+                        json_type_name(other)
+                    ),
+                });
+            }
+        }
+        match seg {
+            Segment::Field(f) => {
+                if !walked.is_empty() {
+                    walked.push('.');
+                }
+                walked.push_str(f);
+            }
+            Segment::Index(i) => walked.push_str(&format!("[{i}]")),
+        }
+    }
+    Ok(v)
+}
+
+pub fn json_type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A step's output as JSON: the whole text, or else the first fenced code block
+/// (models often wrap JSON in ```json … ```).
+pub fn parse_output_json(text: &str) -> Option<Value> {
+    let trimmed = text.trim();
+    if let Ok(v) = serde_json::from_str(trimmed) {
+        return Some(v);
+    }
+    let start = trimmed.find("```")?;
+    let after = &trimmed[start + 3..];
+    let body_start = after.find('\n')? + 1;
+    let body = &after[body_start..];
+    let end = body.find("```")?;
+    serde_json::from_str(body[..end].trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::HashMap;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    struct Ctx {
+        inputs: HashMap<String, Value>,
+        outputs: HashMap<String, String>,
+        steps: Vec<&'static str>,
+    }
+    impl Context for Ctx {
+        fn input(&self, name: &str) -> Option<&Value> {
+            self.inputs.get(name)
+        }
+        fn output(&self, key: &str) -> Option<&str> {
+            self.outputs.get(key).map(String::as_str)
+        }
+        fn is_step(&self, key: &str) -> bool {
+            self.steps.contains(&key)
+        }
+    }
+
+    fn ctx() -> Ctx {
+        Ctx {
+            inputs: HashMap::from([
+                ("topic".to_owned(), json!("rust")),
+                ("cfg".to_owned(), json!({"depth": 3})),
+            ]),
+            outputs: HashMap::from([
+                ("audit".to_owned(), "```json\n{\"severity\": \"high\", \"items\": [1, {\"a b\": true}]}\n```".to_owned()),
+                ("plain".to_owned(), "just text".to_owned()),
+            ]),
+            steps: vec!["audit", "plain", "skipped"],
+        }
+    }
+
+    fn render(t: &str) -> Result<String, Vec<RenderError>> {
+        Template::parse(t).map_err(|_| Vec::new())?.render(&ctx())
+    }
+
+    #[test]
+    fn renders_inputs_results_and_paths() {
+        assert_eq!(render("About {{topic}}.").ok().as_deref(), Some("About rust."));
+        assert_eq!(render("{{ plain.result }}!").ok().as_deref(), Some("just text!"));
+        assert_eq!(render("{{audit.result.severity}}").ok().as_deref(), Some("high"));
+        assert_eq!(render("{{audit.result.items.0}}").ok().as_deref(), Some("1"));
+        assert_eq!(render("{{audit.result.items[1][\"a b\"]}}").ok().as_deref(), Some("true"));
+        assert_eq!(render("{{cfg}}").ok().as_deref(), Some("{\"depth\":3}"));
+        assert_eq!(render("{{cfg.depth}}").ok().as_deref(), Some("3"));
+    }
+
+    #[test]
+    fn escapes_and_fallbacks() {
+        assert_eq!(render("\\{{literal}} {{topic}}").ok().as_deref(), Some("{{literal}} rust"));
+        assert_eq!(render("a { b } c").ok().as_deref(), Some("a { b } c"));
+        assert_eq!(render("{{skipped.result ?? \"n/a\"}}").ok().as_deref(), Some("n/a"));
+        assert_eq!(render("{{audit.result.nope ?? 'none'}}").ok().as_deref(), Some("none"));
+    }
+
+    #[test]
+    fn missing_values_name_the_placeholder() {
+        let errs = render("{{nope}} and {{audit.result.missing}} and {{plain.result.x}}")
+            .expect_err("three missing values");
+        assert_eq!(errs.len(), 3);
+        assert_eq!(errs[0].placeholder, "{{nope}}");
+        assert!(errs[1].message.contains("has no field `missing`"), "{}", errs[1].message);
+        assert!(errs[2].message.contains("not JSON"), "{}", errs[2].message);
+        let errs = render("{{skipped.result}}").expect_err("not completed");
+        assert!(errs[0].message.contains("skipped.result ?? "), "{}", errs[0].message);
+        let errs = render("{{audit}}").expect_err("step without .result");
+        assert!(errs[0].message.contains("audit.result"), "{}", errs[0].message);
+    }
+
+    #[test]
+    fn malformed_placeholders_are_reported_with_ranges() {
+        let errs = Template::parse("ok {{ }} then {{a b}} then {{x.}} then {{unclosed")
+            .expect_err("malformed");
+        assert_eq!(errs.len(), 4);
+        assert_eq!(errs[0].range, 3..8);
+        let errs = Template::parse("{{x ?? nope}}").expect_err("bad fallback");
+        assert!(errs[0].message.contains("quoted string"));
+    }
+
+    #[test]
+    fn output_json_tolerates_fences() {
+        assert_eq!(parse_output_json(" {\"a\":1} "), Some(json!({"a": 1})));
+        assert_eq!(parse_output_json("Here:\n```\n[1]\n```"), Some(json!([1])));
+        assert_eq!(parse_output_json("no json"), None);
+    }
+}

@@ -1,0 +1,460 @@
+//! Validation: every rule, every problem at once, each at its position.
+//!
+//! [`analyze`] is the one entry point used by the CLI, the server and the browser:
+//! text in, a [`Report`] (the JSON every surface shows) and, when the workflow is
+//! valid, a compiled [`Plan`] out.
+
+use crate::condition::Condition;
+use crate::graph::{BitSet, Graph};
+use crate::load::{SourceMap, load, valid_name};
+use crate::model::Workflow;
+use crate::parse::{Format, Limits, decode, parse};
+use crate::plan::Plan;
+use crate::report::{Code, Report, Sink, suggest};
+use crate::schema::CompiledSchema;
+use crate::source::Span;
+use crate::template::{Ref, Segment, Template};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// How to read a workflow file.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Used to detect the format by extension (and nothing else).
+    pub filename: Option<String>,
+    /// Force a format instead of detecting it.
+    pub format: Option<Format>,
+    pub limits: Limits,
+}
+
+impl Options {
+    pub fn for_file(name: &str) -> Options {
+        Options {
+            filename: Some(name.to_owned()),
+            ..Options::default()
+        }
+    }
+}
+
+/// The result of reading and validating a workflow.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub report: Report,
+    /// Present when the file parsed (even with schema errors: a best-effort load).
+    pub workflow: Option<Workflow>,
+    pub source_map: Option<SourceMap>,
+    /// Present when the workflow is valid.
+    pub plan: Option<Arc<Plan>>,
+}
+
+/// Validate raw bytes (checks the size limit and UTF-8 first).
+pub fn analyze_bytes(bytes: &[u8], opts: &Options) -> Analysis {
+    match decode(bytes, &opts.limits) {
+        Ok(text) => analyze(text, opts),
+        Err(e) => {
+            // Position of an invalid byte: count over the valid prefix.
+            let prefix = std::str::from_utf8(&bytes[..(e.span.start as usize).min(bytes.len())]).unwrap_or("");
+            let mut sink = Sink::new(Some(prefix));
+            sink.error(e.code, Some(Span::new(prefix.len(), prefix.len())), None, e.message);
+            Analysis {
+                report: sink.into_report(),
+                workflow: None,
+                source_map: None,
+                plan: None,
+            }
+        }
+    }
+}
+
+/// Parse, load and validate a workflow text.
+pub fn analyze(text: &str, opts: &Options) -> Analysis {
+    let mut sink = Sink::new(Some(text));
+    let format = opts
+        .format
+        .or_else(|| opts.filename.as_deref().and_then(Format::from_filename));
+    let doc = match parse(text, format, &opts.limits) {
+        Ok(doc) => doc,
+        Err(e) => {
+            sink.error(e.code, Some(e.span), None, e.message);
+            return Analysis {
+                report: sink.into_report(),
+                workflow: None,
+                source_map: None,
+                plan: None,
+            };
+        }
+    };
+    let (workflow, map) = load(&doc.root, doc.format, &mut sink);
+    let checked = check(&workflow, Some(&map), &mut sink);
+    let mut report = sink.into_report();
+    if let Some(g) = &checked.graph {
+        let key = |i: &usize| workflow.steps[*i].key.clone();
+        report.order = Some(g.order().iter().map(key).collect());
+        report.levels = Some(g.levels().iter().map(|l| l.iter().map(key).collect()).collect());
+    }
+    let plan = if report.valid {
+        checked.into_plan(workflow.clone()).map(Arc::new)
+    } else {
+        None
+    };
+    Analysis {
+        report,
+        workflow: Some(workflow),
+        source_map: Some(map),
+        plan,
+    }
+}
+
+/// Validate a workflow that did not come from text (problems carry no position).
+pub fn validate_workflow(workflow: Workflow) -> Result<Arc<Plan>, Report> {
+    let mut sink = Sink::new(None);
+    let checked = check(&workflow, None, &mut sink);
+    if sink.has_errors() {
+        return Err(sink.into_report());
+    }
+    checked.into_plan(workflow).map(Arc::new).ok_or_else(|| Report {
+        valid: false,
+        ..Report::default()
+    })
+}
+
+/// What validation computed that the plan reuses.
+pub(crate) struct Checked {
+    graph: Option<Graph>,
+    prompts: Vec<Option<Template>>,
+    conditions: Vec<Option<Condition>>,
+    schemas: Vec<Option<CompiledSchema>>,
+}
+
+impl Checked {
+    fn into_plan(self, workflow: Workflow) -> Option<Plan> {
+        let graph = self.graph?;
+        let prompts: Option<Vec<Template>> = self.prompts.into_iter().collect();
+        Some(Plan::new(
+            workflow,
+            graph,
+            prompts?,
+            self.conditions,
+            self.schemas,
+        ))
+    }
+}
+
+/// Locates things in the source text for problem positions.
+struct Locator<'m> {
+    map: Option<&'m SourceMap>,
+}
+
+impl Locator<'_> {
+    fn step_anchor(&self, i: usize) -> Option<Span> {
+        self.map.and_then(|m| m.steps.get(i)).map(|s| s.anchor())
+    }
+    fn step_field(&self, i: usize, field: &str) -> Option<Span> {
+        self.map
+            .and_then(|m| m.steps.get(i))
+            .and_then(|s| s.field(field))
+            .map(|f| f.value)
+            .or_else(|| self.step_anchor(i))
+    }
+    fn step_field_key(&self, i: usize, field: &str) -> Option<Span> {
+        self.map
+            .and_then(|m| m.steps.get(i))
+            .and_then(|s| s.field(field))
+            .map(|f| f.key)
+            .or_else(|| self.step_anchor(i))
+    }
+    fn dependency(&self, i: usize, j: usize) -> Option<Span> {
+        self.map
+            .and_then(|m| m.steps.get(i))
+            .and_then(|s| s.dependencies.get(j).copied())
+            .or_else(|| self.step_field(i, "dependencies"))
+    }
+    /// The span of `needle` inside a field's source text, searching from `from`
+    /// (falls back to the field itself when the text is escaped differently).
+    fn inside(&self, text: Option<&str>, field: Option<Span>, needle: &str, from: &mut usize) -> Option<Span> {
+        let field = field?;
+        let Some(text) = text else { return Some(field) };
+        let hay = text.get(field.range())?;
+        let start = (*from).min(hay.len());
+        match hay.get(start..).and_then(|h| h.find(needle)) {
+            Some(off) => {
+                let s = field.start as usize + start + off;
+                *from = start + off + needle.len();
+                Some(Span::new(s, s + needle.len()))
+            }
+            None => Some(field),
+        }
+    }
+}
+
+fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked {
+    let loc = Locator { map };
+    let n = wf.steps.len();
+    let text = sink.text();
+    let mut sound = n > 0;
+
+    // Keys: format and uniqueness.
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(n);
+    for (i, s) in wf.steps.iter().enumerate() {
+        if s.key.is_empty() {
+            sound = false; // reported by the loader
+            continue;
+        }
+        if !valid_name(&s.key) {
+            sink.error(
+                Code::InvalidValue,
+                loc.step_field(i, "key"),
+                Some(&s.key),
+                format!(
+                    "step key `{}` may only hold letters, digits, `_` and `-` (at most 128); try `{}`",
+                    s.key,
+                    slug(&s.key)
+                ),
+            );
+        }
+        if let Some(&first) = index.get(s.key.as_str()) {
+            let first_line = loc.step_field(first, "key").and_then(|sp| sink.line_of(sp));
+            let where_first = first_line.map(|l| format!(" (first at line {l})")).unwrap_or_default();
+            sink.error(
+                Code::DuplicateStep,
+                loc.step_field(i, "key"),
+                Some(&s.key),
+                format!("two steps have the key `{}`{where_first}; keys must be unique — rename one", s.key),
+            );
+            sound = false;
+        } else {
+            index.insert(&s.key, i);
+        }
+        if !s.agent.is_empty() && s.agent.trim().is_empty() {
+            sink.error(Code::InvalidValue, loc.step_field(i, "agent"), Some(&s.key), "`agent` is blank; name an agent such as `backend`".into());
+        }
+        if s.prompt.trim().is_empty() && map.is_none_or(|m| m.steps.get(i).is_some_and(|st| st.field("prompt").is_some())) {
+            sink.error(Code::InvalidValue, loc.step_field(i, "prompt"), Some(&s.key), "`prompt` is empty; write what the agent should do".into());
+        }
+    }
+    for name in wf.inputs.keys() {
+        if let Some(&i) = index.get(name.as_str()) {
+            let span = map.and_then(|m| m.inputs.iter().find(|f| &f.name == name)).map(|f| f.key);
+            sink.error(
+                Code::InvalidValue,
+                span.or(loc.step_anchor(i)),
+                None,
+                format!("input `{name}` has the same name as a step; rename one so `{{{{{name}}}}}` is unambiguous"),
+            );
+        }
+    }
+
+    // Dependencies.
+    let mut edges = Vec::new();
+    for (i, s) in wf.steps.iter().enumerate() {
+        let label = (!s.key.is_empty()).then_some(s.key.as_str());
+        let mut seen: Vec<&str> = Vec::new();
+        for (j, d) in s.dependencies.iter().enumerate() {
+            if seen.contains(&d.as_str()) {
+                sink.warn(Code::DuplicateDependency, loc.dependency(i, j), label, format!("`{d}` is listed twice in `dependencies`; remove one"));
+                continue;
+            }
+            seen.push(d);
+            if *d == s.key {
+                sink.error(Code::SelfDependency, loc.dependency(i, j), label, format!("step `{d}` depends on itself; remove `{d}` from its `dependencies`"));
+                sound = false;
+            } else if let Some(&target) = index.get(d.as_str()) {
+                edges.push((target, i));
+            } else {
+                let hint = suggest(d, index.keys().copied()).map(|k| format!("did you mean `{k}`? ")).unwrap_or_default();
+                sink.error(
+                    Code::MissingDependency,
+                    loc.dependency(i, j),
+                    label,
+                    format!("step `{}` depends on `{d}`, which is not a step; {hint}declare it or remove the dependency", s.key),
+                );
+                sound = false;
+            }
+        }
+    }
+
+    // Graph and cycles.
+    let graph = match Graph::build(n, edges.iter().copied()) {
+        Ok(g) => Some(g),
+        Err(cycles) => {
+            for cycle in cycles {
+                let mut names: Vec<&str> = cycle.iter().map(|&i| wf.steps[i].key.as_str()).collect();
+                names.push(names[0]);
+                let first = cycle[0];
+                let next = &wf.steps[cycle.get(1).copied().unwrap_or(first)].key;
+                let dep_pos = wf.steps[first].dependencies.iter().position(|d| d == next);
+                let span = dep_pos.and_then(|j| loc.dependency(first, j)).or(loc.step_anchor(first));
+                sink.error(
+                    Code::Cycle,
+                    span,
+                    Some(&wf.steps[first].key),
+                    format!(
+                        "dependency cycle: {} (each step depends on the next); remove one of these dependencies",
+                        names.join(" → ")
+                    ),
+                );
+            }
+            sound = false;
+            None
+        }
+    };
+    let graph = if sound { graph } else { None };
+
+    // Templates, conditions and schemas.
+    let mut prompts = Vec::with_capacity(n);
+    let mut conditions = Vec::with_capacity(n);
+    let mut schemas = Vec::with_capacity(n);
+    let mut used_inputs: BTreeSet<String> = BTreeSet::new();
+    let mut undeclared: BTreeMap<String, ()> = BTreeMap::new();
+    let mut ancestors: Option<Vec<BitSet>> = None;
+    let is_input = |name: &str| wf.inputs.contains_key(name);
+    for (i, s) in wf.steps.iter().enumerate() {
+        let label = (!s.key.is_empty()).then_some(s.key.as_str());
+        // Prompt.
+        let prompt_span = loc.step_field(i, "prompt");
+        let template = match Template::parse(&s.prompt) {
+            Ok(t) => Some(t),
+            Err(errs) => {
+                for e in errs {
+                    let raw = &s.prompt[e.range.clone()];
+                    let span = loc.inside(text, prompt_span, raw, &mut 0);
+                    sink.error(Code::InvalidValue, span, label, format!("in `prompt`: {}", e.message));
+                }
+                None
+            }
+        };
+        let mut refs: Vec<(String, Vec<Segment>, String, &'static str)> = Vec::new();
+        if let Some(t) = &template {
+            for ph in t.placeholders() {
+                refs.push((ph.root.clone(), ph.path.clone(), ph.raw.clone(), "prompt"));
+            }
+        }
+        prompts.push(template);
+        // Condition.
+        let condition = match &s.when {
+            None => None,
+            Some(w) => match Condition::parse(w) {
+                Ok(c) => {
+                    for ph in c.placeholders() {
+                        refs.push((ph.root.clone(), ph.path.clone(), ph.raw.clone(), "when"));
+                    }
+                    Some(c)
+                }
+                Err(e) => {
+                    let raw = w.get(e.range.clone()).unwrap_or("");
+                    let span = if raw.is_empty() { loc.step_field(i, "when") } else { loc.inside(text, loc.step_field(i, "when"), raw, &mut 0) };
+                    sink.error(Code::InvalidValue, span, label, format!("in `when`: {}", e.message));
+                    None
+                }
+            },
+        };
+        conditions.push(condition);
+        // Placeholder references.
+        let mut cursors: HashMap<&'static str, usize> = HashMap::new();
+        for (root, path, raw, field) in &refs {
+            let cursor = cursors.entry(field).or_insert(0);
+            let span = loc.inside(text, loc.step_field(i, field), raw, cursor);
+            let ph_is_step = index.contains_key(root.as_str());
+            let fake = crate::template::Placeholder { root: root.clone(), path: path.clone(), fallback: None, raw: raw.clone(), range: 0..0 };
+            match fake.classify(|k| index.contains_key(k)) {
+                Err(m) => sink.error(Code::InvalidValue, span, label, m),
+                Ok(Ref::Step { key, .. }) => {
+                    let target = index[key];
+                    if target == i {
+                        sink.error(Code::PlaceholderNotUpstream, span, label, format!("`{raw}` refers to this step's own result, which does not exist while it runs"));
+                    } else if let Some(g) = &graph {
+                        let direct = s.dependencies.iter().any(|d| d == key);
+                        if !direct {
+                            let sets = ancestors.get_or_insert_with(|| g.ancestor_sets());
+                            if !sets[i].contains(target) {
+                                sink.error(
+                                    Code::PlaceholderNotUpstream,
+                                    span,
+                                    label,
+                                    format!("`{raw}` uses the result of `{key}`, which is not upstream of `{}`; add `{key}` to its `dependencies`", s.key),
+                                );
+                            }
+                        }
+                    }
+                }
+                Ok(Ref::Input { name, path }) => {
+                    if is_input(name) {
+                        used_inputs.insert(name.to_owned());
+                    } else if !ph_is_step && matches!(path.first(), Some(Segment::Field(f)) if f == "result") {
+                        let hint = suggest(name, index.keys().copied()).map(|k| format!("did you mean `{{{{{k}.result}}}}`? ")).unwrap_or_default();
+                        sink.error(
+                            Code::UnknownPlaceholder,
+                            span,
+                            label,
+                            format!("`{raw}` refers to `{name}`, which is no step and no declared input; {hint}"),
+                        );
+                    } else {
+                        used_inputs.insert(name.to_owned());
+                        if undeclared.insert(name.to_owned(), ()).is_none() {
+                            sink.warn(
+                                Code::UndeclaredInput,
+                                span,
+                                label,
+                                format!("`{raw}` uses input `{name}`, which `inputs` does not declare; it must be supplied at run time (declare it to document it or give a default)"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Output schema.
+        let schema = match &s.output_schema {
+            None => None,
+            Some(v) => match CompiledSchema::compile(v) {
+                Ok(c) => Some(c),
+                Err(errs) => {
+                    for e in errs {
+                        sink.error(Code::InvalidValue, loc.step_field(i, "outputSchema"), label, format!("in `outputSchema` {e}"));
+                    }
+                    None
+                }
+            },
+        };
+        schemas.push(schema);
+    }
+    for name in wf.inputs.keys() {
+        if !used_inputs.contains(name) {
+            let span = map.and_then(|m| m.inputs.iter().find(|f| &f.name == name)).map(|f| f.key);
+            sink.warn(Code::UnusedInput, span, None, format!("input `{name}` is declared but no prompt or condition uses it; remove it or use `{{{{{name}}}}}`"));
+        }
+    }
+    // `parallel: true` where nothing can run alongside.
+    if let Some(g) = &graph {
+        let flagged: Vec<usize> = (0..n).filter(|&i| wf.steps[i].parallel).collect();
+        let budget = flagged.len().saturating_mul(n + edges.len());
+        if !flagged.is_empty() && budget <= 5_000_000 {
+            for i in flagged {
+                let comparable = g.ancestors(i).len() + g.descendants(i).len();
+                let alone = comparable + 1 == n || wf.config.parallelism == 1;
+                if alone {
+                    let why = if wf.config.parallelism == 1 { "`config.parallelism` is 1" } else { "every other step is upstream or downstream of it" };
+                    sink.warn(Code::IneffectiveParallel, loc.step_field_key(i, "parallel"), Some(&wf.steps[i].key), format!("`parallel: true` has no effect: {why}"));
+                }
+            }
+        }
+    }
+    Checked {
+        graph,
+        prompts,
+        conditions,
+        schemas,
+    }
+}
+
+/// A suggestion for an invalid key.
+fn slug(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .collect();
+    while out.contains("--") {
+        out = out.replace("--", "-");
+    }
+    let t = out.trim_matches('-');
+    if t.is_empty() { "step".into() } else { t.chars().take(128).collect() }
+}
