@@ -207,10 +207,11 @@ impl Compatibility {
         // now depend on changes them too.)
         let mut changed = Vec::new();
         for i in 0..plan.len() {
-            if let Some(s) = plan_step(cp, plan, i) {
-                if s.state == StepState::Completed && s.step_hash.as_deref() != Some(plan.step_hash(i)) {
-                    changed.push(i);
-                }
+            if let Some(s) = plan_step(cp, plan, i)
+                && s.state == StepState::Completed
+                && s.step_hash.as_deref() != Some(plan.step_hash(i).as_str())
+            {
+                changed.push(i);
             }
         }
         let mut rerun: BTreeSet<usize> = changed.iter().copied().collect();
@@ -233,11 +234,17 @@ impl Compatibility {
 /// Why a checkpoint could not be restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RestoreError {
-    #[error("checkpoint format version {found} is not supported (this build reads version {supported})")]
+    #[error(
+        "checkpoint format version {found} is not supported (this build reads version {supported})"
+    )]
     Version { found: u32, supported: u32 },
-    #[error("the checkpoint needs the output of step `{step}` (hash {hash}), which is not available")]
+    #[error(
+        "the checkpoint needs the output of step `{step}` (hash {hash}), which is not available"
+    )]
     MissingOutput { step: String, hash: String },
-    #[error("the stored output of step `{step}` does not match its hash {hash}; the checkpoint or its outputs are corrupt")]
+    #[error(
+        "the stored output of step `{step}` does not match its hash {hash}; the checkpoint or its outputs are corrupt"
+    )]
     CorruptOutput { step: String, hash: String },
     #[error("the checkpoint is not valid: {0}")]
     Format(String),

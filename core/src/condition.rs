@@ -9,13 +9,16 @@
 //! operand := {{placeholder}} | "string" | 'string' | number | true | false | null | "(" expr ")"
 //! ```
 //!
-//! A lone operand is tested for truthiness (null, false, 0, "" and empty lists or
-//! objects are false). Numbers compare numerically, and a string that holds a number
-//! compares as that number; strings compare lexicographically. A step's whole
-//! result is compared with surrounding whitespace trimmed. A placeholder without a
+//! A lone operand is tested for truthiness (null, false, 0, empty lists or objects,
+//! and text that is empty or reads false/no/0/null are false). Numbers compare
+//! numerically, and so does text that holds a number (`"10" > "9"`); other text
+//! compares lexicographically; text reading true/false equals the boolean. A step's
+//! whole result is compared with surrounding whitespace trimmed. A placeholder without a
 //! value is an error unless it has a fallback: `{{a.result.level ?? "low"}}`.
 
-use crate::template::{Context, Placeholder, Resolved, parse_placeholder, parse_string_literal, resolve};
+use crate::template::{
+    Context, Placeholder, Resolved, parse_placeholder, parse_string_literal, resolve,
+};
 use serde_json::Value;
 use std::ops::Range;
 
@@ -152,7 +155,9 @@ fn tokenize(text: &str) -> Result<Vec<(Tok, Range<usize>)>, ConditionError> {
                 }
                 _ => {
                     let end = text[i..]
-                        .find(|ch: char| !(ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '+' | '_')))
+                        .find(|ch: char| {
+                            !(ch.is_ascii_alphanumeric() || matches!(ch, '.' | '-' | '+' | '_'))
+                        })
                         .map_or(text.len(), |n| i + n);
                     let end = if end == i {
                         i + text[i..].chars().next().map_or(1, char::len_utf8)
@@ -370,15 +375,32 @@ fn eval(e: &Expr, ctx: &dyn Context) -> Result<Value, String> {
     })
 }
 
-/// Truthiness: null, false, 0, "", [] and {} are false.
+/// Truthiness: null, false, 0, [] and {} are false, and so is text that is
+/// empty or reads `false`, `no`, `0` or `null` (models often answer in words).
 pub fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
         Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
-        Value::String(s) => !s.is_empty(),
+        Value::String(s) => !matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "" | "false" | "no" | "0" | "null"
+        ),
         Value::Array(a) => !a.is_empty(),
         Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// Text that reads as a boolean (`true`/`false`, any case, surrounding spaces).
+fn as_bool(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" => Some(true),
+            "false" => Some(false),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -391,6 +413,12 @@ fn as_number(v: &Value) -> Option<f64> {
 }
 
 fn equal(a: &Value, b: &Value) -> bool {
+    if matches!(a, Value::Bool(_)) != matches!(b, Value::Bool(_)) {
+        // `{{x.result}} == true` where the result is the text "true".
+        if let (Some(x), Some(y)) = (as_bool(a), as_bool(b)) {
+            return x == y;
+        }
+    }
     match (a, b) {
         (Value::Number(_), _) | (_, Value::Number(_)) => match (as_number(a), as_number(b)) {
             (Some(x), Some(y)) => x == y,
@@ -406,10 +434,11 @@ fn equal(a: &Value, b: &Value) -> bool {
 fn compare(op: CmpOp, a: &Value, b: &Value) -> Result<bool, String> {
     use std::cmp::Ordering;
     let order = || -> Result<Ordering, String> {
+        // Numbers, and text that holds numbers (`"10" > "9"`), compare as numbers.
         if let (Some(x), Some(y)) = (as_number(a), as_number(b)) {
-            if matches!(a, Value::Number(_)) || matches!(b, Value::Number(_)) {
-                return x.partial_cmp(&y).ok_or_else(|| "cannot order NaN".to_owned());
-            }
+            return x
+                .partial_cmp(&y)
+                .ok_or_else(|| "cannot order NaN".to_owned());
         }
         match (a, b) {
             (Value::String(x), Value::String(y)) => Ok(x.cmp(y)),
@@ -446,7 +475,10 @@ fn compare(op: CmpOp, a: &Value, b: &Value) -> Result<bool, String> {
 fn describe(v: &Value) -> String {
     let shown = v.to_string();
     let shown = if shown.len() > 40 {
-        format!("{}…", &shown[..shown.char_indices().nth(40).map_or(shown.len(), |(i, _)| i)])
+        format!(
+            "{}…",
+            &shown[..shown.char_indices().nth(40).map_or(shown.len(), |(i, _)| i)]
+        )
     } else {
         shown
     };
@@ -477,11 +509,16 @@ mod tests {
 
     fn eval_str(cond: &str) -> Result<bool, String> {
         let ctx = Ctx(HashMap::from([
-            ("audit", "{\"severity\": \"high\", \"tags\": [\"sql\", \"xss\"], \"score\": 7.5}"),
+            (
+                "audit",
+                "{\"severity\": \"high\", \"tags\": [\"sql\", \"xss\"], \"score\": 7.5}",
+            ),
             ("count", " 12\n"),
             ("text", "Looks GOOD to me\n"),
         ]));
-        Condition::parse(cond).map_err(|e| e.message)?.evaluate(&ctx)
+        Condition::parse(cond)
+            .map_err(|e| e.message)?
+            .evaluate(&ctx)
     }
 
     #[test]
@@ -489,14 +526,28 @@ mod tests {
         assert_eq!(eval_str("{{audit.result.severity}} == \"high\""), Ok(true));
         assert_eq!(eval_str("{{audit.result.severity}} != 'high'"), Ok(false));
         assert_eq!(eval_str("{{audit.result.score}} > 7"), Ok(true));
-        assert_eq!(eval_str("{{count.result}} >= 12 && {{level}} < 4"), Ok(true));
+        assert_eq!(
+            eval_str("{{count.result}} >= 12 && {{level}} < 4"),
+            Ok(true)
+        );
         assert_eq!(eval_str("{{count.result}} == 12"), Ok(true));
         assert_eq!(eval_str("{{audit.result.tags}} contains \"xss\""), Ok(true));
-        assert_eq!(eval_str("{{text.result}} contains 'GOOD' and not ({{level}} == 2)"), Ok(true));
+        assert_eq!(
+            eval_str("{{text.result}} contains 'GOOD' and not ({{level}} == 2)"),
+            Ok(true)
+        );
         assert_eq!(eval_str("{{audit.result.tags}}"), Ok(true));
         assert_eq!(eval_str("!{{audit.result.tags}} || false"), Ok(false));
-        assert_eq!(eval_str("{{gone.result.x ?? \"low\"}} == \"low\""), Ok(true));
+        assert_eq!(
+            eval_str("{{gone.result.x ?? \"low\"}} == \"low\""),
+            Ok(true)
+        );
         assert_eq!(eval_str("\"b\" > \"a\""), Ok(true));
+        assert_eq!(eval_str("\"10\" > \"9\""), Ok(true));
+        assert_eq!(
+            eval_str("\" TRUE \" == true && !\"no\" && !\"false\""),
+            Ok(true)
+        );
     }
 
     #[test]

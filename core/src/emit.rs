@@ -51,7 +51,8 @@ fn write_value(v: &Value, level: usize, out: &mut String, ctx: Context) {
         }
         Value::Array(a) if !a.is_empty() => {
             let simple = a.iter().all(|x| !x.is_object() && !x.is_array())
-                && a.iter().all(|x| !matches!(x, Value::String(s) if s.contains('\n')));
+                && a.iter()
+                    .all(|x| !matches!(x, Value::String(s) if s.contains('\n')));
             if simple && a.len() <= 8 {
                 let items: Vec<String> = a.iter().map(flow_scalar).collect();
                 let line = format!(" [{}]", items.join(", "));
@@ -64,12 +65,18 @@ fn write_value(v: &Value, level: usize, out: &mut String, ctx: Context) {
             if ctx == Context::MapValue {
                 out.push('\n');
             }
-            let item_level = if ctx == Context::MapValue { level.saturating_sub(2) + 2 } else { level };
+            let item_level = if ctx == Context::MapValue {
+                level.saturating_sub(2) + 2
+            } else {
+                level
+            };
             for x in a {
                 indent(item_level, out);
                 out.push_str("- ");
                 match x {
-                    Value::Object(m) if !m.is_empty() => write_value(x, item_level + 2, out, Context::SeqItem),
+                    Value::Object(m) if !m.is_empty() => {
+                        write_value(x, item_level + 2, out, Context::SeqItem)
+                    }
                     _ => {
                         let mut s = String::new();
                         write_value(x, item_level + 2, &mut s, Context::SeqItem);
@@ -79,12 +86,22 @@ fn write_value(v: &Value, level: usize, out: &mut String, ctx: Context) {
             }
         }
         Value::Object(_) => {
-            out.push_str(if ctx == Context::MapValue { " {}\n" } else { "{}\n" });
+            out.push_str(if ctx == Context::MapValue {
+                " {}\n"
+            } else {
+                "{}\n"
+            });
         }
         Value::Array(_) => {
-            out.push_str(if ctx == Context::MapValue { " []\n" } else { "[]\n" });
+            out.push_str(if ctx == Context::MapValue {
+                " []\n"
+            } else {
+                "[]\n"
+            });
         }
-        Value::String(s) if s.contains('\n') && !s.contains('\r') && !s.starts_with([' ', '\t']) => {
+        Value::String(s)
+            if s.contains('\n') && !s.contains('\r') && !s.starts_with([' ', '\t']) =>
+        {
             // A literal block keeps prompts readable.
             let chomp = if s.ends_with("\n\n") {
                 "+"
@@ -137,7 +154,10 @@ fn plain_ok(s: &str) -> bool {
     if s.is_empty() || s.trim() != s {
         return false;
     }
-    if !matches!(crate::parse::resolve(s, false), crate::parse::Scalar::Str(_)) {
+    if !matches!(
+        crate::parse::resolve(s, false),
+        crate::parse::Scalar::Str(_)
+    ) {
         return false; // would read as null, bool or number
     }
     let first = s.chars().next().unwrap_or(' ');
@@ -186,14 +206,14 @@ tags: [one, "two words", "3"]
     fn yaml_and_json_round_trip() {
         let a = analyze(SRC, &Options::for_file("x.yaml"));
         assert!(a.report.valid, "{:?}", a.report);
-        let wf = a.workflow.expect("workflow");
+        let wf = a.workflow().cloned().expect("workflow");
         let yaml = to_yaml(&wf);
         let b = analyze(&yaml, &Options::for_file("x.yaml"));
         assert!(b.report.valid, "{yaml}\n{:?}", b.report);
-        assert_eq!(b.workflow.as_ref(), Some(&wf), "{yaml}");
+        assert_eq!(b.workflow(), Some(&wf), "{yaml}");
         let json = to_json(&wf);
         let c = analyze(&json, &Options::for_file("x.json"));
-        assert_eq!(c.workflow.as_ref(), Some(&wf), "{json}");
+        assert_eq!(c.workflow(), Some(&wf), "{json}");
         assert!(yaml.contains("prompt: |\n      line one\n"), "{yaml}");
     }
 }

@@ -11,7 +11,10 @@
 //! `WakeAt` replaces any earlier wake-up; waking early or late is harmless (send
 //! `Tick` with the real time).
 
-use crate::checkpoint::{Checkpoint, CheckpointDelta, Compatibility, Header, OutputRef, RestoreError, StepSnapshot, CHECKPOINT_VERSION};
+use crate::checkpoint::{
+    CHECKPOINT_VERSION, Checkpoint, CheckpointDelta, Compatibility, Header, OutputRef,
+    RestoreError, StepSnapshot,
+};
 use crate::model::{ErrorClass, RetryPolicy};
 use crate::plan::{InputError, Plan, output_hash};
 use crate::state::{ExecutionState, StepState, TransitionError};
@@ -216,7 +219,9 @@ impl Output {
     }
     /// The output parsed as JSON (whole text or first fenced block), computed once.
     pub fn json(&self) -> Option<&Value> {
-        self.json.get_or_init(|| parse_output_json(&self.text)).as_ref()
+        self.json
+            .get_or_init(|| parse_output_json(&self.text))
+            .as_ref()
     }
 }
 
@@ -297,7 +302,11 @@ pub struct Execution {
 impl Execution {
     /// A new, idle execution. Inputs are checked (unknown and missing ones are
     /// errors) and defaults filled in. `seed` makes retry jitter reproducible.
-    pub fn new(plan: Arc<Plan>, inputs: BTreeMap<String, Value>, seed: u64) -> Result<Execution, ExecError> {
+    pub fn new(
+        plan: Arc<Plan>,
+        inputs: BTreeMap<String, Value>,
+        seed: u64,
+    ) -> Result<Execution, ExecError> {
         let inputs = plan.resolve_inputs(inputs)?;
         let n = plan.len();
         let mut e = Execution {
@@ -363,23 +372,29 @@ impl Execution {
     /// Paused with nothing in flight, or ended: the driver has nothing to wait for.
     pub fn is_quiescent(&self) -> bool {
         self.state.is_terminal()
-            || (matches!(self.state, ExecutionState::Paused | ExecutionState::Interrupted | ExecutionState::Idle)
-                && self.running == 0)
+            || (matches!(
+                self.state,
+                ExecutionState::Paused | ExecutionState::Interrupted | ExecutionState::Idle
+            ) && self.running == 0)
     }
 
     /// When the driver should next send `Tick`, if ever.
     pub fn next_wakeup(&self) -> Option<u64> {
         let mut next = self.timers.first().map(|(t, _)| *t);
         let mut consider = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
-        if self.state == ExecutionState::Running {
-            if let Some(d) = self.run_deadline() {
-                consider(d);
-            }
+        if self.state == ExecutionState::Running
+            && let Some(d) = self.run_deadline()
+        {
+            consider(d);
         }
-        if self.checkpoint_due && !self.state.is_terminal() {
-            if let (Some(iv), Some(last)) = (self.plan.workflow.config.checkpoint_interval, self.last_checkpoint_at) {
-                consider(last.saturating_add(iv));
-            }
+        if self.checkpoint_due
+            && !self.state.is_terminal()
+            && let (Some(iv), Some(last)) = (
+                self.plan.workflow.config.checkpoint_interval,
+                self.last_checkpoint_at,
+            )
+        {
+            consider(last.saturating_add(iv));
         }
         next
     }
@@ -409,19 +424,30 @@ impl Execution {
             self.last_checkpoint_at = Some(now);
             self.checkpoint_due = false;
             // Records first: the checkpoint goes before the effects.
-            let pos = actions.iter().position(|a| !a.is_record()).unwrap_or(actions.len());
+            let pos = actions
+                .iter()
+                .position(|a| !a.is_record())
+                .unwrap_or(actions.len());
             actions.insert(pos, Action::Checkpoint);
         }
         // Finished goes last, after every effect.
-        if let Some(pos) = actions.iter().position(|a| matches!(a, Action::Finished { .. })) {
+        if let Some(pos) = actions
+            .iter()
+            .position(|a| matches!(a, Action::Finished { .. }))
+        {
             let f = actions.remove(pos);
             actions.push(f);
         }
-        let wake = if self.state.is_terminal() { None } else { self.next_wakeup() };
-        if wake.is_some() && wake != self.last_wake {
-            if let Some(at) = wake {
-                actions.push(Action::WakeAt { at });
-            }
+        let wake = if self.state.is_terminal() {
+            None
+        } else {
+            self.next_wakeup()
+        };
+        if wake.is_some()
+            && wake != self.last_wake
+            && let Some(at) = wake
+        {
+            actions.push(Action::WakeAt { at });
         }
         self.last_wake = wake;
         result.map(|()| actions)
@@ -430,15 +456,23 @@ impl Execution {
     fn dispatch(&mut self, event: Event, now: u64) -> Result<(), ExecError> {
         match event {
             Event::Start => {
-                if !matches!(self.state, ExecutionState::Idle | ExecutionState::Validating) {
-                    return Err(ExecError::InvalidControl { action: "start", state: self.state });
+                if !matches!(
+                    self.state,
+                    ExecutionState::Idle | ExecutionState::Validating
+                ) {
+                    return Err(ExecError::InvalidControl {
+                        action: "start",
+                        state: self.state,
+                    });
                 }
                 self.set_state(ExecutionState::Running, now, None)?;
                 self.started_at = Some(now);
                 self.running_since = Some(now);
                 // A restore point before anything ran.
                 self.want_checkpoint = true;
-                let roots: Vec<usize> = (0..self.steps.len()).filter(|&i| self.unsettled_deps[i] == 0).collect();
+                let roots: Vec<usize> = (0..self.steps.len())
+                    .filter(|&i| self.unsettled_deps[i] == 0)
+                    .collect();
                 let mut work = Vec::new();
                 for i in roots {
                     if self.steps[i].state == StepState::Pending {
@@ -447,7 +481,11 @@ impl Execution {
                 }
                 self.drain(work, now)
             }
-            Event::StepSucceeded { key, attempt, output } => {
+            Event::StepSucceeded {
+                key,
+                attempt,
+                output,
+            } => {
                 let i = self.running_attempt(&key, attempt)?;
                 self.finish_attempt(i);
                 let schema = self.plan.schemas[i].as_ref();
@@ -466,7 +504,10 @@ impl Execution {
                             } else {
                                 Err(StepError::new(
                                     ErrorClass::OutputInvalid,
-                                    format!("the output does not match outputSchema: {}", problems.join("; ")),
+                                    format!(
+                                        "the output does not match outputSchema: {}",
+                                        problems.join("; ")
+                                    ),
                                 ))
                             }
                         }
@@ -487,7 +528,11 @@ impl Execution {
                 }
                 self.drain(work, now)
             }
-            Event::StepFailed { key, attempt, error } => {
+            Event::StepFailed {
+                key,
+                attempt,
+                error,
+            } => {
                 let i = self.running_attempt(&key, attempt)?;
                 self.finish_attempt(i);
                 let mut work = Vec::new();
@@ -504,23 +549,45 @@ impl Execution {
                     }
                     // `pause --now` on an already paused run aborts what is still in flight.
                     ExecutionState::Paused if immediate => {}
-                    state => return Err(ExecError::InvalidControl { action: "pause", state }),
+                    state => {
+                        return Err(ExecError::InvalidControl {
+                            action: "pause",
+                            state,
+                        });
+                    }
                 }
                 if immediate {
                     for i in self.running_steps() {
                         let attempt = self.steps[i].attempt;
                         self.finish_attempt(i);
-                        self.set_step(i, StepState::Ready, now, Some("aborted by pause; runs again on resume".into()), None, None)?;
+                        self.set_step(
+                            i,
+                            StepState::Ready,
+                            now,
+                            Some("aborted by pause; runs again on resume".into()),
+                            None,
+                            None,
+                        )?;
                         self.ready.insert(i);
-                        self.actions.push(Action::AbortStep { key: self.plan.key(i).to_owned(), attempt, reason: AbortReason::Paused });
+                        self.actions.push(Action::AbortStep {
+                            key: self.plan.key(i).to_owned(),
+                            attempt,
+                            reason: AbortReason::Paused,
+                        });
                     }
                 }
                 Ok(())
             }
             Event::Resume => {
                 let from = self.state;
-                if !matches!(from, ExecutionState::Paused | ExecutionState::Interrupted | ExecutionState::Failed) {
-                    return Err(ExecError::InvalidControl { action: "resume", state: from });
+                if !matches!(
+                    from,
+                    ExecutionState::Paused | ExecutionState::Interrupted | ExecutionState::Failed
+                ) {
+                    return Err(ExecError::InvalidControl {
+                        action: "resume",
+                        state: from,
+                    });
                 }
                 self.set_state(ExecutionState::Running, now, None)?;
                 self.reason = None;
@@ -533,7 +600,10 @@ impl Execution {
             }
             Event::Cancel { reason } => {
                 if self.state.is_terminal() {
-                    return Err(ExecError::InvalidControl { action: "cancel", state: self.state });
+                    return Err(ExecError::InvalidControl {
+                        action: "cancel",
+                        state: self.state,
+                    });
                 }
                 let reason = reason.unwrap_or_else(|| "cancelled by request".to_owned());
                 self.stop_all(now, AbortReason::Cancelled, &reason, true)?;
@@ -556,9 +626,21 @@ impl Execution {
                 let attempt = s.attempt;
                 let limit = self.plan.workflow.steps[i].timeout_ms.unwrap_or(0);
                 self.finish_attempt(i);
-                self.actions.push(Action::AbortStep { key: self.plan.key(i).to_owned(), attempt, reason: AbortReason::Timeout });
+                self.actions.push(Action::AbortStep {
+                    key: self.plan.key(i).to_owned(),
+                    attempt,
+                    reason: AbortReason::Timeout,
+                });
                 let mut work = Vec::new();
-                self.fail_attempt(i, StepError::new(ErrorClass::Timeout, format!("the attempt ran past its limit of {limit} ms")), now, &mut work)?;
+                self.fail_attempt(
+                    i,
+                    StepError::new(
+                        ErrorClass::Timeout,
+                        format!("the attempt ran past its limit of {limit} ms"),
+                    ),
+                    now,
+                    &mut work,
+                )?;
                 self.drain(work, now)?;
             } else if s.state == StepState::WaitingRetry && s.retry_at == Some(t) {
                 self.steps[i].retry_at = None;
@@ -567,15 +649,15 @@ impl Execution {
             }
         }
         // The run's time limit.
-        if self.state == ExecutionState::Running {
-            if let (Some(deadline), Some(timeout)) = (self.run_deadline(), self.plan.workflow.config.timeout) {
-                if now >= deadline {
-                    let reason = format!("the run timed out after {timeout} ms");
-                    self.stop_all(now, AbortReason::RunFailed, &reason, false)?;
-                    self.accumulate_active(now);
-                    self.end(ExecutionState::Failed, now, Some(reason))?;
-                }
-            }
+        if self.state == ExecutionState::Running
+            && let (Some(deadline), Some(timeout)) =
+                (self.run_deadline(), self.plan.workflow.config.timeout)
+            && now >= deadline
+        {
+            let reason = format!("the run timed out after {timeout} ms");
+            self.stop_all(now, AbortReason::RunFailed, &reason, false)?;
+            self.accumulate_active(now);
+            self.end(ExecutionState::Failed, now, Some(reason))?;
         }
         self.schedule(now)?;
         self.check_done(now)?;
@@ -585,7 +667,10 @@ impl Execution {
             self.want_checkpoint = true;
         }
         if self.checkpoint_due && !self.want_checkpoint {
-            match (self.plan.workflow.config.checkpoint_interval, self.last_checkpoint_at) {
+            match (
+                self.plan.workflow.config.checkpoint_interval,
+                self.last_checkpoint_at,
+            ) {
                 (Some(iv), Some(last)) if now < last.saturating_add(iv) => {}
                 _ => self.want_checkpoint = true,
             }
@@ -594,13 +679,24 @@ impl Execution {
     }
 
     fn running_attempt(&self, key: &str, attempt: u32) -> Result<usize, ExecError> {
-        let i = self.plan.index_of(key).ok_or_else(|| ExecError::UnknownStep(key.to_owned()))?;
+        let i = self
+            .plan
+            .index_of(key)
+            .ok_or_else(|| ExecError::UnknownStep(key.to_owned()))?;
         let s = &self.steps[i];
         if s.state != StepState::Running {
-            return Err(ExecError::Stale { key: key.to_owned(), attempt, why: format!("the step is {}", s.state) });
+            return Err(ExecError::Stale {
+                key: key.to_owned(),
+                attempt,
+                why: format!("the step is {}", s.state),
+            });
         }
         if s.attempt != attempt {
-            return Err(ExecError::Stale { key: key.to_owned(), attempt, why: format!("attempt {} is the current one", s.attempt) });
+            return Err(ExecError::Stale {
+                key: key.to_owned(),
+                attempt,
+                why: format!("attempt {} is the current one", s.attempt),
+            });
         }
         Ok(i)
     }
@@ -614,7 +710,9 @@ impl Execution {
     }
 
     fn running_steps(&self) -> Vec<usize> {
-        (0..self.steps.len()).filter(|&i| self.steps[i].state == StepState::Running).collect()
+        (0..self.steps.len())
+            .filter(|&i| self.steps[i].state == StepState::Running)
+            .collect()
     }
 
     fn policy(&self, i: usize) -> RetryPolicy {
@@ -632,13 +730,21 @@ impl Execution {
     /// jitter from the seed, at least the provider's `retry-after`.
     pub fn retry_delay(&self, i: usize, n: u32, retry_after: Option<u64>) -> u64 {
         let p = self.policy(i);
-        let base = p.retry_delay_ms as f64 * p.retry_backoff_multiplier.powi(n.saturating_sub(1).min(1000) as i32);
+        let base = p.retry_delay_ms as f64
+            * p.retry_backoff_multiplier
+                .powi(n.saturating_sub(1).min(1000) as i32);
         let r = jitter(self.seed, self.plan.key(i), n);
         let delay = (base * (0.8 + 0.4 * r)).min(u64::MAX as f64) as u64;
         delay.max(retry_after.unwrap_or(0))
     }
 
-    fn fail_attempt(&mut self, i: usize, err: StepError, now: u64, work: &mut Vec<usize>) -> Result<(), ExecError> {
+    fn fail_attempt(
+        &mut self,
+        i: usize,
+        err: StepError,
+        now: u64,
+        work: &mut Vec<usize>,
+    ) -> Result<(), ExecError> {
         let policy = self.policy(i);
         let retryable = match &policy.retryable_errors {
             Some(list) => list.contains(&err.class),
@@ -656,7 +762,14 @@ impl Execution {
             s.error = Some(err.clone());
             self.timers.insert((at, i));
             let reason = format!("retry {failures} of {} in {delay} ms", policy.max_retries);
-            self.set_step(i, StepState::WaitingRetry, now, Some(reason), Some(err), None)?;
+            self.set_step(
+                i,
+                StepState::WaitingRetry,
+                now,
+                Some(reason),
+                Some(err),
+                None,
+            )?;
         } else {
             let reason = if retryable && policy.max_retries > 0 {
                 Some(format!("gave up after {} attempts", failures))
@@ -683,14 +796,18 @@ impl Execution {
                 && !self.plan.workflow.config.continue_on_error
                 && !self.state.is_terminal()
             {
-                let msg = self.steps[i].error.as_ref().map(|e| e.message.clone()).unwrap_or_default();
+                let msg = self.steps[i]
+                    .error
+                    .as_ref()
+                    .map(|e| e.message.clone())
+                    .unwrap_or_default();
                 let reason = format!("step `{}` failed: {msg}", self.plan.key(i));
                 self.stop_all(now, AbortReason::RunFailed, &reason, false)?;
                 self.accumulate_active(now);
                 return self.end(ExecutionState::Failed, now, Some(reason));
             }
-            let dependents = self.plan.dependents[i].clone();
-            for d in dependents {
+            let plan = Arc::clone(&self.plan);
+            for &d in plan.graph.dependents(i) {
                 self.unsettled_deps[d] = self.unsettled_deps[d].saturating_sub(1);
                 if self.unsettled_deps[d] == 0 && self.steps[d].state == StepState::Pending {
                     self.consider(d, now, &mut work)?;
@@ -704,19 +821,24 @@ impl Execution {
     fn consider(&mut self, i: usize, now: u64, work: &mut Vec<usize>) -> Result<(), ExecError> {
         let plan = Arc::clone(&self.plan);
         let step = &plan.workflow.steps[i];
-        let missing = plan.deps[i].iter().copied().find(|&d| self.steps[d].state != StepState::Completed);
-        if let Some(d) = missing {
-            if !step.optional {
-                let why = match self.steps[d].state {
-                    StepState::Skipped => "was skipped",
-                    StepState::Failed => "failed",
-                    _ => "did not complete",
-                };
-                let reason = format!("dependency `{}` {why}", plan.key(d));
-                self.set_step(i, StepState::Skipped, now, Some(reason), None, None)?;
-                work.push(i);
-                return Ok(());
-            }
+        let missing = plan
+            .graph
+            .dependencies(i)
+            .iter()
+            .copied()
+            .find(|&d| self.steps[d].state != StepState::Completed);
+        if let Some(d) = missing
+            && !step.optional
+        {
+            let why = match self.steps[d].state {
+                StepState::Skipped => "was skipped",
+                StepState::Failed => "failed",
+                _ => "did not complete",
+            };
+            let reason = format!("dependency `{}` {why}", plan.key(d));
+            self.set_step(i, StepState::Skipped, now, Some(reason), None, None)?;
+            work.push(i);
+            return Ok(());
         }
         if let Some(cond) = &plan.conditions[i] {
             match cond.evaluate(self) {
@@ -724,12 +846,22 @@ impl Execution {
                 Ok(false) => {
                     let when = step.when.clone().unwrap_or_default();
                     self.steps[i].skipped_by_condition = true;
-                    self.set_step(i, StepState::Skipped, now, Some(format!("condition `{when}` is false")), None, None)?;
+                    self.set_step(
+                        i,
+                        StepState::Skipped,
+                        now,
+                        Some(format!("condition `{when}` is false")),
+                        None,
+                        None,
+                    )?;
                     work.push(i);
                     return Ok(());
                 }
                 Err(msg) => {
-                    let err = StepError::new(ErrorClass::Template, format!("the `when` condition could not be evaluated: {msg}"));
+                    let err = StepError::new(
+                        ErrorClass::Template,
+                        format!("the `when` condition could not be evaluated: {msg}"),
+                    );
                     self.steps[i].error = Some(err.clone());
                     self.steps[i].finished_at = Some(now);
                     self.set_step(i, StepState::Failed, now, None, Some(err), None)?;
@@ -750,11 +882,17 @@ impl Execution {
         }
         let cap = self.plan.workflow.config.parallelism.max(1) as usize;
         while self.running < cap && self.state == ExecutionState::Running {
-            let Some(i) = self.ready.pop_first() else { break };
+            let Some(i) = self.ready.pop_first() else {
+                break;
+            };
             let prompt = match self.plan.prompts[i].render(self) {
                 Ok(p) => p,
                 Err(errors) => {
-                    let msg = errors.iter().map(|e| e.message.as_str()).collect::<Vec<_>>().join("; ");
+                    let msg = errors
+                        .iter()
+                        .map(|e| e.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ");
                     let err = StepError::new(ErrorClass::Template, msg);
                     self.steps[i].error = Some(err.clone());
                     self.steps[i].finished_at = Some(now);
@@ -806,27 +944,43 @@ impl Execution {
             return Ok(());
         }
         let failed: Vec<String> = (0..self.steps.len())
-            .filter(|&i| self.steps[i].state == StepState::Failed && !self.plan.workflow.steps[i].optional)
+            .filter(|&i| {
+                self.steps[i].state == StepState::Failed && !self.plan.workflow.steps[i].optional
+            })
             .map(|i| self.plan.key(i).to_owned())
             .collect();
         self.accumulate_active(now);
         if failed.is_empty() {
             self.end(ExecutionState::Completed, now, None)
         } else {
-            let reason = format!("required step{} failed: {}", if failed.len() == 1 { "" } else { "s" }, failed.join(", "));
+            let reason = format!(
+                "required step{} failed: {}",
+                if failed.len() == 1 { "" } else { "s" },
+                failed.join(", ")
+            );
             self.end(ExecutionState::Failed, now, Some(reason))
         }
     }
 
     /// Abort everything in flight; with `cancel_all`, also cancel every unsettled step.
-    fn stop_all(&mut self, now: u64, why: AbortReason, reason: &str, cancel_all: bool) -> Result<(), ExecError> {
+    fn stop_all(
+        &mut self,
+        now: u64,
+        why: AbortReason,
+        reason: &str,
+        cancel_all: bool,
+    ) -> Result<(), ExecError> {
         for i in 0..self.steps.len() {
             let st = self.steps[i].state;
             let cancel = match st {
                 StepState::Running => {
                     let attempt = self.steps[i].attempt;
                     self.finish_attempt(i);
-                    self.actions.push(Action::AbortStep { key: self.plan.key(i).to_owned(), attempt, reason: why });
+                    self.actions.push(Action::AbortStep {
+                        key: self.plan.key(i).to_owned(),
+                        attempt,
+                        reason: why,
+                    });
                     true
                 }
                 StepState::Ready | StepState::WaitingRetry => true,
@@ -838,13 +992,25 @@ impl Execution {
                     self.timers.remove(&(t, i));
                 }
                 self.ready.remove(&i);
-                self.set_step(i, StepState::Cancelled, now, Some(reason.to_owned()), None, None)?;
+                self.set_step(
+                    i,
+                    StepState::Cancelled,
+                    now,
+                    Some(reason.to_owned()),
+                    None,
+                    None,
+                )?;
             }
         }
         Ok(())
     }
 
-    fn end(&mut self, state: ExecutionState, now: u64, reason: Option<String>) -> Result<(), ExecError> {
+    fn end(
+        &mut self,
+        state: ExecutionState,
+        now: u64,
+        reason: Option<String>,
+    ) -> Result<(), ExecError> {
         self.set_state(state, now, reason.clone())?;
         self.reason = reason.clone();
         self.finished_at = Some(now);
@@ -864,7 +1030,12 @@ impl Execution {
     /// because of them, go back to pending with a fresh retry budget.
     fn reset_failures(&mut self, now: u64) -> Result<(), ExecError> {
         let roots: Vec<usize> = (0..self.steps.len())
-            .filter(|&i| matches!(self.steps[i].state, StepState::Failed | StepState::Cancelled))
+            .filter(|&i| {
+                matches!(
+                    self.steps[i].state,
+                    StepState::Failed | StepState::Cancelled
+                )
+            })
             .collect();
         let mut reset: BTreeSet<usize> = roots.iter().copied().collect();
         for d in self.plan.graph.descendants_of(&roots) {
@@ -880,7 +1051,14 @@ impl Execution {
             s.retry_at = None;
             s.skipped_by_condition = false;
             s.finished_at = None;
-            self.set_step(i, StepState::Pending, now, Some("reset on resume".into()), None, None)?;
+            self.set_step(
+                i,
+                StepState::Pending,
+                now,
+                Some("reset on resume".into()),
+                None,
+                None,
+            )?;
         }
         self.active_ms = 0;
         self.rebuild_derived();
@@ -897,9 +1075,18 @@ impl Execution {
         self.drain(work, now)
     }
 
-    fn set_state(&mut self, to: ExecutionState, now: u64, reason: Option<String>) -> Result<(), ExecError> {
+    fn set_state(
+        &mut self,
+        to: ExecutionState,
+        now: u64,
+        reason: Option<String>,
+    ) -> Result<(), ExecError> {
         self.state = self.state.transition(to)?;
-        self.actions.push(Action::ExecutionChanged { state: to, at: now, reason });
+        self.actions.push(Action::ExecutionChanged {
+            state: to,
+            at: now,
+            reason,
+        });
         Ok(())
     }
 
@@ -920,7 +1107,15 @@ impl Execution {
         if to == StepState::Pending {
             s.output = None;
         }
-        if matches!(to, StepState::Skipped | StepState::Cancelled | StepState::Ready | StepState::Pending | StepState::WaitingRetry) || reason.is_some() {
+        if matches!(
+            to,
+            StepState::Skipped
+                | StepState::Cancelled
+                | StepState::Ready
+                | StepState::Pending
+                | StepState::WaitingRetry
+        ) || reason.is_some()
+        {
             s.reason = reason.clone();
         }
         if matches!(to, StepState::Skipped | StepState::Cancelled) {
@@ -965,7 +1160,13 @@ impl Execution {
                 }
                 _ => {}
             }
-            self.unsettled_deps[i] = self.plan.deps[i].iter().filter(|&&d| !self.steps[d].state.is_settled()).count() as u32;
+            self.unsettled_deps[i] = self
+                .plan
+                .graph
+                .dependencies(i)
+                .iter()
+                .filter(|&&d| !self.steps[d].state.is_settled())
+                .count() as u32;
         }
     }
 
@@ -978,12 +1179,23 @@ impl Execution {
         self.actions.clear();
         for i in self.running_steps() {
             self.finish_attempt(i);
-            self.set_step(i, StepState::Ready, now, Some("interrupted; runs again on resume".into()), None, None)?;
+            self.set_step(
+                i,
+                StepState::Ready,
+                now,
+                Some("interrupted; runs again on resume".into()),
+                None,
+                None,
+            )?;
             self.ready.insert(i);
         }
         if matches!(self.state, ExecutionState::Running | ExecutionState::Paused) {
             self.accumulate_active(now);
-            self.set_state(ExecutionState::Interrupted, now, Some("the process running it stopped".into()))?;
+            self.set_state(
+                ExecutionState::Interrupted,
+                now,
+                Some("the process running it stopped".into()),
+            )?;
         }
         self.last_wake = None;
         Ok(std::mem::take(&mut self.actions))
@@ -1019,8 +1231,11 @@ impl Execution {
             finished_at: s.finished_at,
             deadline: s.deadline,
             retry_at: s.retry_at,
-            output: s.output.as_ref().map(|o| OutputRef { hash: o.hash.clone(), bytes: o.text.len() as u64 }),
-            step_hash: (s.state == StepState::Completed).then(|| self.plan.step_hash(i).to_owned()),
+            output: s.output.as_ref().map(|o| OutputRef {
+                hash: o.hash.clone(),
+                bytes: o.text.len() as u64,
+            }),
+            step_hash: (s.state == StepState::Completed).then(|| self.plan.step_hash(i)),
             error: s.error.clone(),
             reason: s.reason.clone(),
             skipped_by_condition: s.skipped_by_condition,
@@ -1059,7 +1274,10 @@ impl Execution {
             seq: self.seq,
             taken_at: self.clock,
             header: self.header(self.clock),
-            steps: dirty.into_iter().map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i))).collect(),
+            steps: dirty
+                .into_iter()
+                .map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i)))
+                .collect(),
         }
     }
 
@@ -1083,7 +1301,10 @@ impl Execution {
         output: &dyn Fn(&str) -> Option<Arc<str>>,
     ) -> Result<(Execution, Compatibility), RestoreError> {
         if cp.version != CHECKPOINT_VERSION {
-            return Err(RestoreError::Version { found: cp.version, supported: CHECKPOINT_VERSION });
+            return Err(RestoreError::Version {
+                found: cp.version,
+                supported: CHECKPOINT_VERSION,
+            });
         }
         let compat = Compatibility::compute(&plan, cp);
         let n = plan.len();
@@ -1091,32 +1312,51 @@ impl Execution {
         let same = compat.same_definition;
         let rerun: BTreeSet<&str> = compat.rerun.iter().map(String::as_str).collect();
         for (key, snap) in &cp.steps {
-            let Some(i) = plan.index_of(key) else { continue };
+            let Some(i) = plan.index_of(key) else {
+                continue;
+            };
             if rerun.contains(key.as_str()) {
                 continue; // back to pending
             }
             let out = match &snap.output {
                 None => None,
                 Some(r) => {
-                    let text = output(&r.hash).ok_or_else(|| RestoreError::MissingOutput { step: key.clone(), hash: r.hash.clone() })?;
+                    let text = output(&r.hash).ok_or_else(|| RestoreError::MissingOutput {
+                        step: key.clone(),
+                        hash: r.hash.clone(),
+                    })?;
                     if output_hash(&text) != r.hash {
-                        return Err(RestoreError::CorruptOutput { step: key.clone(), hash: r.hash.clone() });
+                        return Err(RestoreError::CorruptOutput {
+                            step: key.clone(),
+                            hash: r.hash.clone(),
+                        });
                     }
                     Some(Output::new(text))
                 }
             };
             if snap.state == StepState::Completed && out.is_none() {
-                return Err(RestoreError::MissingOutput { step: key.clone(), hash: String::new() });
+                return Err(RestoreError::MissingOutput {
+                    step: key.clone(),
+                    hash: String::new(),
+                });
             }
             // An edited definition may change what is in flight: treat it as lost.
-            let state = if !same && snap.state == StepState::Running { StepState::Ready } else { snap.state };
+            let state = if !same && snap.state == StepState::Running {
+                StepState::Ready
+            } else {
+                snap.state
+            };
             steps[i] = StepRun {
                 state,
                 attempt: snap.attempt,
                 failures: snap.failures,
                 started_at: snap.started_at,
                 finished_at: snap.finished_at,
-                deadline: if state == StepState::Running { snap.deadline } else { None },
+                deadline: if state == StepState::Running {
+                    snap.deadline
+                } else {
+                    None
+                },
                 retry_at: snap.retry_at,
                 output: out,
                 error: snap.error.clone(),
@@ -1129,8 +1369,14 @@ impl Execution {
             h.inputs.clone()
         } else {
             // The edited definition may take other inputs.
-            plan.resolve_inputs(h.inputs.clone().into_iter().filter(|(k, _)| plan.input_names().contains(k)).collect())
-                .map_err(RestoreError::Inputs)?
+            plan.resolve_inputs(
+                h.inputs
+                    .clone()
+                    .into_iter()
+                    .filter(|(k, _)| plan.input_names().contains(k))
+                    .collect(),
+            )
+            .map_err(RestoreError::Inputs)?
         };
         let mut e = Execution {
             state: h.state,
@@ -1166,8 +1412,12 @@ impl Execution {
                 e.state = ExecutionState::Interrupted;
                 e.finished_at = None;
             }
-            if matches!(e.state, ExecutionState::Running | ExecutionState::Paused | ExecutionState::Interrupted) {
-                e.consider_all_unlocked(now).map_err(|err| RestoreError::Invalid(err.to_string()))?;
+            if matches!(
+                e.state,
+                ExecutionState::Running | ExecutionState::Paused | ExecutionState::Interrupted
+            ) {
+                e.consider_all_unlocked(now)
+                    .map_err(|err| RestoreError::Invalid(err.to_string()))?;
             }
             e.actions.clear();
             e.dirty = (0..e.steps.len()).collect();

@@ -16,7 +16,47 @@ pub struct Graph {
     g: DiGraph<(), ()>,
     order: Vec<usize>,
     level_of: Vec<usize>,
-    levels: Vec<Vec<usize>>,
+    /// Steps sorted by (level, index), and where each level starts in it.
+    by_level: Vec<usize>,
+    level_starts: Vec<usize>,
+    deps: Adjacency,
+    dependents: Adjacency,
+}
+
+/// Sorted adjacency lists in one allocation (compressed sparse rows).
+#[derive(Debug, Clone, Default)]
+struct Adjacency {
+    starts: Vec<usize>,
+    targets: Vec<usize>,
+}
+
+impl Adjacency {
+    fn build(n: usize, pairs: &[(usize, usize)]) -> Adjacency {
+        let mut starts = vec![0usize; n + 1];
+        for &(a, _) in pairs {
+            starts[a + 1] += 1;
+        }
+        for i in 0..n {
+            starts[i + 1] += starts[i];
+        }
+        let mut fill = starts.clone();
+        let mut targets = vec![0usize; pairs.len()];
+        for &(a, b) in pairs {
+            targets[fill[a]] = b;
+            fill[a] += 1;
+        }
+        for i in 0..n {
+            targets[starts[i]..starts[i + 1]].sort_unstable();
+        }
+        Adjacency { starts, targets }
+    }
+
+    fn get(&self, i: usize) -> &[usize] {
+        match (self.starts.get(i), self.starts.get(i + 1)) {
+            (Some(&a), Some(&b)) => &self.targets[a..b],
+            _ => &[],
+        }
+    }
 }
 
 /// A cycle, as step indices in dependency order: `[a, b, c]` means a depends on b,
@@ -26,29 +66,35 @@ pub type Cycle = Vec<usize>;
 impl Graph {
     /// Build from `n` steps and `(dependency, dependent)` edges. Edges must not be
     /// self-loops; duplicates are ignored. Fails with every cycle found.
-    pub fn build(n: usize, edges: impl IntoIterator<Item = (usize, usize)>) -> Result<Graph, Vec<Cycle>> {
-        let mut g = DiGraph::<(), ()>::with_capacity(n, n);
+    pub fn build(
+        n: usize,
+        edges: impl IntoIterator<Item = (usize, usize)>,
+    ) -> Result<Graph, Vec<Cycle>> {
+        let mut edges: Vec<(usize, usize)> = edges
+            .into_iter()
+            .filter(|&(a, b)| a != b && a < n && b < n)
+            .collect();
+        edges.sort_unstable();
+        edges.dedup();
+        let mut g = DiGraph::<(), ()>::with_capacity(n, edges.len());
         for _ in 0..n {
             g.add_node(());
         }
-        for (from, to) in edges {
-            let (a, b) = (NodeIndex::new(from), NodeIndex::new(to));
-            if from != to && from < n && to < n && g.find_edge(a, b).is_none() {
-                g.add_edge(a, b, ());
-            }
+        for &(from, to) in &edges {
+            g.add_edge(NodeIndex::new(from), NodeIndex::new(to), ());
         }
+        let dependents = Adjacency::build(n, &edges);
+        let reversed: Vec<(usize, usize)> = edges.iter().map(|&(a, b)| (b, a)).collect();
+        let deps = Adjacency::build(n, &reversed);
         // Kahn's algorithm; the heap yields the lowest declaration index first.
-        let mut indegree: Vec<usize> = (0..n)
-            .map(|i| g.neighbors_directed(NodeIndex::new(i), Direction::Incoming).count())
-            .collect();
+        let mut indegree: Vec<usize> = (0..n).map(|i| deps.get(i).len()).collect();
         let mut heap: BinaryHeap<Reverse<usize>> =
             (0..n).filter(|&i| indegree[i] == 0).map(Reverse).collect();
         let mut order = Vec::with_capacity(n);
         let mut level_of = vec![0usize; n];
         while let Some(Reverse(i)) = heap.pop() {
             order.push(i);
-            for next in g.neighbors_directed(NodeIndex::new(i), Direction::Outgoing) {
-                let j = next.index();
+            for &j in dependents.get(i) {
                 level_of[j] = level_of[j].max(level_of[i] + 1);
                 indegree[j] -= 1;
                 if indegree[j] == 0 {
@@ -60,18 +106,23 @@ impl Graph {
             return Err(find_cycles(&g));
         }
         let depth = level_of.iter().copied().max().map_or(0, |m| m + 1);
-        let mut levels = vec![Vec::new(); depth];
-        for &i in &order {
-            levels[level_of[i]].push(i);
+        let mut by_level: Vec<usize> = (0..n).collect();
+        by_level.sort_unstable_by_key(|&i| (level_of[i], i));
+        let mut level_starts = vec![0usize; depth + 1];
+        for &l in &level_of {
+            level_starts[l + 1] += 1;
         }
-        for l in &mut levels {
-            l.sort_unstable();
+        for l in 0..depth {
+            level_starts[l + 1] += level_starts[l];
         }
         Ok(Graph {
             g,
             order,
             level_of,
-            levels,
+            by_level,
+            level_starts,
+            deps,
+            dependents,
         })
     }
 
@@ -90,9 +141,20 @@ impl Graph {
     }
 
     /// Levels: level 0 has no dependencies; a step sits one level below its deepest
-    /// dependency (the minimal such assignment).
-    pub fn levels(&self) -> &[Vec<usize>] {
-        &self.levels
+    /// dependency (the minimal such assignment). Each level is in declaration order.
+    pub fn levels(&self) -> impl ExactSizeIterator<Item = &[usize]> + '_ {
+        (0..self.level_count()).map(|l| self.level(l))
+    }
+
+    pub fn level_count(&self) -> usize {
+        self.level_starts.len().saturating_sub(1)
+    }
+
+    pub fn level(&self, l: usize) -> &[usize] {
+        match (self.level_starts.get(l), self.level_starts.get(l + 1)) {
+            (Some(&a), Some(&b)) => &self.by_level[a..b],
+            _ => &[],
+        }
     }
 
     pub fn level_of(&self, i: usize) -> usize {
@@ -100,25 +162,13 @@ impl Graph {
     }
 
     /// Direct dependencies of step `i` (ascending).
-    pub fn dependencies(&self, i: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = self
-            .g
-            .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
-            .map(NodeIndex::index)
-            .collect();
-        v.sort_unstable();
-        v
+    pub fn dependencies(&self, i: usize) -> &[usize] {
+        self.deps.get(i)
     }
 
     /// Direct dependents of step `i` (ascending).
-    pub fn dependents(&self, i: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = self
-            .g
-            .neighbors_directed(NodeIndex::new(i), Direction::Outgoing)
-            .map(NodeIndex::index)
-            .collect();
-        v.sort_unstable();
-        v
+    pub fn dependents(&self, i: usize) -> &[usize] {
+        self.dependents.get(i)
     }
 
     fn reach(&self, start: &[usize], dir: Direction) -> Vec<bool> {
@@ -167,12 +217,7 @@ impl Graph {
         let n = self.len();
         let mut sets = vec![BitSet::new(n); n];
         for &i in &self.order {
-            let deps: Vec<usize> = self
-                .g
-                .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
-                .map(NodeIndex::index)
-                .collect();
-            for d in deps {
+            for &d in self.deps.get(i) {
                 let (src, dst) = if d < i {
                     let (a, b) = sets.split_at_mut(i);
                     (&a[d], &mut b[0])
@@ -198,7 +243,7 @@ impl Graph {
         let mut prev: Vec<Option<usize>> = vec![None; n];
         for &i in &self.order {
             let mut top: Option<(f64, usize)> = None;
-            for d in self.dependencies(i) {
+            for &d in self.dependencies(i) {
                 if top.is_none_or(|(w, _)| best[d] > w) {
                     top = Some((best[d], d));
                 }
@@ -240,7 +285,7 @@ impl Graph {
                 key: key(i),
                 agent: &wf.steps[i].agent,
                 level: self.level_of[i],
-                dependencies: self.dependencies(i).into_iter().map(key).collect(),
+                dependencies: self.dependencies(i).iter().map(|&d| key(d)).collect(),
                 optional: wf.steps[i].optional,
                 when: wf.steps[i].when.as_deref(),
             })
@@ -257,7 +302,7 @@ impl Graph {
             "nodes": nodes,
             "edges": edges,
             "order": self.order.iter().map(|&i| key(i)).collect::<Vec<_>>(),
-            "levels": self.levels.iter().map(|l| l.iter().map(|&i| key(i)).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "levels": self.levels().map(|l| l.iter().map(|&i| key(i)).collect::<Vec<_>>()).collect::<Vec<_>>(),
             "criticalPath": critical.into_iter().map(key).collect::<Vec<_>>(),
         })
     }
@@ -266,7 +311,11 @@ impl Graph {
     pub fn to_mermaid(&self, wf: &Workflow) -> String {
         let mut out = String::from("flowchart TD\n");
         for (i, s) in wf.steps.iter().enumerate().take(self.len()) {
-            let label = format!("{}<br/><i>{}</i>", mermaid_escape(&s.key), mermaid_escape(&s.agent));
+            let label = format!(
+                "{}<br/><i>{}</i>",
+                mermaid_escape(&s.key),
+                mermaid_escape(&s.agent)
+            );
             let shape = if s.when.is_some() {
                 format!("{{\"{label}\"}}")
             } else {
@@ -275,7 +324,7 @@ impl Graph {
             out.push_str(&format!("    s{i}{shape}\n"));
         }
         for &i in &self.order {
-            for d in self.dependencies(i) {
+            for &d in self.dependencies(i) {
                 let arrow = if wf.steps[i].optional { "-.->" } else { "-->" };
                 out.push_str(&format!("    s{d} {arrow} s{i}\n"));
             }
@@ -290,7 +339,11 @@ impl Graph {
             dot_escape(&wf.name)
         );
         for s in wf.steps.iter().take(self.len()) {
-            let style = if s.optional { ", style=\"rounded,dashed\"" } else { "" };
+            let style = if s.optional {
+                ", style=\"rounded,dashed\""
+            } else {
+                ""
+            };
             out.push_str(&format!(
                 "    \"{}\" [label=\"{}\\n({})\"{style}];\n",
                 dot_escape(&s.key),
@@ -298,7 +351,7 @@ impl Graph {
                 dot_escape(&s.agent)
             ));
         }
-        for level in &self.levels {
+        for level in self.levels() {
             if level.len() > 1 {
                 let names: Vec<String> = level
                     .iter()
@@ -308,7 +361,7 @@ impl Graph {
             }
         }
         for &i in &self.order {
-            for d in self.dependencies(i) {
+            for &d in self.dependencies(i) {
                 out.push_str(&format!(
                     "    \"{}\" -> \"{}\";\n",
                     dot_escape(&wf.steps[d].key),
@@ -328,7 +381,9 @@ fn mermaid_escape(s: &str) -> String {
 }
 
 fn dot_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Find one cycle per strongly connected component, walked in dependency order and
@@ -405,7 +460,9 @@ impl BitSet {
         self.words[i / 64] |= 1 << (i % 64);
     }
     pub fn contains(&self, i: usize) -> bool {
-        self.words.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
     pub fn union_with(&mut self, other: &BitSet) {
         for (a, b) in self.words.iter_mut().zip(&other.words) {
@@ -425,7 +482,8 @@ mod tests {
         // 0 → 2, 1 → 2, 2 → 3; 4 independent.
         let g = Graph::build(5, [(0, 2), (1, 2), (2, 3)]).expect("acyclic");
         assert_eq!(g.order(), &[0, 1, 2, 3, 4]);
-        assert_eq!(g.levels(), &[vec![0, 1, 4], vec![2], vec![3]]);
+        let levels: Vec<&[usize]> = g.levels().collect();
+        assert_eq!(levels, [&[0, 1, 4][..], &[2], &[3]]);
         assert_eq!(g.ancestors(3), vec![0, 1, 2]);
         assert_eq!(g.descendants(1), vec![2, 3]);
         let sets = g.ancestor_sets();

@@ -21,6 +21,7 @@ pub mod parse;
 pub mod plan;
 pub mod report;
 pub mod schema;
+pub mod sim;
 pub mod source;
 pub mod state;
 pub mod template;

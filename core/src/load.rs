@@ -13,6 +13,7 @@ use crate::parse::{Entry, Format, Node, NodeKind, Scalar};
 use crate::report::{Code, Sink, suggest};
 use crate::source::Span;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
@@ -55,7 +56,7 @@ pub(crate) const INPUT_FIELDS: &[&str] = &["description", "default"];
 /// A field's key and value spans.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldSource {
-    pub name: String,
+    pub name: Cow<'static, str>,
     pub key: Span,
     pub value: Span,
 }
@@ -142,7 +143,7 @@ pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Wor
     let mut saw_name = false;
     for e in &entries {
         map.fields.push(FieldSource {
-            name: e.key.to_string(),
+            name: known(&e.key, WORKFLOW_FIELDS),
             key: e.key_span,
             value: e.value.span,
         });
@@ -194,7 +195,10 @@ pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Wor
                         Code::Schema,
                         Some(e.value.span),
                         None,
-                        format!("`steps` must be a list of steps, not {}", e.value.type_name()),
+                        format!(
+                            "`steps` must be a list of steps, not {}",
+                            e.value.type_name()
+                        ),
                     ),
                 }
             }
@@ -204,7 +208,10 @@ pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Wor
     if !saw_name {
         l.sink.error(
             Code::Schema,
-            Some(Span::new(root.span.start as usize, root.span.start as usize)),
+            Some(Span::new(
+                root.span.start as usize,
+                root.span.start as usize,
+            )),
             None,
             "the workflow has no `name`; add `name: my-workflow`".into(),
         );
@@ -212,7 +219,10 @@ pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Wor
     if !saw_steps {
         l.sink.error(
             Code::EmptyWorkflow,
-            Some(Span::new(root.span.start as usize, root.span.start as usize)),
+            Some(Span::new(
+                root.span.start as usize,
+                root.span.start as usize,
+            )),
             None,
             "the workflow has no `steps`; add a `steps:` list with at least one step".into(),
         );
@@ -229,33 +239,45 @@ impl<'t> Loader<'_, 't> {
         what: &str,
         step: Option<&str>,
     ) -> Vec<&'n Entry<'a>> {
-        let mut out: Vec<&Entry<'a>> = Vec::with_capacity(entries.len());
-        for e in entries {
-            if out.iter().any(|o| o.key == e.key) {
-                self.sink.error(
-                    Code::Schema,
-                    Some(e.key_span),
-                    step,
-                    format!("`{}` appears twice in this {what}; keep one", e.key),
-                );
-                continue;
-            }
-            if known.contains(&e.key.as_ref()) {
-                out.push(e);
-            } else {
-                let hint = match suggest(&e.key, known.iter().copied()) {
-                    Some(s) => format!("; did you mean `{s}`?"),
-                    None => format!("; known fields: {}", known.join(", ")),
-                };
-                self.sink.error(
-                    Code::Schema,
-                    Some(e.key_span),
-                    step,
-                    format!("unknown field `{}` in {what}{hint}", e.key),
-                );
-            }
+        (0..entries.len())
+            .filter(|&j| self.field_ok(entries, j, known, what, step))
+            .map(|j| &entries[j])
+            .collect()
+    }
+
+    /// Is `entries[j]` a known field seen for the first time? Reports it if not.
+    fn field_ok(
+        &mut self,
+        entries: &[Entry<'_>],
+        j: usize,
+        known: &[&str],
+        what: &str,
+        step: Option<&str>,
+    ) -> bool {
+        let e = &entries[j];
+        if !known.contains(&e.key.as_ref()) {
+            let hint = match suggest(&e.key, known.iter().copied()) {
+                Some(s) => format!("; did you mean `{s}`?"),
+                None => format!("; known fields: {}", known.join(", ")),
+            };
+            self.sink.error(
+                Code::Schema,
+                Some(e.key_span),
+                step,
+                format!("unknown field `{}` in {what}{hint}", e.key),
+            );
+            return false;
         }
-        out
+        if entries[..j].iter().any(|o| o.key == e.key) {
+            self.sink.error(
+                Code::Schema,
+                Some(e.key_span),
+                step,
+                format!("`{}` appears twice in this {what}; keep one", e.key),
+            );
+            return false;
+        }
+        true
     }
 
     fn string(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<String> {
@@ -314,7 +336,10 @@ impl<'t> Loader<'_, 't> {
                     Code::Schema,
                     Some(e.value.span),
                     step,
-                    format!("`{}` must be true or false; `{s}` is text in YAML 1.2", e.key),
+                    format!(
+                        "`{}` must be true or false; `{s}` is text in YAML 1.2",
+                        e.key
+                    ),
                 );
                 None
             }
@@ -323,7 +348,11 @@ impl<'t> Loader<'_, 't> {
                     Code::Schema,
                     Some(e.value.span),
                     step,
-                    format!("`{}` must be true or false, not {}", e.key, e.value.type_name()),
+                    format!(
+                        "`{}` must be true or false, not {}",
+                        e.key,
+                        e.value.type_name()
+                    ),
                 );
                 None
             }
@@ -379,7 +408,11 @@ impl<'t> Loader<'_, 't> {
                     Code::InvalidValue,
                     Some(e.value.span),
                     step,
-                    format!("`{}` is too large ({v}); the maximum is {}", e.key, u32::MAX),
+                    format!(
+                        "`{}` is too large ({v}); the maximum is {}",
+                        e.key,
+                        u32::MAX
+                    ),
                 );
                 None
             }
@@ -393,7 +426,10 @@ impl<'t> Loader<'_, 't> {
                 Code::InvalidValue,
                 Some(e.value.span),
                 step,
-                format!("`{}` must be at least 1 millisecond; remove it for no limit", e.key),
+                format!(
+                    "`{}` must be at least 1 millisecond; remove it for no limit",
+                    e.key
+                ),
             );
             return None;
         }
@@ -478,7 +514,7 @@ impl<'t> Loader<'_, 't> {
                 );
             }
             map.inputs.push(FieldSource {
-                name: e.key.to_string(),
+                name: Cow::Owned(e.key.to_string()),
                 key: e.key_span,
                 value: e.value.span,
             });
@@ -551,19 +587,24 @@ impl<'t> Loader<'_, 't> {
         };
         // The key first, so that every other problem can name the step.
         let key_entry = entries.iter().find(|e| e.key == "key");
-        if let Some(e) = key_entry {
-            if let Some(k) = self.string(e, None) {
-                step.key = k;
-            }
+        if let Some(e) = key_entry
+            && let Some(k) = self.string(e, None)
+        {
+            step.key = k;
         }
         let label = (!step.key.is_empty()).then(|| step.key.clone());
         let label = label.as_deref();
-        let entries = self.check_fields(entries, STEP_FIELDS, "step", label);
-        let mut have = Vec::new();
-        for e in entries {
-            have.push(e.key.as_ref());
+        src.fields.reserve_exact(entries.len());
+        let mut have = [false; 3];
+        for (j, e) in entries.iter().enumerate() {
+            if !self.field_ok(entries, j, STEP_FIELDS, "step", label) {
+                continue;
+            }
+            if let Some(r) = ["key", "agent", "prompt"].iter().position(|r| *r == e.key) {
+                have[r] = true;
+            }
             src.fields.push(FieldSource {
-                name: e.key.to_string(),
+                name: known(&e.key, STEP_FIELDS),
                 key: e.key_span,
                 value: e.value.span,
             });
@@ -600,8 +641,8 @@ impl<'t> Loader<'_, 't> {
                 _ => {}
             }
         }
-        for required in ["key", "agent", "prompt"] {
-            if !have.contains(&required) {
+        for (r, required) in ["key", "agent", "prompt"].into_iter().enumerate() {
+            if !have[r] {
                 let example = match required {
                     "key" => "key: my-step",
                     "agent" => "agent: backend",
@@ -699,12 +740,21 @@ impl<'t> Loader<'_, 't> {
     }
 }
 
+/// The static name of a known field (no allocation per field).
+fn known(name: &str, list: &'static [&'static str]) -> Cow<'static, str> {
+    match list.iter().find(|k| **k == name) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_owned()),
+    }
+}
+
 /// Step keys and input names: letters, digits, `_` and `-` (no dots: they separate
 /// placeholder paths).
 pub fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -743,23 +793,51 @@ mod tests {
         let msgs: Vec<String> = report
             .errors
             .iter()
-            .map(|p| format!("{}:{} {} {}", p.line.unwrap_or(0), p.column.unwrap_or(0), p.code, p.message))
+            .map(|p| {
+                format!(
+                    "{}:{} {} {}",
+                    p.line.unwrap_or(0),
+                    p.column.unwrap_or(0),
+                    p.code,
+                    p.message
+                )
+            })
             .collect();
         let all = msgs.join("\n");
-        assert!(all.contains("6:5 schema unknown field `dependsOn` in step; did you mean `dependencies`?"), "{all}");
-        assert!(all.contains("7:15 schema `optional` must be true or false"), "{all}");
+        assert!(
+            all.contains(
+                "6:5 schema unknown field `dependsOn` in step; did you mean `dependencies`?"
+            ),
+            "{all}"
+        );
+        assert!(
+            all.contains("7:15 schema `optional` must be true or false"),
+            "{all}"
+        );
         assert!(all.contains("the step has no `agent`"), "{all}");
-        assert!(all.contains("`timeoutMs` must be a whole number of milliseconds, not `30s`"), "{all}");
+        assert!(
+            all.contains("`timeoutMs` must be a whole number of milliseconds, not `30s`"),
+            "{all}"
+        );
         assert!(all.contains("at least 1 (1 keeps"), "{all}");
         assert!(all.contains("did you mean `rate-limit`?"), "{all}");
         assert!(all.contains("`parallelism` must be at least 1"), "{all}");
         assert!(all.contains("did you mean `parallelism`"), "{all}");
-        assert_eq!(report.errors.iter().filter(|p| p.step.as_deref() == Some("b")).count(), 4);
+        assert_eq!(
+            report
+                .errors
+                .iter()
+                .filter(|p| p.step.as_deref() == Some("b"))
+                .count(),
+            4
+        );
     }
 
     #[test]
     fn json_is_strictly_typed() {
-        let (_, report) = load_text(r#"{"name": "x", "version": 1, "steps": [{"key": "a", "agent": "b", "prompt": "c"}]}"#);
+        let (_, report) = load_text(
+            r#"{"name": "x", "version": 1, "steps": [{"key": "a", "agent": "b", "prompt": "c"}]}"#,
+        );
         assert_eq!(report.errors.len(), 1);
         assert_eq!(report.errors[0].line, Some(1));
         assert_eq!(report.errors[0].column, Some(26));
@@ -776,9 +854,14 @@ mod tests {
 
     #[test]
     fn input_shorthand_and_defaults() {
-        let (wf, report) = load_text("name: x\ninputs:\n  topic: What to write about\n  depth: {default: 3}\n  bare:\nsteps: [{key: a, agent: b, prompt: c}]\n");
+        let (wf, report) = load_text(
+            "name: x\ninputs:\n  topic: What to write about\n  depth: {default: 3}\n  bare:\nsteps: [{key: a, agent: b, prompt: c}]\n",
+        );
         assert!(report.valid, "{report:?}");
-        assert_eq!(wf.inputs["topic"].description.as_deref(), Some("What to write about"));
+        assert_eq!(
+            wf.inputs["topic"].description.as_deref(),
+            Some("What to write about")
+        );
         assert_eq!(wf.inputs["depth"].default, Some(serde_json::json!(3)));
         assert!(wf.inputs["bare"].default.is_none());
     }

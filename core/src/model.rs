@@ -40,8 +40,13 @@ pub struct Workflow {
 pub struct InputSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// Used when the run does not supply the input. Without a default the input is required.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Used when the run does not supply the input. Without a default the input is
+    /// required. `default: null` is a default (the value null), not "no default".
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub default: Option<serde_json::Value>,
 }
 
@@ -234,6 +239,11 @@ impl std::fmt::Display for ErrorClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// A field that is present deserializes to `Some`, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
 }
 
 pub(crate) fn default_version() -> String {

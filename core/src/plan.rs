@@ -12,7 +12,7 @@ use crate::validate::{Options, analyze};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug)]
 pub struct Plan {
@@ -23,12 +23,16 @@ pub struct Plan {
     pub(crate) conditions: Vec<Option<Condition>>,
     pub(crate) schemas: Vec<Option<CompiledSchema>>,
     pub(crate) output_schemas: Vec<Option<Arc<Value>>>,
-    pub(crate) deps: Vec<Vec<usize>>,
-    pub(crate) dependents: Vec<Vec<usize>>,
     /// Inputs the workflow can use: declared ones and undeclared `{{name}}`s.
     input_names: BTreeSet<String>,
-    hash: String,
-    step_hashes: Vec<String>,
+    /// Structural hashes, computed on first use (validation alone needs none).
+    hashes: OnceLock<Hashes>,
+}
+
+#[derive(Debug)]
+struct Hashes {
+    definition: String,
+    steps: Vec<[u8; 16]>,
 }
 
 /// Why run inputs were refused.
@@ -73,8 +77,7 @@ impl Plan {
             .enumerate()
             .map(|(i, s)| (s.key.clone(), i))
             .collect();
-        let deps: Vec<Vec<usize>> = (0..n).map(|i| graph.dependencies(i)).collect();
-        let dependents: Vec<Vec<usize>> = (0..n).map(|i| graph.dependents(i)).collect();
+        debug_assert_eq!(graph.len(), n);
         let mut input_names: BTreeSet<String> = workflow.inputs.keys().cloned().collect();
         let is_step = |k: &str| index.contains_key(k);
         for t in &prompts {
@@ -91,14 +94,6 @@ impl Plan {
                 }
             }
         }
-        let step_hashes: Vec<String> = workflow.steps.iter().map(step_hash).collect();
-        let mut h = Sha256::new();
-        h.update(b"ax-definition-v1\n");
-        for sh in &step_hashes {
-            h.update(sh.as_bytes());
-            h.update(b"\n");
-        }
-        let hash = hex(&h.finalize()[..16]);
         let output_schemas = workflow
             .steps
             .iter()
@@ -112,11 +107,8 @@ impl Plan {
             conditions,
             schemas,
             output_schemas,
-            deps,
-            dependents,
             input_names,
-            hash,
-            step_hashes,
+            hashes: OnceLock::new(),
         }
     }
 
@@ -149,12 +141,34 @@ impl Plan {
     /// Structural hash of the definition (the steps' keys, agents, prompts,
     /// dependencies, conditions and output schemas), 32 hex digits.
     pub fn hash(&self) -> &str {
-        &self.hash
+        &self.hashes().definition
     }
 
-    /// Structural hash of one step.
-    pub fn step_hash(&self, i: usize) -> &str {
-        &self.step_hashes[i]
+    fn hashes(&self) -> &Hashes {
+        self.hashes.get_or_init(|| {
+            let mut buf = String::new();
+            let steps: Vec<[u8; 16]> = self
+                .workflow
+                .steps
+                .iter()
+                .map(|s| step_hash(s, &mut buf))
+                .collect();
+            let mut h = Sha256::new();
+            h.update(b"ax-definition-v1\n");
+            for sh in &steps {
+                h.update(hex(sh).as_bytes());
+                h.update(b"\n");
+            }
+            Hashes {
+                definition: hex(&h.finalize()[..16]),
+                steps,
+            }
+        })
+    }
+
+    /// Structural hash of one step, 32 hex digits.
+    pub fn step_hash(&self, i: usize) -> String {
+        hex(&self.hashes().steps[i])
     }
 
     /// Every input the workflow can use, declared or not.
@@ -184,7 +198,12 @@ impl Plan {
             if out.contains_key(name) {
                 continue;
             }
-            match self.workflow.inputs.get(name).and_then(|s| s.default.clone()) {
+            match self
+                .workflow
+                .inputs
+                .get(name)
+                .and_then(|s| s.default.clone())
+            {
                 Some(d) => {
                     out.insert(name.clone(), d);
                 }
@@ -198,6 +217,16 @@ impl Plan {
         }
     }
 
+    /// A value satisfying step `i`'s `outputSchema` (for offline and simulated
+    /// providers), or `None` if it has none or none can be synthesized.
+    pub fn output_example(&self, i: usize, text: &str) -> Option<Value> {
+        self.schemas.get(i)?.as_ref()?.example(text)
+    }
+
+    pub fn has_output_schema(&self, i: usize) -> bool {
+        self.schemas.get(i).is_some_and(Option::is_some)
+    }
+
     pub fn to_json(&self) -> Value {
         self.graph.to_json(&self.workflow)
     }
@@ -209,22 +238,51 @@ impl Plan {
     }
 }
 
-fn step_hash(s: &crate::model::Step) -> String {
+fn step_hash(s: &crate::model::Step, canon: &mut String) -> [u8; 16] {
     let mut deps: Vec<&str> = s.dependencies.iter().map(String::as_str).collect();
     deps.sort_unstable();
     deps.dedup();
-    let mut canon = String::new();
-    let parts = [
-        Value::String(s.key.clone()),
-        Value::String(s.agent.clone()),
-        Value::String(s.prompt.clone()),
-        Value::Array(deps.into_iter().map(|d| Value::String(d.to_owned())).collect()),
-        s.when.clone().map_or(Value::Null, Value::String),
-        s.output_schema.clone().unwrap_or(Value::Null),
-    ];
-    canonical_json(&Value::Array(parts.to_vec()), &mut canon);
+    // Canonical JSON of [key, agent, prompt, deps, when, outputSchema].
+    canon.clear();
+    canon.push('[');
+    for part in [&s.key, &s.agent, &s.prompt] {
+        push_json_str(part, canon);
+        canon.push(',');
+    }
+    canon.push('[');
+    for (i, d) in deps.iter().enumerate() {
+        if i > 0 {
+            canon.push(',');
+        }
+        push_json_str(d, canon);
+    }
+    canon.push_str("],");
+    match &s.when {
+        Some(w) => push_json_str(w, canon),
+        None => canon.push_str("null"),
+    }
+    canon.push(',');
+    match &s.output_schema {
+        Some(v) => canonical_json(v, canon),
+        None => canon.push_str("null"),
+    }
+    canon.push(']');
     let digest = Sha256::digest(canon.as_bytes());
-    hex(&digest[..16])
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
+/// A JSON string literal, as serde_json writes it.
+fn push_json_str(s: &str, out: &mut String) {
+    out.push('"');
+    if !s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(s);
+    } else {
+        out.push_str(&Value::String(s.to_owned()).to_string()[1..]);
+        out.pop();
+    }
+    out.push('"');
 }
 
 /// JSON with object keys sorted, independent of serde_json's map features.
@@ -238,7 +296,7 @@ pub fn canonical_json(v: &Value, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
+                push_json_str(k, out);
                 out.push(':');
                 if let Some(x) = m.get(k) {
                     canonical_json(x, out);

@@ -133,7 +133,10 @@ pub struct Report {
 
 impl Report {
     pub fn has_code(&self, code: Code) -> bool {
-        self.errors.iter().chain(&self.warnings).any(|p| p.code == code)
+        self.errors
+            .iter()
+            .chain(&self.warnings)
+            .any(|p| p.code == code)
     }
 }
 

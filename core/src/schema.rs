@@ -188,7 +188,10 @@ const UNSUPPORTED: &[&str] = &[
 
 struct Compiler {
     errors: Vec<String>,
+    /// Top-level definitions by pointer (`#/$defs/name`, `#/definitions/name`).
     defs: HashMap<String, Schema>,
+    /// Every `$ref` seen, with where it was.
+    refs: Vec<(String, String)>,
 }
 
 impl CompiledSchema {
@@ -197,6 +200,7 @@ impl CompiledSchema {
         let mut c = Compiler {
             errors: Vec::new(),
             defs: HashMap::new(),
+            refs: Vec::new(),
         };
         let root = c.schema(schema, "", 0);
         let compiled = CompiledSchema {
@@ -204,16 +208,14 @@ impl CompiledSchema {
             defs: std::mem::take(&mut c.defs),
         };
         // Every `$ref` must resolve.
-        let mut refs = Vec::new();
-        collect_refs(&compiled.root, &mut refs);
-        for s in compiled.defs.values() {
-            collect_refs(s, &mut refs);
-        }
-        for r in refs {
+        for (at, r) in std::mem::take(&mut c.refs) {
             if r != "#" && !compiled.defs.contains_key(&r) {
-                c.errors.push(format!(
-                    "`$ref: {r}` points nowhere; only `#`, `#/$defs/NAME` and `#/definitions/NAME` in the same schema are supported"
-                ));
+                c.err(
+                    &at,
+                    format!(
+                        "`$ref: {r}` points to no schema; define it under the top-level `$defs`"
+                    ),
+                );
             }
         }
         if c.errors.is_empty() {
@@ -254,7 +256,13 @@ impl CompiledSchema {
         if errors.len() >= limit {
             return;
         }
-        let at = |path: &str| if path.is_empty() { "/".to_owned() } else { path.to_owned() };
+        let at = |path: &str| {
+            if path.is_empty() {
+                "/".to_owned()
+            } else {
+                path.to_owned()
+            }
+        };
         let rules = match schema {
             Schema::Bool(true) => return,
             Schema::Bool(false) => {
@@ -267,35 +275,60 @@ impl CompiledSchema {
             errors.push(format!("{}: the schema recurses too deeply", at(path)));
             return;
         }
-        if let Some(r) = &rules.reference {
-            if let Some(target) = self.resolve(r) {
-                self.check(target, v, path, errors, limit, depth + 1);
-            }
+        if let Some(r) = &rules.reference
+            && let Some(target) = self.resolve(r)
+        {
+            self.check(target, v, path, errors, limit, depth + 1);
         }
-        if let Some(types) = &rules.types {
-            if !types.iter().any(|t| t.matches(v)) {
-                let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
-                push(errors, limit, path, format!("expected {}, got {}", names.join(" or "), short(v)));
-                return;
-            }
+        if let Some(types) = &rules.types
+            && !types.iter().any(|t| t.matches(v))
+        {
+            let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
+            push(
+                errors,
+                limit,
+                path,
+                format!("expected {}, got {}", names.join(" or "), short(v)),
+            );
+            return;
         }
-        if let Some(options) = &rules.enumeration {
-            if !options.iter().any(|o| json_eq(o, v)) {
-                let shown: Vec<String> = options.iter().map(|o| o.to_string()).collect();
-                push(errors, limit, path, format!("expected one of {}, got {}", shown.join(", "), short(v)));
-            }
+        if let Some(options) = &rules.enumeration
+            && !options.iter().any(|o| json_eq(o, v))
+        {
+            let shown: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+            push(
+                errors,
+                limit,
+                path,
+                format!("expected one of {}, got {}", shown.join(", "), short(v)),
+            );
         }
-        if let Some(c) = &rules.constant {
-            if !json_eq(c, v) {
-                push(errors, limit, path, format!("expected {c}, got {}", short(v)));
-            }
+        if let Some(c) = &rules.constant
+            && !json_eq(c, v)
+        {
+            push(
+                errors,
+                limit,
+                path,
+                format!("expected {c}, got {}", short(v)),
+            );
         }
         if let Some(n) = v.as_f64().filter(|_| v.is_number()) {
             if let Some(m) = rules.minimum.filter(|m| n < *m) {
-                push(errors, limit, path, format!("{n} is less than the minimum {m}"));
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("{n} is less than the minimum {m}"),
+                );
             }
             if let Some(m) = rules.maximum.filter(|m| n > *m) {
-                push(errors, limit, path, format!("{n} is more than the maximum {m}"));
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("{n} is more than the maximum {m}"),
+                );
             }
             if let Some(m) = rules.exclusive_minimum.filter(|m| n <= *m) {
                 push(errors, limit, path, format!("{n} must be more than {m}"));
@@ -313,41 +346,74 @@ impl CompiledSchema {
         if let Value::String(s) = v {
             let len = s.chars().count() as u64;
             if let Some(m) = rules.min_length.filter(|m| len < *m) {
-                push(errors, limit, path, format!("text of {len} characters is shorter than {m}"));
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("text of {len} characters is shorter than {m}"),
+                );
             }
             if let Some(m) = rules.max_length.filter(|m| len > *m) {
-                push(errors, limit, path, format!("text of {len} characters is longer than {m}"));
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("text of {len} characters is longer than {m}"),
+                );
             }
-            if let Some((src, re)) = &rules.pattern {
-                if !re.is_match(s) {
-                    push(errors, limit, path, format!("{} does not match the pattern `{src}`", short(v)));
-                }
+            if let Some((src, re)) = &rules.pattern
+                && !re.is_match(s)
+            {
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("{} does not match the pattern `{src}`", short(v)),
+                );
             }
         }
         if let Value::Array(items) = v {
             let n = items.len() as u64;
             if let Some(m) = rules.min_items.filter(|m| n < *m) {
-                push(errors, limit, path, format!("{n} items, fewer than the minimum {m}"));
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("{n} items, fewer than the minimum {m}"),
+                );
             }
             if let Some(m) = rules.max_items.filter(|m| n > *m) {
-                push(errors, limit, path, format!("{n} items, more than the maximum {m}"));
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("{n} items, more than the maximum {m}"),
+                );
             }
             if rules.unique_items {
                 'outer: for i in 0..items.len() {
                     for j in i + 1..items.len() {
                         if json_eq(&items[i], &items[j]) {
-                            push(errors, limit, path, format!("items {i} and {j} are equal; items must be unique"));
+                            push(
+                                errors,
+                                limit,
+                                path,
+                                format!("items {i} and {j} are equal; items must be unique"),
+                            );
                             break 'outer;
                         }
                     }
                 }
             }
             for (i, item) in items.iter().enumerate() {
-                let sub = rules.prefix_items.get(i).or(if i >= rules.prefix_items.len() {
-                    rules.items.as_ref()
-                } else {
-                    None
-                });
+                let sub = rules
+                    .prefix_items
+                    .get(i)
+                    .or(if i >= rules.prefix_items.len() {
+                        rules.items.as_ref()
+                    } else {
+                        None
+                    });
                 if let Some(sub) = sub {
                     let len = path.len();
                     path.push_str(&format!("/{i}"));
@@ -359,20 +425,40 @@ impl CompiledSchema {
                 let count = items.iter().filter(|i| self.passes(c, i, depth)).count() as u64;
                 let min = rules.min_contains.unwrap_or(1);
                 if count < min {
-                    push(errors, limit, path, format!("{count} items match `contains`; at least {min} must"));
+                    push(
+                        errors,
+                        limit,
+                        path,
+                        format!("{count} items match `contains`; at least {min} must"),
+                    );
                 }
                 if let Some(max) = rules.max_contains.filter(|m| count > *m) {
-                    push(errors, limit, path, format!("{count} items match `contains`; at most {max} may"));
+                    push(
+                        errors,
+                        limit,
+                        path,
+                        format!("{count} items match `contains`; at most {max} may"),
+                    );
                 }
             }
         }
         if let Value::Object(map) = v {
             let n = map.len() as u64;
             if let Some(m) = rules.min_properties.filter(|m| n < *m) {
-                push(errors, limit, path, format!("{n} fields, fewer than the minimum {m}"));
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("{n} fields, fewer than the minimum {m}"),
+                );
             }
             if let Some(m) = rules.max_properties.filter(|m| n > *m) {
-                push(errors, limit, path, format!("{n} fields, more than the maximum {m}"));
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("{n} fields, more than the maximum {m}"),
+                );
             }
             for r in &rules.required {
                 if !map.contains_key(r) {
@@ -383,16 +469,26 @@ impl CompiledSchema {
                 if map.contains_key(k) {
                     for need in needs {
                         if !map.contains_key(need) {
-                            push(errors, limit, path, format!("the field `{need}` is required when `{k}` is present"));
+                            push(
+                                errors,
+                                limit,
+                                path,
+                                format!("the field `{need}` is required when `{k}` is present"),
+                            );
                         }
                     }
                 }
             }
             for (k, val) in map {
-                if let Some(names) = &rules.property_names {
-                    if !self.passes(names, &Value::String(k.clone()), depth) {
-                        push(errors, limit, path, format!("the field name `{k}` is not allowed"));
-                    }
+                if let Some(names) = &rules.property_names
+                    && !self.passes(names, &Value::String(k.clone()), depth)
+                {
+                    push(
+                        errors,
+                        limit,
+                        path,
+                        format!("the field name `{k}` is not allowed"),
+                    );
                 }
                 let mut matched = false;
                 let len = path.len();
@@ -412,7 +508,12 @@ impl CompiledSchema {
                     match &rules.additional_properties {
                         Some(Schema::Bool(false)) => {
                             path.truncate(len);
-                            push(errors, limit, path, format!("the field `{k}` is not allowed"));
+                            push(
+                                errors,
+                                limit,
+                                path,
+                                format!("the field `{k}` is not allowed"),
+                            );
                             continue;
                         }
                         Some(s) => self.check(s, val, path, errors, limit, depth + 1),
@@ -426,23 +527,165 @@ impl CompiledSchema {
             self.check(s, v, path, errors, limit, depth + 1);
         }
         if !rules.any_of.is_empty() && !rules.any_of.iter().any(|s| self.passes(s, v, depth)) {
-            push(errors, limit, path, "matches none of the `anyOf` alternatives".into());
+            push(
+                errors,
+                limit,
+                path,
+                "matches none of the `anyOf` alternatives".into(),
+            );
         }
         if !rules.one_of.is_empty() {
-            let n = rules.one_of.iter().filter(|s| self.passes(s, v, depth)).count();
+            let n = rules
+                .one_of
+                .iter()
+                .filter(|s| self.passes(s, v, depth))
+                .count();
             if n != 1 {
-                push(errors, limit, path, format!("matches {n} of the `oneOf` alternatives; exactly one must match"));
+                push(
+                    errors,
+                    limit,
+                    path,
+                    format!("matches {n} of the `oneOf` alternatives; exactly one must match"),
+                );
             }
         }
-        if let Some(s) = &rules.not {
-            if self.passes(s, v, depth) {
-                push(errors, limit, path, "matches the schema under `not`".into());
-            }
+        if let Some(s) = &rules.not
+            && self.passes(s, v, depth)
+        {
+            push(errors, limit, path, "matches the schema under `not`".into());
         }
         if let Some((cond, then, els)) = &rules.if_then_else {
-            let branch = if self.passes(cond, v, depth) { then } else { els };
+            let branch = if self.passes(cond, v, depth) {
+                then
+            } else {
+                els
+            };
             if let Some(b) = branch {
                 self.check(b, v, path, errors, limit, depth + 1);
+            }
+        }
+    }
+
+    /// A small value that satisfies the schema, for offline and simulated
+    /// providers: consts, first enum values, required fields, minimal lists,
+    /// numbers inside their bounds, and `text` for free-form strings. `None` when
+    /// the synthesized value does not validate (e.g. a `pattern` it cannot guess).
+    pub fn example(&self, text: &str) -> Option<Value> {
+        let v = self.synthesize(&self.root, text, 0);
+        self.is_valid(&v).then_some(v)
+    }
+
+    fn synthesize(&self, schema: &Schema, text: &str, depth: usize) -> Value {
+        let Schema::Obj(r) = schema else {
+            return Value::Null;
+        };
+        if depth > 16 {
+            return Value::Null;
+        }
+        if let Some(c) = &r.constant {
+            return c.clone();
+        }
+        if let Some(first) = r.enumeration.as_ref().and_then(|e| e.first()) {
+            return first.clone();
+        }
+        if let Some(target) = r.reference.as_deref().and_then(|x| self.resolve(x)) {
+            return self.synthesize(target, text, depth + 1);
+        }
+        if let Some(first) = r.all_of.first().or(r.any_of.first()).or(r.one_of.first()) {
+            let mut base = self.synthesize(first, text, depth + 1);
+            // allOf parts that add object fields.
+            for extra in r.all_of.iter().skip(1) {
+                if let (Value::Object(m), Value::Object(more)) =
+                    (&mut base, self.synthesize(extra, text, depth + 1))
+                {
+                    for (k, v) in more {
+                        m.entry(k).or_insert(v);
+                    }
+                }
+            }
+            if r.types.is_none() && r.properties.is_empty() {
+                return base;
+            }
+        }
+        let ty = match &r.types {
+            Some(t) => t
+                .iter()
+                .copied()
+                .find(|t| *t != JType::Null)
+                .unwrap_or(JType::Null),
+            None if !r.properties.is_empty() || !r.required.is_empty() => JType::Object,
+            None if r.items.is_some() || !r.prefix_items.is_empty() => JType::Array,
+            None if r.minimum.is_some() || r.maximum.is_some() => JType::Number,
+            None => JType::String,
+        };
+        match ty {
+            JType::Null => Value::Null,
+            JType::Boolean => Value::Bool(true),
+            JType::Integer | JType::Number => {
+                let lo = r
+                    .minimum
+                    .or(r.exclusive_minimum.map(|m| m + 1.0))
+                    .unwrap_or(0.0);
+                let hi = r.maximum.or(r.exclusive_maximum.map(|m| m - 1.0));
+                let mut n = lo.max(0.0);
+                if let Some(h) = hi {
+                    n = n.min(h).max(lo);
+                }
+                if let Some(m) = r.multiple_of {
+                    n = (n / m).ceil() * m;
+                }
+                if ty == JType::Integer || n.fract() == 0.0 {
+                    Value::from(n.ceil() as i64)
+                } else {
+                    serde_json::Number::from_f64(n).map_or(Value::Null, Value::Number)
+                }
+            }
+            JType::String => {
+                let mut s = text.to_owned();
+                let min = r.min_length.unwrap_or(0) as usize;
+                while s.chars().count() < min {
+                    s.push('.');
+                }
+                if let Some(max) = r.max_length {
+                    s = s.chars().take(max as usize).collect();
+                }
+                Value::String(s)
+            }
+            JType::Array => {
+                let mut items: Vec<Value> = r
+                    .prefix_items
+                    .iter()
+                    .map(|p| self.synthesize(p, text, depth + 1))
+                    .collect();
+                let min = r.min_items.unwrap_or(0).max(r.min_contains.unwrap_or(0)) as usize;
+                while items.len() < min.max(usize::from(r.contains.is_some())) {
+                    let sub = r.contains.as_ref().or(r.items.as_ref());
+                    items.push(sub.map_or(Value::String(text.to_owned()), |s| {
+                        self.synthesize(s, text, depth + 1)
+                    }));
+                }
+                Value::Array(items)
+            }
+            JType::Object => {
+                let mut m = serde_json::Map::new();
+                for (k, sub) in &r.properties {
+                    m.insert(k.clone(), self.synthesize(sub, text, depth + 1));
+                }
+                for k in &r.required {
+                    if !m.contains_key(k) {
+                        let sub = r
+                            .additional_properties
+                            .as_ref()
+                            .filter(|s| !matches!(s, Schema::Bool(_)));
+                        m.insert(
+                            k.clone(),
+                            sub.map_or(Value::String(text.to_owned()), |s| {
+                                self.synthesize(s, text, depth + 1)
+                            }),
+                        );
+                    }
+                }
+                Value::Object(m)
             }
         }
     }
@@ -458,38 +701,6 @@ fn push(errors: &mut Vec<String>, limit: usize, path: &str, msg: String) {
     if errors.len() < limit {
         let at = if path.is_empty() { "/" } else { path };
         errors.push(format!("{at}: {msg}"));
-    }
-}
-
-fn collect_refs(s: &Schema, out: &mut Vec<String>) {
-    let Schema::Obj(r) = s else { return };
-    if let Some(x) = &r.reference {
-        out.push(x.clone());
-    }
-    let singles = [
-        &r.items,
-        &r.contains,
-        &r.additional_properties,
-        &r.property_names,
-        &r.not,
-    ];
-    for s in singles.into_iter().flatten() {
-        collect_refs(s, out);
-    }
-    for s in r.prefix_items.iter().chain(&r.all_of).chain(&r.any_of).chain(&r.one_of) {
-        collect_refs(s, out);
-    }
-    for (_, s) in &r.properties {
-        collect_refs(s, out);
-    }
-    for (_, _, s) in &r.pattern_properties {
-        collect_refs(s, out);
-    }
-    if let Some((a, b, c)) = &r.if_then_else {
-        collect_refs(a, out);
-        for s in [b, c].into_iter().flatten() {
-            collect_refs(s, out);
-        }
     }
 }
 
@@ -511,7 +722,9 @@ fn json_eq(a: &Value, b: &Value) -> bool {
             x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -549,7 +762,10 @@ impl Compiler {
         match v.as_u64() {
             Some(n) => Some(n),
             None => {
-                self.err(at, format!("`{key}` must be a non-negative integer, not {v}"));
+                self.err(
+                    at,
+                    format!("`{key}` must be a non-negative integer, not {v}"),
+                );
                 None
             }
         }
@@ -592,7 +808,10 @@ impl Compiler {
             Err(e) => {
                 let first = e.to_string();
                 let first = first.lines().last().unwrap_or("invalid");
-                self.err(at, format!("`{key}` `{src}` is not a valid regular expression: {first}"));
+                self.err(
+                    at,
+                    format!("`{key}` `{src}` is not a valid regular expression: {first}"),
+                );
                 None
             }
         }
@@ -627,7 +846,10 @@ impl Compiler {
             let hint = suggest(key, KEYWORDS.iter().chain(ANNOTATIONS).copied())
                 .map(|s| format!("; did you mean `{s}`?"))
                 .unwrap_or_default();
-            self.err(at, format!("unknown schema keyword `{key}`{hint} (prefix extensions with `x-`)"));
+            self.err(
+                at,
+                format!("unknown schema keyword `{key}`{hint} (prefix extensions with `x-`)"),
+            );
         }
         if let Some(t) = m.get("type") {
             let names: Vec<&Value> = match t {
@@ -749,24 +971,28 @@ impl Compiler {
         }
         if let Some(x) = m.get("$ref") {
             match x.as_str() {
-                Some(s) => {
-                    let name = s
-                        .strip_prefix("#/$defs/")
-                        .or_else(|| s.strip_prefix("#/definitions/"))
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| s.to_owned());
-                    r.reference = Some(name);
+                Some(s) if s == "#" || s.starts_with("#/$defs/") || s.starts_with("#/definitions/") => {
+                    self.refs.push((at.to_owned(), s.to_owned()));
+                    r.reference = Some(s.to_owned());
                 }
+                Some(s) => self.err(
+                    at,
+                    format!("`$ref: {s}` is not supported; refer to `#` or to `#/$defs/NAME` in the same schema"),
+                ),
                 None => self.err(at, "`$ref` must be a string".into()),
             }
         }
         for container in ["$defs", "definitions"] {
             if let Some(defs) = m.get(container) {
+                if !at.is_empty() {
+                    self.err(at, format!("`{container}` is only supported at the top of outputSchema; move it there"));
+                    continue;
+                }
                 match defs.as_object() {
                     Some(obj) => {
                         for (k, s) in obj {
-                            let compiled = self.schema(s, &format!("{at}/{container}/{k}"), depth + 1);
-                            self.defs.insert(k.clone(), compiled);
+                            let compiled = self.schema(s, &format!("/{container}/{k}"), depth + 1);
+                            self.defs.insert(format!("#/{container}/{k}"), compiled);
                         }
                     }
                     None => self.err(at, format!("`{container}` must be an object of schemas")),
@@ -802,8 +1028,17 @@ mod tests {
             },
             "additionalProperties": false
         });
-        assert!(check(schema.clone(), json!({"severity": "high", "findings": ["sql"], "score": 3})).is_empty());
-        let errs = check(schema, json!({"severity": "huge", "findings": ["ab", "abc", "abcd"], "score": 11.5, "extra": 1}));
+        assert!(
+            check(
+                schema.clone(),
+                json!({"severity": "high", "findings": ["sql"], "score": 3})
+            )
+            .is_empty()
+        );
+        let errs = check(
+            schema,
+            json!({"severity": "huge", "findings": ["ab", "abc", "abcd"], "score": 11.5, "extra": 1}),
+        );
         let all = errs.join("\n");
         assert!(all.contains("/severity: expected one of"), "{all}");
         assert!(all.contains("/findings/0: text of 2 characters"), "{all}");
@@ -827,27 +1062,79 @@ mod tests {
         let cond = json!({"if": {"properties": {"kind": {"const": "a"}}}, "then": {"required": ["a"]}, "else": {"required": ["b"]}});
         assert!(check(cond.clone(), json!({"kind": "a", "a": 1})).is_empty());
         assert_eq!(check(cond, json!({"kind": "z", "a": 1})).len(), 1);
-        let rec = json!({"type": "object", "properties": {"child": {"$ref": "#"}}, "required": ["v"]});
+        let rec =
+            json!({"type": "object", "properties": {"child": {"$ref": "#"}}, "required": ["v"]});
         assert_eq!(check(rec, json!({"v": 1, "child": {"child": {}}})).len(), 2);
     }
 
     #[test]
     fn bad_schemas_are_refused_with_hints() {
-        let errs = check(json!({"type": "obj", "requried": ["a"], "unevaluatedProperties": false, "pattern": "("}), json!(null));
+        let errs = check(
+            json!({"type": "obj", "requried": ["a"], "unevaluatedProperties": false, "pattern": "("}),
+            json!(null),
+        );
         let all = errs.join("\n");
         assert!(all.contains("`type` \"obj\""), "{all}");
         assert!(all.contains("did you mean `required`"), "{all}");
         assert!(all.contains("not supported"), "{all}");
         assert!(all.contains("regular expression"), "{all}");
-        assert!(check(json!({"$ref": "#/$defs/missing"}), json!(1))[0].contains("points nowhere"));
+        let errs = check(json!({"$ref": "#/$defs/missing"}), json!(1));
+        assert_eq!(
+            errs,
+            [
+                "at `/`: `$ref: #/$defs/missing` points to no schema; define it under the top-level `$defs`"
+            ]
+        );
+        assert!(
+            check(json!({"$ref": "col", "$defs": {"col": {}}}), json!(1))[0]
+                .contains("not supported")
+        );
+        let nested = json!({"properties": {"a": {"$defs": {"d": {}}}}, "$ref": "#/$defs/d"});
+        assert_eq!(check(nested, json!(1)).len(), 2);
         assert!(check(json!({"x-ui": 1, "title": "t"}), json!(1)).is_empty());
     }
 
     #[test]
+    fn examples_satisfy_their_schemas() {
+        for schema in [
+            json!({"type": "object", "required": ["severity", "items"], "properties": {"severity": {"enum": ["low", "high"]}, "items": {"type": "array", "minItems": 2, "items": {"type": "string", "minLength": 6}}, "score": {"type": "integer", "minimum": 3, "maximum": 9}}, "additionalProperties": false}),
+            json!({"$defs": {"n": {"type": "number", "exclusiveMinimum": 0.5}}, "type": "object", "properties": {"n": {"$ref": "#/$defs/n"}}}),
+            json!({"allOf": [{"type": "object", "required": ["a"]}, {"required": ["b"]}]}),
+            json!({"type": ["null", "boolean"]}),
+            json!(true),
+        ] {
+            let c = CompiledSchema::compile(&schema).expect("compiles");
+            assert!(c.example("echo").is_some(), "{schema}");
+        }
+        let c = CompiledSchema::compile(&json!({"type": "string", "pattern": "^[0-9]{4}$"}))
+            .expect("compiles");
+        assert_eq!(c.example("echo"), None);
+    }
+
+    #[test]
     fn arrays_unique_contains_tuples() {
-        assert_eq!(check(json!({"uniqueItems": true}), json!([1, 1.0])).len(), 1);
-        assert_eq!(check(json!({"contains": {"const": 2}, "maxContains": 1}), json!([2, 2])).len(), 1);
-        assert!(check(json!({"prefixItems": [{"type": "string"}], "items": {"type": "number"}}), json!(["a", 1, 2])).is_empty());
-        assert_eq!(check(json!({"items": [{"type": "string"}]}), json!([1])).len(), 1);
+        assert_eq!(
+            check(json!({"uniqueItems": true}), json!([1, 1.0])).len(),
+            1
+        );
+        assert_eq!(
+            check(
+                json!({"contains": {"const": 2}, "maxContains": 1}),
+                json!([2, 2])
+            )
+            .len(),
+            1
+        );
+        assert!(
+            check(
+                json!({"prefixItems": [{"type": "string"}], "items": {"type": "number"}}),
+                json!(["a", 1, 2])
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            check(json!({"items": [{"type": "string"}]}), json!([1])).len(),
+            1
+        );
     }
 }

@@ -74,8 +74,14 @@ impl ExecutionState {
             (self, to),
             (Idle, Validating | Running | Cancelled | Failed)
                 | (Validating, Running | Failed | Cancelled)
-                | (Running, Paused | Completed | Failed | Cancelled | Interrupted)
-                | (Paused, Running | Completed | Failed | Cancelled | Interrupted)
+                | (
+                    Running,
+                    Paused | Completed | Failed | Cancelled | Interrupted
+                )
+                | (
+                    Paused,
+                    Running | Completed | Failed | Cancelled | Interrupted
+                )
                 | (Interrupted, Running | Paused | Cancelled)
                 | (Failed, Running)
         )
@@ -206,9 +212,15 @@ mod tests {
     #[test]
     fn terminal_and_resumable_follow_the_seed() {
         use ExecutionState::*;
-        let terminal: Vec<_> = ExecutionState::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        let terminal: Vec<_> = ExecutionState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .collect();
         assert_eq!(terminal, [Completed, Failed, Cancelled]);
-        let resumable: Vec<_> = ExecutionState::ALL.into_iter().filter(|s| s.is_resumable()).collect();
+        let resumable: Vec<_> = ExecutionState::ALL
+            .into_iter()
+            .filter(|s| s.is_resumable())
+            .collect();
         assert_eq!(resumable, [Paused, Failed, Interrupted]);
     }
 
@@ -216,15 +228,23 @@ mod tests {
     fn illegal_transitions_are_errors() {
         use ExecutionState::*;
         assert_eq!(Running.transition(Paused), Ok(Paused));
-        let err = Completed.transition(Running).expect_err("completed is final");
-        assert_eq!(err.to_string(), "an execution cannot go from completed to running");
+        let err = Completed
+            .transition(Running)
+            .expect_err("completed is final");
+        assert_eq!(
+            err.to_string(),
+            "an execution cannot go from completed to running"
+        );
         assert!(Cancelled.transition(Running).is_err());
         // Nothing leaves completed or cancelled.
         for to in ExecutionState::ALL {
             assert!(!Completed.can_become(to) && !Cancelled.can_become(to));
         }
         assert!(StepState::Completed.transition(StepState::Running).is_err());
-        assert_eq!(StepState::Running.transition(StepState::WaitingRetry), Ok(StepState::WaitingRetry));
+        assert_eq!(
+            StepState::Running.transition(StepState::WaitingRetry),
+            Ok(StepState::WaitingRetry)
+        );
         for s in StepState::ALL {
             assert_eq!(StepState::parse(s.as_str()), Some(s));
         }

@@ -52,14 +52,8 @@ impl std::fmt::Display for Segment {
 /// What a placeholder refers to, once step keys are known.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Ref<'p> {
-    Input {
-        name: &'p str,
-        path: &'p [Segment],
-    },
-    Step {
-        key: &'p str,
-        path: &'p [Segment],
-    },
+    Input { name: &'p str, path: &'p [Segment] },
+    Step { key: &'p str, path: &'p [Segment] },
 }
 
 /// A malformed template.
@@ -367,9 +361,7 @@ pub trait Context {
     fn output(&self, key: &str) -> Option<&str>;
     /// The step's output parsed as JSON (see [`parse_output_json`]).
     fn output_json(&self, key: &str) -> Option<Cow<'_, Value>> {
-        self.output(key)
-            .and_then(parse_output_json)
-            .map(Cow::Owned)
+        self.output(key).and_then(parse_output_json).map(Cow::Owned)
     }
     /// Is `key` a step of the workflow?
     fn is_step(&self, key: &str) -> bool;
@@ -475,11 +467,17 @@ pub fn resolve<'c>(ph: &Placeholder, ctx: &'c dyn Context) -> Result<Resolved<'c
             match json {
                 Cow::Borrowed(v) => match walk(v, path) {
                     Ok(v) => Ok(Resolved::Json(Cow::Borrowed(v))),
-                    Err(m) => fail(format!("`{}` has no value: the output of step `{key}` {m}", ph.raw)),
+                    Err(m) => fail(format!(
+                        "`{}` has no value: the output of step `{key}` {m}",
+                        ph.raw
+                    )),
                 },
                 Cow::Owned(v) => match walk(&v, path) {
                     Ok(found) => Ok(Resolved::Json(Cow::Owned(found.clone()))),
-                    Err(m) => fail(format!("`{}` has no value: the output of step `{key}` {m}", ph.raw)),
+                    Err(m) => fail(format!(
+                        "`{}` has no value: the output of step `{key}` {m}",
+                        ph.raw
+                    )),
                 },
             }
         }
@@ -510,10 +508,9 @@ pub fn walk<'v>(mut v: &'v Value, path: &[Segment]) -> Result<&'v Value, String>
                     (Segment::Index(i), Value::Array(a)) => {
                         format!("has {} items{at}, so there is no item [{i}]", a.len())
                     }
-                    (_, other) => format!(
-                        "holds {}{at}, which has no `{seg}`",
-                        json_type_name(other)
-                    ),
+                    (_, other) => {
+                        format!("holds {}{at}, which has no `{seg}`", json_type_name(other))
+                    }
                 });
             }
         }
@@ -588,7 +585,11 @@ mod tests {
                 ("cfg".to_owned(), json!({"depth": 3})),
             ]),
             outputs: HashMap::from([
-                ("audit".to_owned(), "```json\n{\"severity\": \"high\", \"items\": [1, {\"a b\": true}]}\n```".to_owned()),
+                (
+                    "audit".to_owned(),
+                    "```json\n{\"severity\": \"high\", \"items\": [1, {\"a b\": true}]}\n```"
+                        .to_owned(),
+                ),
                 ("plain".to_owned(), "just text".to_owned()),
             ]),
             steps: vec!["audit", "plain", "skipped"],
@@ -601,21 +602,45 @@ mod tests {
 
     #[test]
     fn renders_inputs_results_and_paths() {
-        assert_eq!(render("About {{topic}}.").ok().as_deref(), Some("About rust."));
-        assert_eq!(render("{{ plain.result }}!").ok().as_deref(), Some("just text!"));
-        assert_eq!(render("{{audit.result.severity}}").ok().as_deref(), Some("high"));
-        assert_eq!(render("{{audit.result.items.0}}").ok().as_deref(), Some("1"));
-        assert_eq!(render("{{audit.result.items[1][\"a b\"]}}").ok().as_deref(), Some("true"));
+        assert_eq!(
+            render("About {{topic}}.").ok().as_deref(),
+            Some("About rust.")
+        );
+        assert_eq!(
+            render("{{ plain.result }}!").ok().as_deref(),
+            Some("just text!")
+        );
+        assert_eq!(
+            render("{{audit.result.severity}}").ok().as_deref(),
+            Some("high")
+        );
+        assert_eq!(
+            render("{{audit.result.items.0}}").ok().as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            render("{{audit.result.items[1][\"a b\"]}}").ok().as_deref(),
+            Some("true")
+        );
         assert_eq!(render("{{cfg}}").ok().as_deref(), Some("{\"depth\":3}"));
         assert_eq!(render("{{cfg.depth}}").ok().as_deref(), Some("3"));
     }
 
     #[test]
     fn escapes_and_fallbacks() {
-        assert_eq!(render("\\{{literal}} {{topic}}").ok().as_deref(), Some("{{literal}} rust"));
+        assert_eq!(
+            render("\\{{literal}} {{topic}}").ok().as_deref(),
+            Some("{{literal}} rust")
+        );
         assert_eq!(render("a { b } c").ok().as_deref(), Some("a { b } c"));
-        assert_eq!(render("{{skipped.result ?? \"n/a\"}}").ok().as_deref(), Some("n/a"));
-        assert_eq!(render("{{audit.result.nope ?? 'none'}}").ok().as_deref(), Some("none"));
+        assert_eq!(
+            render("{{skipped.result ?? \"n/a\"}}").ok().as_deref(),
+            Some("n/a")
+        );
+        assert_eq!(
+            render("{{audit.result.nope ?? 'none'}}").ok().as_deref(),
+            Some("none")
+        );
     }
 
     #[test]
@@ -624,12 +649,24 @@ mod tests {
             .expect_err("three missing values");
         assert_eq!(errs.len(), 3);
         assert_eq!(errs[0].placeholder, "{{nope}}");
-        assert!(errs[1].message.contains("has no field `missing`"), "{}", errs[1].message);
+        assert!(
+            errs[1].message.contains("has no field `missing`"),
+            "{}",
+            errs[1].message
+        );
         assert!(errs[2].message.contains("not JSON"), "{}", errs[2].message);
         let errs = render("{{skipped.result}}").expect_err("not completed");
-        assert!(errs[0].message.contains("skipped.result ?? "), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("skipped.result ?? "),
+            "{}",
+            errs[0].message
+        );
         let errs = render("{{audit}}").expect_err("step without .result");
-        assert!(errs[0].message.contains("audit.result"), "{}", errs[0].message);
+        assert!(
+            errs[0].message.contains("audit.result"),
+            "{}",
+            errs[0].message
+        );
     }
 
     #[test]

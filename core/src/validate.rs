@@ -13,8 +13,8 @@ use crate::plan::Plan;
 use crate::report::{Code, Report, Sink, suggest};
 use crate::schema::CompiledSchema;
 use crate::source::Span;
-use crate::template::{Ref, Segment, Template};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use crate::template::{Placeholder, Ref, Segment, Template};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// How to read a workflow file.
@@ -40,11 +40,49 @@ impl Options {
 #[derive(Debug, Clone)]
 pub struct Analysis {
     pub report: Report,
-    /// Present when the file parsed (even with schema errors: a best-effort load).
-    pub workflow: Option<Workflow>,
     pub source_map: Option<SourceMap>,
     /// Present when the workflow is valid.
     pub plan: Option<Arc<Plan>>,
+    /// The loaded workflow when there is no plan (a best-effort load).
+    loaded: Option<Workflow>,
+    /// The graph when it is sound but the workflow has other problems.
+    graph: Option<Graph>,
+}
+
+impl Analysis {
+    /// The workflow, when the file parsed (even with schema errors: a best-effort load).
+    pub fn workflow(&self) -> Option<&Workflow> {
+        self.plan
+            .as_ref()
+            .map(|p| &p.workflow)
+            .or(self.loaded.as_ref())
+    }
+
+    /// The dependency graph, when it is sound (no cycles, no missing steps).
+    pub fn graph(&self) -> Option<&Graph> {
+        self.plan.as_ref().map(|p| &p.graph).or(self.graph.as_ref())
+    }
+
+    /// The report with the topological `order` and `levels` filled in (when the
+    /// graph is sound): what `ax workflow validate --format json` and the wasm
+    /// `validate` print. (`report` alone leaves them out: they are presentation,
+    /// one string per step.)
+    pub fn full_report(&self) -> Report {
+        let mut report = self.report.clone();
+        if let (Some(g), Some(wf)) = (self.graph(), self.workflow()) {
+            let key = |i: &usize| wf.steps[*i].key.clone();
+            report.order = Some(g.order().iter().map(key).collect());
+            report.levels = Some(g.levels().map(|l| l.iter().map(key).collect()).collect());
+        }
+        report
+    }
+
+    pub fn into_workflow(self) -> Option<Workflow> {
+        match self.plan {
+            Some(p) => Some(Arc::try_unwrap(p).map_or_else(|p| p.workflow.clone(), |p| p.workflow)),
+            None => self.loaded,
+        }
+    }
 }
 
 /// Validate raw bytes (checks the size limit and UTF-8 first).
@@ -53,12 +91,19 @@ pub fn analyze_bytes(bytes: &[u8], opts: &Options) -> Analysis {
         Ok(text) => analyze(text, opts),
         Err(e) => {
             // Position of an invalid byte: count over the valid prefix.
-            let prefix = std::str::from_utf8(&bytes[..(e.span.start as usize).min(bytes.len())]).unwrap_or("");
+            let prefix = std::str::from_utf8(&bytes[..(e.span.start as usize).min(bytes.len())])
+                .unwrap_or("");
             let mut sink = Sink::new(Some(prefix));
-            sink.error(e.code, Some(Span::new(prefix.len(), prefix.len())), None, e.message);
+            sink.error(
+                e.code,
+                Some(Span::new(prefix.len(), prefix.len())),
+                None,
+                e.message,
+            );
             Analysis {
                 report: sink.into_report(),
-                workflow: None,
+                loaded: None,
+                graph: None,
                 source_map: None,
                 plan: None,
             }
@@ -78,7 +123,8 @@ pub fn analyze(text: &str, opts: &Options) -> Analysis {
             sink.error(e.code, Some(e.span), None, e.message);
             return Analysis {
                 report: sink.into_report(),
-                workflow: None,
+                loaded: None,
+                graph: None,
                 source_map: None,
                 plan: None,
             };
@@ -86,20 +132,19 @@ pub fn analyze(text: &str, opts: &Options) -> Analysis {
     };
     let (workflow, map) = load(&doc.root, doc.format, &mut sink);
     let checked = check(&workflow, Some(&map), &mut sink);
-    let mut report = sink.into_report();
-    if let Some(g) = &checked.graph {
-        let key = |i: &usize| workflow.steps[*i].key.clone();
-        report.order = Some(g.order().iter().map(key).collect());
-        report.levels = Some(g.levels().iter().map(|l| l.iter().map(key).collect()).collect());
-    }
-    let plan = if report.valid {
-        checked.into_plan(workflow.clone()).map(Arc::new)
+    let report = sink.into_report();
+    let (plan, loaded, graph) = if report.valid {
+        match checked.into_plan(workflow) {
+            Ok(plan) => (Some(Arc::new(plan)), None, None),
+            Err(workflow) => (None, Some(*workflow), None),
+        }
     } else {
-        None
+        (None, Some(workflow), checked.graph)
     };
     Analysis {
         report,
-        workflow: Some(workflow),
+        loaded,
+        graph,
         source_map: Some(map),
         plan,
     }
@@ -112,10 +157,13 @@ pub fn validate_workflow(workflow: Workflow) -> Result<Arc<Plan>, Report> {
     if sink.has_errors() {
         return Err(sink.into_report());
     }
-    checked.into_plan(workflow).map(Arc::new).ok_or_else(|| Report {
-        valid: false,
-        ..Report::default()
-    })
+    checked
+        .into_plan(workflow)
+        .map(Arc::new)
+        .map_err(|_| Report {
+            valid: false,
+            ..Report::default()
+        })
 }
 
 /// What validation computed that the plan reuses.
@@ -127,13 +175,18 @@ pub(crate) struct Checked {
 }
 
 impl Checked {
-    fn into_plan(self, workflow: Workflow) -> Option<Plan> {
-        let graph = self.graph?;
-        let prompts: Option<Vec<Template>> = self.prompts.into_iter().collect();
-        Some(Plan::new(
+    /// The plan, or the workflow back when something is missing.
+    fn into_plan(self, workflow: Workflow) -> Result<Plan, Box<Workflow>> {
+        let Some(graph) = self.graph else {
+            return Err(Box::new(workflow));
+        };
+        let Some(prompts) = self.prompts.into_iter().collect::<Option<Vec<Template>>>() else {
+            return Err(Box::new(workflow));
+        };
+        Ok(Plan::new(
             workflow,
             graph,
-            prompts?,
+            prompts,
             self.conditions,
             self.schemas,
         ))
@@ -171,7 +224,13 @@ impl Locator<'_> {
     }
     /// The span of `needle` inside a field's source text, searching from `from`
     /// (falls back to the field itself when the text is escaped differently).
-    fn inside(&self, text: Option<&str>, field: Option<Span>, needle: &str, from: &mut usize) -> Option<Span> {
+    fn inside(
+        &self,
+        text: Option<&str>,
+        field: Option<Span>,
+        needle: &str,
+        from: &mut usize,
+    ) -> Option<Span> {
         let field = field?;
         let Some(text) = text else { return Some(field) };
         let hay = text.get(field.range())?;
@@ -214,27 +273,50 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
         }
         if let Some(&first) = index.get(s.key.as_str()) {
             let first_line = loc.step_field(first, "key").and_then(|sp| sink.line_of(sp));
-            let where_first = first_line.map(|l| format!(" (first at line {l})")).unwrap_or_default();
+            let where_first = first_line
+                .map(|l| format!(" (first at line {l})"))
+                .unwrap_or_default();
             sink.error(
                 Code::DuplicateStep,
                 loc.step_field(i, "key"),
                 Some(&s.key),
-                format!("two steps have the key `{}`{where_first}; keys must be unique — rename one", s.key),
+                format!(
+                    "two steps have the key `{}`{where_first}; keys must be unique — rename one",
+                    s.key
+                ),
             );
             sound = false;
         } else {
             index.insert(&s.key, i);
         }
         if !s.agent.is_empty() && s.agent.trim().is_empty() {
-            sink.error(Code::InvalidValue, loc.step_field(i, "agent"), Some(&s.key), "`agent` is blank; name an agent such as `backend`".into());
+            sink.error(
+                Code::InvalidValue,
+                loc.step_field(i, "agent"),
+                Some(&s.key),
+                "`agent` is blank; name an agent such as `backend`".into(),
+            );
         }
-        if s.prompt.trim().is_empty() && map.is_none_or(|m| m.steps.get(i).is_some_and(|st| st.field("prompt").is_some())) {
-            sink.error(Code::InvalidValue, loc.step_field(i, "prompt"), Some(&s.key), "`prompt` is empty; write what the agent should do".into());
+        if s.prompt.trim().is_empty()
+            && map.is_none_or(|m| {
+                m.steps
+                    .get(i)
+                    .is_some_and(|st| st.field("prompt").is_some())
+            })
+        {
+            sink.error(
+                Code::InvalidValue,
+                loc.step_field(i, "prompt"),
+                Some(&s.key),
+                "`prompt` is empty; write what the agent should do".into(),
+            );
         }
     }
     for name in wf.inputs.keys() {
         if let Some(&i) = index.get(name.as_str()) {
-            let span = map.and_then(|m| m.inputs.iter().find(|f| &f.name == name)).map(|f| f.key);
+            let span = map
+                .and_then(|m| m.inputs.iter().find(|f| f.name == name.as_str()))
+                .map(|f| f.key);
             sink.error(
                 Code::InvalidValue,
                 span.or(loc.step_anchor(i)),
@@ -248,20 +330,30 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     let mut edges = Vec::new();
     for (i, s) in wf.steps.iter().enumerate() {
         let label = (!s.key.is_empty()).then_some(s.key.as_str());
-        let mut seen: Vec<&str> = Vec::new();
         for (j, d) in s.dependencies.iter().enumerate() {
-            if seen.contains(&d.as_str()) {
-                sink.warn(Code::DuplicateDependency, loc.dependency(i, j), label, format!("`{d}` is listed twice in `dependencies`; remove one"));
+            if s.dependencies[..j].contains(d) {
+                sink.warn(
+                    Code::DuplicateDependency,
+                    loc.dependency(i, j),
+                    label,
+                    format!("`{d}` is listed twice in `dependencies`; remove one"),
+                );
                 continue;
             }
-            seen.push(d);
             if *d == s.key {
-                sink.error(Code::SelfDependency, loc.dependency(i, j), label, format!("step `{d}` depends on itself; remove `{d}` from its `dependencies`"));
+                sink.error(
+                    Code::SelfDependency,
+                    loc.dependency(i, j),
+                    label,
+                    format!("step `{d}` depends on itself; remove `{d}` from its `dependencies`"),
+                );
                 sound = false;
             } else if let Some(&target) = index.get(d.as_str()) {
                 edges.push((target, i));
             } else {
-                let hint = suggest(d, index.keys().copied()).map(|k| format!("did you mean `{k}`? ")).unwrap_or_default();
+                let hint = suggest(d, index.keys().copied())
+                    .map(|k| format!("did you mean `{k}`? "))
+                    .unwrap_or_default();
                 sink.error(
                     Code::MissingDependency,
                     loc.dependency(i, j),
@@ -278,12 +370,15 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
         Ok(g) => Some(g),
         Err(cycles) => {
             for cycle in cycles {
-                let mut names: Vec<&str> = cycle.iter().map(|&i| wf.steps[i].key.as_str()).collect();
+                let mut names: Vec<&str> =
+                    cycle.iter().map(|&i| wf.steps[i].key.as_str()).collect();
                 names.push(names[0]);
                 let first = cycle[0];
                 let next = &wf.steps[cycle.get(1).copied().unwrap_or(first)].key;
                 let dep_pos = wf.steps[first].dependencies.iter().position(|d| d == next);
-                let span = dep_pos.and_then(|j| loc.dependency(first, j)).or(loc.step_anchor(first));
+                let span = dep_pos
+                    .and_then(|j| loc.dependency(first, j))
+                    .or(loc.step_anchor(first));
                 sink.error(
                     Code::Cycle,
                     span,
@@ -301,67 +396,105 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     let graph = if sound { graph } else { None };
 
     // Templates, conditions and schemas.
-    let mut prompts = Vec::with_capacity(n);
-    let mut conditions = Vec::with_capacity(n);
+    let mut prompts: Vec<Option<Template>> = Vec::with_capacity(n);
+    let mut conditions: Vec<Option<Condition>> = Vec::with_capacity(n);
     let mut schemas = Vec::with_capacity(n);
-    let mut used_inputs: BTreeSet<String> = BTreeSet::new();
-    let mut undeclared: BTreeMap<String, ()> = BTreeMap::new();
-    let mut ancestors: Option<Vec<BitSet>> = None;
-    let is_input = |name: &str| wf.inputs.contains_key(name);
     for (i, s) in wf.steps.iter().enumerate() {
         let label = (!s.key.is_empty()).then_some(s.key.as_str());
-        // Prompt.
-        let prompt_span = loc.step_field(i, "prompt");
-        let template = match Template::parse(&s.prompt) {
+        prompts.push(match Template::parse(&s.prompt) {
             Ok(t) => Some(t),
             Err(errs) => {
                 for e in errs {
                     let raw = &s.prompt[e.range.clone()];
-                    let span = loc.inside(text, prompt_span, raw, &mut 0);
-                    sink.error(Code::InvalidValue, span, label, format!("in `prompt`: {}", e.message));
+                    let span = loc.inside(text, loc.step_field(i, "prompt"), raw, &mut 0);
+                    sink.error(
+                        Code::InvalidValue,
+                        span,
+                        label,
+                        format!("in `prompt`: {}", e.message),
+                    );
                 }
                 None
             }
-        };
-        let mut refs: Vec<(String, Vec<Segment>, String, &'static str)> = Vec::new();
-        if let Some(t) = &template {
-            for ph in t.placeholders() {
-                refs.push((ph.root.clone(), ph.path.clone(), ph.raw.clone(), "prompt"));
-            }
-        }
-        prompts.push(template);
-        // Condition.
-        let condition = match &s.when {
+        });
+        conditions.push(match &s.when {
             None => None,
             Some(w) => match Condition::parse(w) {
-                Ok(c) => {
-                    for ph in c.placeholders() {
-                        refs.push((ph.root.clone(), ph.path.clone(), ph.raw.clone(), "when"));
-                    }
-                    Some(c)
-                }
+                Ok(c) => Some(c),
                 Err(e) => {
                     let raw = w.get(e.range.clone()).unwrap_or("");
-                    let span = if raw.is_empty() { loc.step_field(i, "when") } else { loc.inside(text, loc.step_field(i, "when"), raw, &mut 0) };
-                    sink.error(Code::InvalidValue, span, label, format!("in `when`: {}", e.message));
+                    let field = loc.step_field(i, "when");
+                    let span = if raw.is_empty() {
+                        field
+                    } else {
+                        loc.inside(text, field, raw, &mut 0)
+                    };
+                    sink.error(
+                        Code::InvalidValue,
+                        span,
+                        label,
+                        format!("in `when`: {}", e.message),
+                    );
                     None
                 }
             },
+        });
+        schemas.push(match &s.output_schema {
+            None => None,
+            Some(v) => match CompiledSchema::compile(v) {
+                Ok(c) => Some(c),
+                Err(errs) => {
+                    for e in errs {
+                        sink.error(
+                            Code::InvalidValue,
+                            loc.step_field(i, "outputSchema"),
+                            label,
+                            format!("in `outputSchema` {e}"),
+                        );
+                    }
+                    None
+                }
+            },
+        });
+    }
+
+    // Placeholder references.
+    let mut used_inputs: BTreeSet<&str> = BTreeSet::new();
+    let mut undeclared: BTreeSet<&str> = BTreeSet::new();
+    let mut ancestors: Option<Vec<BitSet>> = None;
+    let mut refs: Vec<(&Placeholder, &'static str)> = Vec::new();
+    for (i, s) in wf.steps.iter().enumerate() {
+        let label = (!s.key.is_empty()).then_some(s.key.as_str());
+        refs.clear();
+        if let Some(t) = &prompts[i] {
+            refs.extend(t.placeholders().map(|p| (p, "prompt")));
+        }
+        if let Some(c) = &conditions[i] {
+            refs.extend(c.placeholders().into_iter().map(|p| (p, "when")));
+        }
+        // Positions are only computed for problems: find the n-th occurrence of
+        // the placeholder's text in the field's source.
+        let span_of = |j: usize| {
+            let (ph, field) = refs[j];
+            let nth = refs[..j]
+                .iter()
+                .filter(|(p, f)| *f == field && p.raw == ph.raw)
+                .count();
+            let mut cursor = 0;
+            let mut span = None;
+            for _ in 0..=nth {
+                span = loc.inside(text, loc.step_field(i, field), &ph.raw, &mut cursor);
+            }
+            span
         };
-        conditions.push(condition);
-        // Placeholder references.
-        let mut cursors: HashMap<&'static str, usize> = HashMap::new();
-        for (root, path, raw, field) in &refs {
-            let cursor = cursors.entry(field).or_insert(0);
-            let span = loc.inside(text, loc.step_field(i, field), raw, cursor);
-            let ph_is_step = index.contains_key(root.as_str());
-            let fake = crate::template::Placeholder { root: root.clone(), path: path.clone(), fallback: None, raw: raw.clone(), range: 0..0 };
-            match fake.classify(|k| index.contains_key(k)) {
-                Err(m) => sink.error(Code::InvalidValue, span, label, m),
+        for (j, &(ph, _)) in refs.iter().enumerate() {
+            let raw = &ph.raw;
+            match ph.classify(|k| index.contains_key(k)) {
+                Err(m) => sink.error(Code::InvalidValue, span_of(j), label, m),
                 Ok(Ref::Step { key, .. }) => {
                     let target = index[key];
                     if target == i {
-                        sink.error(Code::PlaceholderNotUpstream, span, label, format!("`{raw}` refers to this step's own result, which does not exist while it runs"));
+                        sink.error(Code::PlaceholderNotUpstream, span_of(j), label, format!("`{raw}` refers to this step's own result, which does not exist while it runs"));
                     } else if let Some(g) = &graph {
                         let direct = s.dependencies.iter().any(|d| d == key);
                         if !direct {
@@ -369,7 +502,7 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                             if !sets[i].contains(target) {
                                 sink.error(
                                     Code::PlaceholderNotUpstream,
-                                    span,
+                                    span_of(j),
                                     label,
                                     format!("`{raw}` uses the result of `{key}`, which is not upstream of `{}`; add `{key}` to its `dependencies`", s.key),
                                 );
@@ -378,22 +511,27 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                     }
                 }
                 Ok(Ref::Input { name, path }) => {
-                    if is_input(name) {
-                        used_inputs.insert(name.to_owned());
-                    } else if !ph_is_step && matches!(path.first(), Some(Segment::Field(f)) if f == "result") {
-                        let hint = suggest(name, index.keys().copied()).map(|k| format!("did you mean `{{{{{k}.result}}}}`? ")).unwrap_or_default();
+                    if wf.inputs.contains_key(name) {
+                        used_inputs.insert(name);
+                    } else if matches!(path.first(), Some(Segment::Field(f)) if f == "result") {
+                        let hint = match suggest(name, index.keys().copied()) {
+                            Some(k) => format!("did you mean `{{{{{k}.result}}}}`?"),
+                            None => format!(
+                                "declare `{name}` under `inputs` or use an existing step's key"
+                            ),
+                        };
                         sink.error(
                             Code::UnknownPlaceholder,
-                            span,
+                            span_of(j),
                             label,
                             format!("`{raw}` refers to `{name}`, which is no step and no declared input; {hint}"),
                         );
                     } else {
-                        used_inputs.insert(name.to_owned());
-                        if undeclared.insert(name.to_owned(), ()).is_none() {
+                        used_inputs.insert(name);
+                        if undeclared.insert(name) {
                             sink.warn(
                                 Code::UndeclaredInput,
-                                span,
+                                span_of(j),
                                 label,
                                 format!("`{raw}` uses input `{name}`, which `inputs` does not declare; it must be supplied at run time (declare it to document it or give a default)"),
                             );
@@ -402,24 +540,12 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                 }
             }
         }
-        // Output schema.
-        let schema = match &s.output_schema {
-            None => None,
-            Some(v) => match CompiledSchema::compile(v) {
-                Ok(c) => Some(c),
-                Err(errs) => {
-                    for e in errs {
-                        sink.error(Code::InvalidValue, loc.step_field(i, "outputSchema"), label, format!("in `outputSchema` {e}"));
-                    }
-                    None
-                }
-            },
-        };
-        schemas.push(schema);
     }
     for name in wf.inputs.keys() {
-        if !used_inputs.contains(name) {
-            let span = map.and_then(|m| m.inputs.iter().find(|f| &f.name == name)).map(|f| f.key);
+        if !used_inputs.contains(name.as_str()) {
+            let span = map
+                .and_then(|m| m.inputs.iter().find(|f| f.name == name.as_str()))
+                .map(|f| f.key);
             sink.warn(Code::UnusedInput, span, None, format!("input `{name}` is declared but no prompt or condition uses it; remove it or use `{{{{{name}}}}}`"));
         }
     }
@@ -432,8 +558,17 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                 let comparable = g.ancestors(i).len() + g.descendants(i).len();
                 let alone = comparable + 1 == n || wf.config.parallelism == 1;
                 if alone {
-                    let why = if wf.config.parallelism == 1 { "`config.parallelism` is 1" } else { "every other step is upstream or downstream of it" };
-                    sink.warn(Code::IneffectiveParallel, loc.step_field_key(i, "parallel"), Some(&wf.steps[i].key), format!("`parallel: true` has no effect: {why}"));
+                    let why = if wf.config.parallelism == 1 {
+                        "`config.parallelism` is 1"
+                    } else {
+                        "every other step is upstream or downstream of it"
+                    };
+                    sink.warn(
+                        Code::IneffectiveParallel,
+                        loc.step_field_key(i, "parallel"),
+                        Some(&wf.steps[i].key),
+                        format!("`parallel: true` has no effect: {why}"),
+                    );
                 }
             }
         }
@@ -450,11 +585,21 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
 fn slug(s: &str) -> String {
     let mut out: String = s
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     while out.contains("--") {
         out = out.replace("--", "-");
     }
     let t = out.trim_matches('-');
-    if t.is_empty() { "step".into() } else { t.chars().take(128).collect() }
+    if t.is_empty() {
+        "step".into()
+    } else {
+        t.chars().take(128).collect()
+    }
 }

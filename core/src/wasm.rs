@@ -26,7 +26,7 @@ fn js_err(msg: impl std::fmt::Display) -> JsValue {
 #[wasm_bindgen]
 pub fn validate(text: &str, filename: Option<String>) -> String {
     let a = analyze(text, &options(filename));
-    serde_json::to_string(&a.report).unwrap_or_default()
+    serde_json::to_string(&a.full_report()).unwrap_or_default()
 }
 
 /// The plan of a valid workflow: `{nodes, edges, order, levels, criticalPath}`;
@@ -36,7 +36,9 @@ pub fn plan(text: &str, filename: Option<String>) -> Result<String, JsValue> {
     let a = analyze(text, &options(filename));
     match a.plan {
         Some(p) => Ok(p.to_json().to_string()),
-        None => Err(js_err(serde_json::to_string(&a.report).unwrap_or_default())),
+        None => Err(js_err(
+            serde_json::to_string(&a.full_report()).unwrap_or_default(),
+        )),
     }
 }
 
@@ -71,15 +73,30 @@ pub fn render(template: &str, context_json: &str) -> Result<String, JsValue> {
         .and_then(Value::as_object)
         .map(|m| {
             m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
     let t = Template::parse(template).map_err(|errs| {
-        js_err(errs.into_iter().map(|e| e.message).collect::<Vec<_>>().join("; "))
+        js_err(
+            errs.into_iter()
+                .map(|e| e.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     })?;
     t.render(&JsonContext { inputs, outputs }).map_err(|errs| {
-        js_err(errs.into_iter().map(|e| e.message).collect::<Vec<_>>().join("; "))
+        js_err(
+            errs.into_iter()
+                .map(|e| e.message)
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
     })
 }
 
@@ -106,11 +123,16 @@ impl Executor {
     }
 
     /// Rebuild from a checkpoint (JSON) and its outputs (`{hash: text}`).
-    pub fn restore(text: &str, checkpoint_json: &str, outputs_json: &str) -> Result<Executor, JsValue> {
+    pub fn restore(
+        text: &str,
+        checkpoint_json: &str,
+        outputs_json: &str,
+    ) -> Result<Executor, JsValue> {
         let plan: Arc<Plan> = Plan::from_text(text, None)
             .map_err(|r| js_err(serde_json::to_string(&r).unwrap_or_default()))?;
         let cp = Checkpoint::from_json(checkpoint_json).map_err(js_err)?;
-        let outputs: BTreeMap<String, String> = serde_json::from_str(outputs_json).map_err(js_err)?;
+        let outputs: BTreeMap<String, String> =
+            serde_json::from_str(outputs_json).map_err(js_err)?;
         let lookup = |h: &str| outputs.get(h).map(|s| Arc::from(s.as_str()));
         let (exec, _) = Execution::restore(plan, &cp, &lookup).map_err(js_err)?;
         Ok(Executor { exec })
@@ -120,7 +142,10 @@ impl Executor {
     /// the actions as a JSON array.
     pub fn handle(&mut self, event_json: &str, now: f64) -> Result<String, JsValue> {
         let event: Event = serde_json::from_str(event_json).map_err(js_err)?;
-        let actions = self.exec.handle(event, now.max(0.0) as u64).map_err(js_err)?;
+        let actions = self
+            .exec
+            .handle(event, now.max(0.0) as u64)
+            .map_err(js_err)?;
         serde_json::to_string(&actions).map_err(js_err)
     }
 
@@ -140,8 +165,12 @@ impl Executor {
 
     /// Outputs of completed steps as `{hash: text}` (JSON).
     pub fn outputs(&self) -> String {
-        let m: BTreeMap<String, String> =
-            self.exec.outputs().into_iter().map(|(h, t)| (h, t.to_string())).collect();
+        let m: BTreeMap<String, String> = self
+            .exec
+            .outputs()
+            .into_iter()
+            .map(|(h, t)| (h, t.to_string()))
+            .collect();
         serde_json::to_string(&m).unwrap_or_default()
     }
 }

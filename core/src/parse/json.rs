@@ -16,6 +16,8 @@ pub(super) fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Node<'a>, Pars
         pos: 0,
         depth: 0,
         max_depth: limits.max_depth,
+        entries: Vec::new(),
+        items: Vec::new(),
     };
     if text.starts_with('\u{feff}') {
         p.pos = 3;
@@ -42,6 +44,10 @@ struct JsonParser<'a> {
     pos: usize,
     depth: usize,
     max_depth: usize,
+    /// Scratch stacks: a collection's children are gathered here and moved into
+    /// an exactly sized Vec when it closes (no growth reallocations per object).
+    entries: Vec<Entry<'a>>,
+    items: Vec<Node<'a>>,
 }
 
 impl<'a> JsonParser<'a> {
@@ -281,7 +287,7 @@ impl<'a> JsonParser<'a> {
         let start = self.pos;
         self.enter()?;
         self.pos += 1;
-        let mut entries = Vec::new();
+        let base = self.entries.len();
         self.skip_ws();
         if self.bytes.get(self.pos) == Some(&b'}') {
             self.pos += 1;
@@ -307,7 +313,7 @@ impl<'a> JsonParser<'a> {
                 self.pos += 1;
                 self.skip_ws();
                 let value = self.value()?;
-                entries.push(Entry {
+                self.entries.push(Entry {
                     key,
                     key_span,
                     value,
@@ -335,6 +341,7 @@ impl<'a> JsonParser<'a> {
             }
         }
         self.depth -= 1;
+        let entries = self.entries.split_off(base);
         Ok(Node {
             kind: NodeKind::Map(entries),
             span: Span::new(start, self.pos),
@@ -345,14 +352,15 @@ impl<'a> JsonParser<'a> {
         let start = self.pos;
         self.enter()?;
         self.pos += 1;
-        let mut items = Vec::new();
+        let base = self.items.len();
         self.skip_ws();
         if self.bytes.get(self.pos) == Some(&b']') {
             self.pos += 1;
         } else {
             loop {
                 self.skip_ws();
-                items.push(self.value()?);
+                let v = self.value()?;
+                self.items.push(v);
                 self.skip_ws();
                 match self.bytes.get(self.pos) {
                     Some(b',') => {
@@ -376,6 +384,7 @@ impl<'a> JsonParser<'a> {
             }
         }
         self.depth -= 1;
+        let items = self.items.split_off(base);
         Ok(Node {
             kind: NodeKind::Seq(items),
             span: Span::new(start, self.pos),

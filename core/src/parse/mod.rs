@@ -79,7 +79,10 @@ pub struct Node<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum NodeKind<'a> {
     /// A scalar: its text and whether it was quoted (quoted scalars are always strings).
-    Scalar { text: Cow<'a, str>, quoted: bool },
+    Scalar {
+        text: Cow<'a, str>,
+        quoted: bool,
+    },
     Seq(Vec<Node<'a>>),
     Map(Vec<Entry<'a>>),
 }
@@ -152,7 +155,9 @@ impl<'a> Node<'a> {
         match &self.kind {
             NodeKind::Scalar { .. } => 1,
             NodeKind::Seq(items) => 1 + items.iter().map(Node::count).sum::<usize>(),
-            NodeKind::Map(entries) => 1 + entries.iter().map(|e| 1 + e.value.count()).sum::<usize>(),
+            NodeKind::Map(entries) => {
+                1 + entries.iter().map(|e| 1 + e.value.count()).sum::<usize>()
+            }
         }
     }
 }
@@ -180,18 +185,20 @@ pub fn resolve(text: &str, quoted: bool) -> Scalar<'_> {
         return Scalar::Str(text);
     }
     if let Some(hex) = text.strip_prefix("0x") {
-        if !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            if let Ok(v) = i64::from_str_radix(hex, 16) {
-                return Scalar::Int(v);
-            }
+        if !hex.is_empty()
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && let Ok(v) = i64::from_str_radix(hex, 16)
+        {
+            return Scalar::Int(v);
         }
         return Scalar::Str(text);
     }
     if let Some(oct) = text.strip_prefix("0o") {
-        if !oct.is_empty() && oct.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
-            if let Ok(v) = i64::from_str_radix(oct, 8) {
-                return Scalar::Int(v);
-            }
+        if !oct.is_empty()
+            && oct.bytes().all(|b| (b'0'..=b'7').contains(&b))
+            && let Ok(v) = i64::from_str_radix(oct, 8)
+        {
+            return Scalar::Int(v);
         }
         return Scalar::Str(text);
     }
@@ -205,10 +212,10 @@ pub fn resolve(text: &str, quoted: bool) -> Scalar<'_> {
                 .unwrap_or(Scalar::Str(text)),
         };
     }
-    if is_float_syntax(digits) {
-        if let Ok(v) = text.parse::<f64>() {
-            return Scalar::Float(v);
-        }
+    if is_float_syntax(digits)
+        && let Ok(v) = text.parse::<f64>()
+    {
+        return Scalar::Float(v);
     }
     Scalar::Str(text)
 }
@@ -374,7 +381,13 @@ mod tests {
     #[test]
     fn yaml_flow_mapping_sniffed_as_json_falls_back_to_yaml() {
         let doc = parse("{name: x, steps: []}", None, &Limits::default());
-        assert!(matches!(doc, Ok(Document { format: Format::Yaml, .. })));
+        assert!(matches!(
+            doc,
+            Ok(Document {
+                format: Format::Yaml,
+                ..
+            })
+        ));
     }
 
     #[test]

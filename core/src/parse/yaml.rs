@@ -16,12 +16,14 @@ enum Frame<'a> {
     Seq {
         start: usize,
         anchor: usize,
-        items: Vec<Node<'a>>,
+        /// Where this sequence's items start on the builder's item stack.
+        base: usize,
     },
     Map {
         start: usize,
         anchor: usize,
-        entries: Vec<Entry<'a>>,
+        /// Where this mapping's entries start on the builder's entry stack.
+        base: usize,
         /// Key waiting for its value.
         key: Option<PendingKey<'a>>,
         /// Values of `<<` merge keys, applied when the mapping ends.
@@ -41,6 +43,9 @@ struct Builder<'a> {
     index: Option<LineIndex<'a>>,
     limits: Limits,
     stack: Vec<Frame<'a>>,
+    /// Children of open collections, moved into exactly sized Vecs on close.
+    items: Vec<Node<'a>>,
+    entries: Vec<Entry<'a>>,
     anchors: HashMap<usize, (Node<'a>, usize)>,
     alias_nodes: usize,
     root: Option<Node<'a>>,
@@ -54,6 +59,8 @@ pub(super) fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Node<'a>, Pars
         index: None,
         limits: *limits,
         stack: Vec::new(),
+        items: Vec::new(),
+        entries: Vec::new(),
         anchors: HashMap::new(),
         alias_nodes: 0,
         root: None,
@@ -69,7 +76,10 @@ pub(super) fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Node<'a>, Pars
                     return Err(ParseError::new(
                         Code::TooLarge,
                         Span::new(at, at),
-                        format!("the document nests deeper than {} levels; flatten it", limits.max_depth),
+                        format!(
+                            "the document nests deeper than {} levels; flatten it",
+                            limits.max_depth
+                        ),
                     ));
                 }
                 return Err(ParseError::new(
@@ -133,7 +143,9 @@ impl<'a> Builder<'a> {
                             return Err(ParseError::new(
                                 Code::Schema,
                                 span,
-                                format!("the YAML tag `!!{other}` is not supported here; remove it"),
+                                format!(
+                                    "the YAML tag `!!{other}` is not supported here; remove it"
+                                ),
                             ));
                         }
                     },
@@ -180,18 +192,20 @@ impl<'a> Builder<'a> {
             }
             Event::SequenceStart(anchor, tag) => {
                 self.check_collection_tag(tag.as_deref(), "seq", span)?;
+                let base = self.items.len();
                 self.push(Frame::Seq {
                     start: span.start as usize,
                     anchor,
-                    items: Vec::new(),
+                    base,
                 })
             }
             Event::MappingStart(anchor, tag) => {
                 self.check_collection_tag(tag.as_deref(), "map", span)?;
+                let base = self.entries.len();
                 self.push(Frame::Map {
                     start: span.start as usize,
                     anchor,
-                    entries: Vec::new(),
+                    base,
                     key: None,
                     merges: Vec::new(),
                 })
@@ -200,8 +214,9 @@ impl<'a> Builder<'a> {
                 Some(Frame::Seq {
                     start,
                     anchor,
-                    items,
+                    base,
                 }) => {
+                    let items = self.items.split_off(base);
                     let node = Node {
                         kind: NodeKind::Seq(items),
                         span: Span::new(start, span.end as usize),
@@ -214,10 +229,11 @@ impl<'a> Builder<'a> {
                 Some(Frame::Map {
                     start,
                     anchor,
-                    mut entries,
+                    base,
                     merges,
                     ..
                 }) => {
+                    let mut entries = self.entries.split_off(base);
                     apply_merges(&mut entries, merges)?;
                     let node = Node {
                         kind: NodeKind::Map(entries),
@@ -275,16 +291,11 @@ impl<'a> Builder<'a> {
                 self.root = Some(node);
                 Ok(())
             }
-            Some(Frame::Seq { items, .. }) => {
-                items.push(node);
+            Some(Frame::Seq { .. }) => {
+                self.items.push(node);
                 Ok(())
             }
-            Some(Frame::Map {
-                entries,
-                key,
-                merges,
-                ..
-            }) => match key.take() {
+            Some(Frame::Map { key, merges, .. }) => match key.take() {
                 None => {
                     let NodeKind::Scalar { text, quoted } = node.kind else {
                         return Err(ParseError::new(
@@ -301,7 +312,7 @@ impl<'a> Builder<'a> {
                     Ok(())
                 }
                 Some(PendingKey::Name(k, key_span)) => {
-                    entries.push(Entry {
+                    self.entries.push(Entry {
                         key: k,
                         key_span,
                         value: node,
@@ -404,7 +415,9 @@ mod tests {
 
     #[test]
     fn billion_laughs_fails_fast() {
-        let mut text = String::from("a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        let mut text = String::from(
+            "a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
         for i in 1..10 {
             let refs = vec![format!("*a{}", i - 1); 9].join(",");
             text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));

@@ -1,0 +1,271 @@
+//! The stages of `cargo xtask test`, in order. Adding a stage is one line in [`STAGES`].
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::run::{Cmd, Ctx, Report, Result, Status, secs};
+use crate::say;
+use crate::setup::Env;
+
+/// What a stage runs.
+pub enum Kind {
+    /// `cargo ARGS…` at the workspace root, with the native (default) toolchain.
+    Cargo(&'static [&'static str]),
+    /// The wasm-bindgen tests of the crate in this directory (unit and integration tests,
+    /// not examples or benches, which are native programs), in headless Chromium through
+    /// `wasm-pack test`. Skipped while the crate has no `wasm-bindgen-test` dependency.
+    WasmTest(&'static str),
+    /// `trunk build --release --offline` at the workspace root (index.html, Trunk.toml).
+    Trunk,
+}
+
+pub struct Stage {
+    /// The name to select it with: `cargo xtask test NAME` (or the part before `-`).
+    pub name: &'static str,
+    pub kind: Kind,
+    /// Skipped (and said so) while this file, relative to the root, does not exist.
+    pub needs: Option<&'static str>,
+    /// Killed (with everything it started) after this long.
+    pub timeout: Duration,
+    /// How to fix a failure, when there is a mechanical fix.
+    pub fix: Option<&'static str>,
+}
+
+impl Stage {
+    const fn new(name: &'static str, kind: Kind) -> Stage {
+        Stage {
+            name,
+            kind,
+            needs: None,
+            timeout: Duration::from_secs(60 * 60),
+            fix: None,
+        }
+    }
+    const fn fix(mut self, how: &'static str) -> Stage {
+        self.fix = Some(how);
+        self
+    }
+    const fn needs(mut self, path: &'static str) -> Stage {
+        self.needs = Some(path);
+        self
+    }
+}
+
+/// `cargo xtask test` runs these in order and stops at the first failure. A stage whose
+/// `needs` file (or, for `WasmTest`, whose crate) does not exist yet is skipped, and said so.
+#[rustfmt::skip]
+pub const STAGES: &[Stage] = &[
+    Stage::new("fmt", Kind::Cargo(&["fmt", "--all", "--", "--check"])).fix("cargo fmt --all"),
+    Stage::new("clippy", Kind::Cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
+    Stage::new("native", Kind::Cargo(&["test", "--workspace"])),
+    Stage::new("wasm-core", Kind::WasmTest("core")),
+    Stage::new("wasm-web", Kind::WasmTest("web")),
+    Stage::new("web-build", Kind::Trunk).needs("web/Cargo.toml"),
+    // End-to-end browser tests will go here, e.g.:
+    // Stage::new("e2e", Kind::Cargo(&["test", "-p", "ax-e2e"])).needs("e2e/Cargo.toml"),
+];
+
+/// The stages a command line selects: all, or those named (`wasm` selects `wasm-*`).
+pub fn select(names: &[String]) -> Result<Vec<&'static Stage>> {
+    if names.is_empty() {
+        return Ok(STAGES.iter().collect());
+    }
+    for n in names {
+        if !STAGES.iter().any(|s| matches(s, n)) {
+            return Err(format!(
+                "unknown stage `{n}`: the stages are {}",
+                STAGES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(STAGES
+        .iter()
+        .filter(|s| names.iter().any(|n| matches(s, n)))
+        .collect())
+}
+
+fn matches(stage: &Stage, name: &str) -> bool {
+    stage.name == name || stage.name.split('-').next() == Some(name)
+}
+
+/// Why a stage cannot run in this checkout yet, if so.
+fn skip_reason(ctx: &Ctx, stage: &Stage) -> Option<String> {
+    if let Some(path) = stage.needs
+        && !ctx.root.join(path).exists()
+    {
+        return Some(format!("{path} not found"));
+    }
+    if let Kind::WasmTest(dir) = stage.kind {
+        let manifest = Path::new(dir).join("Cargo.toml");
+        match std::fs::read_to_string(ctx.root.join(&manifest)) {
+            Err(_) => return Some(format!("{} not found", manifest.display())),
+            Ok(text) if !text.contains("wasm-bindgen-test") => {
+                return Some(format!(
+                    "{} has no wasm-bindgen-test dependency",
+                    manifest.display()
+                ));
+            }
+            Ok(_) => {}
+        }
+    }
+    None
+}
+
+/// The command a stage runs.
+fn command(ctx: &Ctx, env: &Env, stage: &Stage) -> Result<Cmd> {
+    let mut cmd = match stage.kind {
+        Kind::Cargo(args) => {
+            let mut cmd = ctx.cmd("cargo");
+            cmd.args(args);
+            cmd
+        }
+        Kind::WasmTest(dir) => {
+            let webdriver = write_webdriver_json(ctx, env)?;
+            let mut cmd = env.wasm_cmd(ctx, "wasm-pack");
+            cmd.args(["test", "--headless", "--chrome", "--chromedriver"])
+                .arg(&env.chromedriver)
+                .args(["--mode", "no-install", dir])
+                .args(test_targets(&ctx.root.join(dir)))
+                .env("CHROMEDRIVER", &env.chromedriver)
+                .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", webdriver)
+                .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
+                .env("WASM_BINDGEN_TEST_DRIVER_TIMEOUT", "60");
+            cmd
+        }
+        Kind::Trunk => {
+            let mut cmd = env.wasm_cmd(ctx, "trunk");
+            cmd.args(["build", "--release", "--offline"]);
+            cmd
+        }
+    };
+    cmd.timeout(stage.timeout);
+    Ok(cmd)
+}
+
+/// `cargo test` target flags for a crate's tests but not its examples or benches. (Not
+/// `--tests`: wasm-pack passes that to its own `cargo build` already, and twice is an error.)
+fn test_targets(dir: &Path) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if dir.join("src/lib.rs").exists() {
+        out.push("--lib");
+    }
+    if dir.join("src/main.rs").exists() || dir.join("src/bin").is_dir() {
+        out.push("--bins");
+    }
+    let has_tests = std::fs::read_dir(dir.join("tests")).is_ok_and(|d| {
+        d.flatten().any(|e| {
+            e.path().extension().is_some_and(|x| x == "rs") || e.path().join("main.rs").exists()
+        })
+    });
+    if has_tests {
+        out.extend(["--test", "*"]);
+    }
+    out
+}
+
+/// Chromium's flags for wasm-bindgen-test-runner, which reads WebDriver capabilities from
+/// the file named by WASM_BINDGEN_TEST_WEBDRIVER_JSON (default `./webdriver.json`) and adds
+/// `headless`, `no-sandbox` and `disable-dev-shm-usage` itself.
+fn write_webdriver_json(ctx: &Ctx, env: &Env) -> Result<std::path::PathBuf> {
+    let args = [
+        "headless",
+        "no-sandbox",
+        "disable-gpu",
+        "disable-dev-shm-usage",
+        "disable-background-networking",
+        "disable-component-update",
+        "disable-sync",
+        "disable-quic",
+        "no-first-run",
+    ];
+    let args: Vec<String> = args.iter().map(|a| format!("\"--{a}\"")).collect();
+    let json = format!(
+        "{{\n  \"goog:chromeOptions\": {{\n    \"binary\": {:?},\n    \"args\": [{}]\n  }}\n}}\n",
+        env.chromium.display().to_string(),
+        args.join(", ")
+    );
+    let path = ctx.target.join("xtask/webdriver.json");
+    std::fs::create_dir_all(ctx.target.join("xtask"))
+        .and_then(|()| std::fs::write(&path, json))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Run the stages in order; stop at the first failure with a line on how to rerun it.
+pub fn run(ctx: &Ctx, env: &Env, stages: &[&Stage], report: &mut Report) -> Result<()> {
+    for stage in stages {
+        if let Some(why) = skip_reason(ctx, stage) {
+            say!("skip {}: {why}", stage.name);
+            report.add(stage.name, Duration::ZERO, Status::Skipped(why));
+            continue;
+        }
+        say!("==> {}", stage.name);
+        let start = Instant::now();
+        let res = command(ctx, env, stage).and_then(|cmd| cmd.run());
+        let took = start.elapsed();
+        match res {
+            Ok(()) => {
+                say!("<== {} ok ({})", stage.name, secs(took));
+                report.add(stage.name, took, Status::Ok(String::new()));
+            }
+            Err(e) => {
+                report.add(stage.name, took, Status::Failed(String::new()));
+                let fix = stage
+                    .fix
+                    .map(|f| format!("fix with `{f}`, then "))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "stage `{}` failed after {}: {e}; {fix}rerun just it with `cargo xtask test --skip-setup {}`",
+                    stage.name,
+                    secs(took),
+                    stage.name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `cargo xtask web`: the trunk build alone.
+pub fn web(ctx: &Ctx, env: &Env) -> Result<()> {
+    let stage = STAGES
+        .iter()
+        .find(|s| matches!(s.kind, Kind::Trunk))
+        .ok_or("no trunk stage")?;
+    if let Some(why) = skip_reason(ctx, stage) {
+        return Err(format!(
+            "nothing to build: {why} (the web crate is not in this checkout yet)"
+        ));
+    }
+    say!("wasm toolchain: {}", env.describe_toolchain());
+    command(ctx, env, stage)?.run()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection() {
+        let names = |v: &[&str]| -> Vec<&str> {
+            let args: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+            select(&args).unwrap().iter().map(|s| s.name).collect()
+        };
+        assert_eq!(names(&[]).len(), STAGES.len());
+        assert_eq!(names(&["wasm"]), ["wasm-core", "wasm-web"]);
+        assert_eq!(names(&["wasm-core"]), ["wasm-core"]);
+        assert_eq!(names(&["native", "fmt"]), ["fmt", "native"]);
+        assert!(select(&["nope".to_string()]).is_err());
+    }
+
+    #[test]
+    fn stage_names_are_unique() {
+        for (i, a) in STAGES.iter().enumerate() {
+            assert!(
+                STAGES[i + 1..].iter().all(|b| b.name != a.name),
+                "{}",
+                a.name
+            );
+        }
+    }
+}
