@@ -12,6 +12,7 @@
 
 pub mod checkpoint;
 pub mod condition;
+pub mod edit;
 pub mod emit;
 pub mod exec;
 pub mod graph;

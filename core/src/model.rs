@@ -285,5 +285,42 @@ pub fn json_schema() -> serde_json::Value {
             serde_json::Value::String("ax workflow".into()),
         );
     }
+    // What the loader accepts beyond the serde shapes, and the value rules the
+    // validator enforces, so editors flag the same things.
+    let mut set = |pointer: &str, key: &str, value: serde_json::Value| {
+        if let Some(serde_json::Value::Object(m)) = schema.pointer_mut(pointer) {
+            m.insert(key.to_owned(), value);
+        }
+    };
+    use serde_json::json;
+    set("/properties/steps", "minItems", json!(1));
+    set("/properties/version", "type", json!(["string", "number"]));
+    set(
+        "/properties/inputs",
+        "additionalProperties",
+        json!({"anyOf": [{"type": "string", "description": "Shorthand for the description."}, {"type": "null"}, {"$ref": "#/$defs/InputSpec"}]}),
+    );
+    set(
+        "/properties/inputs",
+        "propertyNames",
+        json!({"pattern": "^[A-Za-z0-9_-]{1,128}$"}),
+    );
+    set("/$defs/Step/properties/key", "pattern", json!("^[A-Za-z0-9_-]{1,128}$"));
+    set("/$defs/Step/properties/prompt", "minLength", json!(1));
+    set("/$defs/Step/properties/agent", "minLength", json!(1));
+    set(
+        "/$defs/Step/properties/outputSchema",
+        "type",
+        json!(["object", "boolean", "null"]),
+    );
+    for p in [
+        "/$defs/Step/properties/timeoutMs",
+        "/$defs/Config/properties/timeout",
+        "/$defs/Config/properties/checkpointInterval",
+        "/$defs/Config/properties/parallelism",
+        "/$defs/RetryPolicy/properties/retryBackoffMultiplier",
+    ] {
+        set(p, "minimum", json!(1));
+    }
     schema
 }

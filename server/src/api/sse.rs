@@ -1,0 +1,156 @@
+//! Events: a JSON list, or a Server-Sent Events stream (stored events after
+//! `Last-Event-ID`/`after`, then live ones, ending after the final state).
+
+use super::AppState;
+use super::error::ApiError;
+use crate::store::{self, EventRecord};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    #[serde(default)]
+    after: Option<i64>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+pub async fn events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.engine.execution(&id).await?;
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let after = last_event_id.or(q.after).unwrap_or(0);
+    if !wants_stream {
+        let n = q.limit.unwrap_or(1000).clamp(1, 10_000);
+        let rows = state
+            .engine
+            .store()
+            .read(move |c| store::events_after(c, &id, after, n))
+            .await?;
+        return Ok(Json(rows).into_response());
+    }
+    let rx = state.engine.subscribe();
+    Ok(Sse::new(stream_events(state, id, after, rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+struct Cursor {
+    state: AppState,
+    id: String,
+    after: i64,
+    rx: broadcast::Receiver<String>,
+    buffer: VecDeque<EventRecord>,
+    done: bool,
+}
+
+fn stream_events(
+    state: AppState,
+    id: String,
+    after: i64,
+    rx: broadcast::Receiver<String>,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let cursor = Cursor {
+        state,
+        id,
+        after,
+        rx,
+        buffer: VecDeque::new(),
+        done: false,
+    };
+    stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(ev) = c.buffer.pop_front() {
+                if ev.kind == "execution" {
+                    // A final state ends the stream once everything after it is sent.
+                    c.done = ev
+                        .state
+                        .as_deref()
+                        .and_then(ax_core::ExecutionState::parse)
+                        .is_some_and(|s| s.is_terminal());
+                }
+                let data = serde_json::to_string(&ev).unwrap_or_default();
+                let sse = SseEvent::default()
+                    .id(ev.id.to_string())
+                    .event(ev.kind.clone())
+                    .data(data);
+                return Some((Ok(sse), c));
+            }
+            let (id, after) = (c.id.clone(), c.after);
+            if c.done {
+                // The last event was a final state: end, unless more came after it
+                // (a resumed run) or the execution is not finished after all.
+                let id2 = id.clone();
+                let finished = c
+                    .state
+                    .engine
+                    .store()
+                    .read(move |conn| {
+                        let more = !store::events_after(conn, &id2, after, 1)?.is_empty();
+                        let terminal = store::get_execution(conn, &id2)?
+                            .is_none_or(|e| e.state().is_terminal());
+                        Ok(!more && terminal)
+                    })
+                    .await
+                    .unwrap_or(true);
+                if finished {
+                    return None;
+                }
+                c.done = false;
+            }
+            match c
+                .state
+                .engine
+                .store()
+                .read(move |conn| store::events_after(conn, &id, after, 500))
+                .await
+            {
+                Ok(rows) if !rows.is_empty() => {
+                    c.after = rows.last().map_or(c.after, |r| r.id);
+                    c.buffer.extend(rows);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("event stream for {} stopped: {e:#}", c.id);
+                    return None;
+                }
+            }
+            // Wait for news about this execution; poll anyway for runs driven by
+            // other processes.
+            let wait = async {
+                loop {
+                    match c.rx.recv().await {
+                        Ok(x) if x == c.id => return,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => return,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(500), wait).await;
+        }
+    })
+}

@@ -1,0 +1,948 @@
+//! The `ax` command line: `serve` and `workflow …`.
+//!
+//! Exit codes: 0 success (for `run`/`resume`/`restore`: the execution completed);
+//! 1 failure (invalid workflow, failed run, refused request); 2 usage error or
+//! unreadable file; 3 paused or interrupted (resumable); 4 cancelled.
+
+mod progress;
+
+use crate::api::{self, AppState};
+use crate::config::AgentsConfig;
+use crate::engine::{Engine, EngineError, RunEnd, Settings};
+use crate::providers::Router;
+use crate::store::{self, Control, Store, now_ms};
+use anyhow::{Context as _, Result, anyhow, bail};
+use ax_core::{ExecutionState, Options, Report};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_PAUSED: i32 = 3;
+pub const EXIT_CANCELLED: i32 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ax",
+    version,
+    about = "Durable multi-agent LLM workflows",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct Global {
+    /// The SQLite database (default: $AX_DB, else ~/.local/share/ax/ax.db).
+    #[arg(long, global = true, value_name = "PATH")]
+    db: Option<PathBuf>,
+    /// The agents config file, TOML or YAML (default: $AX_AGENTS, else ~/.config/ax/agents.toml if present).
+    #[arg(long, global = true, value_name = "PATH", env = "AX_AGENTS")]
+    agents: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the HTTP API, live events and the web app.
+    Serve(ServeArgs),
+    /// Validate, inspect and run workflows.
+    #[command(subcommand)]
+    Workflow(WorkflowCommand),
+    /// Drive an execution in the background (used by `--detach`).
+    #[command(name = "__drive", hide = true)]
+    Drive { id: String },
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8080, env = "AX_PORT")]
+    port: u16,
+    /// Address to bind. Anything but loopback requires AX_TOKEN.
+    #[arg(long, default_value = "127.0.0.1", env = "AX_BIND")]
+    bind: IpAddr,
+    /// The built web app (trunk's dist/); default: ./dist or the repository's dist/.
+    #[arg(long, env = "AX_WEB_DIR", value_name = "DIR")]
+    web_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GraphFormat {
+    Json,
+    Mermaid,
+    Dot,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+struct Fmt {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Subcommand, Debug)]
+enum WorkflowCommand {
+    /// Run a workflow file and show live progress (Ctrl-C pauses).
+    Run {
+        file: PathBuf,
+        /// A run input, `name=value` (`name=@path` reads the value from a file). Repeatable.
+        #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// Inputs from a JSON or YAML object file.
+        #[arg(long, value_name = "FILE")]
+        input_file: Option<PathBuf>,
+        /// Start it in the background and return its id.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// List executions, newest first.
+    List {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only executions in this state.
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Show an execution and its steps.
+    Status {
+        id: String,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Pause: start nothing new; in-flight steps finish (or stop with --now).
+    Pause {
+        id: String,
+        /// Abort in-flight steps too (they run again on resume).
+        #[arg(long)]
+        now: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Resume a paused, failed or interrupted execution.
+    Resume {
+        id: String,
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Cancel an execution; in-flight provider calls are aborted.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// List an execution's restore points.
+    Checkpoints {
+        id: String,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Rewind an execution to a restore point and continue it.
+    Restore {
+        checkpoint_id: String,
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Keep the newest restore points, drop old ones, shrink the database file.
+    Prune {
+        /// Restore points kept per execution.
+        #[arg(long, default_value_t = 20)]
+        keep: usize,
+        /// Also drop restore points older than this (e.g. 30d, 12h, 90m).
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        /// With --older-than: delete finished executions older than that.
+        #[arg(long)]
+        delete_finished: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Show an execution's events (--follow waits for new ones).
+    Events {
+        id: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Validate a workflow file.
+    Validate {
+        file: PathBuf,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Print a workflow's dependency graph.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Json)]
+        format: GraphFormat,
+    },
+    /// Print the JSON Schema of the workflow file format.
+    Schema,
+}
+
+/// Parse arguments, run, and return the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+        }
+    };
+    init_logging(matches!(cli.command, Command::Serve(_)));
+    // Commands that need no database or runtime.
+    if let Command::Workflow(cmd) = &cli.command {
+        match cmd {
+            WorkflowCommand::Validate { file, fmt } => return validate(file, fmt.format),
+            WorkflowCommand::Graph { file, format } => return graph(file, *format),
+            WorkflowCommand::Schema => {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&ax_core::model::json_schema())
+                        .unwrap_or_default()
+                );
+                return EXIT_OK;
+            }
+            _ => {}
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    runtime.block_on(async move {
+        match run(cli).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {}", one_line(&e));
+                EXIT_FAILED
+            }
+        }
+    })
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+fn init_logging(serve: bool) {
+    let default = if serve { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn db_path(g: &Global) -> PathBuf {
+    g.db.clone().unwrap_or_else(store::default_db_path)
+}
+
+async fn open_engine(g: &Global) -> Result<Arc<Engine>> {
+    let path = db_path(g);
+    let store = tokio::task::spawn_blocking(move || Store::open(&path)).await??;
+    let config = AgentsConfig::load(g.agents.as_deref())?;
+    let router = Router::from_env(config)?;
+    let engine = Engine::new(store, router, Settings::default());
+    engine.recover_orphans().await?;
+    Ok(engine)
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let g = cli.global.clone();
+    match cli.command {
+        Command::Serve(args) => serve(&g, args).await,
+        Command::Drive { id } => {
+            let engine = open_engine(&g).await?;
+            let handle = engine.drive(&id).await.map_err(engine_err)?;
+            let end = handle
+                .await
+                .map_err(|e| anyhow!("the run task failed: {e}"))?;
+            Ok(exit_for(end.state))
+        }
+        Command::Workflow(cmd) => workflow(&g, cmd).await,
+    }
+}
+
+fn engine_err(e: EngineError) -> anyhow::Error {
+    match e {
+        EngineError::Invalid(report) => anyhow!(
+            "the workflow is not valid: {}",
+            report
+                .errors
+                .iter()
+                .map(|p| format!("[{}] {}", p.code, p.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+        other => anyhow!(other),
+    }
+}
+
+fn exit_for(state: ExecutionState) -> i32 {
+    match state {
+        ExecutionState::Completed => EXIT_OK,
+        ExecutionState::Paused
+        | ExecutionState::Interrupted
+        | ExecutionState::Idle
+        | ExecutionState::Running
+        | ExecutionState::Validating => EXIT_PAUSED,
+        ExecutionState::Cancelled => EXIT_CANCELLED,
+        ExecutionState::Failed => EXIT_FAILED,
+    }
+}
+
+// ---------------------------------------------------------------- serve
+
+fn find_web_dir(given: Option<PathBuf>) -> Option<PathBuf> {
+    if let Some(d) = given {
+        return Some(d);
+    }
+    let mut candidates = vec![PathBuf::from("dist")];
+    if let Ok(exe) = std::env::current_exe() {
+        // target/{debug,release}/ax → the repository's dist/
+        if let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
+            candidates.push(repo.join("dist"));
+        }
+    }
+    candidates
+        .into_iter()
+        .find(|d| d.join("index.html").is_file())
+}
+
+async fn serve(g: &Global, args: ServeArgs) -> Result<i32> {
+    let token = std::env::var("AX_TOKEN")
+        .ok()
+        .filter(|t| !t.trim().is_empty());
+    if !args.bind.is_loopback() && token.is_none() {
+        bail!(
+            "binding {} exposes ax beyond this machine: set AX_TOKEN to a secret (clients send `Authorization: Bearer <token>`), or bind 127.0.0.1",
+            args.bind
+        );
+    }
+    let engine = open_engine(g).await?;
+    let web_dir = find_web_dir(args.web_dir);
+    if let Some(d) = &web_dir
+        && !d.join("index.html").is_file()
+    {
+        bail!(
+            "the web app folder {} has no index.html; build it with `cargo xtask web`",
+            d.display()
+        );
+    }
+    let state = AppState {
+        engine: engine.clone(),
+        token: token.map(Arc::from),
+        web_dir: web_dir.clone(),
+    };
+    let addr = SocketAddr::new(args.bind, args.port);
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("cannot listen on {addr} (is another server using the port? try --port)")
+    })?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "ax serving on http://{local}  (database {}, providers: default {})",
+        engine.store().path().display(),
+        engine.router().default_provider()
+    );
+    match &web_dir {
+        Some(d) => eprintln!("web app from {}", d.display()),
+        None => eprintln!("web app not built: run `cargo xtask web` (the API works without it)"),
+    }
+    let app = api::app(state);
+    let shutdown = {
+        let engine = engine.clone();
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!(
+                "shutting down: pausing running executions (resume them with `ax workflow resume ID`)"
+            );
+            engine.pause_all().await;
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(EXIT_OK)
+}
+
+// ---------------------------------------------------------------- workflow commands
+
+fn read_file(path: &Path) -> std::result::Result<Vec<u8>, i32> {
+    std::fs::read(path).map_err(|e| {
+        eprintln!("error: cannot read {}: {e}", path.display());
+        EXIT_USAGE
+    })
+}
+
+fn print_problems(file: &str, report: &Report) {
+    for p in &report.errors {
+        eprintln!("{}", p.render(file, "error"));
+    }
+    for p in &report.warnings {
+        eprintln!("{}", p.render(file, "warning"));
+    }
+}
+
+fn validate(file: &Path, format: Format) -> i32 {
+    let bytes = match read_file(file) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let name = file.display().to_string();
+    let a = ax_core::validate::analyze_bytes(&bytes, &Options::for_file(&name));
+    let report = a.full_report();
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Format::Text => {
+            for p in &report.errors {
+                println!("{}", p.render(&name, "error"));
+            }
+            for p in &report.warnings {
+                println!("{}", p.render(&name, "warning"));
+            }
+            if report.valid {
+                let steps = a.workflow().map_or(0, |w| w.steps.len());
+                let levels = report.levels.as_ref().map_or(0, Vec::len);
+                println!(
+                    "{name}: valid ({steps} step{}, {levels} level{}{})",
+                    if steps == 1 { "" } else { "s" },
+                    if levels == 1 { "" } else { "s" },
+                    if report.warnings.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", {} warning(s)", report.warnings.len())
+                    }
+                );
+            } else {
+                println!("{name}: {} error(s)", report.errors.len());
+            }
+        }
+    }
+    if report.valid { EXIT_OK } else { EXIT_FAILED }
+}
+
+fn graph(file: &Path, format: GraphFormat) -> i32 {
+    let bytes = match read_file(file) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let name = file.display().to_string();
+    let a = ax_core::validate::analyze_bytes(&bytes, &Options::for_file(&name));
+    let Some(plan) = a.plan.as_ref() else {
+        print_problems(&name, &a.report);
+        return EXIT_FAILED;
+    };
+    match format {
+        GraphFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&plan.to_json()).unwrap_or_default()
+        ),
+        GraphFormat::Mermaid => print!("{}", plan.to_mermaid()),
+        GraphFormat::Dot => print!("{}", plan.to_dot()),
+    }
+    EXIT_OK
+}
+
+/// `--input k=v` and `--input-file F` into one map (later values win).
+fn parse_inputs(pairs: &[String], file: Option<&Path>) -> Result<BTreeMap<String, Value>> {
+    let mut out = BTreeMap::new();
+    if let Some(f) = file {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read the input file {}", f.display()))?;
+        let doc = ax_core::parse::parse(
+            &text,
+            ax_core::parse::Format::from_filename(&f.display().to_string()),
+            &Default::default(),
+        )
+        .map_err(|e| anyhow!("{} is not valid JSON or YAML: {}", f.display(), e.message))?;
+        match doc.root.to_json() {
+            Value::Object(m) => out.extend(m),
+            _ => bail!(
+                "{} must hold an object of input names to values",
+                f.display()
+            ),
+        }
+    }
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            bail!("--input `{p}` must look like name=value");
+        };
+        let k = k.trim();
+        if k.is_empty() {
+            bail!("--input `{p}` has no name before `=`");
+        }
+        let value = match v.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {path} for input `{k}`"))?,
+            None => v.to_owned(),
+        };
+        out.insert(k.to_owned(), Value::String(value));
+    }
+    Ok(out)
+}
+
+async fn resolve_id(engine: &Engine, given: &str) -> Result<String> {
+    let prefix = given.to_owned();
+    let found = engine
+        .store()
+        .read(move |c| store::find_execution_ids(c, &prefix))
+        .await?;
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no execution matches `{given}`; `ax workflow list` shows them"),
+        many if many.iter().any(|m| m == given) => Ok(given.to_owned()),
+        _ => bail!("`{given}` matches several executions; give more characters"),
+    }
+}
+
+async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
+    match cmd {
+        WorkflowCommand::Validate { .. }
+        | WorkflowCommand::Graph { .. }
+        | WorkflowCommand::Schema => unreachable_cmd(),
+        WorkflowCommand::Run {
+            file,
+            inputs,
+            input_file,
+            detach,
+            fmt,
+        } => {
+            let bytes = match read_file(&file) {
+                Ok(b) => b,
+                Err(code) => return Ok(code),
+            };
+            let name = file.display().to_string();
+            let a = ax_core::validate::analyze_bytes(&bytes, &Options::for_file(&name));
+            if !a.report.valid {
+                print_problems(&name, &a.report);
+                return Ok(EXIT_FAILED);
+            }
+            let inputs = parse_inputs(&inputs, input_file.as_deref())?;
+            let engine = open_engine(g).await?;
+            let source = String::from_utf8_lossy(&bytes).into_owned();
+            let filename = file.file_name().map(|f| f.to_string_lossy().into_owned());
+            let wf = engine
+                .create_workflow(source, filename)
+                .await
+                .map_err(engine_err)?;
+            if detach {
+                let id = engine
+                    .create_execution(&wf.id, inputs)
+                    .await
+                    .map_err(engine_err)?;
+                spawn_driver(g, &id)?;
+                return report_started(&engine, &id, fmt.format).await;
+            }
+            let (rec, handle) = engine.start(&wf.id, inputs).await.map_err(engine_err)?;
+            follow_run(&engine, &rec.id, handle, fmt.format).await
+        }
+        WorkflowCommand::List { limit, state, fmt } => {
+            let engine = open_engine(g).await?;
+            if let Some(s) = &state
+                && ExecutionState::parse(s).is_none()
+            {
+                bail!(
+                    "unknown state `{s}`; use one of idle, running, paused, completed, failed, cancelled, interrupted"
+                );
+            }
+            let rows = engine
+                .store()
+                .read(move |c| store::list_executions(c, state.as_deref(), None, limit))
+                .await?;
+            match fmt.format {
+                Format::Json => {
+                    let v: Vec<Value> = rows
+                        .iter()
+                        .map(|e| json!({"id": e.id, "workflow": e.workflow, "workflowId": e.workflow_id, "state": e.state,
+                                        "createdAt": e.created_at, "startedAt": e.started_at, "finishedAt": e.finished_at,
+                                        "progress": e.progress}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                Format::Text => {
+                    if rows.is_empty() {
+                        println!("no executions yet; start one with `ax workflow run FILE`");
+                    }
+                    for e in rows {
+                        println!(
+                            "{}  {:<11} {:<28} {:>4}/{:<4} {}",
+                            e.id,
+                            e.state,
+                            truncate(&e.workflow, 28),
+                            e.progress.completed,
+                            e.progress.total,
+                            progress::format_time(e.created_at)
+                        );
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        WorkflowCommand::Status { id, fmt } => {
+            let engine = open_engine(g).await?;
+            let id = resolve_id(&engine, &id).await?;
+            let (rec, steps) = status_of(&engine, &id).await?;
+            match fmt.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status_json(&rec, &steps))?
+                ),
+                Format::Text => progress::print_status(&rec, &steps),
+            }
+            Ok(exit_for(rec.state()))
+        }
+        WorkflowCommand::Pause { id, now, fmt } => {
+            let engine = open_engine(g).await?;
+            let id = resolve_id(&engine, &id).await?;
+            let (rec, _) = engine
+                .control(
+                    &id,
+                    if now {
+                        Control::PauseNow
+                    } else {
+                        Control::Pause
+                    },
+                )
+                .await
+                .map_err(engine_err)?;
+            say(
+                fmt.format,
+                &rec,
+                &format!(
+                    "pause requested for {id}; it is {}; resume with `ax workflow resume {id}`",
+                    rec.state
+                ),
+            );
+            Ok(EXIT_OK)
+        }
+        WorkflowCommand::Cancel { id, fmt } => {
+            let engine = open_engine(g).await?;
+            let id = resolve_id(&engine, &id).await?;
+            let (rec, _) = engine
+                .control(&id, Control::Cancel)
+                .await
+                .map_err(engine_err)?;
+            say(
+                fmt.format,
+                &rec,
+                &format!("cancel requested for {id}; it is {}", rec.state),
+            );
+            Ok(EXIT_OK)
+        }
+        WorkflowCommand::Resume { id, detach, fmt } => {
+            let engine = open_engine(g).await?;
+            let id = resolve_id(&engine, &id).await?;
+            if detach {
+                let rec = engine.execution(&id).await.map_err(engine_err)?;
+                if !engine.can_resume(&rec) {
+                    bail!("cannot resume execution {id}: it is {}", rec.state);
+                }
+                spawn_driver(g, &id)?;
+                return report_started(&engine, &id, fmt.format).await;
+            }
+            let (rec, handle) = engine
+                .control(&id, Control::Resume)
+                .await
+                .map_err(engine_err)?;
+            match handle {
+                Some(h) => follow_run(&engine, &id, h, fmt.format).await,
+                None => {
+                    say(
+                        fmt.format,
+                        &rec,
+                        &format!(
+                            "resume requested for {id}; it is driven by another process ({})",
+                            rec.owner.as_deref().unwrap_or("unknown")
+                        ),
+                    );
+                    Ok(EXIT_OK)
+                }
+            }
+        }
+        WorkflowCommand::Checkpoints { id, fmt } => {
+            let engine = open_engine(g).await?;
+            let id = resolve_id(&engine, &id).await?;
+            let rows = engine
+                .store()
+                .read(move |c| store::list_checkpoints(c, &id))
+                .await?;
+            match fmt.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Text => {
+                    if rows.is_empty() {
+                        println!("no restore points yet");
+                    }
+                    for r in rows {
+                        println!(
+                            "{:>8}  {}  {:<11} {} completed: {}",
+                            r.id,
+                            progress::format_time(r.created_at),
+                            r.state,
+                            r.completed_steps.len(),
+                            truncate(&r.completed_steps.join(", "), 80)
+                        );
+                    }
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        WorkflowCommand::Restore {
+            checkpoint_id,
+            detach,
+            fmt,
+        } => {
+            let engine = open_engine(g).await?;
+            let (rec, handle) = engine
+                .restore(&checkpoint_id, !detach)
+                .await
+                .map_err(engine_err)?;
+            match handle {
+                Some(h) => follow_run(&engine, &rec.id, h, fmt.format).await,
+                None if detach && rec.state().is_resumable() => {
+                    spawn_driver(g, &rec.id)?;
+                    report_started(&engine, &rec.id, fmt.format).await
+                }
+                None => {
+                    say(
+                        fmt.format,
+                        &rec,
+                        &format!(
+                            "execution {} restored to checkpoint {checkpoint_id}; it is {} (nothing left to run)",
+                            rec.id, rec.state
+                        ),
+                    );
+                    Ok(exit_for(rec.state()))
+                }
+            }
+        }
+        WorkflowCommand::Prune {
+            keep,
+            older_than,
+            delete_finished,
+            fmt,
+        } => {
+            let engine = open_engine(g).await?;
+            let age = older_than.as_deref().map(parse_age).transpose()?;
+            if delete_finished && age.is_none() {
+                bail!("--delete-finished needs --older-than (e.g. --older-than 30d)");
+            }
+            let report = engine
+                .store()
+                .write(move |c| store::prune(c, keep.max(1), age, delete_finished, now_ms()))
+                .await?;
+            match fmt.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Text => println!(
+                    "pruned: {} checkpoint rows from {} executions, {} executions deleted, {} outputs removed; database {} → {}",
+                    report.checkpoints_removed,
+                    report.executions_compacted,
+                    report.executions_deleted,
+                    report.outputs_removed,
+                    progress::format_bytes(report.bytes_before),
+                    progress::format_bytes(report.bytes_after)
+                ),
+            }
+            Ok(EXIT_OK)
+        }
+        WorkflowCommand::Events { id, follow, fmt } => {
+            let engine = open_engine(g).await?;
+            let id = resolve_id(&engine, &id).await?;
+            progress::print_events(&engine, &id, follow, fmt.format == Format::Json).await
+        }
+    }
+}
+
+fn unreachable_cmd() -> Result<i32> {
+    Err(anyhow!(
+        "internal: this command is handled before the runtime starts"
+    ))
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let cut: String = s.chars().take(n.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+/// `30d`, `12h`, `90m`, `45s` or plain milliseconds.
+fn parse_age(s: &str) -> Result<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("`{s}` is not an age; write e.g. 30d, 12h, 90m or 45s"))?;
+    let mult = match unit {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        other => bail!("unknown unit `{other}` in `{s}`; use s, m, h, d or w"),
+    };
+    Ok(n.saturating_mul(mult))
+}
+
+fn say(format: Format, rec: &store::ExecutionRecord, text: &str) {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(rec).unwrap_or_default()),
+        Format::Text => println!("{text}"),
+    }
+}
+
+async fn status_of(
+    engine: &Engine,
+    id: &str,
+) -> Result<(store::ExecutionRecord, Vec<store::StepRecord>)> {
+    let id2 = id.to_owned();
+    engine
+        .store()
+        .read(move |c| {
+            let rec =
+                store::get_execution(c, &id2)?.ok_or_else(|| anyhow!("no execution {id2}"))?;
+            let steps = store::execution_steps(c, &id2, true)?;
+            Ok((rec, steps))
+        })
+        .await
+}
+
+fn status_json(rec: &store::ExecutionRecord, steps: &[store::StepRecord]) -> Value {
+    let mut v = serde_json::to_value(rec).unwrap_or_default();
+    v["steps"] = serde_json::to_value(steps).unwrap_or_default();
+    v
+}
+
+async fn report_started(engine: &Engine, id: &str, format: Format) -> Result<i32> {
+    let rec = engine.execution(id).await.map_err(engine_err)?;
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&rec)?),
+        Format::Text => println!(
+            "{id}  started in the background; follow it with `ax workflow events {id} --follow`"
+        ),
+    }
+    Ok(EXIT_OK)
+}
+
+/// Start `ax __drive ID` detached from this terminal, logging to a file.
+fn spawn_driver(g: &Global, id: &str) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let db = db_path(g);
+    let log_dir = db
+        .parent()
+        .map(|p| p.join("logs"))
+        .unwrap_or_else(|| PathBuf::from("logs"));
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("cannot create {}", log_dir.display()))?;
+    let log_path = log_dir.join(format!("{id}.log"));
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let exe = std::env::current_exe().context("cannot find the ax executable")?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("__drive").arg(id).arg("--db").arg(&db);
+    if let Some(a) = &g.agents {
+        cmd.arg("--agents").arg(a);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0);
+    cmd.spawn().context("cannot start the background driver")?;
+    Ok(())
+}
+
+/// Show a run in the foreground until it ends or pauses. Ctrl-C pauses (a
+/// second Ctrl-C aborts in-flight steps too).
+async fn follow_run(
+    engine: &Arc<Engine>,
+    id: &str,
+    handle: tokio::task::JoinHandle<RunEnd>,
+    format: Format,
+) -> Result<i32> {
+    let display =
+        progress::Display::new(engine.clone(), id.to_owned(), format == Format::Text).await?;
+    let display_task = tokio::spawn(display.run());
+    let mut handle = handle;
+    let mut interrupts = 0;
+    let end = loop {
+        tokio::select! {
+            r = &mut handle => break r.map_err(|e| anyhow!("the run task failed: {e}"))?,
+            _ = tokio::signal::ctrl_c() => {
+                interrupts += 1;
+                let control = if interrupts == 1 { Control::Pause } else { Control::PauseNow };
+                eprintln!(
+                    "\n{} — they are not lost",
+                    if interrupts == 1 { "pausing: in-flight steps finish first (Ctrl-C again to stop them now)" } else { "pausing now: aborting in-flight steps" }
+                );
+                if interrupts > 2 {
+                    eprintln!("leaving now; the execution shows as interrupted and `ax workflow resume {id}` continues it");
+                    std::process::exit(EXIT_PAUSED);
+                }
+                if let Err(e) = engine.control(id, control).await {
+                    eprintln!("could not pause: {e}");
+                }
+            }
+        }
+    };
+    let _ = display_task.await;
+    let (rec, steps) = status_of(engine, id).await?;
+    match format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&status_json(&rec, &steps))?
+        ),
+        Format::Text => progress::print_summary(&rec, &steps),
+    }
+    if end.state == ExecutionState::Interrupted
+        && let Some(why) = &end.reason
+    {
+        eprintln!("this process stopped driving execution {id}: {why}");
+    }
+    if matches!(
+        end.state,
+        ExecutionState::Paused | ExecutionState::Interrupted
+    ) {
+        eprintln!(
+            "execution {id} is {}; resume it with `ax workflow resume {id}`",
+            rec.state
+        );
+    }
+    Ok(exit_for(rec.state()))
+}

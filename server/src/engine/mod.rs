@@ -1,0 +1,982 @@
+//! The durable engine: drives `ax_core::Execution` with tokio, SQLite and the
+//! providers. Core makes every scheduling decision; this module records them and
+//! carries them out, in that order:
+//!
+//! 1. feed an event to the execution (a provider answered, a timer fired, a
+//!    control request arrived),
+//! 2. commit what it decided in one transaction — step transitions, attempt rows,
+//!    the output, events, and a checkpoint delta (so a crash loses nothing that
+//!    was acted on),
+//! 3. then start or abort provider calls and set the wake-up timer.
+//!
+//! One runner task per execution owns its `Execution`. Ownership is recorded in
+//! the database with a heartbeat, so a `pause`/`cancel` from any process reaches
+//! the owner within a poll interval, and a crashed owner is detected.
+
+mod batch;
+
+use crate::providers::{CallOutcome, Router};
+use crate::store::{
+    self, CheckpointWrite, Control, ExecutionRecord, Owner, Store, WorkflowRecord, now_ms,
+};
+use anyhow::{Context as _, Result, anyhow};
+use ax_core::checkpoint::CheckpointFile;
+use ax_core::exec::{Action, Event, ExecError, Execution};
+use ax_core::{ExecutionState, Options, Plan, Report, analyze};
+use batch::BatchBuilder;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+/// Why the engine refused a request: the API and CLI map these to status codes
+/// and exit codes.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the workflow is not valid ({} error{})", .0.errors.len(), if .0.errors.len() == 1 { "" } else { "s" })]
+    Invalid(Box<Report>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type EngineResult<T> = std::result::Result<T, EngineError>;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Restore points kept per execution (older ones are compacted away).
+    pub keep_checkpoints: usize,
+    /// How often a runner looks for control requests from other processes.
+    pub poll_interval: Duration,
+    /// How often a runner refreshes its ownership heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            keep_checkpoints: 20,
+            poll_interval: Duration::from_millis(200),
+            heartbeat_interval: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// How a runner ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnd {
+    pub state: ExecutionState,
+    pub reason: Option<String>,
+}
+
+enum Msg {
+    Control(Control),
+    Answer {
+        key: String,
+        attempt: u32,
+        outcome: Box<CallOutcome>,
+    },
+}
+
+pub struct Engine {
+    store: Store,
+    router: Arc<Router>,
+    me: Owner,
+    settings: Settings,
+    runs: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    /// Announces "new events for execution X".
+    notify: broadcast::Sender<String>,
+}
+
+impl Engine {
+    pub fn new(store: Store, router: Router, settings: Settings) -> Arc<Engine> {
+        let (notify, _) = broadcast::channel(4096);
+        Arc::new(Engine {
+            store,
+            router: Arc::new(router),
+            me: Owner::this_process(),
+            settings,
+            runs: Mutex::new(HashMap::new()),
+            notify,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    pub fn owner(&self) -> &Owner {
+        &self.me
+    }
+
+    /// Notifications carrying the id of an execution with new events.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.notify.subscribe()
+    }
+
+    /// Paused, failed and interrupted executions resume, and so does one left
+    /// running by a process that is gone.
+    pub fn can_resume(&self, rec: &ExecutionRecord) -> bool {
+        let state = rec.state();
+        state.is_resumable()
+            || (state == ExecutionState::Running && !store::owner_alive(rec, &self.me, now_ms()))
+    }
+
+    /// Does a runner in this process drive the execution?
+    pub fn is_running_here(&self, id: &str) -> bool {
+        self.live_here(id).is_some()
+    }
+
+    fn live_here(&self, id: &str) -> Option<mpsc::UnboundedSender<Msg>> {
+        self.runs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(id).cloned())
+            .filter(|tx| !tx.is_closed())
+    }
+
+    // ------------------------------------------------------------ workflows
+
+    /// Validate and store a workflow text (an identical text is reused).
+    pub async fn create_workflow(
+        &self,
+        source: String,
+        filename: Option<String>,
+    ) -> EngineResult<WorkflowRecord> {
+        let opts = Options {
+            filename: filename.clone(),
+            ..Options::default()
+        };
+        let analysis = analyze(&source, &opts);
+        let Some(plan) = analysis.plan.clone() else {
+            return Err(EngineError::Invalid(Box::new(analysis.full_report())));
+        };
+        let format = analysis
+            .source_map
+            .as_ref()
+            .and_then(|m| m.format)
+            .unwrap_or(ax_core::parse::Format::Yaml);
+        let rec = self
+            .store
+            .write(move |c| {
+                store::insert_workflow(
+                    c,
+                    store::NewWorkflow {
+                        id: crate::ids::new_id(),
+                        source: &source,
+                        filename: filename.as_deref(),
+                        plan: &plan,
+                        format,
+                        now: now_ms(),
+                    },
+                )
+            })
+            .await?;
+        Ok(rec)
+    }
+
+    async fn plan_of(&self, workflow_id: &str) -> EngineResult<(WorkflowRecord, Arc<Plan>)> {
+        let id = workflow_id.to_owned();
+        let wf = self
+            .store
+            .read(move |c| store::get_workflow(c, &id, true))
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no workflow {workflow_id}")))?;
+        let source = wf.source.clone().unwrap_or_default();
+        let analysis = analyze(
+            &source,
+            &Options {
+                filename: wf.filename.clone(),
+                ..Options::default()
+            },
+        );
+        match analysis.plan {
+            Some(p) => Ok((wf, p)),
+            None => Err(EngineError::Invalid(Box::new(analysis.full_report()))),
+        }
+    }
+
+    // ------------------------------------------------------------ executions
+
+    /// Create an execution of a stored workflow (idle; nothing runs yet).
+    pub async fn create_execution(
+        &self,
+        workflow_id: &str,
+        inputs: BTreeMap<String, Value>,
+    ) -> EngineResult<String> {
+        let (_, plan) = self.plan_of(workflow_id).await?;
+        let seed = crate::ids::new_seed();
+        let mut exec = Execution::new(plan.clone(), inputs, seed)
+            .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        let id = crate::ids::new_id();
+        let initial = exec.snapshot();
+        let keys: Vec<String> = plan.workflow.steps.iter().map(|s| s.key.clone()).collect();
+        let wid = workflow_id.to_owned();
+        let inputs = exec.inputs().clone();
+        let id2 = id.clone();
+        self.store
+            .write(move |c| {
+                store::insert_execution(
+                    c,
+                    store::NewExecution {
+                        id: id2.clone(),
+                        workflow_id: &wid,
+                        inputs: &inputs,
+                        seed,
+                        keys: keys.iter().map(String::as_str).collect(),
+                        initial: &initial,
+                        now: now_ms(),
+                    },
+                )
+            })
+            .await?;
+        Ok(id)
+    }
+
+    /// Create an execution of a stored workflow and start running it in this process.
+    pub async fn start(
+        self: &Arc<Self>,
+        workflow_id: &str,
+        inputs: BTreeMap<String, Value>,
+    ) -> EngineResult<(ExecutionRecord, JoinHandle<RunEnd>)> {
+        let id = self.create_execution(workflow_id, inputs).await?;
+        let handle = self.drive(&id).await?;
+        Ok((self.execution(&id).await?, handle))
+    }
+
+    /// Drive an execution in this process: start it if it is new, else resume it.
+    pub async fn drive(self: &Arc<Self>, id: &str) -> EngineResult<JoinHandle<RunEnd>> {
+        let (rec, exec) = self.load(id).await?;
+        if exec.state() != ExecutionState::Idle {
+            return match self.control(id, Control::Resume).await? {
+                (_, Some(handle)) => Ok(handle),
+                (rec, None) => Err(EngineError::Conflict(format!(
+                    "execution {id} is driven by another process ({})",
+                    rec.owner.as_deref().unwrap_or("unknown")
+                ))),
+            };
+        }
+        let me = self.me.clone();
+        let id2 = id.to_owned();
+        if !self
+            .store
+            .write(move |c| store::claim(c, &id2, &me, now_ms()))
+            .await?
+        {
+            return Err(EngineError::Conflict(format!(
+                "execution {id} is driven by another process ({})",
+                rec.owner.as_deref().unwrap_or("unknown")
+            )));
+        }
+        Ok(self.spawn_runner(id.to_owned(), exec, Some(Event::Start)))
+    }
+
+    /// Give up ownership of an execution this process does not drive.
+    pub async fn release(&self, id: &str) -> EngineResult<()> {
+        let me = self.me.clone();
+        let id2 = id.to_owned();
+        self.store
+            .write(move |c| store::release(c, &id2, &me))
+            .await?;
+        Ok(())
+    }
+
+    /// Pause every run driven by this process, aborting in-flight calls, and wait
+    /// for the runners to stop (server shutdown).
+    pub async fn pause_all(&self) {
+        let live: Vec<(String, mpsc::UnboundedSender<Msg>)> = match self.runs.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Err(_) => return,
+        };
+        for (_, tx) in &live {
+            let _ = tx.send(Msg::Control(Control::PauseNow));
+        }
+        for (id, _) in live {
+            if let Err(e) = self.wait_released(&id, Duration::from_secs(10)).await {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    pub async fn execution(&self, id: &str) -> EngineResult<ExecutionRecord> {
+        let id2 = id.to_owned();
+        self.store
+            .read(move |c| store::get_execution(c, &id2))
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no execution {id}")))
+    }
+
+    /// Rebuild an execution from its durable state.
+    async fn load(&self, id: &str) -> EngineResult<(ExecutionRecord, Execution)> {
+        let rec = self.execution(id).await?;
+        let (_, plan) = self.plan_of(&rec.workflow_id).await?;
+        let id2 = id.to_owned();
+        let (cp, outputs) = self
+            .store
+            .read(move |c| {
+                let cp = store::folded_checkpoint(c, &id2, None)?;
+                let outputs = store::outputs(c, &cp.output_hashes())?;
+                Ok((cp, outputs))
+            })
+            .await?;
+        let (exec, _) =
+            Execution::restore(plan, &cp, &|h| outputs.get(h).cloned()).map_err(|e| {
+                EngineError::Internal(anyhow!("execution {id} cannot be restored: {e}"))
+            })?;
+        Ok((rec, exec))
+    }
+
+    /// Mark executions whose driving process is gone as interrupted.
+    pub async fn recover_orphans(&self) -> Result<Vec<String>> {
+        let me = self.me.clone();
+        let ids = self
+            .store
+            .write(move |c| {
+                let now = now_ms();
+                let orphans = store::orphaned_executions(c, &me, now)?;
+                let mut ids = Vec::new();
+                for e in orphans {
+                    let why = match (&e.owner, e.heartbeat_at) {
+                        (Some(o), Some(h)) => format!(
+                            "the process driving it ({o}) stopped; its last heartbeat was {} s ago",
+                            now.saturating_sub(h) / 1000
+                        ),
+                        (Some(o), None) => format!("the process driving it ({o}) stopped"),
+                        (None, _) => "no process was driving it any more".to_owned(),
+                    };
+                    store::set_execution_state(c, &e.id, ExecutionState::Interrupted, Some(&why), now)?;
+                    c.execute(
+                        "UPDATE workflow_executions SET owner = NULL, owner_host = NULL, owner_pid = NULL WHERE id = ?1",
+                        [&e.id],
+                    )?;
+                    ids.push(e.id);
+                }
+                Ok(ids)
+            })
+            .await?;
+        for id in &ids {
+            let _ = self.notify.send(id.clone());
+        }
+        Ok(ids)
+    }
+
+    /// Pause, resume or cancel, from any process. Returns the execution after the
+    /// request was delivered (for a runner in another process, after it was seen).
+    pub async fn control(
+        self: &Arc<Self>,
+        id: &str,
+        control: Control,
+    ) -> EngineResult<(ExecutionRecord, Option<JoinHandle<RunEnd>>)> {
+        let rec = self.execution(id).await?;
+        let state = rec.state();
+        // Refuse what cannot apply, with a clear reason.
+        let ok = match control {
+            Control::Pause | Control::PauseNow => matches!(
+                state,
+                ExecutionState::Running | ExecutionState::Paused | ExecutionState::Idle
+            ),
+            Control::Resume => {
+                state.is_resumable()
+                    || (state == ExecutionState::Running
+                        && !store::owner_alive(&rec, &self.me, now_ms()))
+            }
+            Control::Cancel => !state.is_terminal(),
+        };
+        if !ok {
+            let hint = match control {
+                Control::Resume if state == ExecutionState::Running => {
+                    " (it is already running)".to_owned()
+                }
+                Control::Resume => format!(
+                    " (only paused, failed or interrupted executions resume; this one is {state})"
+                ),
+                _ => String::new(),
+            };
+            return Err(EngineError::Conflict(format!(
+                "cannot {} execution {id}: it is {state}{hint}",
+                control.as_str()
+            )));
+        }
+        if let Some(tx) = self.live_here(id)
+            && tx.send(Msg::Control(control)).is_ok()
+        {
+            return Ok((self.execution(id).await?, None));
+        }
+        let now = now_ms();
+        if store::owner_alive(&rec, &self.me, now)
+            && rec.owner.as_deref() != Some(self.me.id.as_str())
+        {
+            // Another live process drives it: leave a request and wait until it is taken.
+            let id2 = id.to_owned();
+            self.store
+                .write(move |c| store::request_control(c, &id2, control, now_ms()))
+                .await?;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let id2 = id.to_owned();
+                let pending = self
+                    .store
+                    .read(move |c| store::pending_control(c, &id2))
+                    .await?;
+                if !pending {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(EngineError::Conflict(format!(
+                        "execution {id} is driven by {} which did not take the {} request within 5 s; it may be stuck",
+                        rec.owner.as_deref().unwrap_or("another process"),
+                        control.as_str()
+                    )));
+                }
+            }
+            return Ok((self.execution(id).await?, None));
+        }
+        // Nobody drives it: act here.
+        let (_, mut exec) = self.load(id).await?;
+        let claimed = {
+            let me = self.me.clone();
+            let id2 = id.to_owned();
+            self.store
+                .write(move |c| store::claim(c, &id2, &me, now_ms()))
+                .await?
+        };
+        if !claimed {
+            return Err(EngineError::Conflict(format!(
+                "execution {id} was just taken over by another process"
+            )));
+        }
+        let mut records = Vec::new();
+        if !exec.state().is_terminal()
+            && (exec.in_flight() > 0 || exec.state() == ExecutionState::Running)
+        {
+            // Whatever was in flight died with its process.
+            records = exec
+                .interrupt(now)
+                .map_err(|e| EngineError::Internal(anyhow!(e)))?;
+        }
+        let event = match control {
+            Control::Resume => Event::Resume,
+            Control::Cancel => Event::Cancel {
+                reason: Some("cancelled by request".into()),
+            },
+            Control::Pause | Control::PauseNow => Event::Pause {
+                immediate: control == Control::PauseNow,
+            },
+        };
+        if control == Control::Resume {
+            if !records.is_empty() {
+                self.commit_records(id, &mut exec, records, now).await?;
+            }
+            let handle = self.spawn_runner(id.to_owned(), exec, Some(event));
+            return Ok((self.execution(id).await?, Some(handle)));
+        }
+        let mut actions = records;
+        match exec.handle(event, now) {
+            Ok(more) => actions.extend(more),
+            Err(ExecError::InvalidControl { .. })
+                if exec.state() == ExecutionState::Interrupted =>
+            {
+                // Pausing an interrupted execution: it already does nothing.
+            }
+            Err(e) => return Err(EngineError::Conflict(e.to_string())),
+        }
+        self.commit_records(id, &mut exec, actions, now).await?;
+        let me = self.me.clone();
+        let id2 = id.to_owned();
+        self.store
+            .write(move |c| store::release(c, &id2, &me))
+            .await?;
+        Ok((self.execution(id).await?, None))
+    }
+
+    /// Commit actions produced outside a runner (no provider calls involved).
+    async fn commit_records(
+        &self,
+        id: &str,
+        exec: &mut Execution,
+        actions: Vec<Action>,
+        now: u64,
+    ) -> EngineResult<()> {
+        let mut b = BatchBuilder::new(id, now, Some(self.me.id.clone()));
+        b.add_actions(exec, &actions, None, &mut Default::default());
+        let delta = exec.take_delta();
+        let completed = batch::completed_count(exec);
+        let visible = actions.iter().any(|a| matches!(a, Action::Checkpoint));
+        let batch = b.finish(Some((CheckpointWrite::Delta(delta), visible, completed)));
+        self.store.write(move |c| store::commit(c, &batch)).await?;
+        let _ = self.notify.send(id.to_owned());
+        Ok(())
+    }
+
+    /// Rewind an execution to a restore point and continue it. The attempts after
+    /// that point stay in the history, marked superseded.
+    pub async fn restore(
+        self: &Arc<Self>,
+        checkpoint_id: &str,
+        run_here: bool,
+    ) -> EngineResult<(ExecutionRecord, Option<JoinHandle<RunEnd>>)> {
+        let row: i64 = checkpoint_id
+            .parse()
+            .map_err(|_| EngineError::NotFound(format!("no checkpoint {checkpoint_id}")))?;
+        let id = self
+            .store
+            .read(move |c| store::checkpoint_execution(c, row))
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no checkpoint {checkpoint_id}")))?;
+        // Stop it first if it runs here; refuse if another process drives it.
+        if let Some(tx) = self.live_here(&id) {
+            let _ = tx.send(Msg::Control(Control::PauseNow));
+            self.wait_released(&id, Duration::from_secs(10)).await?;
+        }
+        let rec = self.execution(&id).await?;
+        if store::owner_alive(&rec, &self.me, now_ms())
+            && rec.owner.as_deref() != Some(self.me.id.as_str())
+        {
+            return Err(EngineError::Conflict(format!(
+                "execution {id} is running in another process ({}); pause it first",
+                rec.owner.as_deref().unwrap_or("unknown")
+            )));
+        }
+        let (_, plan) = self.plan_of(&rec.workflow_id).await?;
+        let id2 = id.clone();
+        let (cp, outputs) = self
+            .store
+            .read(move |c| {
+                let cp = store::folded_checkpoint(c, &id2, Some(row))?;
+                let outputs = store::outputs(c, &cp.output_hashes())?;
+                Ok((cp, outputs))
+            })
+            .await?;
+        let (mut exec, _) =
+            Execution::restore(plan, &cp, &|h| outputs.get(h).cloned()).map_err(|e| {
+                EngineError::Internal(anyhow!(
+                    "checkpoint {checkpoint_id} cannot be restored: {e}"
+                ))
+            })?;
+        let now = now_ms();
+        // Attempts in flight at the checkpoint are lost: they run again.
+        exec.interrupt(now)
+            .map_err(|e| EngineError::Internal(anyhow!(e)))?;
+        let state = exec.state();
+        let full = exec.snapshot();
+        let me = self.me.clone();
+        let id2 = id.clone();
+        let message = format!("restored to checkpoint {checkpoint_id}");
+        let snapshot_rows = batch::step_rows(&exec);
+        let (finished_at, reason) = (exec.finished_at(), exec.reason().map(str::to_owned));
+        self.store
+            .write(move |c| {
+                if !store::claim(c, &id2, &me, now)? {
+                    return Err(anyhow!("execution {id2} was taken over by another process"));
+                }
+                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                // Attempts after the checkpoint (the one rewound) become history.
+                store::supersede_attempts_after(&tx, &id2, &cp)?;
+                tx.commit()?;
+                let mut b = BatchBuilder::new(&id2, now, Some(me.id.clone()));
+                b.log(&message);
+                let completed = full.completed_steps().len() as u64;
+                let mut batch = b.finish(Some((CheckpointWrite::Full(full), false, completed)));
+                batch.steps = snapshot_rows;
+                batch.execution = Some(store::ExecutionUpdate {
+                    state,
+                    reason: if state.is_terminal() {
+                        reason
+                    } else {
+                        Some(message.clone())
+                    },
+                    started_at: None,
+                    finished_at,
+                });
+                store::commit(c, &batch)?;
+                Ok(())
+            })
+            .await?;
+        if !run_here || !state.is_resumable() {
+            self.release(&id).await?;
+            return Ok((self.execution(&id).await?, None));
+        }
+        let handle = self.spawn_runner(id.clone(), exec, Some(Event::Resume));
+        Ok((self.execution(&id).await?, Some(handle)))
+    }
+
+    async fn wait_released(&self, id: &str, limit: Duration) -> EngineResult<()> {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.live_here(id).is_some() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(EngineError::Conflict(format!(
+                    "execution {id} did not stop within {limit:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Import a checkpoint file (from the browser or another server) as a new
+    /// execution; with `resume`, continue it here with real providers.
+    pub async fn import(
+        self: &Arc<Self>,
+        file: CheckpointFile,
+        resume: bool,
+    ) -> EngineResult<(ExecutionRecord, Option<JoinHandle<RunEnd>>)> {
+        let wf = self
+            .create_workflow(file.workflow.source.clone(), file.workflow.filename.clone())
+            .await?;
+        let (_, plan) = self.plan_of(&wf.id).await?;
+        let outputs: BTreeMap<String, Arc<str>> = file
+            .outputs
+            .iter()
+            .map(|(h, t)| (h.clone(), Arc::from(t.as_str())))
+            .collect();
+        let (mut exec, compat) =
+            Execution::restore(plan.clone(), &file.checkpoint, &|h| outputs.get(h).cloned())
+                .map_err(|e| {
+                    EngineError::BadRequest(format!("the checkpoint file cannot be restored: {e}"))
+                })?;
+        let now = now_ms();
+        exec.interrupt(now)
+            .map_err(|e| EngineError::Internal(anyhow!(e)))?;
+        let id = crate::ids::new_id();
+        let full = exec.snapshot();
+        let keys: Vec<String> = plan.workflow.steps.iter().map(|s| s.key.clone()).collect();
+        let inputs = exec.inputs().clone();
+        let seed = exec.seed();
+        let me = self.me.clone();
+        let id2 = id.clone();
+        let wid = wf.id.clone();
+        let rows = batch::step_rows(&exec);
+        let origin = file.origin.clone().unwrap_or_else(|| "a file".to_owned());
+        let mut message = format!("imported from {origin}");
+        if !compat.same_definition {
+            message.push_str(&format!(
+                "; re-running {} changed step(s)",
+                compat.rerun.len()
+            ));
+        }
+        let stored_outputs: Vec<(String, Arc<str>)> = outputs.into_iter().collect();
+        let state = exec.state();
+        self.store
+            .write(move |c| {
+                store::insert_execution(
+                    c,
+                    store::NewExecution {
+                        id: id2.clone(),
+                        workflow_id: &wid,
+                        inputs: &inputs,
+                        seed,
+                        keys: keys.iter().map(String::as_str).collect(),
+                        initial: &full,
+                        now,
+                    },
+                )?;
+                store::claim(c, &id2, &me, now)?;
+                let mut b = BatchBuilder::new(&id2, now, Some(me.id.clone()));
+                b.log(&message);
+                let mut batch = b.finish(None);
+                batch.outputs = stored_outputs;
+                batch.steps = rows;
+                batch.execution = Some(store::ExecutionUpdate {
+                    state,
+                    reason: Some(message.clone()),
+                    started_at: None,
+                    finished_at: None,
+                });
+                store::commit(c, &batch)?;
+                Ok(())
+            })
+            .await?;
+        if resume && exec.state().is_resumable() {
+            let handle = self.spawn_runner(id.clone(), exec, Some(Event::Resume));
+            return Ok((self.execution(&id).await?, Some(handle)));
+        }
+        let me = self.me.clone();
+        let id2 = id.clone();
+        self.store
+            .write(move |c| store::release(c, &id2, &me))
+            .await?;
+        Ok((self.execution(&id).await?, None))
+    }
+
+    // ------------------------------------------------------------ the runner
+
+    fn spawn_runner(
+        self: &Arc<Self>,
+        id: String,
+        exec: Execution,
+        first: Option<Event>,
+    ) -> JoinHandle<RunEnd> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.insert(id.clone(), tx.clone());
+        }
+        let engine = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut runner = Runner {
+                engine: Arc::clone(&engine),
+                id: id.clone(),
+                exec,
+                tx,
+                in_flight: HashMap::new(),
+                running: Default::default(),
+                wake: None,
+            };
+            let end = runner.run(rx, first).await;
+            if let Ok(mut runs) = engine.runs.lock() {
+                runs.remove(&id);
+            }
+            let me = engine.me.clone();
+            let id2 = id.clone();
+            let _ = engine
+                .store
+                .write(move |c| store::release(c, &id2, &me))
+                .await;
+            let _ = engine.notify.send(id);
+            end
+        })
+    }
+}
+
+struct Runner {
+    engine: Arc<Engine>,
+    id: String,
+    exec: Execution,
+    tx: mpsc::UnboundedSender<Msg>,
+    in_flight: HashMap<(String, u32), JoinHandle<()>>,
+    running: std::collections::HashSet<(String, u32)>,
+    wake: Option<u64>,
+}
+
+impl Runner {
+    async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>, first: Option<Event>) -> RunEnd {
+        if let Some(ev) = first
+            && let Err(e) = self.step(ev, None).await
+        {
+            return self.abandon(e);
+        }
+        let mut poll = tokio::time::interval(self.engine.settings.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_beat = now_ms();
+        loop {
+            if self.finished() {
+                break;
+            }
+            let sleep_for = self
+                .wake
+                .map(|w| Duration::from_millis(w.saturating_sub(now_ms())))
+                .unwrap_or(Duration::from_secs(3600));
+            let result = tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Answer { key, attempt, outcome }) => {
+                        self.in_flight.remove(&(key.clone(), attempt));
+                        let ev = match &outcome.result {
+                            Ok(c) => Event::StepSucceeded { key: key.clone(), attempt, output: c.text.clone() },
+                            Err(e) => Event::StepFailed {
+                                key: key.clone(),
+                                attempt,
+                                error: ax_core::StepError { class: e.class, message: e.message.clone(), retry_after_ms: e.retry_after_ms },
+                            },
+                        };
+                        self.step(ev, Some((key, attempt, outcome))).await
+                    }
+                    Some(Msg::Control(c)) => self.control(c).await,
+                    None => break,
+                },
+                _ = tokio::time::sleep(sleep_for), if self.wake.is_some() => {
+                    self.wake = None;
+                    self.step(Event::Tick, None).await
+                }
+                _ = poll.tick() => {
+                    let now = now_ms();
+                    let mut r = Ok(());
+                    if now.saturating_sub(last_beat) >= self.engine.settings.heartbeat_interval.as_millis() as u64 {
+                        last_beat = now;
+                        let (id, me) = (self.id.clone(), self.engine.me.clone());
+                        match self.engine.store.write(move |c| store::heartbeat(c, &id, &me, now)).await {
+                            Ok(true) => {}
+                            Ok(false) => r = Err(anyhow!("another process took over execution {}", self.id)),
+                            Err(e) => r = Err(e),
+                        }
+                    }
+                    if r.is_ok() {
+                        let (id, me) = (self.id.clone(), self.engine.me.clone());
+                        match self.engine.store.write(move |c| store::take_control(c, &id, &me)).await {
+                            Ok(Some(c)) => r = self.control(c).await,
+                            Ok(None) => {}
+                            Err(e) => r = Err(e),
+                        }
+                    }
+                    r
+                }
+            };
+            if let Err(e) = result {
+                return self.abandon(e);
+            }
+        }
+        for (_, h) in self.in_flight.drain() {
+            h.abort();
+        }
+        RunEnd {
+            state: self.exec.state(),
+            reason: self.exec.reason().map(str::to_owned),
+        }
+    }
+
+    /// The runner is done when the run ended, or when it is paused (or
+    /// interrupted) with nothing in flight: resuming starts a new runner.
+    fn finished(&self) -> bool {
+        let s = self.exec.state();
+        (s.is_terminal() || matches!(s, ExecutionState::Paused | ExecutionState::Interrupted))
+            && self.exec.in_flight() == 0
+    }
+
+    /// Stop driving after an error that makes driving unsafe (the database is
+    /// gone, another process took over): abort calls, keep everything recorded.
+    fn abandon(&mut self, e: anyhow::Error) -> RunEnd {
+        tracing::error!(execution = %self.id, "stopped driving: {e:#}");
+        for (_, h) in self.in_flight.drain() {
+            h.abort();
+        }
+        RunEnd {
+            state: ExecutionState::Interrupted,
+            reason: Some(format!("{e:#}")),
+        }
+    }
+
+    async fn control(&mut self, c: Control) -> Result<()> {
+        let ev = match c {
+            Control::Pause => Event::Pause { immediate: false },
+            Control::PauseNow => Event::Pause { immediate: true },
+            Control::Resume => Event::Resume,
+            Control::Cancel => Event::Cancel {
+                reason: Some("cancelled by request".into()),
+            },
+        };
+        self.step(ev, None).await
+    }
+
+    /// Feed one event, commit what it decided, then act on it.
+    async fn step(
+        &mut self,
+        event: Event,
+        answer: Option<(String, u32, Box<CallOutcome>)>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let output = match &event {
+            Event::StepSucceeded { output, .. } => Some(Arc::<str>::from(output.as_str())),
+            _ => None,
+        };
+        let actions = match self.exec.handle(event, now) {
+            Ok(a) => a,
+            Err(ExecError::Stale { key, attempt, why }) => {
+                tracing::debug!(execution = %self.id, "dropped a late answer for {key} attempt {attempt}: {why}");
+                return Ok(());
+            }
+            Err(e @ ExecError::InvalidControl { .. }) => {
+                let mut b = BatchBuilder::new(&self.id, now, Some(self.engine.me.id.clone()));
+                b.log(&e.to_string());
+                let batch = b.finish(None);
+                self.engine
+                    .store
+                    .write(move |c| store::commit(c, &batch))
+                    .await?;
+                let _ = self.engine.notify.send(self.id.clone());
+                return Ok(());
+            }
+            Err(e) => return Err(anyhow!("execution {} refused an event: {e}", self.id)),
+        };
+        // Record.
+        let mut b = BatchBuilder::new(&self.id, now, Some(self.engine.me.id.clone()));
+        if let (Some(text), Some((key, attempt, _))) = (&output, &answer) {
+            b.output(key, *attempt, text.clone());
+        }
+        let meta = answer
+            .as_ref()
+            .map(|(k, a, o)| (k.as_str(), *a, o.as_ref()));
+        b.add_actions(&self.exec, &actions, meta, &mut self.running);
+        if let Some((_, _, outcome)) = &answer {
+            for note in &outcome.notes {
+                b.log(note);
+            }
+        }
+        let delta = self.exec.take_delta();
+        let visible = actions.iter().any(|a| matches!(a, Action::Checkpoint));
+        let completed = batch::completed_count(&self.exec);
+        let batch = b.finish(Some((CheckpointWrite::Delta(delta), visible, completed)));
+        let wrote_visible = visible;
+        self.engine
+            .store
+            .write(move |c| store::commit(c, &batch))
+            .await
+            .with_context(|| format!("could not record execution {}", self.id))?;
+        let _ = self.engine.notify.send(self.id.clone());
+        if wrote_visible {
+            self.retain().await;
+        }
+        // Act.
+        for a in actions {
+            match a {
+                Action::AbortStep { key, attempt, .. } => {
+                    if let Some(h) = self.in_flight.remove(&(key, attempt)) {
+                        h.abort();
+                    }
+                }
+                Action::StartStep(s) => {
+                    let router = Arc::clone(&self.engine.router);
+                    let tx = self.tx.clone();
+                    let key = s.key.clone();
+                    let attempt = s.attempt;
+                    let deadline = s.deadline.map(|d| d.saturating_sub(now_ms()));
+                    let handle = tokio::spawn(async move {
+                        let outcome = router
+                            .complete(&s.agent, &s.prompt, s.output_schema.clone(), deadline)
+                            .await;
+                        let _ = tx.send(Msg::Answer {
+                            key: s.key,
+                            attempt: s.attempt,
+                            outcome: Box::new(outcome),
+                        });
+                    });
+                    self.in_flight.insert((key, attempt), handle);
+                }
+                Action::WakeAt { at } => self.wake = Some(at),
+                _ => {}
+            }
+        }
+        if self.exec.state().is_terminal() {
+            self.wake = None;
+        }
+        Ok(())
+    }
+
+    /// Keep the newest restore points; compaction runs when there are 50 % more.
+    async fn retain(&self) {
+        let keep = self.engine.settings.keep_checkpoints;
+        let id = self.id.clone();
+        let result = self
+            .engine
+            .store
+            .write(move |c| {
+                if store::visible_checkpoint_count(c, &id)? > keep + keep / 2 + 1 {
+                    store::retain_checkpoints(c, &id, keep)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(execution = %self.id, "checkpoint retention failed (will retry later): {e:#}");
+        }
+    }
+}

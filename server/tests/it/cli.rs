@@ -1,0 +1,501 @@
+//! The `ax` binary as a user runs it: exit codes, output shapes, runs of every
+//! example on the offline provider, control from another process, and crashes.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn ax() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ax"));
+    // No provider keys: the offline `echo` provider answers.
+    for k in [
+        "ANTHROPIC_API_KEY",
+        "OPENAI_API_KEY",
+        "GEMINI_API_KEY",
+        "AX_DB",
+        "AX_AGENTS",
+    ] {
+        c.env_remove(k);
+    }
+    c.env("HOME", std::env::temp_dir().join("ax-cli-test-home"));
+    c
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(echo_latency_ms: u64) -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("agents.toml"),
+            format!("[defaults]\nprovider = \"echo\"\n\n[providers.echo]\nkind = \"echo\"\nlatency_ms = {echo_latency_ms}\n"),
+        )
+        .expect("agents");
+        Env { dir }
+    }
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("ax.db")
+    }
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = ax();
+        c.args(args)
+            .arg("--db")
+            .arg(self.db())
+            .arg("--agents")
+            .arg(self.dir.path().join("agents.toml"));
+        c
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("runs ax")
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+    fn write(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    }
+}
+
+#[test]
+fn validate_exit_codes_and_formats() {
+    let env = Env::new(0);
+    let ok = env.write(
+        "ok.yaml",
+        "name: ok\nsteps:\n  - {key: a, agent: backend, prompt: hi}\n",
+    );
+    let out = env.run(&["workflow", "validate", &ok]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid (1 step"));
+    let bad = env.write("bad.yaml", "name: bad\nsteps:\n  - key: a\n    agent: x\n    prompt: p\n    dependencies: [b]\n  - key: b\n    agent: x\n    prompt: p\n    dependencies: [a]\n");
+    let out = env.run(&["workflow", "validate", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "{bad}:6:20: error[cycle]: dependency cycle: a → b → a"
+        )),
+        "{text}"
+    );
+    let v = env.json(&["workflow", "validate", &bad, "--format", "json"]);
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"][0]["code"], "cycle");
+    assert_eq!(v["errors"][0]["line"], 6);
+    assert!(v.get("order").is_none());
+    let v = env.json(&["workflow", "validate", &ok, "--format", "json"]);
+    assert_eq!(v["order"], serde_json::json!(["a"]));
+    assert_eq!(v["levels"], serde_json::json!([["a"]]));
+    let out = env.run(&["workflow", "validate", "/nonexistent/file.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let out = env.run(&["workflow", "validate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn graph_and_schema() {
+    let env = Env::new(0);
+    let f = repo()
+        .join("examples/code-review.yaml")
+        .display()
+        .to_string();
+    let v = env.json(&["workflow", "graph", &f]);
+    assert_eq!(
+        v["levels"][1],
+        serde_json::json!(["security-audit", "quality-check"])
+    );
+    let out = env.run(&["workflow", "graph", &f, "--format", "mermaid"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("flowchart TD"));
+    let out = env.run(&["workflow", "graph", &f, "--format", "dot"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"parse-changes\" -> \"security-audit\"")
+    );
+    let schema = env.json(&["workflow", "schema"]);
+    assert!(schema["properties"]["steps"].is_object());
+    // The committed schema file is the generated one.
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docs/workflow.schema.json"))
+            .expect("docs/workflow.schema.json"),
+    )
+    .expect("json");
+    assert_eq!(
+        committed, schema,
+        "docs/workflow.schema.json is stale: regenerate it with `ax workflow schema > docs/workflow.schema.json`"
+    );
+}
+
+/// Values for the inputs a workflow requires.
+fn inputs_for(file: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(file).expect("read");
+    let a = ax_core::analyze(
+        &text,
+        &ax_core::Options::for_file(&file.display().to_string()),
+    );
+    let plan = a.plan.expect("valid example");
+    plan.input_names()
+        .iter()
+        .filter(|n| {
+            plan.workflow
+                .inputs
+                .get(*n)
+                .and_then(|i| i.default.as_ref())
+                .is_none()
+        })
+        .map(|n| format!("{n}=sample {n}"))
+        .collect()
+}
+
+#[test]
+fn every_example_runs_offline_with_json_output() {
+    let env = Env::new(0);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join("examples"))
+        .expect("examples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yaml" | "yml" | "json")
+            )
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6);
+    for f in files {
+        let mut args = vec![
+            "workflow".to_owned(),
+            "run".to_owned(),
+            f.display().to_string(),
+            "--format".into(),
+            "json".into(),
+        ];
+        for i in inputs_for(&f) {
+            args.push("--input".into());
+            args.push(i);
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run(&refs);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}\n{}",
+            f.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(v["state"], "completed");
+        for key in ["id", "workflow", "state", "steps"] {
+            assert!(v.get(key).is_some(), "{key} missing");
+        }
+        for s in v["steps"].as_array().expect("steps") {
+            for key in [
+                "key",
+                "state",
+                "attempts",
+                "provider",
+                "model",
+                "output",
+                "error",
+                "tokensIn",
+                "tokensOut",
+            ] {
+                assert!(s.get(key).is_some(), "step field {key} missing in {s}");
+            }
+            if s["state"] == "completed" {
+                assert_eq!(s["provider"], "echo");
+            }
+        }
+    }
+    let list = env.json(&["workflow", "list", "--format", "json"]);
+    let rows = list.as_array().expect("list");
+    assert!(rows.len() >= 6);
+    for key in ["id", "workflow", "state", "createdAt"] {
+        assert!(rows[0].get(key).is_some());
+    }
+    assert!(
+        rows.windows(2)
+            .all(|w| w[0]["createdAt"].as_u64() >= w[1]["createdAt"].as_u64()),
+        "newest first"
+    );
+    let id = rows[0]["id"].as_str().expect("id");
+    let cps = env.json(&["workflow", "checkpoints", id, "--format", "json"]);
+    let first = &cps.as_array().expect("cps")[0];
+    for key in ["id", "executionId", "createdAt", "completedSteps"] {
+        assert!(first.get(key).is_some(), "{key}");
+    }
+    let status = env.json(&["workflow", "status", &id[..12], "--format", "json"]);
+    assert_eq!(status["id"], id);
+}
+
+#[test]
+fn echo_renders_templates_and_says_what_it_is() {
+    let env = Env::new(0);
+    let f = env.write("t.yaml", "name: t\ninputs:\n  topic: {description: x}\nsteps:\n  - {key: a, agent: writer, prompt: \"Write about {{topic}}.\"}\n  - {key: b, agent: writer, prompt: \"Review: {{a.result}}\", dependencies: [a]}\n");
+    let v = env.json(&[
+        "workflow",
+        "run",
+        &f,
+        "--input",
+        "topic=owls",
+        "--format",
+        "json",
+    ]);
+    let b = v["steps"][1]["output"].as_str().expect("output");
+    assert!(b.contains("[echo"), "{b}");
+    assert!(
+        b.contains("Review: ") && b.contains("Write about owls."),
+        "{b}"
+    );
+    let out = env.run(&["workflow", "run", &f]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing input `topic`"));
+    let out = env.run(&["workflow", "run", &f, "--input", "topik=x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `topic`"));
+}
+
+const SLOW: &str = "name: slow\nconfig: {parallelism: 1}\nsteps:\n  - {key: s1, agent: backend, prompt: one}\n  - {key: s2, agent: backend, prompt: two, dependencies: [s1]}\n  - {key: s3, agent: backend, prompt: three, dependencies: [s2]}\n  - {key: s4, agent: backend, prompt: four, dependencies: [s3]}\n  - {key: s5, agent: backend, prompt: five, dependencies: [s4]}\n";
+
+fn ids(env: &Env) -> Vec<String> {
+    let list = env.json(&["workflow", "list", "--limit", "1000", "--format", "json"]);
+    list.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Start `ax workflow run` in the background; the caller waits for the child.
+#[allow(clippy::zombie_processes)]
+fn spawn_run(env: &Env, file: &str) -> (Child, String) {
+    let before = ids(env);
+    let mut child = env
+        .cmd(&["workflow", "run", file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn run");
+    // The id appears in the database as soon as the run starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(id) = ids(env).into_iter().find(|i| !before.contains(i)) {
+            return (child, id);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the run never appeared");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return st.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_completed_steps(env: &Env, id: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = env.json(&["workflow", "status", id, "--format", "json"]);
+        if s["progress"]["completed"].as_u64() >= Some(n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never reached {n} completed steps: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+#[test]
+fn pause_and_cancel_from_another_process() {
+    let env = Env::new(300);
+    let f = env.write("slow.yaml", SLOW);
+    let (mut child, id) = spawn_run(&env, &f);
+    wait_completed_steps(&env, &id, 1);
+    let asked = Instant::now();
+    let out = env.run(&["workflow", "pause", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The running process exits promptly, saying how to resume.
+    let code = wait_exit(&mut child, Duration::from_secs(5));
+    assert_eq!(code, Some(3));
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        asked.elapsed()
+    );
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert!(
+        stderr.contains(&format!("ax workflow resume {id}")),
+        "{stderr}"
+    );
+    let s = env.json(&["workflow", "status", &id, "--format", "json"]);
+    assert_eq!(s["state"], "paused");
+    let done_before = s["progress"]["completed"].as_u64().unwrap_or(0);
+    assert!(done_before < 5);
+    // Resume in this process, then cancel it from a third one.
+    let mut resumed = env
+        .cmd(&["workflow", "resume", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("resume");
+    wait_completed_steps(&env, &id, done_before + 1);
+    let out = env.run(&["workflow", "cancel", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(wait_exit(&mut resumed, Duration::from_secs(5)), Some(4));
+    let s = env.json(&["workflow", "status", &id, "--format", "json"]);
+    assert_eq!(s["state"], "cancelled");
+    let out = env.run(&["workflow", "resume", &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"));
+}
+
+#[test]
+fn detached_runs_finish_in_the_background() {
+    let env = Env::new(20);
+    let f = env.write("slow.yaml", SLOW);
+    let v = env.json(&["workflow", "run", &f, "--detach", "--format", "json"]);
+    let id = v["id"].as_str().expect("id").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = env.json(&["workflow", "status", &id, "--format", "json"]);
+        if s["state"] == "completed" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "detached run did not finish: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = env.run(&["workflow", "events", &id, "--format", "json"]);
+    let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    assert!(lines > 10);
+}
+
+/// Kill -9 a running `ax workflow run` at random moments, resume, and check that
+/// no completed step ran twice and no result was lost.
+#[test]
+fn crash_and_resume_loses_nothing() {
+    let env = Env::new(15);
+    let mut yaml = String::from("name: crash\nconfig: {parallelism: 3}\nsteps:\n");
+    for i in 0..24 {
+        let deps = if i < 3 {
+            String::new()
+        } else {
+            format!(", dependencies: [c{}, c{}]", i - 3, i - 2)
+        };
+        let use_dep = if i < 3 {
+            String::new()
+        } else {
+            format!(" after {{{{c{}.result}}}}", i - 3)
+        };
+        yaml.push_str(&format!(
+            "  - {{key: c{i}, agent: backend, prompt: \"step {i}{use_dep}\"{deps}}}\n"
+        ));
+    }
+    let f = env.write("crash.yaml", &yaml);
+    let mut seed: u64 = 0x9e3779b97f4a7c15;
+    let iterations: usize = std::env::var("AX_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    for _ in 0..iterations {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let (mut child, id) = spawn_run(&env, &f);
+        std::thread::sleep(Duration::from_millis(20 + seed % 250));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        // Maybe kill it again while resuming.
+        if seed.is_multiple_of(3) {
+            let mut again = env
+                .cmd(&["workflow", "resume", &id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("resume");
+            std::thread::sleep(Duration::from_millis(30 + (seed >> 8) % 150));
+            let _ = again.kill();
+            let _ = again.wait();
+        }
+        let s = env.json(&["workflow", "status", &id, "--format", "json"]);
+        let out = env.run(&["workflow", "resume", &id, "--format", "json"]);
+        if s["state"] != "completed" {
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "resume of {id} ({}): {}",
+                s["state"],
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let db = rusqlite::Connection::open(env.db()).expect("open");
+        let dup: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM (SELECT step_key FROM workflow_step_executions WHERE execution_id = ?1 AND state = 'completed'
+                  GROUP BY step_key HAVING COUNT(*) > 1)",
+                [&id],
+                |r| r.get(0),
+            )
+            .expect("query");
+        assert_eq!(dup, 0, "a completed step ran again in {id}");
+        let done: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM execution_steps s JOIN step_outputs o ON o.hash = s.output_hash
+                  WHERE s.execution_id = ?1 AND s.state = 'completed'",
+                [&id],
+                |r| r.get(0),
+            )
+            .expect("query");
+        assert_eq!(done, 24, "every step completed with its output stored");
+        let check: String = db
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("check");
+        assert_eq!(check, "ok");
+    }
+}

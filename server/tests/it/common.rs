@@ -1,0 +1,184 @@
+//! Shared fixtures: a scripted OpenAI-compatible LLM server on 127.0.0.1, and an
+//! engine on a real SQLite file in a temporary directory.
+
+use ax_server::config::AgentsConfig;
+use ax_server::engine::{Engine, Settings};
+use ax_server::providers::Router;
+use ax_server::store::Store;
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A fake LLM speaking the OpenAI Chat Completions wire format. The prompt
+/// scripts its behaviour with directives:
+/// - `[sleep:MS]` answer after MS milliseconds;
+/// - `[fail:STATUS xN]` answer STATUS the first N times (N = 1000 means always);
+/// - `[json:{...}]` answer exactly this text;
+/// - otherwise answer `answer(<first line of the prompt>)`.
+#[derive(Clone, Default)]
+pub struct FakeLlm {
+    calls: Arc<Mutex<HashMap<String, u32>>>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeLlm {
+    pub fn calls(&self) -> usize {
+        self.log.lock().map(|l| l.len()).unwrap_or(0)
+    }
+
+    pub fn calls_exact(&self, prompt: &str) -> usize {
+        self.log
+            .lock()
+            .map(|l| l.iter().filter(|p| *p == prompt).count())
+            .unwrap_or(0)
+    }
+
+    pub fn calls_for(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .map(|l| l.iter().filter(|p| p.contains(needle)).count())
+            .unwrap_or(0)
+    }
+}
+
+fn directive<'a>(prompt: &'a str, name: &str) -> Option<&'a str> {
+    let start = prompt.find(&format!("[{name}:"))? + name.len() + 2;
+    let end = prompt[start..].find(']')? + start;
+    Some(&prompt[start..end])
+}
+
+async fn chat(State(fake): State<FakeLlm>, Json(body): Json<Value>) -> Response {
+    let prompt = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|x| x["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    let n = {
+        let mut calls = fake.calls.lock().expect("lock");
+        let c = calls.entry(prompt.clone()).or_insert(0);
+        *c += 1;
+        *c
+    };
+    if let Ok(mut log) = fake.log.lock() {
+        log.push(prompt.clone());
+    }
+    if let Some(ms) = directive(&prompt, "sleep").and_then(|s| s.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(spec) = directive(&prompt, "fail") {
+        let mut parts = spec.split(" x");
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(500);
+        let times: u32 = parts
+            .next()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1000);
+        if n <= times {
+            let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (
+                code,
+                Json(json!({"error": {"message": format!("scripted {status}"), "type": "test"}})),
+            )
+                .into_response();
+        }
+    }
+    let content = match directive(&prompt, "json") {
+        Some(j) => j.to_owned(),
+        None => format!("answer({})", prompt.lines().next().unwrap_or("")),
+    };
+    Json(json!({
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+    }))
+    .into_response()
+}
+
+pub async fn fake_llm() -> (FakeLlm, SocketAddr) {
+    let fake = FakeLlm::default();
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .with_state(fake.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (fake, addr)
+}
+
+/// An agents config that sends every agent to the fake server (no key needed).
+pub fn agents_toml(addr: SocketAddr) -> String {
+    format!(
+        "[defaults]\nprovider = \"fake\"\n\n[providers.fake]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmodel = \"fake-1\"\ntimeout_ms = 10000\n\n[prices.\"fake-1\"]\ninput = 1.0\noutput = 2.0\n"
+    )
+}
+
+pub struct TestEngine {
+    pub engine: Arc<Engine>,
+    pub fake: FakeLlm,
+    /// Keeps the database directory alive.
+    pub _dir: tempfile::TempDir,
+    pub db: PathBuf,
+    pub agents: PathBuf,
+}
+
+pub async fn engine() -> TestEngine {
+    let (fake, addr) = fake_llm().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("ax.db");
+    let agents = dir.path().join("agents.toml");
+    std::fs::write(&agents, agents_toml(addr)).expect("write agents");
+    let engine = engine_on(&db, &agents);
+    TestEngine {
+        engine,
+        fake,
+        _dir: dir,
+        db,
+        agents,
+    }
+}
+
+pub fn engine_on(db: &std::path::Path, agents: &std::path::Path) -> Arc<Engine> {
+    let store = Store::open(db).expect("open store");
+    let config = AgentsConfig::load(Some(agents)).expect("agents config");
+    let router = Router::new(config, &|_| None).expect("router");
+    Engine::new(
+        store,
+        router,
+        Settings {
+            poll_interval: Duration::from_millis(50),
+            ..Settings::default()
+        },
+    )
+}
+
+/// Poll until `f` is true (or panic after `secs`).
+pub async fn wait_for<F, Fut>(secs: u64, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
