@@ -91,7 +91,7 @@ CREATE TABLE execution_steps (
 
 -- One row per attempt of a step: provider, model, tokens, cost, latency, outcome.
 CREATE TABLE workflow_step_executions (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    id            INTEGER PRIMARY KEY,
     execution_id  TEXT NOT NULL REFERENCES workflow_executions(id) ON DELETE CASCADE,
     step_key      TEXT NOT NULL,
     attempt       INTEGER NOT NULL,
@@ -121,12 +121,12 @@ CREATE TABLE step_outputs (
     text       TEXT NOT NULL,
     bytes      INTEGER NOT NULL,
     created_at INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 
 -- Checkpoints as a journal: `full` snapshots and `delta`s (changes since the
 -- previous row of the same execution). `visible` rows are restore points.
 CREATE TABLE workflow_checkpoints (
-    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              INTEGER PRIMARY KEY,
     execution_id    TEXT NOT NULL REFERENCES workflow_executions(id) ON DELETE CASCADE,
     kind            TEXT NOT NULL CHECK (kind IN ('full', 'delta')),
     visible         INTEGER NOT NULL DEFAULT 0,
@@ -136,8 +136,10 @@ CREATE TABLE workflow_checkpoints (
 );
 CREATE INDEX idx_checkpoints_exec ON workflow_checkpoints(execution_id, id);
 
+-- Ids only grow within an execution (rows are only deleted with their
+-- execution), which is what event streams resume from.
 CREATE TABLE workflow_events (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           INTEGER PRIMARY KEY,
     execution_id TEXT NOT NULL REFERENCES workflow_executions(id) ON DELETE CASCADE,
     at           INTEGER NOT NULL,
     type         TEXT NOT NULL CHECK (type IN ('execution', 'step', 'checkpoint', 'log')),

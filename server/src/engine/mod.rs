@@ -91,6 +91,7 @@ pub struct Engine {
     me: Owner,
     settings: Settings,
     runs: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    plans: Mutex<HashMap<String, Arc<Plan>>>,
     /// Announces "new events for execution X".
     notify: broadcast::Sender<String>,
 }
@@ -104,6 +105,7 @@ impl Engine {
             me: Owner::this_process(),
             settings,
             runs: Mutex::new(HashMap::new()),
+            plans: Mutex::new(HashMap::new()),
             notify,
         })
     }
@@ -186,13 +188,28 @@ impl Engine {
         Ok(rec)
     }
 
+    /// The compiled plan of a stored workflow (workflows never change once
+    /// stored, so plans are cached by id).
     async fn plan_of(&self, workflow_id: &str) -> EngineResult<(WorkflowRecord, Arc<Plan>)> {
         let id = workflow_id.to_owned();
+        let cached = self
+            .plans
+            .lock()
+            .ok()
+            .and_then(|m| m.get(workflow_id).cloned());
         let wf = self
             .store
-            .read(move |c| store::get_workflow(c, &id, true))
+            .read(move |c| store::get_workflow(c, &id, cached.is_none()))
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no workflow {workflow_id}")))?;
+        if let Some(p) = self
+            .plans
+            .lock()
+            .ok()
+            .and_then(|m| m.get(workflow_id).cloned())
+        {
+            return Ok((wf, p));
+        }
         let source = wf.source.clone().unwrap_or_default();
         let analysis = analyze(
             &source,
@@ -202,7 +219,12 @@ impl Engine {
             },
         );
         match analysis.plan {
-            Some(p) => Ok((wf, p)),
+            Some(p) => {
+                if let Ok(mut m) = self.plans.lock() {
+                    m.insert(workflow_id.to_owned(), p.clone());
+                }
+                Ok((wf, p))
+            }
             None => Err(EngineError::Invalid(Box::new(analysis.full_report()))),
         }
     }
@@ -215,6 +237,18 @@ impl Engine {
         workflow_id: &str,
         inputs: BTreeMap<String, Value>,
     ) -> EngineResult<String> {
+        self.new_execution(workflow_id, inputs, false)
+            .await
+            .map(|(id, _)| id)
+    }
+
+    /// Create an execution; with `claim`, owned by this process in the same commit.
+    async fn new_execution(
+        &self,
+        workflow_id: &str,
+        inputs: BTreeMap<String, Value>,
+        claim: bool,
+    ) -> EngineResult<(String, Execution)> {
         let (_, plan) = self.plan_of(workflow_id).await?;
         let seed = crate::ids::new_seed();
         let mut exec = Execution::new(plan.clone(), inputs, seed)
@@ -225,8 +259,10 @@ impl Engine {
         let wid = workflow_id.to_owned();
         let inputs = exec.inputs().clone();
         let id2 = id.clone();
+        let me = self.me.clone();
         self.store
             .write(move |c| {
+                let now = now_ms();
                 store::insert_execution(
                     c,
                     store::NewExecution {
@@ -236,12 +272,16 @@ impl Engine {
                         seed,
                         keys: keys.iter().map(String::as_str).collect(),
                         initial: &initial,
-                        now: now_ms(),
+                        now,
                     },
-                )
+                )?;
+                if claim {
+                    store::claim(c, &id2, &me, now)?;
+                }
+                Ok(())
             })
             .await?;
-        Ok(id)
+        Ok((id, exec))
     }
 
     /// Create an execution of a stored workflow and start running it in this process.
@@ -250,8 +290,8 @@ impl Engine {
         workflow_id: &str,
         inputs: BTreeMap<String, Value>,
     ) -> EngineResult<(ExecutionRecord, JoinHandle<RunEnd>)> {
-        let id = self.create_execution(workflow_id, inputs).await?;
-        let handle = self.drive(&id).await?;
+        let (id, exec) = self.new_execution(workflow_id, inputs, true).await?;
+        let handle = self.spawn_runner(id.clone(), exec, Some(Event::Start));
         Ok((self.execution(&id).await?, handle))
     }
 
@@ -732,6 +772,7 @@ impl Engine {
                 in_flight: HashMap::new(),
                 running: Default::default(),
                 wake: None,
+                journal: (0, 0),
             };
             let end = runner.run(rx, first).await;
             if let Ok(mut runs) = engine.runs.lock() {
@@ -757,7 +798,13 @@ struct Runner {
     in_flight: HashMap<(String, u32), JoinHandle<()>>,
     running: std::collections::HashSet<(String, u32)>,
     wake: Option<u64>,
+    /// (restore points, journal rows since the last full snapshot), kept in
+    /// memory so that no step has to count them.
+    journal: (usize, usize),
 }
+
+/// Compact an execution's checkpoint journal after this many rows.
+const COMPACT_AFTER_ROWS: usize = 2000;
 
 impl Runner {
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>, first: Option<Event>) -> RunEnd {
@@ -915,16 +962,40 @@ impl Runner {
         let visible = actions.iter().any(|a| matches!(a, Action::Checkpoint));
         let completed = batch::completed_count(&self.exec);
         let batch = b.finish(Some((CheckpointWrite::Delta(delta), visible, completed)));
-        let wrote_visible = visible;
+        // Keep restore points bounded: hide old ones now and then, and compact the
+        // journal when it grows long or the run ends (amortized O(1) per step).
+        let keep = self.engine.settings.keep_checkpoints.max(1);
+        self.journal.1 += 1;
+        if visible {
+            self.journal.0 += 1;
+        }
+        let hide = self.journal.0 > keep + keep / 2;
+        let compact = self.journal.1 > COMPACT_AFTER_ROWS
+            || (self.exec.state().is_terminal() && self.journal.1 > keep);
+        let id = self.id.clone();
+        let maintenance: Option<Box<dyn FnOnce(&mut rusqlite::Connection) + Send>> = (compact || hide).then(|| {
+            Box::new(move |c: &mut rusqlite::Connection| {
+                let r = if compact {
+                    store::retain_checkpoints(c, &id, keep).map(|_| ())
+                } else {
+                    store::hide_old_checkpoints(c, &id, keep)
+                };
+                if let Err(e) = r {
+                    tracing::warn!(execution = %id, "checkpoint retention failed (retried later): {e:#}");
+                }
+            }) as Box<dyn FnOnce(&mut rusqlite::Connection) + Send>
+        });
         self.engine
             .store
-            .write(move |c| store::commit(c, &batch))
+            .commit(batch, maintenance)
             .await
             .with_context(|| format!("could not record execution {}", self.id))?;
-        let _ = self.engine.notify.send(self.id.clone());
-        if wrote_visible {
-            self.retain().await;
+        if compact {
+            self.journal = (self.journal.0.min(keep), 1);
+        } else if hide {
+            self.journal.0 = keep;
         }
+        let _ = self.engine.notify.send(self.id.clone());
         // Act.
         for a in actions {
             match a {
@@ -959,24 +1030,5 @@ impl Runner {
             self.wake = None;
         }
         Ok(())
-    }
-
-    /// Keep the newest restore points; compaction runs when there are 50 % more.
-    async fn retain(&self) {
-        let keep = self.engine.settings.keep_checkpoints;
-        let id = self.id.clone();
-        let result = self
-            .engine
-            .store
-            .write(move |c| {
-                if store::visible_checkpoint_count(c, &id)? > keep + keep / 2 + 1 {
-                    store::retain_checkpoints(c, &id, keep)?;
-                }
-                Ok(())
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(execution = %self.id, "checkpoint retention failed (will retry later): {e:#}");
-        }
     }
 }

@@ -1,10 +1,16 @@
 //! The SQLite store: migrations, connections and every query ax runs.
 //!
-//! One writer connection (SQLite has one writer anyway) and a few readers, all used
-//! from `spawn_blocking` so the async runtime never waits on disk. WAL, foreign
-//! keys, a busy timeout, incremental auto-vacuum. Every multi-row change is one
-//! transaction: a step's transition, its event, its output and the checkpoint
-//! delta commit together, before the engine acts on them.
+//! All writes go through one writer thread that owns the writer connection
+//! (SQLite has one writer anyway); reads use a small pool of read-only
+//! connections through `spawn_blocking`. The async runtime never waits on disk.
+//! WAL, foreign keys, a busy timeout, incremental auto-vacuum.
+//!
+//! Every multi-row change is one transaction: a step's transition, its event, its
+//! output and the checkpoint delta commit together, before the engine acts on
+//! them. Engine batches are *group-committed*: batches queued by many executions
+//! at the same moment share one transaction (each in its own savepoint, so one
+//! refused batch does not affect the others) — the durability of one commit at
+//! the cost of one commit.
 
 mod migrate;
 pub mod queries;
@@ -12,7 +18,9 @@ pub mod queries;
 use anyhow::{Context as _, Result, anyhow};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
 
 pub use queries::*;
 
@@ -24,9 +32,24 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<std_mpsc::Sender<Job>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: std::sync::atomic::AtomicUsize,
+}
+
+type Exclusive = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// Work for the writer thread.
+enum Job {
+    /// An engine batch, group-committable, then optional maintenance that runs
+    /// on its own after the group's commit.
+    Batch {
+        batch: Box<Batch>,
+        after: Option<Exclusive>,
+        reply: oneshot::Sender<Result<Option<i64>>>,
+    },
+    /// Anything else, run alone (it manages its own transaction).
+    Exclusive(Exclusive),
 }
 
 /// How durable a commit is (`PRAGMA synchronous`). `Normal` survives a killed
@@ -58,6 +81,9 @@ fn configure(conn: &Connection, durability: Durability) -> Result<()> {
     Ok(())
 }
 
+/// Batches committed together at most.
+const GROUP_LIMIT: usize = 256;
+
 impl Store {
     /// Open (creating if needed) the database at `path` and bring its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
@@ -81,6 +107,9 @@ impl Store {
             ));
         }
         configure(&writer, durability)?;
+        // Checkpoints (WAL → database file, with its fsync) run on a background
+        // thread, not inside the commits on the engine's path.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate::apply(&mut writer)
             .with_context(|| format!("while migrating {}", path.display()))?;
         let mut readers = Vec::new();
@@ -94,36 +123,59 @@ impl Store {
             configure(&r, durability)?;
             readers.push(Mutex::new(r));
         }
-        Ok(Store {
-            inner: Arc::new(Inner {
-                path: path.to_owned(),
-                writer: Mutex::new(writer),
-                readers,
-                next_reader: std::sync::atomic::AtomicUsize::new(0),
-            }),
-        })
+        let (tx, rx) = std_mpsc::channel();
+        std::thread::Builder::new()
+            .name("ax-db-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .context("cannot start the database writer thread")?;
+        let inner = Arc::new(Inner {
+            path: path.to_owned(),
+            writer: Mutex::new(tx),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
+        });
+        spawn_checkpointer(Arc::downgrade(&inner), path.to_owned(), durability)?;
+        Ok(Store { inner })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
-    /// Run `f` with the writer connection, off the async runtime.
+    fn send(&self, job: Job) -> Result<()> {
+        self.inner
+            .writer
+            .lock()
+            .map_err(|_| anyhow!("the database writer is poisoned"))?
+            .send(job)
+            .map_err(|_| anyhow!("the database writer has stopped"))
+    }
+
+    /// Run `f` with the writer connection on the writer thread.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner
-                .writer
-                .lock()
-                .map_err(|_| anyhow!("the database writer lock is poisoned"))?;
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| anyhow!("database task failed: {e}"))?
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Exclusive(Box::new(move |c| {
+            let _ = reply.send(f(c));
+        })))?;
+        rx.await
+            .map_err(|_| anyhow!("the database writer dropped a request"))?
+    }
+
+    /// Commit an engine batch (group-committed with others queued at the same
+    /// time), then run `after` on its own. Returns the checkpoint row id.
+    pub async fn commit(&self, batch: Batch, after: Option<Exclusive>) -> Result<Option<i64>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Batch {
+            batch: Box::new(batch),
+            after,
+            reply,
+        })?;
+        rx.await
+            .map_err(|_| anyhow!("the database writer dropped a commit"))?
     }
 
     /// Run `f` with a reader connection, off the async runtime.
@@ -137,20 +189,119 @@ impl Store {
             .await
             .map_err(|e| anyhow!("database task failed: {e}"))?
     }
+}
 
-    /// Blocking variants, for code already off the runtime.
-    pub fn write_blocking<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
-        let mut conn = self
-            .inner
-            .writer
-            .lock()
-            .map_err(|_| anyhow!("the database writer lock is poisoned"))?;
-        f(&mut conn)
+fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Job>) {
+    let mut held: Option<Job> = None;
+    loop {
+        let job = match held.take() {
+            Some(j) => j,
+            None => match rx.recv() {
+                Ok(j) => j,
+                Err(_) => return, // every Store handle is gone
+            },
+        };
+        match job {
+            Job::Exclusive(f) => f(&mut conn),
+            Job::Batch {
+                batch,
+                after,
+                reply,
+            } => {
+                let mut group = vec![(batch, after, reply)];
+                while group.len() < GROUP_LIMIT {
+                    match rx.try_recv() {
+                        Ok(Job::Batch {
+                            batch,
+                            after,
+                            reply,
+                        }) => group.push((batch, after, reply)),
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                group_commit(&mut conn, group);
+            }
+        }
     }
+}
 
-    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        self.inner.with_reader(f)
+type Grouped = (
+    Box<Batch>,
+    Option<Exclusive>,
+    oneshot::Sender<Result<Option<i64>>>,
+);
+
+fn group_commit(conn: &mut Connection, group: Vec<Grouped>) {
+    let mut results: Vec<Result<Option<i64>>> = Vec::with_capacity(group.len());
+    let outcome = (|| -> Result<()> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for (batch, _, _) in &group {
+            tx.execute_batch("SAVEPOINT batch")?;
+            match queries::commit_in(&tx, batch) {
+                Ok(id) => {
+                    tx.execute_batch("RELEASE batch")?;
+                    results.push(Ok(id));
+                }
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    })();
+    if let Err(e) = outcome {
+        // The transaction itself failed: nothing of the group is committed.
+        let msg = format!("{e:#}");
+        results = group
+            .iter()
+            .map(|_| Err(anyhow!("could not commit: {msg}")))
+            .collect();
     }
+    for ((_, after, reply), result) in group.into_iter().zip(results) {
+        let committed = result.is_ok();
+        let _ = reply.send(result);
+        if committed {
+            if let Some(f) = after {
+                f(conn);
+            }
+        }
+    }
+}
+
+/// Copies the WAL into the database file every 500 ms (and truncates it when it
+/// has grown past 64 MiB), until the store is dropped.
+fn spawn_checkpointer(
+    store: std::sync::Weak<Inner>,
+    path: PathBuf,
+    durability: Durability,
+) -> Result<()> {
+    let conn = Connection::open(&path)?;
+    configure(&conn, durability)?;
+    std::thread::Builder::new()
+        .name("ax-wal-checkpoint".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                if store.upgrade().is_none() {
+                    break;
+                }
+                let wal_pages: i64 = conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                    .unwrap_or(0);
+                if wal_pages > 16_384 {
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                        r.get::<_, i64>(0)
+                    });
+                }
+            }
+        })?;
+    Ok(())
 }
 
 impl Inner {

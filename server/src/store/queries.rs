@@ -536,6 +536,14 @@ pub struct Batch {
 /// Commit a batch in one transaction; returns the id of the checkpoint row written.
 pub fn commit(conn: &mut Connection, b: &Batch) -> Result<Option<i64>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let id = commit_in(&tx, b)?;
+    tx.commit()?;
+    Ok(id)
+}
+
+/// The body of [`commit`], inside a transaction the caller manages (the group
+/// committer runs many batches in one transaction, each in a savepoint).
+pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
     if let Some(owner) = &b.owner {
         let current: Option<String> = tx
             .query_row(
@@ -677,7 +685,6 @@ pub fn commit(conn: &mut Connection, b: &Batch) -> Result<Option<i64>> {
             ])?;
         }
     }
-    tx.commit()?;
     Ok(checkpoint_id)
 }
 
@@ -1051,14 +1058,30 @@ pub fn retain_checkpoints(conn: &mut Connection, id: &str, keep: usize) -> Resul
     Ok(before as usize)
 }
 
-/// Visible checkpoints of an execution.
-pub fn visible_checkpoint_count(conn: &Connection, id: &str) -> Result<usize> {
-    let n: i64 = conn.query_row(
-        "SELECT COUNT(*) FROM workflow_checkpoints WHERE execution_id = ?1 AND visible = 1",
-        [id],
-        |r| r.get(0),
+/// Hide restore points beyond the newest `keep` (a cheap update; the journal rows
+/// stay until the next compaction).
+pub fn hide_old_checkpoints(conn: &Connection, id: &str, keep: usize) -> Result<()> {
+    conn.execute(
+        "UPDATE workflow_checkpoints SET visible = 0
+          WHERE execution_id = ?1 AND visible = 1 AND id < (
+            SELECT id FROM workflow_checkpoints WHERE execution_id = ?1 AND visible = 1
+             ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        params![id, keep.max(1) as i64 - 1],
     )?;
-    Ok(n as usize)
+    Ok(())
+}
+
+/// (restore points, journal rows after the newest full snapshot) of an execution.
+pub fn journal_counts(conn: &Connection, id: &str) -> Result<(usize, usize)> {
+    let (visible, since): (i64, i64) = conn.query_row(
+        "SELECT
+           (SELECT COUNT(*) FROM workflow_checkpoints WHERE execution_id = ?1 AND visible = 1),
+           (SELECT COUNT(*) FROM workflow_checkpoints WHERE execution_id = ?1 AND id >
+              COALESCE((SELECT MAX(id) FROM workflow_checkpoints WHERE execution_id = ?1 AND kind = 'full'), 0))",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((visible as usize, since as usize))
 }
 
 /// What `prune` did.
