@@ -973,7 +973,7 @@ impl Runner {
         let compact = self.journal.1 > COMPACT_AFTER_ROWS
             || (self.exec.state().is_terminal() && self.journal.1 > keep);
         let id = self.id.clone();
-        let maintenance: Option<Box<dyn FnOnce(&mut rusqlite::Connection) + Send>> = (compact || hide).then(|| {
+        let maintenance: Option<store::Exclusive> = (compact || hide).then(|| {
             Box::new(move |c: &mut rusqlite::Connection| {
                 let r = if compact {
                     store::retain_checkpoints(c, &id, keep).map(|_| ())
@@ -983,7 +983,7 @@ impl Runner {
                 if let Err(e) = r {
                     tracing::warn!(execution = %id, "checkpoint retention failed (retried later): {e:#}");
                 }
-            }) as Box<dyn FnOnce(&mut rusqlite::Connection) + Send>
+            }) as store::Exclusive
         });
         self.engine
             .store

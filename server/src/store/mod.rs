@@ -37,7 +37,8 @@ struct Inner {
     next_reader: std::sync::atomic::AtomicUsize,
 }
 
-type Exclusive = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work run alone on the writer connection.
+pub type Exclusive = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// Work for the writer thread.
 enum Job {
@@ -266,10 +267,8 @@ fn group_commit(conn: &mut Connection, group: Vec<Grouped>) {
     for ((_, after, reply), result) in group.into_iter().zip(results) {
         let committed = result.is_ok();
         let _ = reply.send(result);
-        if committed {
-            if let Some(f) = after {
-                f(conn);
-            }
+        if let (true, Some(f)) = (committed, after) {
+            f(conn);
         }
     }
 }
