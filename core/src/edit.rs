@@ -74,7 +74,9 @@ fn apply(text: &str, mut splices: Vec<Splice>) -> Result<String> {
     let mut at = 0;
     for s in &splices {
         if s.end > text.len() || !text.is_char_boundary(s.start) || !text.is_char_boundary(s.end) {
-            return Err(EditError::NotInPlace("a position is outside the text".into()));
+            return Err(EditError::NotInPlace(
+                "a position is outside the text".into(),
+            ));
         }
         out.push_str(&text[at..s.start]);
         out.push_str(&s.text);
@@ -91,7 +93,9 @@ enum Ctx {
     /// Inside a YAML flow collection.
     Flow,
     /// A block mapping's value; `indent` is the column of the mapping's keys.
-    Block { indent: usize },
+    Block {
+        indent: usize,
+    },
 }
 
 /// The quoting a scalar had, to keep it where possible.
@@ -111,7 +115,8 @@ struct Doc<'t> {
 
 impl<'t> Doc<'t> {
     fn parse(text: &'t str, format: Option<Format>) -> Result<Doc<'t>> {
-        let doc = parse(text, format, &Limits::default()).map_err(|e| EditError::Syntax(e.message))?;
+        let doc =
+            parse(text, format, &Limits::default()).map_err(|e| EditError::Syntax(e.message))?;
         Ok(Doc {
             text,
             format: doc.format,
@@ -131,7 +136,10 @@ impl<'t> Doc<'t> {
     }
 
     fn steps_entry(&self) -> Result<&Entry<'t>> {
-        self.root_entries().iter().find(|e| e.key == "steps").ok_or(EditError::NoSteps)
+        self.root_entries()
+            .iter()
+            .find(|e| e.key == "steps")
+            .ok_or(EditError::NoSteps)
     }
 
     fn steps(&self) -> Result<&[Node<'t>]> {
@@ -154,7 +162,9 @@ impl<'t> Doc<'t> {
     }
 
     fn line_end(&self, pos: usize) -> usize {
-        self.text[pos..].find('\n').map_or(self.text.len(), |p| pos + p)
+        self.text[pos..]
+            .find('\n')
+            .map_or(self.text.len(), |p| pos + p)
     }
 
     fn column(&self, pos: usize) -> usize {
@@ -167,7 +177,10 @@ impl<'t> Doc<'t> {
     }
 
     fn is_flow(&self, node: &Node<'_>) -> bool {
-        matches!(self.bytes().get(node.span.start as usize), Some(b'{' | b'['))
+        matches!(
+            self.bytes().get(node.span.start as usize),
+            Some(b'{' | b'[')
+        )
     }
 
     /// A `|` or `>` scalar (its span covers the content lines only).
@@ -175,7 +188,10 @@ impl<'t> Doc<'t> {
         match &node.kind {
             NodeKind::Scalar { quoted: true, .. } => {
                 self.format == Format::Yaml
-                    && !matches!(self.bytes().get(node.span.start as usize), Some(b'"' | b'\''))
+                    && !matches!(
+                        self.bytes().get(node.span.start as usize),
+                        Some(b'"' | b'\'')
+                    )
             }
             _ => false,
         }
@@ -183,7 +199,11 @@ impl<'t> Doc<'t> {
 
     fn quote(&self, node: &Node<'_>) -> Quote {
         match self.bytes().get(node.span.start as usize) {
-            _ if !matches!(node.kind, NodeKind::Scalar { quoted: true, .. }) || self.is_block_scalar(node) => Quote::Plain,
+            _ if !matches!(node.kind, NodeKind::Scalar { quoted: true, .. })
+                || self.is_block_scalar(node) =>
+            {
+                Quote::Plain
+            }
             Some(b'\'') => Quote::Single,
             _ => Quote::Double,
         }
@@ -278,7 +298,11 @@ fn plain_ok(s: &str) -> bool {
     if "-?:,[]{}#&*!|>'\"%@`".contains(first) {
         return false;
     }
-    if s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.contains(['[', ']', '{', '}', ',']) {
+    if s.contains(": ")
+        || s.contains(" #")
+        || s.ends_with(':')
+        || s.contains(['[', ']', '{', '}', ','])
+    {
         return false;
     }
     s.chars().all(|c| !c.is_control())
@@ -313,7 +337,10 @@ fn literal_block(s: &str, indent: usize) -> Option<String> {
     }
     let body = s.strip_suffix('\n').unwrap_or(s);
     // Lines of only blanks would confuse indentation detection.
-    if body.split('\n').any(|l| !l.is_empty() && l.trim().is_empty()) {
+    if body
+        .split('\n')
+        .any(|l| !l.is_empty() && l.trim().is_empty())
+    {
         return None;
     }
     let mut out = String::from(if s.ends_with('\n') { "|" } else { "|-" });
@@ -331,7 +358,15 @@ fn literal_block(s: &str, indent: usize) -> Option<String> {
 /// A value on one line, in flow style (or JSON).
 fn flow_value(v: &Value, ctx: Ctx, pref: Quote) -> String {
     match v {
-        Value::String(s) => yaml_string(s, if ctx == Ctx::Json { Ctx::Json } else { Ctx::Flow }, pref),
+        Value::String(s) => yaml_string(
+            s,
+            if ctx == Ctx::Json {
+                Ctx::Json
+            } else {
+                Ctx::Flow
+            },
+            pref,
+        ),
         Value::Null => "null".into(),
         Value::Bool(_) | Value::Number(_) => v.to_string(),
         Value::Array(a) => {
@@ -342,7 +377,11 @@ fn flow_value(v: &Value, ctx: Ctx, pref: Quote) -> String {
             let items: Vec<String> = m
                 .iter()
                 .map(|(k, x)| {
-                    let key = if ctx == Ctx::Json { json_string(k) } else { yaml_string(k, Ctx::Flow, Quote::Plain) };
+                    let key = if ctx == Ctx::Json {
+                        json_string(k)
+                    } else {
+                        yaml_string(k, Ctx::Flow, Quote::Plain)
+                    };
                     format!("{key}: {}", flow_value(x, ctx, Quote::Plain))
                 })
                 .collect();
@@ -396,17 +435,34 @@ fn set_in_map(doc: &Doc<'_>, map: &Node<'_>, name: &str, v: &Value) -> Result<Sp
     }
 }
 
-fn replace_value(doc: &Doc<'_>, map: &Node<'_>, e: &Entry<'_>, v: &Value, ctx: Ctx) -> Result<Splice> {
+fn replace_value(
+    doc: &Doc<'_>,
+    map: &Node<'_>,
+    e: &Entry<'_>,
+    v: &Value,
+    ctx: Ctx,
+) -> Result<Splice> {
     if !doc.owns(map, e) {
-        return Err(EditError::NotInPlace(format!("`{}` comes from a merge key or alias", e.key)));
+        return Err(EditError::NotInPlace(format!(
+            "`{}` comes from a merge key or alias",
+            e.key
+        )));
     }
     let pref = doc.quote(&e.value);
     let value_span = e.value.span.range();
     let Ctx::Block { .. } = ctx else {
         if value_span.is_empty() {
-            return Ok(Splice::new(doc.after_colon(e), doc.after_colon(e), format!(" {}", flow_value(v, ctx, pref))));
+            return Ok(Splice::new(
+                doc.after_colon(e),
+                doc.after_colon(e),
+                format!(" {}", flow_value(v, ctx, pref)),
+            ));
         }
-        return Ok(Splice::new(value_span.start, value_span.end, flow_value(v, ctx, pref)));
+        return Ok(Splice::new(
+            value_span.start,
+            value_span.end,
+            flow_value(v, ctx, pref),
+        ));
     };
     // Block context: the value's indentation follows the key's column.
     let ctx = Ctx::Block {
@@ -444,7 +500,9 @@ fn insert_entry(doc: &Doc<'_>, map: &Node<'_>, name: &str, v: &Value, ctx: Ctx) 
     let list = entries(map);
     match ctx {
         Ctx::Block { indent } => {
-            let last = list.last().ok_or_else(|| EditError::NotInPlace("an empty block mapping".into()))?;
+            let last = list
+                .last()
+                .ok_or_else(|| EditError::NotInPlace("an empty block mapping".into()))?;
             let pos = doc.line_end(doc.entry_end(last));
             let text = format!("\n{}{}", " ".repeat(indent), entry_text(doc, name, v, ctx));
             Ok(Splice::new(pos, pos, text))
@@ -458,7 +516,10 @@ fn insert_entry(doc: &Doc<'_>, map: &Node<'_>, name: &str, v: &Value, ctx: Ctx) 
             let pos = doc.node_end(&last.value).max(doc.entry_end(last));
             let multiline = doc.text[map.span.range()].contains('\n');
             let text = if multiline {
-                format!(",\n{}{kv}", " ".repeat(doc.column(last.key_span.start as usize)))
+                format!(
+                    ",\n{}{kv}",
+                    " ".repeat(doc.column(last.key_span.start as usize))
+                )
             } else {
                 format!(", {kv}")
             };
@@ -470,10 +531,14 @@ fn insert_entry(doc: &Doc<'_>, map: &Node<'_>, name: &str, v: &Value, ctx: Ctx) 
 /// Remove `name` from a mapping (`None` when it is not there).
 fn remove_from_map(doc: &Doc<'_>, map: &Node<'_>, name: &str) -> Result<Option<Splice>> {
     let list = entries(map);
-    let Some(j) = list.iter().position(|e| e.key == name) else { return Ok(None) };
+    let Some(j) = list.iter().position(|e| e.key == name) else {
+        return Ok(None);
+    };
     let e = &list[j];
     if !doc.owns(map, e) {
-        return Err(EditError::NotInPlace(format!("`{name}` comes from a merge key or alias")));
+        return Err(EditError::NotInPlace(format!(
+            "`{name}` comes from a merge key or alias"
+        )));
     }
     let key_start = e.key_span.start as usize;
     // JSON keys are quoted: the span covers the quotes.
@@ -483,12 +548,20 @@ fn remove_from_map(doc: &Doc<'_>, map: &Node<'_>, name: &str) -> Result<Option<S
             let end = if end < doc.text.len() { end + 1 } else { end };
             let start = doc.line_start(key_start);
             // The last line of a file without final newline: take the newline before.
-            let start = if end == doc.text.len() && !doc.text.ends_with('\n') && start > 0 { start - 1 } else { start };
+            let start = if end == doc.text.len() && !doc.text.ends_with('\n') && start > 0 {
+                start - 1
+            } else {
+                start
+            };
             return Ok(Some(Splice::new(start, end, "")));
         }
         // The first entry of a `- key: …` item: the next entry moves up.
         return match list.get(j + 1) {
-            Some(next) => Ok(Some(Splice::new(key_start, next.key_span.start as usize, ""))),
+            Some(next) => Ok(Some(Splice::new(
+                key_start,
+                next.key_span.start as usize,
+                "",
+            ))),
             None => Ok(Some(Splice::new(key_start, end, "{}"))),
         };
     }
@@ -517,9 +590,13 @@ fn remove_item(doc: &Doc<'_>, seq: &Node<'_>, j: usize) -> Result<Splice> {
             Splice::new(item.span.start as usize, doc.node_end(item), "")
         });
     }
-    let dash = doc.dash_before(item).ok_or_else(|| EditError::NotInPlace("a list item without `-`".into()))?;
+    let dash = doc
+        .dash_before(item)
+        .ok_or_else(|| EditError::NotInPlace("a list item without `-`".into()))?;
     if !doc.starts_line(dash) {
-        return Err(EditError::NotInPlace("a list item that does not start its line".into()));
+        return Err(EditError::NotInPlace(
+            "a list item that does not start its line".into(),
+        ));
     }
     let start = doc.line_start(dash);
     let end = doc.line_end(doc.node_end(item));
@@ -529,7 +606,12 @@ fn remove_item(doc: &Doc<'_>, seq: &Node<'_>, j: usize) -> Result<Splice> {
 
 /// Append an item (already written for its context) to a non-empty sequence;
 /// `block` gives the item's text for a block sequence at a dash column.
-fn append_item(doc: &Doc<'_>, seq: &Node<'_>, flow: &str, block: impl Fn(usize) -> String) -> Result<Splice> {
+fn append_item(
+    doc: &Doc<'_>,
+    seq: &Node<'_>,
+    flow: &str,
+    block: impl Fn(usize) -> String,
+) -> Result<Splice> {
     let NodeKind::Seq(items) = &seq.kind else {
         return Err(EditError::NotInPlace("not a list".into()));
     };
@@ -548,8 +630,12 @@ fn append_item(doc: &Doc<'_>, seq: &Node<'_>, flow: &str, block: impl Fn(usize) 
         };
         return Ok(Splice::new(pos, pos, text));
     }
-    let last = items.last().ok_or_else(|| EditError::NotInPlace("an empty block list".into()))?;
-    let dash = doc.dash_before(last).ok_or_else(|| EditError::NotInPlace("a list item without `-`".into()))?;
+    let last = items
+        .last()
+        .ok_or_else(|| EditError::NotInPlace("an empty block list".into()))?;
+    let dash = doc
+        .dash_before(last)
+        .ok_or_else(|| EditError::NotInPlace("a list item without `-`".into()))?;
     let col = doc.column(dash);
     let pos = doc.line_end(doc.node_end(last));
     Ok(Splice::new(pos, pos, format!("\n{}", block(col))))
@@ -581,7 +667,13 @@ fn step_fields(step: &Step) -> Vec<(&'static str, Value)> {
         ("prompt", Value::String(step.prompt.clone())),
     ];
     if !step.dependencies.is_empty() {
-        out.push(("dependencies", step.dependencies.iter().map(|d| Value::String(d.clone())).collect()));
+        out.push((
+            "dependencies",
+            step.dependencies
+                .iter()
+                .map(|d| Value::String(d.clone()))
+                .collect(),
+        ));
     }
     if step.parallel {
         out.push(("parallel", Value::Bool(true)));
@@ -625,7 +717,13 @@ fn block_step(step: &Step, dash: usize) -> String {
 /// per level).
 fn flow_step(step: &Step, ctx: Ctx, pretty: bool) -> String {
     let fields = step_fields(step);
-    let key = |name: &str| if ctx == Ctx::Json { json_string(name) } else { name.to_owned() };
+    let key = |name: &str| {
+        if ctx == Ctx::Json {
+            json_string(name)
+        } else {
+            name.to_owned()
+        }
+    };
     let items: Vec<String> = fields
         .iter()
         .map(|(name, v)| format!("{}: {}", key(name), flow_value(v, ctx, Quote::Plain)))
@@ -645,7 +743,13 @@ fn parse_doc(text: &str, format: Option<Format>) -> Result<Doc<'_>> {
 
 /// Set a top-level field of step `i` (`agent`, `prompt`, `timeoutMs`, `when`,
 /// `dependencies`, `retryPolicy`, …) to a value, adding the field if missing.
-pub fn set_field(text: &str, format: Option<Format>, i: usize, field: &str, value: &Value) -> Result<String> {
+pub fn set_field(
+    text: &str,
+    format: Option<Format>,
+    i: usize,
+    field: &str,
+    value: &Value,
+) -> Result<String> {
     let doc = parse_doc(text, format)?;
     let step = doc.step(i)?;
     let splice = set_in_map(&doc, step, field, value)?;
@@ -665,12 +769,20 @@ pub fn remove_field(text: &str, format: Option<Format>, i: usize, field: &str) -
 /// Set (`Some`) or remove (`None`) a field of step `i`'s `retryPolicy`
 /// (`maxRetries`, `retryDelayMs`, `retryBackoffMultiplier`, `retryableErrors`),
 /// adding the policy if missing.
-pub fn set_retry_field(text: &str, format: Option<Format>, i: usize, field: &str, value: Option<&Value>) -> Result<String> {
+pub fn set_retry_field(
+    text: &str,
+    format: Option<Format>,
+    i: usize,
+    field: &str,
+    value: Option<&Value>,
+) -> Result<String> {
     let doc = parse_doc(text, format)?;
     let step = doc.step(i)?;
     let policy = entries(step).iter().find(|e| e.key == "retryPolicy");
     let splice = match (policy, value) {
-        (Some(p), Some(v)) if matches!(p.value.kind, NodeKind::Map(_)) => set_in_map(&doc, &p.value, field, v)?,
+        (Some(p), Some(v)) if matches!(p.value.kind, NodeKind::Map(_)) => {
+            set_in_map(&doc, &p.value, field, v)?
+        }
         (Some(p), None) if matches!(p.value.kind, NodeKind::Map(_)) => {
             if entries(&p.value).iter().all(|e| e.key == field) {
                 // The last field: an empty policy (which differs from none).
@@ -713,18 +825,35 @@ pub fn add_dependency(text: &str, format: Option<Format>, i: usize, dep: &str) -
     let doc = parse_doc(text, format)?;
     let step = doc.step(i)?;
     let splice = match dependency_nodes(step) {
-        Some((_, items)) if items.iter().any(|n| scalar_text(n) == Some(dep)) => return Ok(text.to_owned()),
+        Some((_, items)) if items.iter().any(|n| scalar_text(n) == Some(dep)) => {
+            return Ok(text.to_owned());
+        }
         Some((e, _)) if matches!(e.value.kind, NodeKind::Seq(_)) && doc.owns(step, e) => {
-            let ctx = if doc.format == Format::Json { Ctx::Json } else { Ctx::Flow };
+            let ctx = if doc.format == Format::Json {
+                Ctx::Json
+            } else {
+                Ctx::Flow
+            };
             let item = yaml_string(dep, ctx, Quote::Plain);
-            append_item(&doc, &e.value, &item, |col| format!("{}- {item}", " ".repeat(col)))?
+            append_item(&doc, &e.value, &item, |col| {
+                format!("{}- {item}", " ".repeat(col))
+            })?
         }
         Some((_, items)) => {
-            let mut list: Vec<Value> = items.iter().filter_map(scalar_text).map(|s| Value::String(s.into())).collect();
+            let mut list: Vec<Value> = items
+                .iter()
+                .filter_map(scalar_text)
+                .map(|s| Value::String(s.into()))
+                .collect();
             list.push(Value::String(dep.into()));
             set_in_map(&doc, step, "dependencies", &Value::Array(list))?
         }
-        None => set_in_map(&doc, step, "dependencies", &Value::Array(vec![Value::String(dep.into())]))?,
+        None => set_in_map(
+            &doc,
+            step,
+            "dependencies",
+            &Value::Array(vec![Value::String(dep.into())]),
+        )?,
     };
     apply(text, vec![splice])
 }
@@ -732,8 +861,12 @@ pub fn add_dependency(text: &str, format: Option<Format>, i: usize, dep: &str) -
 /// The splice removing every `dep` from a step's dependencies (the field goes
 /// when the list becomes empty).
 fn remove_dependency_splice(doc: &Doc<'_>, step: &Node<'_>, dep: &str) -> Result<Option<Splice>> {
-    let Some((e, items)) = dependency_nodes(step) else { return Ok(None) };
-    let hits: Vec<usize> = (0..items.len()).filter(|&j| scalar_text(&items[j]) == Some(dep)).collect();
+    let Some((e, items)) = dependency_nodes(step) else {
+        return Ok(None);
+    };
+    let hits: Vec<usize> = (0..items.len())
+        .filter(|&j| scalar_text(&items[j]) == Some(dep))
+        .collect();
     match hits.as_slice() {
         [] => Ok(None),
         _ if hits.len() == items.len() => remove_from_map(doc, step, "dependencies"),
@@ -751,7 +884,12 @@ fn remove_dependency_splice(doc: &Doc<'_>, step: &Node<'_>, dep: &str) -> Result
 }
 
 /// Remove `dep` from step `i`'s dependencies.
-pub fn remove_dependency(text: &str, format: Option<Format>, i: usize, dep: &str) -> Result<String> {
+pub fn remove_dependency(
+    text: &str,
+    format: Option<Format>,
+    i: usize,
+    dep: &str,
+) -> Result<String> {
     let doc = parse_doc(text, format)?;
     let step = doc.step(i)?;
     match remove_dependency_splice(&doc, step, dep)? {
@@ -764,16 +902,28 @@ pub fn remove_dependency(text: &str, format: Option<Format>, i: usize, dep: &str
 pub fn add_step(text: &str, format: Option<Format>, step: &Step) -> Result<String> {
     let doc = parse_doc(text, format)?;
     let entry = doc.steps_entry()?;
-    if doc.steps()?.iter().any(|n| entries(n).iter().any(|e| e.key == "key" && scalar_text(&e.value) == Some(&step.key))) {
+    if doc.steps()?.iter().any(|n| {
+        entries(n)
+            .iter()
+            .any(|e| e.key == "key" && scalar_text(&e.value) == Some(&step.key))
+    }) {
         return Err(EditError::DuplicateKey(step.key.clone()));
     }
     let seq = &entry.value;
-    let ctx = if doc.format == Format::Json { Ctx::Json } else { Ctx::Flow };
+    let ctx = if doc.format == Format::Json {
+        Ctx::Json
+    } else {
+        Ctx::Flow
+    };
     let empty = matches!(&seq.kind, NodeKind::Seq(items) if items.is_empty());
     let splice = if empty && doc.format == Format::Yaml && !doc.is_flow(&doc.root) {
         // `steps: []` in a block file: start a block list.
         let col = doc.column(entry.key_span.start as usize) + 2;
-        Splice::new(doc.after_colon(entry), doc.node_end(seq), format!("\n{}", block_step(step, col)))
+        Splice::new(
+            doc.after_colon(entry),
+            doc.node_end(seq),
+            format!("\n{}", block_step(step, col)),
+        )
     } else {
         let pretty = ctx == Ctx::Json && doc.text[seq.span.range()].contains('\n');
         let flow = flow_step(step, ctx, pretty);
@@ -788,12 +938,23 @@ pub fn remove_step(text: &str, format: Option<Format>, i: usize) -> Result<Strin
     let doc = parse_doc(text, format)?;
     let steps = doc.steps()?;
     let node = steps.get(i).ok_or(EditError::NoStep(i))?;
-    let key = entries(node).iter().find(|e| e.key == "key").and_then(|e| scalar_text(&e.value));
+    let key = entries(node)
+        .iter()
+        .find(|e| e.key == "key")
+        .and_then(|e| scalar_text(&e.value));
     let mut splices = Vec::new();
     if steps.len() == 1 {
         let entry = doc.steps_entry()?;
-        let text = if doc.is_flow(&entry.value) || doc.format == Format::Json { "[]" } else { " []" };
-        let start = if text == "[]" { entry.value.span.start as usize } else { doc.after_colon(entry) };
+        let text = if doc.is_flow(&entry.value) || doc.format == Format::Json {
+            "[]"
+        } else {
+            " []"
+        };
+        let start = if text == "[]" {
+            entry.value.span.start as usize
+        } else {
+            doc.after_colon(entry)
+        };
         splices.push(Splice::new(start, doc.node_end(&entry.value), text));
     } else {
         splices.push(remove_item(&doc, &doc.steps_entry()?.value, i)?);
@@ -827,7 +988,8 @@ fn placeholder_roots(src: &str, base: usize, old: &str) -> Vec<(usize, usize)> {
         }
         if src[k..].starts_with(old) {
             let after = src.as_bytes().get(k + old.len()).copied();
-            let boundary = !matches!(after, Some(c) if c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+            let boundary =
+                !matches!(after, Some(c) if c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
             if boundary {
                 out.push((base + k, base + k + old.len()));
             }
@@ -862,7 +1024,13 @@ pub fn rename_step(text: &str, format: Option<Format>, i: usize, new_key: &str) 
     if old == new_key {
         return Ok(text.to_owned());
     }
-    let key_of = |n: &Node<'_>| entries(n).iter().find(|e| e.key == "key").and_then(|e| scalar_text(&e.value)).map(str::to_owned);
+    let key_of = |n: &Node<'_>| {
+        entries(n)
+            .iter()
+            .find(|e| e.key == "key")
+            .and_then(|e| scalar_text(&e.value))
+            .map(str::to_owned)
+    };
     if steps.iter().any(|n| key_of(n).as_deref() == Some(new_key)) {
         return Err(EditError::DuplicateKey(new_key.to_owned()));
     }
@@ -871,7 +1039,11 @@ pub fn rename_step(text: &str, format: Option<Format>, i: usize, new_key: &str) 
         _ => Ctx::Flow,
     };
     let scalar_splice = |map: &Node<'_>, n: &Node<'_>| {
-        Splice::new(n.span.start as usize, n.span.end as usize, yaml_string(new_key, ctx_for(map), doc.quote(n)))
+        Splice::new(
+            n.span.start as usize,
+            n.span.end as usize,
+            yaml_string(new_key, ctx_for(map), doc.quote(n)),
+        )
     };
     let mut splices = vec![scalar_splice(node, &key_entry.value)];
     if old.is_empty() {
@@ -886,8 +1058,12 @@ pub fn rename_step(text: &str, format: Option<Format>, i: usize, new_key: &str) 
             }
         }
         for field in ["prompt", "when"] {
-            let Some(e) = entries(step).iter().find(|e| e.key == field) else { continue };
-            let Some(value) = scalar_text(&e.value) else { continue };
+            let Some(e) = entries(step).iter().find(|e| e.key == field) else {
+                continue;
+            };
+            let Some(value) = scalar_text(&e.value) else {
+                continue;
+            };
             if !refers_to(value, &old) {
                 continue;
             }
@@ -923,7 +1099,13 @@ pub fn replace_step(text: &str, format: Option<Format>, i: usize, step: &Step) -
 }
 
 fn load_step(text: &str, format: Option<Format>, i: usize) -> Option<(Step, usize)> {
-    let a = analyze(text, &Options { format, ..Options::default() });
+    let a = analyze(
+        text,
+        &Options {
+            format,
+            ..Options::default()
+        },
+    );
     let wf = a.workflow()?;
     Some((wf.steps.get(i)?.clone(), wf.steps.len()))
 }
@@ -936,35 +1118,71 @@ fn retry_json(p: &crate::model::RetryPolicy) -> Map<String, Value> {
 }
 
 /// Apply the field changes from `old` to `new` one by one, in place.
-fn update_in_place(text: &str, format: Option<Format>, i: usize, old: &Step, new: &Step) -> Result<String> {
+fn update_in_place(
+    text: &str,
+    format: Option<Format>,
+    i: usize,
+    old: &Step,
+    new: &Step,
+) -> Result<String> {
     let mut text = text.to_owned();
     if old.key != new.key {
         text = rename_step(&text, format, i, &new.key)?;
     }
     let str_field = |text: &str, name: &str, o: &str, n: &str| -> Result<String> {
-        if o == n { Ok(text.to_owned()) } else { set_field(text, format, i, name, &Value::String(n.to_owned())) }
+        if o == n {
+            Ok(text.to_owned())
+        } else {
+            set_field(text, format, i, name, &Value::String(n.to_owned()))
+        }
     };
     text = str_field(&text, "agent", &old.agent, &new.agent)?;
     text = str_field(&text, "prompt", &old.prompt, &new.prompt)?;
     if old.dependencies != new.dependencies {
-        let keeps_order = old.dependencies.iter().filter(|d| new.dependencies.contains(d)).eq(new.dependencies.iter().filter(|d| old.dependencies.contains(d)));
+        let keeps_order = old
+            .dependencies
+            .iter()
+            .filter(|d| new.dependencies.contains(d))
+            .eq(new
+                .dependencies
+                .iter()
+                .filter(|d| old.dependencies.contains(d)));
         if keeps_order {
-            for d in old.dependencies.iter().filter(|d| !new.dependencies.contains(d)) {
+            for d in old
+                .dependencies
+                .iter()
+                .filter(|d| !new.dependencies.contains(d))
+            {
                 text = remove_dependency(&text, format, i, d)?;
             }
-            for d in new.dependencies.iter().filter(|d| !old.dependencies.contains(d)) {
+            for d in new
+                .dependencies
+                .iter()
+                .filter(|d| !old.dependencies.contains(d))
+            {
                 text = add_dependency(&text, format, i, d)?;
             }
         } else if new.dependencies.is_empty() {
             text = remove_field(&text, format, i, "dependencies")?;
         } else {
-            let list = new.dependencies.iter().map(|d| Value::String(d.clone())).collect();
+            let list = new
+                .dependencies
+                .iter()
+                .map(|d| Value::String(d.clone()))
+                .collect();
             text = set_field(&text, format, i, "dependencies", &Value::Array(list))?;
         }
     }
-    for (name, o, n) in [("parallel", old.parallel, new.parallel), ("optional", old.optional, new.optional)] {
+    for (name, o, n) in [
+        ("parallel", old.parallel, new.parallel),
+        ("optional", old.optional, new.optional),
+    ] {
         if o != n {
-            text = if n { set_field(&text, format, i, name, &Value::Bool(true))? } else { remove_field(&text, format, i, name)? };
+            text = if n {
+                set_field(&text, format, i, name, &Value::Bool(true))?
+            } else {
+                remove_field(&text, format, i, name)?
+            };
         }
     }
     if old.timeout_ms != new.timeout_ms {
@@ -985,7 +1203,12 @@ fn update_in_place(text: &str, format: Option<Format>, i: usize, old: &Step, new
         }
         (Some(o), Some(n)) => {
             let (o, n) = (retry_json(o), retry_json(n));
-            for name in ["maxRetries", "retryDelayMs", "retryBackoffMultiplier", "retryableErrors"] {
+            for name in [
+                "maxRetries",
+                "retryDelayMs",
+                "retryBackoffMultiplier",
+                "retryableErrors",
+            ] {
                 if o.get(name) != n.get(name) {
                     text = set_retry_field(&text, format, i, name, n.get(name))?;
                 }
@@ -1015,19 +1238,28 @@ pub fn update_step(text: &str, format: Option<Format>, i: usize, new: &Step) -> 
     if &old == new {
         return Ok(text.to_owned());
     }
-    let check = |candidate: &str| load_step(candidate, format, i).is_some_and(|(s, n)| &s == new && n == count);
+    let check = |candidate: &str| {
+        load_step(candidate, format, i).is_some_and(|(s, n)| &s == new && n == count)
+    };
     if let Ok(t) = update_in_place(text, format, i, &old, new)
         && check(&t)
     {
         return Ok(t);
     }
     // Fallback: rename (for the references elsewhere), then re-emit the step.
-    let renamed = if old.key != new.key { rename_step(text, format, i, &new.key)? } else { text.to_owned() };
+    let renamed = if old.key != new.key {
+        rename_step(text, format, i, &new.key)?
+    } else {
+        text.to_owned()
+    };
     let t = replace_step(&renamed, format, i, new)?;
     if check(&t) {
         Ok(t)
     } else {
-        Err(EditError::Unverified(format!("step {} did not read back as edited", i + 1)))
+        Err(EditError::Unverified(format!(
+            "step {} did not read back as edited",
+            i + 1
+        )))
     }
 }
 
@@ -1086,12 +1318,30 @@ mod tests {
 
     #[test]
     fn multi_line_prompts_become_literals_and_back() {
-        let t = set_field(YAML, None, 1, "prompt", &json!("Line one\nLine two: {{plan.result}}\n")).expect("edit");
-        assert!(t.contains("    prompt: |\n      Line one\n      Line two: {{plan.result}}\n    dependencies:"), "{t}");
-        assert_eq!(step(&wf(&t), "build").prompt, "Line one\nLine two: {{plan.result}}\n");
+        let t = set_field(
+            YAML,
+            None,
+            1,
+            "prompt",
+            &json!("Line one\nLine two: {{plan.result}}\n"),
+        )
+        .expect("edit");
+        assert!(
+            t.contains(
+                "    prompt: |\n      Line one\n      Line two: {{plan.result}}\n    dependencies:"
+            ),
+            "{t}"
+        );
+        assert_eq!(
+            step(&wf(&t), "build").prompt,
+            "Line one\nLine two: {{plan.result}}\n"
+        );
         // Block scalar back to one line; the blank line after it stays.
         let t = set_field(YAML, None, 0, "prompt", &json!("Just plan.")).expect("edit");
-        assert!(t.contains("    prompt: Just plan.\n\n  - key: build"), "{t}");
+        assert!(
+            t.contains("    prompt: Just plan.\n\n  - key: build"),
+            "{t}"
+        );
         assert_eq!(step(&wf(&t), "plan").prompt, "Just plan.");
         // Block scalar to block scalar without a final newline.
         let t = set_field(YAML, None, 0, "prompt", &json!("a\nb")).expect("edit");
@@ -1109,22 +1359,44 @@ mod tests {
     fn comment_after_an_inline_value_survives_a_literal() {
         let src = "name: x\nsteps:\n  - key: a\n    agent: b\n    prompt: short  # keep me\n    when: '{{x}}'\n";
         let t = set_field(src, None, 0, "prompt", &json!("two\nlines")).expect("edit");
-        assert!(t.contains("prompt: |- # keep me\n      two\n      lines\n    when:"), "{t}");
+        assert!(
+            t.contains("prompt: |- # keep me\n      two\n      lines\n    when:"),
+            "{t}"
+        );
         let a = analyze(&t, &Options::default());
-        assert_eq!(a.workflow().map(|w| w.steps[0].prompt.as_str()), Some("two\nlines"));
+        assert_eq!(
+            a.workflow().map(|w| w.steps[0].prompt.as_str()),
+            Some("two\nlines")
+        );
     }
 
     #[test]
     fn insert_and_remove_fields() {
         let t = set_field(YAML, None, 0, "timeoutMs", &json!(30000)).expect("edit");
-        assert!(t.contains("      Carefully.\n    timeoutMs: 30000\n\n  - key: build"), "{t}");
+        assert!(
+            t.contains("      Carefully.\n    timeoutMs: 30000\n\n  - key: build"),
+            "{t}"
+        );
         let t = set_field(&t, None, 2, "optional", &json!(true)).expect("edit");
-        assert!(t.contains("dependencies: [build, plan], optional: true}"), "{t}");
-        let t = set_field(&t, None, 1, "when", &json!("{{plan.result}} contains \"go\"")).expect("edit");
+        assert!(
+            t.contains("dependencies: [build, plan], optional: true}"),
+            "{t}"
+        );
+        let t = set_field(
+            &t,
+            None,
+            1,
+            "when",
+            &json!("{{plan.result}} contains \"go\""),
+        )
+        .expect("edit");
         let w = wf(&t);
         assert_eq!(step(&w, "plan").timeout_ms, Some(30000));
         assert!(step(&w, "ship").optional);
-        assert_eq!(step(&w, "build").when.as_deref(), Some("{{plan.result}} contains \"go\""));
+        assert_eq!(
+            step(&w, "build").when.as_deref(),
+            Some("{{plan.result}} contains \"go\"")
+        );
         keeps_comments(YAML, &t, &[]);
 
         let t = remove_field(&t, None, 1, "retryPolicy").expect("edit");
@@ -1132,14 +1404,23 @@ mod tests {
         let t = remove_field(&t, None, 2, "optional").expect("edit");
         let t = remove_field(&t, None, 0, "timeoutMs").expect("edit");
         let t = remove_field(&t, None, 1, "when").expect("edit");
-        assert_eq!(wf(&t), wf(&YAML.replace("    retryPolicy:\n      maxRetries: 2   # twice\n", "")));
+        assert_eq!(
+            wf(&t),
+            wf(&YAML.replace("    retryPolicy:\n      maxRetries: 2   # twice\n", ""))
+        );
         keeps_comments(YAML, &t, &["twice"]);
 
         // JSON, pretty and compact.
         let t = set_field(JSON, None, 0, "timeoutMs", &json!(5)).expect("edit");
-        assert!(t.contains("\"prompt\": \"Plan it\",\n      \"timeoutMs\": 5\n    }"), "{t}");
+        assert!(
+            t.contains("\"prompt\": \"Plan it\",\n      \"timeoutMs\": 5\n    }"),
+            "{t}"
+        );
         let t = set_field(&t, None, 1, "optional", &json!(true)).expect("edit");
-        assert!(t.contains("\"dependencies\": [\"plan\"], \"optional\": true}"), "{t}");
+        assert!(
+            t.contains("\"dependencies\": [\"plan\"], \"optional\": true}"),
+            "{t}"
+        );
         let t = remove_field(&t, None, 0, "timeoutMs").expect("edit");
         let t = remove_field(&t, None, 1, "optional").expect("edit");
         assert_eq!(t, JSON);
@@ -1155,30 +1436,55 @@ mod tests {
     #[test]
     fn retry_policy_fields() {
         let t = set_retry_field(YAML, None, 1, "retryDelayMs", Some(&json!(250))).expect("edit");
-        assert!(t.contains("      maxRetries: 2   # twice\n      retryDelayMs: 250\n"), "{t}");
+        assert!(
+            t.contains("      maxRetries: 2   # twice\n      retryDelayMs: 250\n"),
+            "{t}"
+        );
         let t = set_retry_field(&t, None, 1, "maxRetries", Some(&json!(4))).expect("edit");
         assert!(t.contains("maxRetries: 4   # twice"), "{t}");
-        let t = set_retry_field(&t, None, 0, "retryableErrors", Some(&json!(["timeout", "rate-limit"]))).expect("edit");
+        let t = set_retry_field(
+            &t,
+            None,
+            0,
+            "retryableErrors",
+            Some(&json!(["timeout", "rate-limit"])),
+        )
+        .expect("edit");
         let t = set_retry_field(&t, None, 2, "maxRetries", Some(&json!(1))).expect("edit");
         let w = wf(&t);
         let p = step(&w, "build").retry_policy.clone().expect("policy");
         assert_eq!((p.max_retries, p.retry_delay_ms), (4, 250));
         let p0 = step(&w, "plan").retry_policy.clone().expect("policy");
         assert_eq!(p0.retryable_errors.map(|v| v.len()), Some(2));
-        assert_eq!(step(&w, "ship").retry_policy.as_ref().map(|p| p.max_retries), Some(1));
+        assert_eq!(
+            step(&w, "ship")
+                .retry_policy
+                .as_ref()
+                .map(|p| p.max_retries),
+            Some(1)
+        );
         assert!(t.contains("retryPolicy: {maxRetries: 1}}"), "{t}");
         // Removing the last field leaves an (explicit) empty policy.
         let t = set_retry_field(&t, None, 2, "maxRetries", None).expect("edit");
-        assert_eq!(step(&wf(&t), "ship").retry_policy, Some(RetryPolicy::default()));
+        assert_eq!(
+            step(&wf(&t), "ship").retry_policy,
+            Some(RetryPolicy::default())
+        );
         let t = set_retry_field(&t, None, 1, "retryDelayMs", None).expect("edit");
-        assert!(t.contains("      maxRetries: 4   # twice\n  - {key: ship"), "{t}");
+        assert!(
+            t.contains("      maxRetries: 4   # twice\n  - {key: ship"),
+            "{t}"
+        );
     }
 
     #[test]
     fn dependencies_block_flow_and_json() {
         let src = "name: x\nsteps:\n  - {key: a, agent: b, prompt: p}\n  - {key: z, agent: b, prompt: p}\n  - key: c\n    agent: b\n    prompt: p\n    dependencies:\n      - a   # first\n    # more to come\n  - key: d\n    agent: b\n    prompt: p\n";
         let t = add_dependency(src, None, 2, "z").expect("edit");
-        assert!(t.contains("      - a   # first\n      - z\n    # more to come\n"), "{t}");
+        assert!(
+            t.contains("      - a   # first\n      - z\n    # more to come\n"),
+            "{t}"
+        );
         let t = add_dependency(&t, None, 3, "c").expect("edit");
         assert!(t.contains("    prompt: p\n    dependencies: [c]\n"), "{t}");
         let t = add_dependency(&t, None, 3, "a").expect("edit");
@@ -1189,9 +1495,15 @@ mod tests {
         assert_eq!(step(&w, "d").dependencies, ["c", "a"]);
 
         let t2 = remove_dependency(&t, None, 2, "a").expect("edit");
-        assert!(t2.contains("    dependencies:\n      - z\n    # more to come\n"), "{t2}");
+        assert!(
+            t2.contains("    dependencies:\n      - z\n    # more to come\n"),
+            "{t2}"
+        );
         let t2 = remove_dependency(&t2, None, 2, "z").expect("edit");
-        assert!(!t2.contains("- z") && t2.contains("    prompt: p\n    # more to come\n"), "{t2}");
+        assert!(
+            !t2.contains("- z") && t2.contains("    prompt: p\n    # more to come\n"),
+            "{t2}"
+        );
         let t2 = remove_dependency(&t2, None, 3, "c").expect("edit");
         assert!(t2.contains("dependencies: [a]"), "{t2}");
         let t2 = remove_dependency(&t2, None, 3, "a").expect("edit");
@@ -1199,7 +1511,10 @@ mod tests {
         keeps_comments(src, &t2, &["first"]);
 
         let t = add_dependency(JSON, None, 0, "build").expect("edit");
-        assert!(t.contains("\"prompt\": \"Plan it\",\n      \"dependencies\": [\"build\"]\n"), "{t}");
+        assert!(
+            t.contains("\"prompt\": \"Plan it\",\n      \"dependencies\": [\"build\"]\n"),
+            "{t}"
+        );
         let t = remove_dependency(&t, None, 0, "build").expect("edit");
         assert_eq!(t, JSON);
     }
@@ -1226,13 +1541,22 @@ mod tests {
         let t = add_step(block, None, &s).expect("edit");
         assert!(t.contains("    prompt: p\n  - key: report\n    agent: writer\n    prompt: |-\n      Write it up.\n      Use {{plan.result}}.\n    dependencies: [plan]\n    timeoutMs: 1000\n# trailing comment\n"), "{t}");
         assert_eq!(step(&wf(&t), "report"), &s);
-        assert_eq!(add_step(&t, None, &s), Err(EditError::DuplicateKey("report".into())));
+        assert_eq!(
+            add_step(&t, None, &s),
+            Err(EditError::DuplicateKey("report".into()))
+        );
 
         let t2 = add_step(YAML, None, &s).expect("edit");
-        assert!(t2.contains("dependencies: [build, plan]}\n  - key: report\n"), "{t2}");
+        assert!(
+            t2.contains("dependencies: [build, plan]}\n  - key: report\n"),
+            "{t2}"
+        );
         let t3 = add_step(JSON, None, &s).expect("edit");
         assert_eq!(step(&wf(&t3), "report"), &s);
-        assert!(t3.contains("\"dependencies\": [\"plan\"]},\n    {\n      \"key\": \"report\",\n"), "{t3}");
+        assert!(
+            t3.contains("\"dependencies\": [\"plan\"]},\n    {\n      \"key\": \"report\",\n"),
+            "{t3}"
+        );
         let flow = "{name: x, steps: [{key: plan, agent: a, prompt: p}]}";
         let t4 = add_step(flow, None, &s).expect("edit");
         assert_eq!(step(&wf(&t4), "report"), &s);
@@ -1240,13 +1564,19 @@ mod tests {
         // Removing takes the step and every dependency on it.
         let r = remove_step(YAML, None, 0).expect("edit");
         let w = wf(&r.replace("{{plan.result}}", "x"));
-        assert_eq!(w.steps.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(), ["build", "ship"]);
+        assert_eq!(
+            w.steps.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
+            ["build", "ship"]
+        );
         assert!(step(&w, "build").dependencies.is_empty());
         assert_eq!(step(&w, "ship").dependencies, ["build"]);
         keeps_comments(YAML, &r, &["first: plan it"]);
         let r = remove_step(YAML, None, 2).expect("edit");
         assert_eq!(wf(&r).steps.len(), 2);
-        assert!(r.ends_with("      maxRetries: 2   # twice\nconfig: {parallelism: 2}\n"), "{r}");
+        assert!(
+            r.ends_with("      maxRetries: 2   # twice\nconfig: {parallelism: 2}\n"),
+            "{r}"
+        );
         let r = remove_step(JSON, None, 0).expect("edit");
         let r = r.replace("{{plan.result}}", "x");
         assert_eq!(wf(&r).steps.len(), 1);
@@ -1266,14 +1596,26 @@ mod tests {
         keeps_comments(YAML, &t, &[]);
         let t = rename_step(&t, None, 1, "compile").expect("edit");
         assert_eq!(step(&wf(&t), "ship").prompt, "Ship {{ compile.result }}");
-        assert_eq!(rename_step(&t, None, 1, "ship"), Err(EditError::DuplicateKey("ship".into())));
-        assert_eq!(rename_step(&t, None, 1, "a b"), Err(EditError::InvalidKey("a b".into())));
+        assert_eq!(
+            rename_step(&t, None, 1, "ship"),
+            Err(EditError::DuplicateKey("ship".into()))
+        );
+        assert_eq!(
+            rename_step(&t, None, 1, "a b"),
+            Err(EditError::InvalidKey("a b".into()))
+        );
         // A key that prefixes another is not touched.
         let src = "name: x\nsteps:\n  - {key: a, agent: b, prompt: p}\n  - {key: ab, agent: b, prompt: \"{{a.result}} {{ a.result ?? \\\"-\\\" }}\", dependencies: [a]}\n  - {key: c, agent: b, prompt: p, dependencies: [ab], when: '{{ab.result}} == \"x\"'}\n";
         let t = rename_step(src, None, 0, "first").expect("edit");
-        assert_eq!(step(&wf(&t), "ab").prompt, "{{first.result}} {{ first.result ?? \"-\" }}");
+        assert_eq!(
+            step(&wf(&t), "ab").prompt,
+            "{{first.result}} {{ first.result ?? \"-\" }}"
+        );
         let t = rename_step(src, None, 1, "mid").expect("edit");
-        assert_eq!(step(&wf(&t), "c").when.as_deref(), Some("{{mid.result}} == \"x\""));
+        assert_eq!(
+            step(&wf(&t), "c").when.as_deref(),
+            Some("{{mid.result}} == \"x\"")
+        );
         let t = rename_step(JSON, None, 0, "design").expect("edit");
         assert_eq!(step(&wf(&t), "build").prompt, "Build {{design.result}}");
     }
@@ -1303,7 +1645,10 @@ mod tests {
         assert_eq!(&wf(&t).steps[2], &s2);
         // A step merged from an anchor cannot be edited in place: it is re-emitted.
         let src = "name: x\nbase: &b {agent: shared, prompt: p}\nsteps:\n  - <<: *b\n    key: a\n";
-        let src_ok = src.replace("base: &b {agent: shared, prompt: p}\nsteps:\n  - <<: *b\n", "steps:\n  - <<: &b {agent: shared, prompt: p}\n");
+        let src_ok = src.replace(
+            "base: &b {agent: shared, prompt: p}\nsteps:\n  - <<: *b\n",
+            "steps:\n  - <<: &b {agent: shared, prompt: p}\n",
+        );
         let w = analyze(&src_ok, &Options::default());
         assert!(w.report.valid, "{:?}", w.report);
         let mut s = w.workflow().map(|w| w.steps[0].clone()).expect("step");
@@ -1317,7 +1662,10 @@ mod tests {
     fn text_without_final_newline() {
         let src = "name: x\nsteps:\n  - key: a\n    agent: b\n    prompt: p";
         let t = set_field(src, None, 0, "when", &json!("{{x}}")).expect("edit");
-        assert_eq!(t, "name: x\nsteps:\n  - key: a\n    agent: b\n    prompt: p\n    when: \"{{x}}\"");
+        assert_eq!(
+            t,
+            "name: x\nsteps:\n  - key: a\n    agent: b\n    prompt: p\n    when: \"{{x}}\""
+        );
         let t = remove_field(&t, None, 0, "when").expect("edit");
         assert_eq!(t, src);
         let t = set_field(src, None, 0, "prompt", &json!("a\nb\n")).expect("edit");
@@ -1330,15 +1678,27 @@ mod tests {
     #[test]
     fn edits_round_trip_on_the_examples() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        let Ok(read) = std::fs::read_dir(&dir) else { return };
+        let Ok(read) = std::fs::read_dir(&dir) else {
+            return;
+        };
         let mut files: Vec<_> = read.flatten().map(|e| e.path()).collect();
         files.sort();
         let mut edited = 0;
         for path in files {
-            let Ok(src) = std::fs::read_to_string(&path) else { continue };
+            let Ok(src) = std::fs::read_to_string(&path) else {
+                continue;
+            };
             let format = path.to_str().and_then(Format::from_filename);
-            let a = analyze(&src, &Options { format, ..Options::default() });
-            let Some(w) = a.workflow().cloned() else { continue };
+            let a = analyze(
+                &src,
+                &Options {
+                    format,
+                    ..Options::default()
+                },
+            );
+            let Some(w) = a.workflow().cloned() else {
+                continue;
+            };
             if !a.report.valid {
                 continue;
             }
@@ -1355,8 +1715,15 @@ mod tests {
                 let mut p = s.retry_policy.clone().unwrap_or_default();
                 p.max_retries += 1;
                 s.retry_policy = Some(p);
-                let t = update_step(&src, format, i, &s).unwrap_or_else(|e| panic!("{}: step {i}: {e}", path.display()));
-                let b = analyze(&t, &Options { format, ..Options::default() });
+                let t = update_step(&src, format, i, &s)
+                    .unwrap_or_else(|e| panic!("{}: step {i}: {e}", path.display()));
+                let b = analyze(
+                    &t,
+                    &Options {
+                        format,
+                        ..Options::default()
+                    },
+                );
                 let w2 = b.workflow().cloned().expect("workflow");
                 assert_eq!(&w2.steps[i], &s, "{}", path.display());
                 for (j, other) in w.steps.iter().enumerate() {
@@ -1364,7 +1731,10 @@ mod tests {
                         assert_eq!(&w2.steps[j], other, "{}: step {j} changed", path.display());
                     }
                 }
-                assert_eq!((&w2.name, &w2.config, &w2.inputs), (&w.name, &w.config, &w.inputs));
+                assert_eq!(
+                    (&w2.name, &w2.config, &w2.inputs),
+                    (&w.name, &w.config, &w.inputs)
+                );
                 if format != Some(Format::Json) {
                     keeps_comments(&src, &t, &[]);
                 }
@@ -1376,8 +1746,17 @@ mod tests {
 
     #[test]
     fn errors_are_reported() {
-        assert!(matches!(set_field("name: [", None, 0, "agent", &json!("x")), Err(EditError::Syntax(_))));
-        assert_eq!(set_field("name: x\n", None, 0, "agent", &json!("x")), Err(EditError::NoSteps));
-        assert_eq!(set_field(YAML, None, 9, "agent", &json!("x")), Err(EditError::NoStep(9)));
+        assert!(matches!(
+            set_field("name: [", None, 0, "agent", &json!("x")),
+            Err(EditError::Syntax(_))
+        ));
+        assert_eq!(
+            set_field("name: x\n", None, 0, "agent", &json!("x")),
+            Err(EditError::NoSteps)
+        );
+        assert_eq!(
+            set_field(YAML, None, 9, "agent", &json!("x")),
+            Err(EditError::NoStep(9))
+        );
     }
 }

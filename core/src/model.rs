@@ -305,7 +305,11 @@ pub fn json_schema() -> serde_json::Value {
         "propertyNames",
         json!({"pattern": "^[A-Za-z0-9_-]{1,128}$"}),
     );
-    set("/$defs/Step/properties/key", "pattern", json!("^[A-Za-z0-9_-]{1,128}$"));
+    set(
+        "/$defs/Step/properties/key",
+        "pattern",
+        json!("^[A-Za-z0-9_-]{1,128}$"),
+    );
     set("/$defs/Step/properties/prompt", "minLength", json!(1));
     set("/$defs/Step/properties/agent", "minLength", json!(1));
     set(

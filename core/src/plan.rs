@@ -7,7 +7,7 @@ use crate::graph::Graph;
 use crate::model::Workflow;
 use crate::report::{Report, suggest};
 use crate::schema::CompiledSchema;
-use crate::template::{Ref, Template};
+use crate::template::Template;
 use crate::validate::{Options, analyze};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -18,7 +18,8 @@ use std::sync::{Arc, OnceLock};
 pub struct Plan {
     pub workflow: Workflow,
     pub graph: Graph,
-    index: HashMap<String, usize>,
+    /// Step index by key, built on first use (validation alone does not need it).
+    index: OnceLock<HashMap<String, usize>>,
     pub(crate) prompts: Vec<Template>,
     pub(crate) conditions: Vec<Option<Condition>>,
     pub(crate) schemas: Vec<Option<CompiledSchema>>,
@@ -69,31 +70,9 @@ impl Plan {
         prompts: Vec<Template>,
         conditions: Vec<Option<Condition>>,
         schemas: Vec<Option<CompiledSchema>>,
+        input_names: BTreeSet<String>,
     ) -> Plan {
-        let n = workflow.steps.len();
-        let index: HashMap<String, usize> = workflow
-            .steps
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.key.clone(), i))
-            .collect();
-        debug_assert_eq!(graph.len(), n);
-        let mut input_names: BTreeSet<String> = workflow.inputs.keys().cloned().collect();
-        let is_step = |k: &str| index.contains_key(k);
-        for t in &prompts {
-            for ph in t.placeholders() {
-                if let Ok(Ref::Input { name, .. }) = ph.classify(is_step) {
-                    input_names.insert(name.to_owned());
-                }
-            }
-        }
-        for c in conditions.iter().flatten() {
-            for ph in c.placeholders() {
-                if let Ok(Ref::Input { name, .. }) = ph.classify(is_step) {
-                    input_names.insert(name.to_owned());
-                }
-            }
-        }
+        debug_assert_eq!(graph.len(), workflow.steps.len());
         let output_schemas = workflow
             .steps
             .iter()
@@ -102,7 +81,7 @@ impl Plan {
         Plan {
             workflow,
             graph,
-            index,
+            index: OnceLock::new(),
             prompts,
             conditions,
             schemas,
@@ -131,7 +110,17 @@ impl Plan {
     }
 
     pub fn index_of(&self, key: &str) -> Option<usize> {
-        self.index.get(key).copied()
+        self.index
+            .get_or_init(|| {
+                self.workflow
+                    .steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.key.clone(), i))
+                    .collect()
+            })
+            .get(key)
+            .copied()
     }
 
     pub fn key(&self, i: usize) -> &str {

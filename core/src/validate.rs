@@ -169,6 +169,8 @@ pub fn validate_workflow(workflow: Workflow) -> Result<Arc<Plan>, Report> {
 /// What validation computed that the plan reuses.
 pub(crate) struct Checked {
     graph: Option<Graph>,
+    /// Declared inputs and undeclared `{{name}}`s.
+    input_names: BTreeSet<String>,
     prompts: Vec<Option<Template>>,
     conditions: Vec<Option<Condition>>,
     schemas: Vec<Option<CompiledSchema>>,
@@ -189,6 +191,7 @@ impl Checked {
             prompts,
             self.conditions,
             self.schemas,
+            self.input_names,
         ))
     }
 }
@@ -489,10 +492,12 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
         };
         for (j, &(ph, _)) in refs.iter().enumerate() {
             let raw = &ph.raw;
-            match ph.classify(|k| index.contains_key(k)) {
+            // One lookup: whether the root is a step, and which.
+            let root_index = index.get(ph.root.as_str()).copied();
+            match ph.classify(|_| root_index.is_some()) {
                 Err(m) => sink.error(Code::InvalidValue, span_of(j), label, m),
                 Ok(Ref::Step { key, .. }) => {
-                    let target = index[key];
+                    let target = root_index.unwrap_or(i);
                     if target == i {
                         sink.error(Code::PlaceholderNotUpstream, span_of(j), label, format!("`{raw}` refers to this step's own result, which does not exist while it runs"));
                     } else if let Some(g) = &graph {
@@ -573,8 +578,15 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
             }
         }
     }
+    let input_names = wf
+        .inputs
+        .keys()
+        .cloned()
+        .chain(used_inputs.iter().map(|s| (*s).to_owned()))
+        .collect();
     Checked {
         graph,
+        input_names,
         prompts,
         conditions,
         schemas,

@@ -499,3 +499,70 @@ fn crash_and_resume_loses_nothing() {
         assert_eq!(check, "ok");
     }
 }
+
+#[test]
+fn serve_refuses_a_public_bind_without_a_token() {
+    let env = Env::new(0);
+    let out = env
+        .cmd(&["serve", "--bind", "0.0.0.0", "--port", "0"])
+        .env_remove("AX_TOKEN")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AX_TOKEN"), "{err}");
+}
+
+#[test]
+fn serve_answers_healthz_and_pauses_runs_on_shutdown() {
+    let env = Env::new(200);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut server = env
+        .cmd(&["serve", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client
+        .get(format!("{base}/healthz"))
+        .send()
+        .map(|r| r.status().as_u16())
+        .ok()
+        != Some(200)
+    {
+        assert!(Instant::now() < deadline, "ax serve never became healthy");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r: Value = client
+        .post(format!("{base}/api/executions"))
+        .json(&serde_json::json!({"source": SLOW}))
+        .send()
+        .and_then(|r| r.json())
+        .expect("start");
+    let id = r["id"].as_str().expect("id").to_owned();
+    std::thread::sleep(Duration::from_millis(300));
+    // SIGINT: the server pauses what it runs and exits.
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(server.id().to_string())
+        .status();
+    assert_eq!(wait_exit(&mut server, Duration::from_secs(15)), Some(0));
+    let s = env.json(&["workflow", "status", &id, "--format", "json"]);
+    assert_eq!(s["state"], "paused", "{s}");
+    let out = env.run(&["workflow", "resume", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
