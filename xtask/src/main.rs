@@ -5,8 +5,10 @@
 //! cargo xtask test [STAGE…]      setup, then fmt, clippy, native tests, wasm tests, web build
 //! cargo xtask serve [ARGS…]      setup, build the web UI, run `ax serve ARGS…`
 //! cargo xtask web                build the web UI with trunk
+//! cargo xtask bench-peer|soak|load|growth   the long measurements (bench/, RELIABILITY.md)
 //! ```
 
+mod bench;
 mod run;
 mod setup;
 mod stages;
@@ -29,6 +31,16 @@ commands:
       --list               list the stages and exit
   serve [ARGS…]            setup, build the web UI, then `ax serve ARGS…` (release build)
   web                      build the web UI (`trunk build --release --offline`)
+  bench-peer [OPTIONS]     ax and LangGraph side by side (pinned LangGraph in a throwaway
+                           virtualenv, target/bench/venv): tables in target/bench/peer.md
+      --quick              one repetition, 100 code-review executions
+      --reps N | --only CASE   (cases: chain40 chain1000 fan100 review-seq review-concurrent)
+  soak [--quick]           kill -9 soak under `ax serve` (hundreds of kills), the same with
+                           provider faults, and provider faults alone: target/bench/soak*.md
+  load [--quick]           wrk against the API at 100 connections while 100 executions run
+                           (installs Debian's wrk if missing): target/bench/load.md
+  growth [--quick]         10,000 executions with `ax workflow prune`: database size over time
+                           (full runs of soak, load and growth update RELIABILITY.md)
   help                     this text
 
 environment:
@@ -84,6 +96,10 @@ fn dispatch(ctx: &Ctx, args: &[String], report: &mut Report) -> Result<ExitCode>
             let env = setup::detect(ctx)?;
             stages::web(ctx, &env)?;
         }
+        "bench-peer" => bench::bench_peer(ctx, rest)?,
+        "soak" => bench::soak(ctx, rest)?,
+        "load" => bench::load(ctx, rest)?,
+        "growth" => bench::growth(ctx, rest)?,
         "help" | "-h" | "--help" => println!("{USAGE}"),
         other => {
             return Err(format!("unknown command `{other}`: try `cargo xtask help`"));

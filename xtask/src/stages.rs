@@ -61,8 +61,9 @@ pub const STAGES: &[Stage] = &[
     Stage::new("wasm-core", Kind::WasmTest("core")),
     Stage::new("wasm-web", Kind::WasmTest("web")),
     Stage::new("web-build", Kind::Trunk).needs("web/Cargo.toml"),
-    // End-to-end browser tests will go here, e.g.:
-    // Stage::new("e2e", Kind::Cargo(&["test", "-p", "ax-e2e"])).needs("e2e/Cargo.toml"),
+    // `ax serve` with the built web app, driven through headless Chromium.
+    Stage::new("e2e-build", Kind::Cargo(&["build", "-p", "ax-server", "--bin", "ax"])).needs("tests/Cargo.toml"),
+    Stage::new("e2e", Kind::Cargo(&["test", "-p", "ax-e2e", "--", "--ignored"])).needs("tests/Cargo.toml"),
 ];
 
 /// The stages a command line selects: all, or those named (`wasm` selects `wasm-*`).

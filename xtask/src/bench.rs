@@ -1,0 +1,164 @@
+//! `cargo xtask bench-peer | soak | load | growth`: the long measurements behind
+//! BENCHMARKS.md and RELIABILITY.md. Not part of `cargo xtask test` (minutes,
+//! not seconds). Each builds `ax` and `ax-bench` in release, installs what it
+//! needs (a LangGraph virtualenv, wrk), and runs `ax-bench`, which writes its
+//! tables and JSON to `target/bench/`.
+
+use std::path::PathBuf;
+
+use crate::run::{Ctx, Result};
+use crate::say;
+
+/// The peer's packages, pinned (transitive dependencies included).
+const REQUIREMENTS: &str = "bench/peer/requirements.txt";
+
+fn build(ctx: &Ctx) -> Result<PathBuf> {
+    let mut cmd = ctx.cmd("cargo");
+    cmd.args(["build", "--release", "-p", "ax-server", "-p", "ax-bench"]);
+    cmd.run()?;
+    Ok(ctx.target.join("release"))
+}
+
+fn ax_bench(ctx: &Ctx, release: &std::path::Path, args: &[&str], rest: &[String]) -> Result<()> {
+    let mut cmd = ctx.cmd(release.join("ax-bench"));
+    cmd.args(args)
+        .args(rest)
+        .arg("--ax")
+        .arg(release.join("ax"))
+        .arg("--out")
+        .arg(ctx.target.join("bench"));
+    cmd.run()
+}
+
+fn quick(rest: &[String]) -> bool {
+    rest.iter().any(|a| a == "--quick")
+}
+
+/// Copy the tables of a full run into RELIABILITY.md (never a `--quick` run's).
+fn publish(ctx: &Ctx, release: &std::path::Path, rest: &[String]) -> Result<()> {
+    if quick(rest) {
+        say!("--quick: RELIABILITY.md left as it is (only full runs are published)");
+        return Ok(());
+    }
+    let mut cmd = ctx.cmd(release.join("ax-bench"));
+    cmd.arg("publish")
+        .arg("--out")
+        .arg(ctx.target.join("bench"));
+    cmd.run()
+}
+
+/// A throwaway virtualenv in target/bench/venv with the pinned LangGraph.
+fn venv(ctx: &Ctx) -> Result<PathBuf> {
+    let dir = ctx.target.join("bench/venv");
+    let python = dir.join("bin/python");
+    let wanted = std::fs::read_to_string(ctx.root.join(REQUIREMENTS))
+        .map_err(|e| format!("cannot read {REQUIREMENTS}: {e}"))?;
+    let stamp = dir.join("ax-requirements.txt");
+    if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
+        say!("LangGraph virtualenv up to date: {}", dir.display());
+        return Ok(python);
+    }
+    let py = ["python3.11", "python3"]
+        .iter()
+        .find(|p| ctx.which(p).is_some())
+        .ok_or("python3 not found: install Python 3.11 (with venv and pip)")?;
+    let mut cmd = ctx.cmd(py);
+    cmd.args(["-m", "venv", "--clear"]).arg(&dir);
+    cmd.run()?;
+    let mut cmd = ctx.cmd(&python);
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-r",
+    ])
+    .arg(ctx.root.join(REQUIREMENTS));
+    cmd.run()?;
+    std::fs::write(&stamp, wanted).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
+    Ok(python)
+}
+
+pub fn bench_peer(ctx: &Ctx, rest: &[String]) -> Result<()> {
+    let python = venv(ctx)?;
+    let release = build(ctx)?;
+    let mut cmd = ctx.cmd(release.join("ax-bench"));
+    cmd.arg("peer")
+        .args(rest)
+        .arg("--python")
+        .arg(&python)
+        .arg("--script")
+        .arg(ctx.root.join("bench/peer/peer_bench.py"))
+        .arg("--out")
+        .arg(ctx.target.join("bench"));
+    cmd.run()?;
+    say!(
+        "tables: {} (JSON beside it)",
+        ctx.target.join("bench/peer.md").display()
+    );
+    Ok(())
+}
+
+/// The crash soak, the crash soak with provider faults, and provider faults alone.
+pub fn soak(ctx: &Ctx, rest: &[String]) -> Result<()> {
+    let release = build(ctx)?;
+    ax_bench(ctx, &release, &["soak", "--name", "soak"], rest)?;
+    ax_bench(
+        ctx,
+        &release,
+        &["soak", "--name", "soak-faults", "--fault-rate", "0.1"],
+        rest,
+    )?;
+    ax_bench(
+        ctx,
+        &release,
+        &[
+            "soak",
+            "--name",
+            "faults",
+            "--fault-rate",
+            "0.2",
+            "--no-kill",
+        ],
+        rest,
+    )?;
+    publish(ctx, &release, rest)
+}
+
+pub fn load(ctx: &Ctx, rest: &[String]) -> Result<()> {
+    ensure_wrk(ctx)?;
+    let release = build(ctx)?;
+    ax_bench(ctx, &release, &["load"], rest)?;
+    publish(ctx, &release, rest)
+}
+
+pub fn growth(ctx: &Ctx, rest: &[String]) -> Result<()> {
+    let release = build(ctx)?;
+    ax_bench(ctx, &release, &["growth"], rest)?;
+    publish(ctx, &release, rest)
+}
+
+/// wrk from Debian's packages.
+fn ensure_wrk(ctx: &Ctx) -> Result<()> {
+    if ctx.which("wrk").is_some() {
+        return Ok(());
+    }
+    say!("wrk not found: installing Debian's package");
+    for args in [&["update"][..], &["install", "-y", "wrk"][..]] {
+        if args[0] == "update" && ctx.apt_updated.get() {
+            continue;
+        }
+        let mut cmd = ctx.root_cmd("env")?;
+        cmd.args(["DEBIAN_FRONTEND=noninteractive", "apt-get"])
+            .args(args);
+        cmd.run()?;
+        if args[0] == "update" {
+            ctx.apt_updated.set(true);
+        }
+    }
+    if ctx.which("wrk").is_none() {
+        return Err("apt-get install wrk did not put wrk on PATH".into());
+    }
+    Ok(())
+}
