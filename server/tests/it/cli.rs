@@ -566,3 +566,49 @@ fn serve_answers_healthz_and_pauses_runs_on_shutdown() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A provider key never reaches the database, its WAL, or the logs, even when
+/// the provider repeats it back in answers and errors.
+#[test]
+fn api_keys_never_reach_the_database_or_logs() {
+    const KEY: &str = "sk-test-LEAKCHECK-7d1f9c2a";
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (_fake, addr) = rt.block_on(super::common::fake_llm());
+    let env = Env::new(0);
+    let agents = env.write(
+        "agents-openai.toml",
+        &format!("[defaults]\nprovider = \"openai\"\n\n[providers.openai]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nmodel = \"m\"\n"),
+    );
+    let f = env.write(
+        "leak.yaml",
+        "name: leak\nconfig: {continueOnError: true}\nsteps:\n  - {key: a, agent: backend, prompt: \"[leak] hello\"}\n  - {key: b, agent: backend, prompt: \"[leak-401] hello\"}\n",
+    );
+    let out = ax()
+        .args(["workflow", "run", &f, "--format", "json"])
+        .arg("--db")
+        .arg(env.db())
+        .arg("--agents")
+        .arg(&agents)
+        .env("OPENAI_API_KEY", KEY)
+        .env("AX_LOG", "trace")
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("\"state\""), "{stdout}\n{stderr}");
+    assert!(!stdout.contains(KEY), "key in the output: {stdout}");
+    assert!(!stderr.contains(KEY), "key in the logs: {stderr}");
+    assert!(
+        stdout.contains("[redacted]") || stderr.contains("[redacted]"),
+        "the repeated key was scrubbed: {stdout}"
+    );
+    for name in ["ax.db", "ax.db-wal"] {
+        if let Ok(bytes) = std::fs::read(env.dir.path().join(name)) {
+            let needle = KEY.as_bytes();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "key found in {name}"
+            );
+        }
+    }
+}

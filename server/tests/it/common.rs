@@ -21,6 +21,7 @@ use std::time::Duration;
 /// - `[sleep:MS]` answer after MS milliseconds;
 /// - `[fail:STATUS xN]` answer STATUS the first N times (N = 1000 means always);
 /// - `[json:{...}]` answer exactly this text;
+/// - `[leak]` / `[leak-401]` repeat the Authorization header in an answer / an error;
 /// - otherwise answer `answer(<first line of the prompt>)`.
 #[derive(Clone, Default)]
 pub struct FakeLlm {
@@ -54,7 +55,16 @@ fn directive<'a>(prompt: &'a str, name: &str) -> Option<&'a str> {
     Some(&prompt[start..end])
 }
 
-async fn chat(State(fake): State<FakeLlm>, Json(body): Json<Value>) -> Response {
+async fn chat(
+    State(fake): State<FakeLlm>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
     let prompt = body["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|x| x["role"] == "user"))
@@ -91,6 +101,21 @@ async fn chat(State(fake): State<FakeLlm>, Json(body): Json<Value>) -> Response 
             )
                 .into_response();
         }
+    }
+    // A careless server that repeats credentials back.
+    if prompt.contains("[leak-401]") {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"message": format!("Incorrect API key provided: {auth}")}})),
+        )
+            .into_response();
+    }
+    if prompt.contains("[leak]") {
+        return Json(json!({
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("your header was {auth}")}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1}
+        }))
+        .into_response();
     }
     let content = match directive(&prompt, "json") {
         Some(j) => j.to_owned(),
