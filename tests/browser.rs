@@ -42,41 +42,88 @@ async fn designer_end_to_end() {
 
     // A cycle is reported as typed, without a server round trip.
     b.set_editor(CYCLE).await;
-    b.until("the cycle problem", 20, "document.querySelector('[data-testid=\"problems\"] [data-code=\"cycle\"]')").await;
+    b.until(
+        "the cycle problem",
+        20,
+        "document.querySelector('[data-testid=\"problems\"] [data-code=\"cycle\"]')",
+    )
+    .await;
     let message = b
         .js("return document.querySelector('[data-testid=\"problems\"] [data-code=\"cycle\"]').innerText;", vec![])
         .await;
-    assert!(message.as_str().unwrap_or("").contains("→"), "the cycle is walked: {message}");
+    assert!(
+        message.as_str().unwrap_or("").contains("→"),
+        "the cycle is walked: {message}"
+    );
     b.screenshot("02-cycle").await;
 
     // Fixed: no problem left, and the graph shows every step.
     b.set_editor(FIXED).await;
-    b.until("no cycle", 20, "!document.querySelector('[data-testid=\"problems\"] [data-code=\"cycle\"]')").await;
+    b.until(
+        "no cycle",
+        20,
+        "!document.querySelector('[data-testid=\"problems\"] [data-code=\"cycle\"]')",
+    )
+    .await;
     for k in KEYS {
-        b.wait_for(&format!("{} [data-step=\"{k}\"]", testid("graph")), 20).await;
+        b.wait_for(&format!("{} [data-step=\"{k}\"]", testid("graph")), 20)
+            .await;
     }
     assert_eq!(b.node_states().await.len(), 4);
     b.screenshot("03-graph").await;
 
     // Saved, and still there after a reload.
     b.click(&testid("save")).await;
-    let name = b.js("return document.querySelector('[data-testid=\"doc-name\"]').innerText;", vec![]).await;
+    let name = b
+        .js(
+            "return document.querySelector('[data-testid=\"doc-name\"]').innerText;",
+            vec![],
+        )
+        .await;
     let name = name.as_str().unwrap_or("").trim().to_owned();
     assert!(!name.is_empty());
     b.client.refresh().await.expect("reload");
     b.wait_for(&testid("editor"), 60).await;
     b.click(&testid("tab-documents")).await;
-    b.until("the saved draft", 20, &format!("document.querySelector('[data-testid=\"drafts\"] [data-name=\"{name}\"]')")).await;
-    let text = b.js("return document.querySelector('[data-testid=\"editor\"]').value;", vec![]).await;
-    assert!(text.as_str().unwrap_or("").contains("key: quality"), "the draft is open again after the reload");
+    b.until(
+        "the saved draft",
+        20,
+        &format!("document.querySelector('[data-testid=\"drafts\"] [data-name=\"{name}\"]')"),
+    )
+    .await;
+    let text = b
+        .js(
+            "return document.querySelector('[data-testid=\"editor\"]').value;",
+            vec![],
+        )
+        .await;
+    assert!(
+        text.as_str().unwrap_or("").contains("key: quality"),
+        "the draft is open again after the reload"
+    );
     b.screenshot("04-drafts").await;
 
     // Run on the server: the graph follows it live until every step completed.
-    b.until("the server to be detected", 30, "!document.querySelector('[data-testid=\"server-banner\"]')").await;
+    b.until(
+        "the server to be detected",
+        30,
+        "!document.querySelector('[data-testid=\"server-banner\"]')",
+    )
+    .await;
     b.click(&testid("run-server")).await;
-    b.until("a server step running", 30, "document.querySelector('[data-testid=\"graph\"] [data-state=\"running\"]')").await;
+    b.until(
+        "a server step running",
+        30,
+        "document.querySelector('[data-testid=\"graph\"] [data-state=\"running\"]')",
+    )
+    .await;
     b.screenshot("05-server-run").await;
-    b.until("every step completed on the server", 60, &all_completed_js()).await;
+    b.until(
+        "every step completed on the server",
+        60,
+        &all_completed_js(),
+    )
+    .await;
     b.screenshot("06-server-done").await;
     let list: serde_json::Value = reqwest::get(format!("{}/api/executions", server.url))
         .await
@@ -91,13 +138,23 @@ async fn designer_end_to_end() {
     b.click(&testid("run-local")).await;
     b.until("the local run to start", 30, "document.querySelector('[data-testid=\"graph\"] [data-step=\"parse\"][data-state=\"running\"]')").await;
     b.until("the first local step completed", 30, "document.querySelector('[data-testid=\"graph\"] [data-step=\"parse\"][data-state=\"completed\"]')").await;
-    b.until("a later local step running", 30, "document.querySelector('[data-testid=\"graph\"] [data-state=\"running\"]')").await;
+    b.until(
+        "a later local step running",
+        30,
+        "document.querySelector('[data-testid=\"graph\"] [data-state=\"running\"]')",
+    )
+    .await;
     b.screenshot("07-local-run").await;
     b.client.refresh().await.expect("reload mid-run");
     b.wait_for(&testid("resume-offer"), 60).await;
     b.screenshot("08-resume-offer").await;
     b.click(&testid("resume-offer-resume")).await;
-    b.until("every step completed in the browser", 60, &all_completed_js()).await;
+    b.until(
+        "every step completed in the browser",
+        60,
+        &all_completed_js(),
+    )
+    .await;
     let states = b.node_states().await;
     assert!(states.iter().all(|(_, s)| s == "completed"), "{states:?}");
     b.screenshot("09-local-done").await;

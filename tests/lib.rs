@@ -34,7 +34,9 @@ pub fn ax_bin() -> PathBuf {
 
 /// trunk's output folder with the built web app.
 pub fn dist() -> PathBuf {
-    let d = std::env::var_os("AX_WEB_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("dist"));
+    let d = std::env::var_os("AX_WEB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("dist"));
     assert!(
         d.join("index.html").is_file(),
         "{} has no index.html: build the web app first (`cargo xtask web`; `cargo xtask test e2e` does)",
@@ -98,15 +100,23 @@ pub async fn serve(echo_latency_ms: u64) -> Server {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(r) = client.get(format!("{url}/healthz")).send().await {
-            if r.status().is_success() {
-                break;
-            }
+        if let Ok(r) = client.get(format!("{url}/healthz")).send().await
+            && r.status().is_success()
+        {
+            break;
         }
-        assert!(Instant::now() < deadline, "ax serve did not become healthy; see its log in {}", dir.path().display());
+        assert!(
+            Instant::now() < deadline,
+            "ax serve did not become healthy; see its log in {}",
+            dir.path().display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Server { url, dir, _proc: proc }
+    Server {
+        url,
+        dir,
+        _proc: proc,
+    }
 }
 
 /// chromedriver and a headless Chromium session.
@@ -117,13 +127,16 @@ pub struct Browser {
 
 pub async fn browser() -> Browser {
     let port = free_port();
-    let driver_bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
+    let driver_bin =
+        std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
     let child = Command::new(&driver_bin)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {driver_bin}: {e} (`cargo xtask setup` installs it)"));
+        .unwrap_or_else(|e| {
+            panic!("cannot start {driver_bin}: {e} (`cargo xtask setup` installs it)")
+        });
     let driver = Proc(child);
     let chrome = std::env::var("CHROME").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
     let mut caps = serde_json::Map::new();
@@ -147,12 +160,18 @@ pub async fn browser() -> Browser {
         {
             Ok(c) => break c,
             Err(e) => {
-                assert!(Instant::now() < deadline, "cannot start a Chromium session: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot start a Chromium session: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
     };
-    Browser { client, _driver: driver }
+    Browser {
+        client,
+        _driver: driver,
+    }
 }
 
 pub fn testid(id: &str) -> String {
@@ -172,16 +191,25 @@ impl Browser {
 
     pub async fn click(&self, css: &str) {
         let el = self.wait_for(css, 20).await;
-        el.click().await.unwrap_or_else(|e| panic!("cannot click `{css}`: {e}"));
+        el.click()
+            .await
+            .unwrap_or_else(|e| panic!("cannot click `{css}`: {e}"));
     }
 
     pub async fn count(&self, css: &str) -> usize {
-        self.client.find_all(Locator::Css(css)).await.map(|v| v.len()).unwrap_or(0)
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .map(|v| v.len())
+            .unwrap_or(0)
     }
 
     /// Run JavaScript and return its value.
     pub async fn js(&self, script: &str, args: Vec<Value>) -> Value {
-        self.client.execute(script, args).await.unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+        self.client
+            .execute(script, args)
+            .await
+            .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
     /// Replace the editor's text as typing would (an `input` event).
@@ -204,9 +232,16 @@ impl Browser {
                 return;
             }
             if Instant::now() > deadline {
-                let _ = self.screenshot(&format!("failed-{}", what.replace(' ', "-"))).await;
-                let body = self.js("return document.body.innerText.slice(0, 3000);", vec![]).await;
-                panic!("timed out after {secs} s waiting for {what}; the page says:\n{}", body.as_str().unwrap_or(""));
+                let _ = self
+                    .screenshot(&format!("failed-{}", what.replace(' ', "-")))
+                    .await;
+                let body = self
+                    .js("return document.body.innerText.slice(0, 3000);", vec![])
+                    .await;
+                panic!(
+                    "timed out after {secs} s waiting for {what}; the page says:\n{}",
+                    body.as_str().unwrap_or("")
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -234,7 +269,12 @@ impl Browser {
         v.as_array()
             .map(|a| {
                 a.iter()
-                    .filter_map(|p| Some((p[0].as_str()?.to_owned(), p[1].as_str().unwrap_or("").to_owned())))
+                    .filter_map(|p| {
+                        Some((
+                            p[0].as_str()?.to_owned(),
+                            p[1].as_str().unwrap_or("").to_owned(),
+                        ))
+                    })
                     .collect()
             })
             .unwrap_or_default()

@@ -5,6 +5,7 @@
 //! otherwise read them as something else.
 
 use crate::model::Workflow;
+use crate::parse::{Format, Limits, Node, NodeKind, parse};
 use serde_json::Value;
 
 /// Pretty JSON in the file format's field order.
@@ -14,9 +15,19 @@ pub fn to_json(wf: &Workflow) -> String {
 
 /// Block-style YAML in the file format's field order.
 pub fn to_yaml(wf: &Workflow) -> String {
-    let value = serde_json::to_value(wf).unwrap_or(Value::Null);
+    // serde writes struct fields in declaration order, and our JSON parser keeps
+    // object order: going through JSON text keeps the file format's order (a
+    // `serde_json::Value` would sort the keys).
+    let json = serde_json::to_string(wf).unwrap_or_default();
+    let limits = Limits {
+        max_bytes: usize::MAX,
+        max_depth: 256,
+        max_alias_nodes: 0,
+    };
     let mut out = String::new();
-    write_value(&value, 0, &mut out, Context::Root);
+    if let Ok(doc) = parse(&json, Some(Format::Json), &limits) {
+        write_node(&doc.root, 0, &mut out, Context::Root);
+    }
     out
 }
 
@@ -33,29 +44,39 @@ fn indent(n: usize, out: &mut String) {
     }
 }
 
-fn write_value(v: &Value, level: usize, out: &mut String, ctx: Context) {
-    match v {
-        Value::Object(m) if !m.is_empty() => {
+/// A scalar node as it should read in YAML.
+fn node_scalar(n: &Node<'_>) -> Option<Value> {
+    match &n.kind {
+        NodeKind::Scalar { .. } => Some(n.to_json()),
+        _ => None,
+    }
+}
+
+fn write_node(n: &Node<'_>, level: usize, out: &mut String, ctx: Context) {
+    match &n.kind {
+        NodeKind::Map(entries) if !entries.is_empty() => {
             if ctx == Context::MapValue {
                 out.push('\n');
             }
-            for (i, (k, val)) in m.iter().enumerate() {
+            for (i, e) in entries.iter().enumerate() {
                 // The first key of a list item shares the `- ` line.
                 if !(ctx == Context::SeqItem && i == 0) {
                     indent(level, out);
                 }
-                out.push_str(&scalar_string(k));
+                out.push_str(&scalar_string(&e.key));
                 out.push(':');
-                write_value(val, level + 2, out, Context::MapValue);
+                write_node(&e.value, level + 2, out, Context::MapValue);
             }
         }
-        Value::Array(a) if !a.is_empty() => {
-            let simple = a.iter().all(|x| !x.is_object() && !x.is_array())
-                && a.iter()
-                    .all(|x| !matches!(x, Value::String(s) if s.contains('\n')));
-            if simple && a.len() <= 8 {
-                let items: Vec<String> = a.iter().map(flow_scalar).collect();
-                let line = format!(" [{}]", items.join(", "));
+        NodeKind::Seq(items) if !items.is_empty() => {
+            let scalars: Option<Vec<Value>> = items.iter().map(node_scalar).collect();
+            if let Some(scalars) = scalars.filter(|v| {
+                v.len() <= 8
+                    && v.iter()
+                        .all(|x| !matches!(x, Value::String(s) if s.contains('\n')))
+            }) {
+                let flow: Vec<String> = scalars.iter().map(flow_scalar).collect();
+                let line = format!(" [{}]", flow.join(", "));
                 if line.len() < 80 {
                     out.push_str(&line);
                     out.push('\n');
@@ -65,70 +86,63 @@ fn write_value(v: &Value, level: usize, out: &mut String, ctx: Context) {
             if ctx == Context::MapValue {
                 out.push('\n');
             }
-            let item_level = if ctx == Context::MapValue {
-                level.saturating_sub(2) + 2
-            } else {
-                level
-            };
-            for x in a {
-                indent(item_level, out);
+            for x in items {
+                indent(level, out);
                 out.push_str("- ");
-                match x {
-                    Value::Object(m) if !m.is_empty() => {
-                        write_value(x, item_level + 2, out, Context::SeqItem)
+                match &x.kind {
+                    NodeKind::Map(m) if !m.is_empty() => {
+                        write_node(x, level + 2, out, Context::SeqItem)
                     }
                     _ => {
                         let mut s = String::new();
-                        write_value(x, item_level + 2, &mut s, Context::SeqItem);
+                        write_node(x, level + 2, &mut s, Context::SeqItem);
                         out.push_str(s.trim_start());
                     }
                 }
             }
         }
-        Value::Object(_) => {
-            out.push_str(if ctx == Context::MapValue {
-                " {}\n"
-            } else {
-                "{}\n"
-            });
-        }
-        Value::Array(_) => {
-            out.push_str(if ctx == Context::MapValue {
-                " []\n"
-            } else {
-                "[]\n"
-            });
-        }
-        Value::String(s)
-            if s.contains('\n') && !s.contains('\r') && !s.starts_with([' ', '\t']) =>
-        {
-            // A literal block keeps prompts readable.
-            let chomp = if s.ends_with("\n\n") {
-                "+"
-            } else if s.ends_with('\n') {
-                ""
-            } else {
-                "-"
-            };
-            out.push_str(if ctx == Context::MapValue { " |" } else { "|" });
-            out.push_str(chomp);
-            out.push('\n');
-            let body = s.strip_suffix('\n').unwrap_or(s);
-            for line in body.split('\n') {
-                if !line.is_empty() {
-                    indent(level, out);
-                    out.push_str(line);
+        NodeKind::Map(_) => out.push_str(if ctx == Context::MapValue {
+            " {}\n"
+        } else {
+            "{}\n"
+        }),
+        NodeKind::Seq(_) => out.push_str(if ctx == Context::MapValue {
+            " []\n"
+        } else {
+            "[]\n"
+        }),
+        NodeKind::Scalar { .. } => match n.to_json() {
+            Value::String(s)
+                if s.contains('\n') && !s.contains('\r') && !s.starts_with([' ', '\t']) =>
+            {
+                // A literal block keeps prompts readable.
+                let chomp = if s.ends_with("\n\n") {
+                    "+"
+                } else if s.ends_with('\n') {
+                    ""
+                } else {
+                    "-"
+                };
+                out.push_str(if ctx == Context::MapValue { " |" } else { "|" });
+                out.push_str(chomp);
+                out.push('\n');
+                let body = s.strip_suffix('\n').unwrap_or(&s);
+                for line in body.split('\n') {
+                    if !line.is_empty() {
+                        indent(level, out);
+                        out.push_str(line);
+                    }
+                    out.push('\n');
                 }
+            }
+            other => {
+                if ctx == Context::MapValue {
+                    out.push(' ');
+                }
+                out.push_str(&flow_scalar(&other));
                 out.push('\n');
             }
-        }
-        other => {
-            if ctx == Context::MapValue {
-                out.push(' ');
-            }
-            out.push_str(&flow_scalar(other));
-            out.push('\n');
-        }
+        },
     }
 }
 
@@ -215,5 +229,10 @@ tags: [one, "two words", "3"]
         let c = analyze(&json, &Options::for_file("x.json"));
         assert_eq!(c.workflow(), Some(&wf), "{json}");
         assert!(yaml.contains("prompt: |\n      line one\n"), "{yaml}");
+        // The file format's order, not alphabetical.
+        assert!(yaml.starts_with("name: "), "{yaml}");
+        let key = yaml.find("- key: a").unwrap_or(usize::MAX);
+        let agent = yaml.find("agent: backend").unwrap_or(0);
+        assert!(key < agent, "{yaml}");
     }
 }

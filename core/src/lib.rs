@@ -27,7 +27,7 @@ pub mod source;
 pub mod state;
 pub mod template;
 pub mod validate;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "wasm-api"))]
 pub mod wasm;
 
 pub use checkpoint::{Checkpoint, CheckpointDelta, CheckpointFile, Compatibility, RestoreError};

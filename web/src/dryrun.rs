@@ -1,0 +1,620 @@
+//! The dry run's logic, free of timers and storage: a simulated provider and a
+//! [`Driver`] that feeds the core [`Execution`] and turns its actions into
+//! [`Effect`]s for the browser shell (`local_run`) to carry out. Following the
+//! core's driver contract, records (checkpoints) come before effects (timers).
+//!
+//! Checkpoints are stored small: the first of a run is a full snapshot, later
+//! ones are deltas (a fresh snapshot every [`SNAPSHOT_EVERY`]), and each output
+//! text is stored once, by hash.
+
+use ax_core::checkpoint::{Checkpoint, CheckpointDelta};
+use ax_core::exec::AbortReason;
+use ax_core::{
+    Action, ErrorClass, Event, ExecError, Execution, ExecutionState, Plan, StartStep, StepError,
+    StepState,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// A full snapshot after this many deltas, so that a restore replays few.
+pub const SNAPSHOT_EVERY: u64 = 20;
+
+/// How the simulated provider behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SimSettings {
+    /// Mean latency of an attempt in milliseconds (each attempt varies ±50 %).
+    pub latency_ms: u32,
+    /// Percentage of attempts that fail with a retryable error.
+    pub failure_rate: f64,
+    pub seed: u64,
+}
+
+impl Default for SimSettings {
+    fn default() -> Self {
+        SimSettings {
+            latency_ms: 600,
+            failure_rate: 0.0,
+            seed: 1,
+        }
+    }
+}
+
+/// A small deterministic generator (splitmix64): the same run gives the same answers.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// In `[0, 1)`.
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// What the simulated provider answers to one attempt, and after how long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub after_ms: u64,
+    pub outcome: Result<String, StepError>,
+}
+
+/// The simulated provider: deterministic per (seed, step, attempt).
+pub fn simulate(plan: &Plan, start: &StartStep, settings: &SimSettings) -> Reply {
+    let mut rng = Rng::new(
+        settings.seed
+            ^ fnv(&start.key)
+            ^ u64::from(start.attempt).wrapping_mul(0x2545_F491_4F6C_DD1D),
+    );
+    let latency = f64::from(settings.latency_ms);
+    let after_ms = (latency * (0.5 + rng.unit())).round() as u64;
+    if rng.unit() * 100.0 < settings.failure_rate {
+        let classes = [
+            ErrorClass::ServerError,
+            ErrorClass::RateLimit,
+            ErrorClass::Overloaded,
+            ErrorClass::Network,
+        ];
+        let class = classes[(rng.next_u64() % classes.len() as u64) as usize];
+        let error = StepError::new(
+            class,
+            format!(
+                "simulated {class} failure (failure rate {}%)",
+                settings.failure_rate
+            ),
+        );
+        return Reply {
+            after_ms,
+            outcome: Err(error),
+        };
+    }
+    let note = format!(
+        "simulated answer of `{}` for step `{}`",
+        start.agent, start.key
+    );
+    let i = plan.index_of(&start.key);
+    let output = match i.and_then(|i| plan.output_example(i, &note)) {
+        Some(json) => serde_json::to_string_pretty(&json).unwrap_or_default(),
+        None => {
+            let mut prompt: String = start.prompt.chars().take(240).collect();
+            if prompt.len() < start.prompt.len() {
+                prompt.push('…');
+            }
+            format!(
+                "[{note}, attempt {}]\nThis is a dry run: no model was called. The prompt was:\n{prompt}",
+                start.attempt
+            )
+        }
+    };
+    Reply {
+        after_ms,
+        outcome: Ok(output),
+    }
+}
+
+/// A checkpoint to store, with the output texts it needs that are not stored yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Persist {
+    pub seq: u64,
+    pub taken_at: u64,
+    pub state: ExecutionState,
+    pub record: Record,
+    pub outputs: Vec<(String, Arc<str>)>,
+    pub completed: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    Snapshot(Checkpoint),
+    Delta(CheckpointDelta),
+}
+
+/// What the browser shell must do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Store a checkpoint (before anything below).
+    Persist(Persist),
+    /// Deliver `event` after `after_ms` (a simulated answer).
+    Reply {
+        key: String,
+        attempt: u32,
+        after_ms: u64,
+        event: Event,
+    },
+    /// Forget a scheduled answer (the attempt was aborted).
+    Cancel { key: String, attempt: u32 },
+    /// Send `Tick` at this time (replaces the previous wake-up).
+    Wake { at: u64 },
+    Finished {
+        state: ExecutionState,
+        reason: Option<String>,
+    },
+}
+
+/// One step as the run panel and the graph show it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StepView {
+    pub state: StepState,
+    pub attempt: u32,
+    pub prompt: Option<String>,
+    pub output: Option<Arc<str>>,
+    pub error: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// Drives an [`Execution`] with the simulated provider.
+#[derive(Debug, Clone)]
+pub struct Driver {
+    pub exec: Execution,
+    pub settings: SimSettings,
+    /// Rendered prompts of the latest attempts.
+    prompts: BTreeMap<String, String>,
+    /// Output hashes already stored.
+    stored: BTreeSet<String>,
+    deltas_since_snapshot: u64,
+    snapshots: u64,
+}
+
+impl Driver {
+    pub fn new(exec: Execution, settings: SimSettings) -> Driver {
+        Driver {
+            exec,
+            settings,
+            prompts: BTreeMap::new(),
+            stored: BTreeSet::new(),
+            deltas_since_snapshot: 0,
+            snapshots: 0,
+        }
+    }
+
+    /// A driver for a restored execution whose outputs are already stored and
+    /// whose base snapshot exists.
+    pub fn restored(exec: Execution, settings: SimSettings) -> Driver {
+        let stored = exec.outputs().into_keys().collect();
+        Driver {
+            exec,
+            settings,
+            prompts: BTreeMap::new(),
+            stored,
+            deltas_since_snapshot: 0,
+            snapshots: 1,
+        }
+    }
+
+    pub fn state(&self) -> ExecutionState {
+        self.exec.state()
+    }
+
+    /// Feed one event at `now` (ms) and get what to do.
+    pub fn feed(&mut self, event: Event, now: u64) -> Result<Vec<Effect>, ExecError> {
+        let actions = self.exec.handle(event, now)?;
+        Ok(self.process(actions))
+    }
+
+    /// The page went away with attempts in flight: they are re-run on resume.
+    pub fn interrupt(&mut self, now: u64) -> Result<Vec<Effect>, ExecError> {
+        let actions = self.exec.interrupt(now)?;
+        Ok(self.process(actions))
+    }
+
+    /// Take a checkpoint now (e.g. after a restore), as the executor would.
+    pub fn checkpoint(&mut self) -> Persist {
+        self.take_checkpoint()
+    }
+
+    fn take_checkpoint(&mut self) -> Persist {
+        let record = if self.snapshots == 0 || self.deltas_since_snapshot + 1 >= SNAPSHOT_EVERY {
+            self.snapshots += 1;
+            self.deltas_since_snapshot = 0;
+            Record::Snapshot(self.exec.snapshot())
+        } else {
+            self.deltas_since_snapshot += 1;
+            Record::Delta(self.exec.take_delta())
+        };
+        let (seq, taken_at) = match &record {
+            Record::Snapshot(c) => (c.seq, c.taken_at),
+            Record::Delta(d) => (d.seq, d.taken_at),
+        };
+        let mut outputs = Vec::new();
+        for (hash, text) in self.exec.outputs() {
+            if self.stored.insert(hash.clone()) {
+                outputs.push((hash, text));
+            }
+        }
+        let completed = self
+            .exec
+            .steps()
+            .iter()
+            .filter(|s| s.state == StepState::Completed)
+            .count();
+        Persist {
+            seq,
+            taken_at,
+            state: self.exec.state(),
+            record,
+            outputs,
+            completed,
+        }
+    }
+
+    fn process(&mut self, actions: Vec<Action>) -> Vec<Effect> {
+        let mut records = Vec::new();
+        let mut effects = Vec::new();
+        for a in actions {
+            match a {
+                Action::Checkpoint => records.push(Effect::Persist(self.take_checkpoint())),
+                Action::StepChanged { .. } | Action::ExecutionChanged { .. } => {}
+                Action::StartStep(s) => {
+                    self.prompts.insert(s.key.clone(), s.prompt.clone());
+                    let reply = simulate(self.exec.plan(), &s, &self.settings);
+                    let event = match reply.outcome {
+                        Ok(output) => Event::StepSucceeded {
+                            key: s.key.clone(),
+                            attempt: s.attempt,
+                            output,
+                        },
+                        Err(error) => Event::StepFailed {
+                            key: s.key.clone(),
+                            attempt: s.attempt,
+                            error,
+                        },
+                    };
+                    effects.push(Effect::Reply {
+                        key: s.key,
+                        attempt: s.attempt,
+                        after_ms: reply.after_ms,
+                        event,
+                    });
+                }
+                Action::AbortStep {
+                    key,
+                    attempt,
+                    reason,
+                } => {
+                    let _: AbortReason = reason;
+                    effects.push(Effect::Cancel { key, attempt });
+                }
+                Action::WakeAt { at } => effects.push(Effect::Wake { at }),
+                Action::Finished { state, reason } => {
+                    effects.push(Effect::Finished { state, reason })
+                }
+            }
+        }
+        records.extend(effects);
+        records
+    }
+
+    /// Every step's state, prompt and output, in declaration order.
+    pub fn view(&self) -> Vec<(String, StepView)> {
+        let plan = self.exec.plan();
+        self.exec
+            .steps()
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let key = plan.key(i).to_owned();
+                let view = StepView {
+                    state: s.state,
+                    attempt: s.attempt,
+                    prompt: self.prompts.get(&key).cloned(),
+                    output: s.output.as_ref().map(|o| o.text.clone()),
+                    error: s
+                        .error
+                        .as_ref()
+                        .map(|e| format!("{}: {}", e.class, e.message)),
+                    reason: s.reason.clone(),
+                };
+                (key, view)
+            })
+            .collect()
+    }
+}
+
+/// Fold stored records (oldest first, starting at a snapshot) into the
+/// checkpoint at `upto` (inclusive).
+pub fn fold_checkpoint(records: &[(u64, Record)], upto: u64) -> Option<Checkpoint> {
+    let relevant: Vec<&(u64, Record)> = records.iter().filter(|(s, _)| *s <= upto).collect();
+    let base = relevant
+        .iter()
+        .rposition(|(_, r)| matches!(r, Record::Snapshot(_)))?;
+    let Record::Snapshot(mut cp) = relevant[base].1.clone() else {
+        return None;
+    };
+    for (_, r) in &relevant[base + 1..] {
+        if let Record::Delta(d) = r {
+            cp.apply(d);
+        }
+    }
+    Some(cp)
+}
+
+/// Inputs a run needs, filled with defaults or sample values.
+pub fn sample_inputs(plan: &Plan) -> BTreeMap<String, serde_json::Value> {
+    plan.input_names()
+        .iter()
+        .map(|name| {
+            let v = plan
+                .workflow
+                .inputs
+                .get(name)
+                .and_then(|s| s.default.clone())
+                .unwrap_or_else(|| serde_json::Value::String(format!("sample {name}")));
+            (name.clone(), v)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ax_core::{Options, analyze};
+    use std::collections::BinaryHeap;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const FLOW: &str = "name: t\ninputs:\n  topic: {default: bees}\nsteps:\n  - {key: a, agent: x, prompt: \"About {{topic}}\"}\n  - {key: b, agent: y, prompt: \"Use {{a.result}}\", dependencies: [a], outputSchema: {type: object, required: [n], properties: {n: {type: integer}}}}\n  - {key: c, agent: y, prompt: \"n={{b.result.n}}\", dependencies: [b], retryPolicy: {maxRetries: 5, retryDelayMs: 10}}\n";
+
+    fn plan(text: &str) -> Arc<Plan> {
+        analyze(text, &Options::default()).plan.expect("valid")
+    }
+
+    /// Run to the end in virtual time, carrying out effects like the shell does.
+    fn run(driver: &mut Driver, stored: &mut Vec<(u64, Record)>) -> ExecutionState {
+        let mut now = 1_000;
+        let mut queue: BinaryHeap<std::cmp::Reverse<(u64, u64)>> = BinaryHeap::new();
+        let mut events: BTreeMap<u64, (String, u32, Event)> = BTreeMap::new();
+        let mut seq = 0;
+        let mut effects = driver.feed(Event::Start, now).expect("start");
+        for _ in 0..10_000 {
+            for e in effects.drain(..) {
+                match e {
+                    Effect::Persist(p) => stored.push((p.seq, p.record)),
+                    Effect::Reply {
+                        key,
+                        attempt,
+                        after_ms,
+                        event,
+                    } => {
+                        seq += 1;
+                        queue.push(std::cmp::Reverse((now + after_ms, seq)));
+                        events.insert(seq, (key, attempt, event));
+                    }
+                    Effect::Cancel { key, attempt } => {
+                        events.retain(|_, (k, a, _)| !(*k == key && *a == attempt))
+                    }
+                    Effect::Wake { at } => {
+                        seq += 1;
+                        queue.push(std::cmp::Reverse((at, seq)));
+                        events.insert(seq, (String::new(), 0, Event::Tick));
+                    }
+                    Effect::Finished { .. } => {}
+                }
+            }
+            if driver.state().is_terminal() {
+                break;
+            }
+            let Some(std::cmp::Reverse((at, id))) = queue.pop() else {
+                break;
+            };
+            let Some((_, _, ev)) = events.remove(&id) else {
+                continue;
+            };
+            now = now.max(at);
+            effects = match driver.feed(ev, now) {
+                Ok(e) => e,
+                Err(ExecError::Stale { .. }) => Vec::new(),
+                Err(e) => panic!("{e}"),
+            };
+        }
+        driver.state()
+    }
+
+    #[test]
+    fn a_zero_latency_run_completes_with_schema_outputs() {
+        let p = plan(FLOW);
+        let exec = Execution::new(p.clone(), sample_inputs(&p), 7).expect("exec");
+        let mut d = Driver::new(
+            exec,
+            SimSettings {
+                latency_ms: 0,
+                failure_rate: 0.0,
+                seed: 3,
+            },
+        );
+        let mut stored = Vec::new();
+        assert_eq!(run(&mut d, &mut stored), ExecutionState::Completed);
+        let view = d.view();
+        assert!(view.iter().all(|(_, v)| v.state == StepState::Completed));
+        let b = &view[1].1;
+        let json: serde_json::Value =
+            serde_json::from_str(b.output.as_deref().unwrap_or("")).expect("json output");
+        assert!(json["n"].is_i64(), "{json}");
+        assert!(view[0].1.prompt.as_deref() == Some("About bees"));
+        assert!(
+            view[0]
+                .1
+                .output
+                .as_deref()
+                .is_some_and(|o| o.contains("dry run"))
+        );
+        // The stored records fold back into the final checkpoint.
+        assert!(matches!(stored[0].1, Record::Snapshot(_)));
+        assert!(
+            stored[1..]
+                .iter()
+                .all(|(_, r)| matches!(r, Record::Delta(_)))
+        );
+        let last = stored.last().map(|(s, _)| *s).unwrap_or(0);
+        let cp = fold_checkpoint(&stored, last).expect("fold");
+        assert_eq!(cp, d.exec.peek_snapshot());
+    }
+
+    #[test]
+    fn failures_are_retried_and_deterministic() {
+        let p = plan(FLOW);
+        let settings = SimSettings {
+            latency_ms: 50,
+            failure_rate: 40.0,
+            seed: 11,
+        };
+        let go = || {
+            let exec = Execution::new(p.clone(), sample_inputs(&p), 1).expect("exec");
+            let mut d = Driver::new(exec, settings);
+            let state = run(&mut d, &mut Vec::new());
+            (
+                state,
+                d.view()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.state, v.attempt))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(go(), go());
+        let replies: Vec<Reply> = (1..50)
+            .map(|attempt| {
+                let s = StartStep {
+                    key: "a".into(),
+                    attempt,
+                    agent: "x".into(),
+                    prompt: "p".into(),
+                    deadline: None,
+                    output_schema: None,
+                };
+                simulate(&p, &s, &settings)
+            })
+            .collect();
+        let failed = replies.iter().filter(|r| r.outcome.is_err()).count();
+        assert!((5..=35).contains(&failed), "{failed} of 49 failed");
+        assert!(replies.iter().all(|r| (25..=75).contains(&r.after_ms)));
+    }
+
+    #[test]
+    fn restore_then_interrupt_reruns_what_was_in_flight() {
+        let p = plan(FLOW);
+        let exec = Execution::new(p.clone(), sample_inputs(&p), 1).expect("exec");
+        let mut d = Driver::new(
+            exec,
+            SimSettings {
+                latency_ms: 100,
+                failure_rate: 0.0,
+                seed: 1,
+            },
+        );
+        let effects = d.feed(Event::Start, 10).expect("start");
+        let Some(Effect::Persist(first)) = effects.first().cloned() else {
+            panic!("checkpoint first: {effects:?}")
+        };
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Reply { key, .. } if key == "a"))
+        );
+        // The page reloads: restore the checkpoint, interrupt, resume.
+        let Record::Snapshot(cp) = first.record else {
+            panic!("snapshot")
+        };
+        let (exec, compat) = Execution::restore(p.clone(), &cp, &|_| None).expect("restore");
+        assert!(compat.same_definition);
+        let mut d2 = Driver::restored(exec, d.settings);
+        d2.interrupt(5_000).expect("interrupt");
+        assert_eq!(d2.state(), ExecutionState::Interrupted);
+        let effects = d2.feed(Event::Resume, 5_001).expect("resume");
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Reply { key, attempt: 2, .. } if key == "a")),
+            "{effects:?}"
+        );
+        assert_eq!(run_from(&mut d2, effects), ExecutionState::Completed);
+    }
+
+    fn run_from(d: &mut Driver, mut effects: Vec<Effect>) -> ExecutionState {
+        let mut now = 5_001;
+        for _ in 0..1000 {
+            let mut next = None;
+            for e in effects.drain(..) {
+                if let Effect::Reply {
+                    after_ms, event, ..
+                } = e
+                {
+                    next.get_or_insert((now + after_ms, event));
+                }
+            }
+            let Some((at, ev)) = next else { break };
+            now = at;
+            effects = d.feed(ev, now).unwrap_or_default();
+        }
+        d.state()
+    }
+
+    #[test]
+    fn pause_waits_for_running_steps_and_resume_continues() {
+        let p = plan(FLOW);
+        let exec = Execution::new(p.clone(), sample_inputs(&p), 1).expect("exec");
+        let mut d = Driver::new(
+            exec,
+            SimSettings {
+                latency_ms: 0,
+                failure_rate: 0.0,
+                seed: 1,
+            },
+        );
+        let effects = d.feed(Event::Start, 1).expect("start");
+        d.feed(Event::Pause { immediate: false }, 2).expect("pause");
+        assert_eq!(d.state(), ExecutionState::Paused);
+        // The running attempt of `a` answers; nothing new starts.
+        let ev = effects.into_iter().find_map(|e| match e {
+            Effect::Reply { event, .. } => Some(event),
+            _ => None,
+        });
+        let after = d.feed(ev.expect("reply"), 3).expect("answer");
+        assert!(!after.iter().any(|e| matches!(e, Effect::Reply { .. })));
+        assert!(
+            after.iter().any(|e| matches!(e, Effect::Persist(_))),
+            "a checkpoint marks the pause"
+        );
+        let resumed = d.feed(Event::Resume, 4).expect("resume");
+        assert!(
+            resumed
+                .iter()
+                .any(|e| matches!(e, Effect::Reply { key, .. } if key == "b"))
+        );
+        assert_eq!(run_from(&mut d, resumed), ExecutionState::Completed);
+    }
+}

@@ -1,0 +1,546 @@
+//! The dry run's browser shell: carries out a [`Driver`]'s effects with real
+//! timers (`set_timeout`) and IndexedDB. Events (simulated answers, timer ticks,
+//! the user's pause/resume/cancel) go through one queue and are handled one at a
+//! time: each handling stores its checkpoint before it starts any timer.
+
+use crate::browser::now_ms;
+use crate::dryrun::{Driver, Effect, Persist, Record, SimSettings, fold_checkpoint};
+use crate::state::{CheckpointMeta, RunKind, RunView};
+use crate::store::{CheckpointRecord, RunRecord, Store, new_id};
+use ax_core::checkpoint::{CheckpointFile, WorkflowSource};
+use ax_core::{Event, ExecError, Execution, ExecutionState, Options, Plan, analyze};
+use futures::StreamExt;
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use leptos::prelude::{TimeoutHandle, set_timeout_with_handle};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Receives the run's view whenever it changed (throttled).
+pub type OnView = Rc<dyn Fn(RunView)>;
+
+enum Msg {
+    Event(Event),
+    Interrupt,
+}
+
+struct Inner {
+    driver: Driver,
+    record: RunRecord,
+    store: Option<Store>,
+    replies: HashMap<(String, u32), TimeoutHandle>,
+    wake: Option<TimeoutHandle>,
+    refresh: Option<TimeoutHandle>,
+    checkpoints: Vec<CheckpointMeta>,
+    on_view: OnView,
+    stopped: bool,
+    /// The last error of a control event, for the panel.
+    last_error: Option<String>,
+}
+
+/// A dry run in this page.
+#[derive(Clone)]
+pub struct LocalRun {
+    inner: Rc<RefCell<Inner>>,
+    tx: UnboundedSender<Msg>,
+}
+
+/// Parse a run's workflow text into a plan.
+pub fn plan_of(source: &str, filename: Option<&str>) -> Result<Arc<Plan>, String> {
+    let format = filename.and_then(ax_core::parse::Format::from_filename);
+    let a = analyze(
+        source,
+        &Options {
+            format,
+            ..Options::default()
+        },
+    );
+    a.plan.ok_or_else(|| {
+        let first = a
+            .report
+            .errors
+            .first()
+            .map(|p| format!("{} at line {}", p.message, p.line.unwrap_or(0)))
+            .unwrap_or_default();
+        format!("the workflow is not valid: {first}")
+    })
+}
+
+fn meta(c: &CheckpointRecord) -> CheckpointMeta {
+    CheckpointMeta {
+        id: c.seq.to_string(),
+        seq: c.seq,
+        at: c.at as f64,
+        state: Some(c.state),
+        completed: c.completed,
+    }
+}
+
+impl LocalRun {
+    fn spawn(inner: Inner) -> LocalRun {
+        let (tx, rx) = unbounded();
+        let run = LocalRun {
+            inner: Rc::new(RefCell::new(inner)),
+            tx,
+        };
+        let pump = run.clone();
+        leptos::task::spawn_local(async move { pump.pump(rx).await });
+        run
+    }
+
+    /// Start a new dry run of a valid workflow.
+    pub async fn start(
+        store: Option<Store>,
+        source: String,
+        filename: Option<String>,
+        doc_id: Option<String>,
+        settings: SimSettings,
+        inputs: BTreeMap<String, serde_json::Value>,
+        on_view: OnView,
+    ) -> Result<LocalRun, String> {
+        let plan = plan_of(&source, filename.as_deref())?;
+        let exec =
+            Execution::new(plan.clone(), inputs, settings.seed).map_err(|e| e.to_string())?;
+        let t = js_sys::Date::now();
+        let record = RunRecord {
+            id: new_id("r"),
+            name: plan.workflow.name.clone(),
+            source,
+            filename,
+            doc_id,
+            created_at: t,
+            updated_at: t,
+            state: ExecutionState::Idle,
+            settings,
+            last_seq: 0,
+            completed: 0,
+            total: plan.len(),
+            origin: Some("browser".into()),
+        };
+        if let Some(s) = &store {
+            s.put_run(&record).await?;
+        }
+        let run = LocalRun::spawn(Inner {
+            driver: Driver::new(exec, settings),
+            record,
+            store,
+            replies: HashMap::new(),
+            wake: None,
+            refresh: None,
+            checkpoints: Vec::new(),
+            on_view,
+            stopped: false,
+            last_error: None,
+        });
+        run.send(Event::Start);
+        Ok(run)
+    }
+
+    /// Reopen a stored run at its newest checkpoint (or at `upto`, forgetting
+    /// the later ones). Attempts that were in flight are lost with the page:
+    /// the run is interrupted, and `Resume` re-runs them.
+    pub async fn open(
+        store: Store,
+        mut record: RunRecord,
+        upto: Option<u64>,
+        on_view: OnView,
+    ) -> Result<LocalRun, String> {
+        let stored = store.list_checkpoints(&record.id).await?;
+        let records: Vec<(u64, Record)> = stored
+            .iter()
+            .filter_map(|c| c.record().map(|r| (c.seq, r)))
+            .collect();
+        let last = records
+            .last()
+            .map(|(s, _)| *s)
+            .ok_or("the run has no checkpoint yet")?;
+        let target = upto.unwrap_or(last).min(last);
+        let cp = fold_checkpoint(&records, target).ok_or("no snapshot precedes that checkpoint")?;
+        let outputs: HashMap<String, Arc<str>> = store
+            .get_outputs(cp.output_hashes())
+            .await?
+            .into_iter()
+            .map(|(h, t)| (h, Arc::from(t)))
+            .collect();
+        let plan = plan_of(&record.source, record.filename.as_deref())?;
+        let (exec, _) = Execution::restore(plan, &cp, &|h| outputs.get(h).cloned())
+            .map_err(|e| e.to_string())?;
+        let mut checkpoints: Vec<CheckpointMeta> = stored
+            .iter()
+            .filter(|c| c.seq <= target)
+            .map(meta)
+            .collect();
+        let mut driver = Driver::restored(exec, record.settings);
+        if target < last {
+            // The later history goes; the restored state becomes the newest.
+            store.truncate_checkpoints(&record.id, target).await?;
+            let p = driver.checkpoint();
+            checkpoints.push(CheckpointMeta {
+                id: p.seq.to_string(),
+                seq: p.seq,
+                at: p.taken_at as f64,
+                state: Some(p.state),
+                completed: p.completed,
+            });
+            record.last_seq = p.seq;
+            Self::store_persist(&store, &mut record, &p).await?;
+        }
+        record.state = driver.state();
+        let run = LocalRun::spawn(Inner {
+            driver,
+            record,
+            store: Some(store),
+            replies: HashMap::new(),
+            wake: None,
+            refresh: None,
+            checkpoints,
+            on_view,
+            stopped: false,
+            last_error: None,
+        });
+        let _ = run.tx.unbounded_send(Msg::Interrupt);
+        Ok(run)
+    }
+
+    /// Open a checkpoint file (from the server or another browser) as a new run.
+    pub async fn import(
+        store: Option<Store>,
+        file: CheckpointFile,
+        on_view: OnView,
+    ) -> Result<(LocalRun, String), String> {
+        let plan = plan_of(&file.workflow.source, file.workflow.filename.as_deref())?;
+        let outputs: HashMap<String, Arc<str>> = file
+            .outputs
+            .iter()
+            .map(|(h, t)| (h.clone(), Arc::from(t.as_str())))
+            .collect();
+        let (exec, compat) =
+            Execution::restore(plan.clone(), &file.checkpoint, &|h| outputs.get(h).cloned())
+                .map_err(|e| e.to_string())?;
+        let mut note = format!(
+            "{} of {} steps completed",
+            file.checkpoint.completed_steps().len(),
+            plan.len()
+        );
+        if !compat.same_definition {
+            note.push_str(&format!("; {} must run again", compat.rerun.len()));
+        }
+        let t = js_sys::Date::now();
+        let settings = SimSettings::default();
+        let mut record = RunRecord {
+            id: new_id("r"),
+            name: file.workflow.name.clone(),
+            source: file.workflow.source.clone(),
+            filename: file.workflow.filename.clone(),
+            doc_id: None,
+            created_at: t,
+            updated_at: t,
+            state: exec.state(),
+            settings,
+            last_seq: file.checkpoint.seq,
+            completed: 0,
+            total: plan.len(),
+            origin: file.origin.clone().or(Some("import".into())),
+        };
+        let mut driver = Driver::new(exec, settings);
+        let p = driver.checkpoint();
+        record.last_seq = p.seq;
+        let checkpoints = vec![CheckpointMeta {
+            id: p.seq.to_string(),
+            seq: p.seq,
+            at: p.taken_at as f64,
+            state: Some(p.state),
+            completed: p.completed,
+        }];
+        if let Some(s) = &store {
+            let all: Vec<(String, String)> = file.outputs.into_iter().collect();
+            s.put_outputs(&all).await?;
+            Self::store_persist(s, &mut record, &p).await?;
+        }
+        let run = LocalRun::spawn(Inner {
+            driver,
+            record,
+            store,
+            replies: HashMap::new(),
+            wake: None,
+            refresh: None,
+            checkpoints,
+            on_view,
+            stopped: false,
+            last_error: None,
+        });
+        let _ = run.tx.unbounded_send(Msg::Interrupt);
+        Ok((run, note))
+    }
+
+    async fn store_persist(
+        store: &Store,
+        record: &mut RunRecord,
+        p: &Persist,
+    ) -> Result<(), String> {
+        let (snapshot, delta) = match &p.record {
+            Record::Snapshot(c) => (Some(c.clone()), None),
+            Record::Delta(d) => (None, Some(d.clone())),
+        };
+        let cp = CheckpointRecord {
+            run_id: record.id.clone(),
+            seq: p.seq,
+            at: p.taken_at,
+            state: p.state,
+            completed: p.completed,
+            snapshot,
+            delta,
+        };
+        record.last_seq = p.seq;
+        record.state = p.state;
+        record.completed = p.completed;
+        record.updated_at = js_sys::Date::now();
+        store.put_checkpoint(&cp, &p.outputs, record).await
+    }
+
+    pub fn id(&self) -> String {
+        self.inner.borrow().record.id.clone()
+    }
+
+    pub fn state(&self) -> ExecutionState {
+        self.inner.borrow().driver.state()
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.inner.borrow().last_error.clone()
+    }
+
+    /// Queue a control event (pause, resume, cancel).
+    pub fn send(&self, event: Event) {
+        let _ = self.tx.unbounded_send(Msg::Event(event));
+    }
+
+    /// Stop driving this run in this page (another run takes the graph). Its
+    /// stored state stays as it is.
+    pub fn stop(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.stopped = true;
+        for (_, h) in inner.replies.drain() {
+            h.clear();
+        }
+        if let Some(h) = inner.wake.take() {
+            h.clear();
+        }
+        if let Some(h) = inner.refresh.take() {
+            h.clear();
+        }
+        self.tx.close_channel();
+    }
+
+    /// The run as a checkpoint file (what `POST /api/checkpoints/import` takes).
+    pub fn export(&self) -> CheckpointFile {
+        let inner = self.inner.borrow();
+        let exec = &inner.driver.exec;
+        let outputs = exec
+            .outputs()
+            .into_iter()
+            .map(|(h, t)| (h, t.to_string()))
+            .collect();
+        let mut file = CheckpointFile::new(
+            WorkflowSource {
+                name: inner.record.name.clone(),
+                source: inner.record.source.clone(),
+                filename: inner.record.filename.clone(),
+            },
+            exec.peek_snapshot(),
+            outputs,
+        );
+        file.origin = Some("browser".into());
+        file.execution_id = Some(inner.record.id.clone());
+        file
+    }
+
+    pub fn view(&self) -> RunView {
+        let inner = self.inner.borrow();
+        RunView {
+            kind: RunKind::Local,
+            id: inner.record.id.clone(),
+            name: inner.record.name.clone(),
+            state: inner.driver.state(),
+            reason: inner
+                .driver
+                .exec
+                .reason()
+                .map(str::to_owned)
+                .or_else(|| inner.last_error.clone()),
+            steps: inner.driver.view(),
+            checkpoints: inner.checkpoints.clone(),
+            source: Some(inner.record.source.clone()),
+        }
+    }
+
+    async fn pump(self, mut rx: UnboundedReceiver<Msg>) {
+        while let Some(msg) = rx.next().await {
+            if self.inner.borrow().stopped {
+                break;
+            }
+            let now = now_ms();
+            let result = {
+                let mut inner = self.inner.borrow_mut();
+                match msg {
+                    Msg::Event(ev) => {
+                        let control = matches!(
+                            ev,
+                            Event::Pause { .. } | Event::Resume | Event::Cancel { .. }
+                        );
+                        match inner.driver.feed(ev, now) {
+                            Ok(effects) => {
+                                if control {
+                                    inner.last_error = None;
+                                }
+                                Ok(effects)
+                            }
+                            // An answer for an attempt that was aborted: drop it.
+                            Err(ExecError::Stale { .. }) => Ok(Vec::new()),
+                            Err(e) => Err(e),
+                        }
+                    }
+                    Msg::Interrupt => match inner.driver.state() {
+                        ExecutionState::Running | ExecutionState::Paused => {
+                            inner.driver.interrupt(now)
+                        }
+                        _ => Ok(Vec::new()),
+                    },
+                }
+            };
+            let effects = match result {
+                Ok(e) => e,
+                Err(e) => {
+                    self.inner.borrow_mut().last_error = Some(e.to_string());
+                    self.refresh_view(true);
+                    continue;
+                }
+            };
+            // Records first (awaited), then effects.
+            let mut rest = Vec::new();
+            for effect in effects {
+                match effect {
+                    Effect::Persist(p) => self.persist(p).await,
+                    other => rest.push(other),
+                }
+            }
+            let mut urgent = false;
+            for effect in rest {
+                urgent |= self.carry_out(effect, now);
+            }
+            let quiet = self.inner.borrow().driver.exec.is_quiescent();
+            self.refresh_view(urgent || quiet);
+        }
+    }
+
+    async fn persist(&self, p: Persist) {
+        let (store, mut record) = {
+            let mut inner = self.inner.borrow_mut();
+            inner.checkpoints.push(CheckpointMeta {
+                id: p.seq.to_string(),
+                seq: p.seq,
+                at: p.taken_at as f64,
+                state: Some(p.state),
+                completed: p.completed,
+            });
+            (inner.store.clone(), inner.record.clone())
+        };
+        if let Some(store) = store {
+            if let Err(e) = Self::store_persist(&store, &mut record, &p).await {
+                self.inner.borrow_mut().last_error =
+                    Some(format!("could not store checkpoint {}: {e}", p.seq));
+            }
+        } else {
+            record.last_seq = p.seq;
+            record.state = p.state;
+            record.completed = p.completed;
+        }
+        self.inner.borrow_mut().record = record;
+    }
+
+    /// Returns whether the view should refresh at once.
+    fn carry_out(&self, effect: Effect, now: u64) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        match effect {
+            Effect::Persist(_) => false,
+            Effect::Reply {
+                key,
+                attempt,
+                after_ms,
+                event,
+            } => {
+                let tx = self.tx.clone();
+                let h = set_timeout_with_handle(
+                    move || drop(tx.unbounded_send(Msg::Event(event))),
+                    Duration::from_millis(after_ms),
+                )
+                .ok();
+                if let Some(h) = h {
+                    inner.replies.insert((key, attempt), h);
+                }
+                false
+            }
+            Effect::Cancel { key, attempt } => {
+                if let Some(h) = inner.replies.remove(&(key, attempt)) {
+                    h.clear();
+                }
+                false
+            }
+            Effect::Wake { at } => {
+                if let Some(h) = inner.wake.take() {
+                    h.clear();
+                }
+                let tx = self.tx.clone();
+                let delay = Duration::from_millis(at.saturating_sub(now));
+                inner.wake = set_timeout_with_handle(
+                    move || drop(tx.unbounded_send(Msg::Event(Event::Tick))),
+                    delay,
+                )
+                .ok();
+                false
+            }
+            Effect::Finished { state, .. } => {
+                inner.record.state = state;
+                for (_, h) in inner.replies.drain() {
+                    h.clear();
+                }
+                if let Some(h) = inner.wake.take() {
+                    h.clear();
+                }
+                true
+            }
+        }
+    }
+
+    /// Tell the UI, at most every 50 ms (a fast run changes thousands of times).
+    fn refresh_view(&self, now: bool) {
+        let pending = self.inner.borrow().refresh.is_some();
+        if now {
+            if let Some(h) = self.inner.borrow_mut().refresh.take() {
+                h.clear();
+            }
+            let (view, cb) = (self.view(), self.inner.borrow().on_view.clone());
+            cb(view);
+            return;
+        }
+        if pending {
+            return;
+        }
+        let this = self.clone();
+        let h = set_timeout_with_handle(
+            move || {
+                this.inner.borrow_mut().refresh = None;
+                if this.inner.borrow().stopped {
+                    return;
+                }
+                let (view, cb) = (this.view(), this.inner.borrow().on_view.clone());
+                cb(view);
+            },
+            Duration::from_millis(50),
+        )
+        .ok();
+        self.inner.borrow_mut().refresh = h;
+    }
+}

@@ -1,0 +1,3 @@
+fn main() {
+    ax_web::mount();
+}

@@ -1,0 +1,519 @@
+//! The run shown on the graph: a dry run in this page ([`LocalRun`]) or an
+//! execution on the server (watched over SSE). The run panel's buttons and the
+//! toolbar call these; each reports problems through the designer's notice.
+
+use crate::browser;
+use crate::dryrun::{SimSettings, sample_inputs};
+use crate::local_run::{LocalRun, OnView};
+use crate::server::{self, Api, Watch};
+use crate::state::{Designer, Panel, RunKind, RunView, ServerStatus, StorageStatus};
+use crate::store::RunRecord;
+use crate::text;
+use ax_core::checkpoint::CheckpointFile;
+use ax_core::{Event, ExecutionState};
+use leptos::prelude::*;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+enum Active {
+    Local(LocalRun),
+    Server { id: String, _watch: Option<Watch> },
+}
+
+/// Run controls, shared through context.
+#[derive(Clone, Copy)]
+pub struct Runs {
+    designer: Designer,
+    active: StoredValue<Option<Active>, LocalStorage>,
+    pub settings: RwSignal<SimSettings>,
+    /// The run inputs as JSON text (filled from the workflow's inputs).
+    pub inputs: RwSignal<String>,
+    /// An unfinished stored run found at start-up.
+    pub resume_offer: RwSignal<Option<RunRecord>>,
+    pub busy: RwSignal<bool>,
+    pub api: StoredValue<Api>,
+}
+
+pub fn use_runs() -> Runs {
+    expect_context::<Runs>()
+}
+
+impl Runs {
+    pub fn new(designer: Designer, api: Api) -> Runs {
+        Runs {
+            designer,
+            active: StoredValue::new_local(None),
+            settings: RwSignal::new(SimSettings::default()),
+            inputs: RwSignal::new(String::new()),
+            resume_offer: RwSignal::new(None),
+            busy: RwSignal::new(false),
+            api: StoredValue::new(api),
+        }
+    }
+
+    fn on_view(&self) -> OnView {
+        let d = self.designer;
+        let runs = *self;
+        Rc::new(move |view: RunView| {
+            if view.state.is_terminal() {
+                // `try_`: a timer of the run may fire after the page's state is gone.
+                runs.designer.runs_changed.try_update(|v| *v += 1);
+            }
+            d.run.try_set(Some(view));
+        })
+    }
+
+    fn set_active(&self, a: Option<Active>) {
+        self.active.update_value(|cur| {
+            if let Some(Active::Local(r)) = cur.take() {
+                r.stop();
+            }
+            *cur = a;
+        });
+    }
+
+    pub fn kind(&self) -> Option<RunKind> {
+        self.active.with_value(|a| match a {
+            Some(Active::Local(_)) => Some(RunKind::Local),
+            Some(Active::Server { .. }) => Some(RunKind::Server),
+            None => None,
+        })
+    }
+
+    fn local(&self) -> Option<LocalRun> {
+        self.active.with_value(|a| match a {
+            Some(Active::Local(r)) => Some(r.clone()),
+            _ => None,
+        })
+    }
+
+    /// The inputs to run with: the panel's JSON, or sample values.
+    fn run_inputs(
+        &self,
+        plan: &ax_core::Plan,
+    ) -> Result<BTreeMap<String, serde_json::Value>, String> {
+        let raw = self.inputs.get_untracked();
+        if raw.trim().is_empty() {
+            return Ok(sample_inputs(plan));
+        }
+        let mut given: BTreeMap<String, serde_json::Value> = serde_json::from_str(&raw)
+            .map_err(|e| format!("the run inputs are not a JSON object: {e}"))?;
+        given.retain(|k, _| plan.input_names().contains(k));
+        for (k, v) in sample_inputs(plan) {
+            given.entry(k).or_insert(v);
+        }
+        Ok(given)
+    }
+
+    /// Fill the inputs box for the current workflow (keeping what the user typed).
+    pub fn refresh_inputs(&self) {
+        let a = self.designer.analyze_now();
+        let Some(plan) = a.analysis.plan.clone() else {
+            return;
+        };
+        let current: BTreeMap<String, serde_json::Value> =
+            serde_json::from_str(&self.inputs.get_untracked()).unwrap_or_default();
+        let mut next = sample_inputs(&plan);
+        for (k, v) in current {
+            if next.contains_key(&k) {
+                next.insert(k, v);
+            }
+        }
+        let text = if next.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string_pretty(&next).unwrap_or_default()
+        };
+        self.inputs.set(text);
+    }
+
+    /// Dry-run the editor's workflow in this page.
+    pub fn start_local(&self) {
+        let d = self.designer;
+        let a = d.analyze_now();
+        let Some(plan) = a.analysis.plan.clone() else {
+            let n = a.analysis.report.errors.len();
+            d.error(format!(
+                "Fix the {n} problem{} first: only a valid workflow can run.",
+                if n == 1 { "" } else { "s" }
+            ));
+            return;
+        };
+        let inputs = match self.run_inputs(&plan) {
+            Ok(i) => i,
+            Err(e) => {
+                d.error(e);
+                return;
+            }
+        };
+        let mut settings = self.settings.get_untracked();
+        settings.seed = (js_sys::Math::random() * 1e15) as u64;
+        let store = d.store.get_value();
+        let source = d.text.get_untracked();
+        let filename = Some(d.name.get_untracked());
+        let doc_id = d.doc_id.get_untracked();
+        let this = *self;
+        self.busy.set(true);
+        d.panel.set(Panel::Run);
+        leptos::task::spawn_local(async move {
+            let result = LocalRun::start(
+                store,
+                source,
+                filename,
+                doc_id,
+                settings,
+                inputs,
+                this.on_view(),
+            )
+            .await;
+            this.busy.set(false);
+            match result {
+                Ok(run) => {
+                    d.run.set(Some(run.view()));
+                    this.set_active(Some(Active::Local(run)));
+                    this.resume_offer.set(None);
+                    d.runs_changed.update(|v| *v += 1);
+                }
+                Err(e) => d.error(format!("Could not start the dry run: {e}")),
+            }
+        });
+    }
+
+    /// Reopen a stored dry run (optionally rewound to a checkpoint) and, with
+    /// `resume`, continue it.
+    pub fn open_local(&self, record: RunRecord, upto: Option<u64>, resume: bool) {
+        let d = self.designer;
+        let Some(store) = d.store.get_value() else {
+            d.error("Browser storage is not available: stored runs cannot be opened.");
+            return;
+        };
+        let this = *self;
+        self.busy.set(true);
+        d.panel.set(Panel::Run);
+        leptos::task::spawn_local(async move {
+            this.set_active(None);
+            let result = LocalRun::open(store, record, upto, this.on_view()).await;
+            this.busy.set(false);
+            match result {
+                Ok(run) => {
+                    if resume {
+                        run.send(Event::Resume);
+                    }
+                    d.run.set(Some(run.view()));
+                    this.set_active(Some(Active::Local(run)));
+                    this.resume_offer.set(None);
+                    d.runs_changed.update(|v| *v += 1);
+                    if let Some(seq) = upto {
+                        d.info(format!("Restored the run to checkpoint {seq}; later checkpoints were discarded. Resume to continue."));
+                    }
+                }
+                Err(e) => d.error(format!("Could not open the run: {e}")),
+            }
+        });
+    }
+
+    pub fn pause(&self) {
+        self.control("pause");
+    }
+    pub fn resume(&self) {
+        self.control("resume");
+    }
+    pub fn cancel(&self) {
+        self.control("cancel");
+    }
+
+    fn control(&self, action: &'static str) {
+        let d = self.designer;
+        let server_id = self.active.with_value(|a| match a {
+            Some(Active::Server { id, .. }) => Some(id.clone()),
+            _ => None,
+        });
+        if let Some(run) = self.local() {
+            run.send(match action {
+                "pause" => Event::Pause { immediate: false },
+                "resume" => Event::Resume,
+                _ => Event::Cancel {
+                    reason: Some("cancelled in the designer".into()),
+                },
+            });
+            // Interrupted runs that are resumed after a reload: the pump refreshes the view.
+            return;
+        }
+        if let Some(id) = server_id {
+            let api = self.api.get_value();
+            leptos::task::spawn_local(async move {
+                match api.control(&id, action).await {
+                    Ok(e) => d.run.update(|v| {
+                        if let Some(v) = v {
+                            v.state = ExecutionState::parse(&e.state).unwrap_or(v.state);
+                        }
+                    }),
+                    Err(e) => d.error(format!("Could not {action} the execution: {e}")),
+                }
+            });
+            return;
+        }
+        d.error("No run is active.");
+    }
+
+    /// Rewind to a checkpoint of the run on the graph.
+    pub fn restore(&self, id: String, seq: u64) {
+        let d = self.designer;
+        match self.kind() {
+            Some(RunKind::Local) => {
+                let Some(run) = self.local() else { return };
+                let Some(store) = d.store.get_value() else {
+                    return;
+                };
+                let run_id = run.id();
+                let this = *self;
+                run.stop();
+                leptos::task::spawn_local(async move {
+                    match store.get_run(&run_id).await {
+                        Ok(Some(record)) => this.open_local(record, Some(seq), false),
+                        _ => d.error("The run is no longer stored."),
+                    }
+                });
+            }
+            Some(RunKind::Server) => {
+                let api = self.api.get_value();
+                let this = *self;
+                leptos::task::spawn_local(async move {
+                    match api.restore(&id).await {
+                        Ok(e) => {
+                            d.info(format!(
+                                "The server restored checkpoint {id} and continues."
+                            ));
+                            this.watch_server(e.id);
+                        }
+                        Err(e) => d.error(format!("Could not restore: {e}")),
+                    }
+                });
+            }
+            None => {}
+        }
+    }
+
+    /// Download the run on the graph as a checkpoint file.
+    pub fn export_checkpoint(&self) {
+        let d = self.designer;
+        if let Some(run) = self.local() {
+            let file = run.export();
+            let name = format!(
+                "{}-{}-checkpoint.json",
+                text::stem(&file.workflow.name),
+                file.checkpoint.seq
+            );
+            if let Err(e) = browser::download(&name, "application/json", &file.to_json()) {
+                d.error(e);
+            }
+            return;
+        }
+        let cp = d.run.with_untracked(|r| {
+            r.as_ref()
+                .and_then(|r| r.checkpoints.last().map(|c| c.id.clone()))
+        });
+        match (self.kind(), cp) {
+            (Some(RunKind::Server), Some(id)) => self.export_server_checkpoint(id),
+            _ => d.error("There is no checkpoint to export yet."),
+        }
+    }
+
+    pub fn export_server_checkpoint(&self, id: String) {
+        let d = self.designer;
+        let api = self.api.get_value();
+        leptos::task::spawn_local(async move {
+            match api.export(&id).await {
+                Ok(json) => {
+                    if let Err(e) = browser::download(
+                        &format!("server-checkpoint-{id}.json"),
+                        "application/json",
+                        &json,
+                    ) {
+                        d.error(e);
+                    }
+                }
+                Err(e) => d.error(format!("Could not export: {e}")),
+            }
+        });
+    }
+
+    /// Open a checkpoint file (JSON text) as a local run to inspect or continue.
+    pub fn import_checkpoint(&self, json: String) {
+        let d = self.designer;
+        let file = match CheckpointFile::from_json(&json) {
+            Ok(f) => f,
+            Err(e) => {
+                d.error(format!("Not a checkpoint file: {e}"));
+                return;
+            }
+        };
+        let store = d.store.get_value();
+        let this = *self;
+        d.panel.set(Panel::Run);
+        leptos::task::spawn_local(async move {
+            this.set_active(None);
+            match LocalRun::import(store, file, this.on_view()).await {
+                Ok((run, note)) => {
+                    d.run.set(Some(run.view()));
+                    this.set_active(Some(Active::Local(run)));
+                    d.runs_changed.update(|v| *v += 1);
+                    d.info(format!("Imported the checkpoint ({note}). Resume to continue it here with the simulated provider."));
+                }
+                Err(e) => d.error(format!("Could not import the checkpoint: {e}")),
+            }
+        });
+    }
+
+    /// Send the local run's checkpoint to the server, which continues it.
+    pub fn send_to_server(&self) {
+        let d = self.designer;
+        let Some(run) = self.local() else {
+            d.error("Start or open a dry run first.");
+            return;
+        };
+        let json = run.export().to_json();
+        let api = self.api.get_value();
+        let this = *self;
+        leptos::task::spawn_local(async move {
+            match api.import(&json, true).await {
+                Ok(e) => {
+                    d.info(format!(
+                        "The server continues the run as execution {}.",
+                        e.id
+                    ));
+                    this.watch_server(e.id);
+                }
+                Err(e) => d.error(format!("Could not send the checkpoint: {e}")),
+            }
+        });
+    }
+
+    /// Run the editor's text on the server.
+    pub fn start_server(&self) {
+        let d = self.designer;
+        if !matches!(d.server.get_untracked(), ServerStatus::Connected { .. }) {
+            d.error("No ax server is connected: serve this page with `ax serve` to run with real providers.");
+            return;
+        }
+        let a = d.analyze_now();
+        let Some(plan) = a.analysis.plan.clone() else {
+            d.error("Fix the problems first: only a valid workflow can run.");
+            return;
+        };
+        let inputs = match self.run_inputs(&plan) {
+            Ok(i) => serde_json::to_value(i).unwrap_or_default(),
+            Err(e) => {
+                d.error(e);
+                return;
+            }
+        };
+        let api = self.api.get_value();
+        let source = d.text.get_untracked();
+        let filename = d.name.get_untracked();
+        let this = *self;
+        self.busy.set(true);
+        d.panel.set(Panel::Run);
+        leptos::task::spawn_local(async move {
+            let r = api.start(&source, &filename, &inputs).await;
+            this.busy.set(false);
+            match r {
+                Ok(e) => this.watch_server(e.id),
+                Err(e) => d.error(format!("The server did not start the run: {e}")),
+            }
+        });
+    }
+
+    /// Show a server execution on the graph, live.
+    pub fn watch_server(&self, id: String) {
+        let d = self.designer;
+        let api = self.api.get_value();
+        let this = *self;
+        d.panel.set(Panel::Run);
+        leptos::task::spawn_local(async move {
+            let exec = match api.execution(&id).await {
+                Ok(e) => e,
+                Err(e) => {
+                    d.error(format!("Could not load execution {id}: {e}"));
+                    return;
+                }
+            };
+            let cps = api
+                .checkpoints(&id)
+                .await
+                .map(|l| server::checkpoint_metas(&l))
+                .unwrap_or_default();
+            d.run.set(Some(server::view_of(&exec, cps)));
+            let refresh_due = Rc::new(RefCell::new(false));
+            let (api2, id2) = (api.clone(), id.clone());
+            let on_event: Rc<dyn Fn(server::ServerEvent)> = Rc::new(move |ev| {
+                let mut terminal = false;
+                d.run.update(|v| {
+                    if let Some(v) = v.as_mut().filter(|v| v.id == id2) {
+                        terminal = server::apply_event(v, &ev);
+                    }
+                });
+                // Outputs and checkpoints come from the API, fetched at most twice a second.
+                let wants = matches!(ev.kind.as_str(), "checkpoint" | "execution")
+                    || ev.state.as_deref() == Some("completed");
+                if wants && !*refresh_due.borrow() {
+                    *refresh_due.borrow_mut() = true;
+                    let (api, id, due) = (api2.clone(), id2.clone(), refresh_due.clone());
+                    leptos::task::spawn_local(async move {
+                        browser::sleep(if terminal { 0 } else { 500 }).await;
+                        *due.borrow_mut() = false;
+                        if let (Ok(e), cps) = (api.execution(&id).await, api.checkpoints(&id).await)
+                        {
+                            let cps = cps
+                                .map(|l| server::checkpoint_metas(&l))
+                                .unwrap_or_default();
+                            d.run.update(|v| {
+                                if v.as_ref().is_some_and(|v| v.id == id) {
+                                    *v = Some(server::view_of(&e, cps));
+                                }
+                            });
+                        }
+                    });
+                }
+            });
+            let on_lost: Rc<dyn Fn()> = Rc::new(move || {
+                d.server.set(ServerStatus::Unreachable(
+                    "the live connection to the server was lost".into(),
+                ));
+            });
+            let watch = if exec_is_over(&exec.state) {
+                None
+            } else {
+                server::watch(&api, &id, on_event, on_lost)
+                    .map_err(|e| d.error(e))
+                    .ok()
+            };
+            this.set_active(Some(Active::Server { id, _watch: watch }));
+        });
+    }
+
+    /// At start-up: offer to resume an unfinished dry run.
+    pub async fn find_unfinished(&self) {
+        let d = self.designer;
+        if !matches!(d.storage.get_untracked(), StorageStatus::Ready) {
+            return;
+        }
+        let Some(store) = d.store.get_value() else {
+            return;
+        };
+        if let Ok(runs) = store.list_runs().await {
+            let open = runs.into_iter().find(|r| {
+                matches!(
+                    r.state,
+                    ExecutionState::Running | ExecutionState::Paused | ExecutionState::Interrupted
+                ) && r.last_seq > 0
+            });
+            self.resume_offer.set(open);
+        }
+    }
+}
+
+fn exec_is_over(state: &str) -> bool {
+    ExecutionState::parse(state).is_some_and(ExecutionState::is_terminal)
+}

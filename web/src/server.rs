@@ -1,0 +1,492 @@
+//! Server mode: the HTTP API of `ax serve` (docs/api.md) and live progress over
+//! Server-Sent Events. Every call fails softly: the caller shows the error and
+//! the local designer keeps working.
+
+use crate::browser::{Answer, http};
+use crate::dryrun::StepView;
+use crate::state::{CheckpointMeta, RunKind, RunView};
+use ax_core::{ExecutionState, StepState};
+use serde::Deserialize;
+use serde_json::Value;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+
+/// Where the API is and how to authenticate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Api {
+    /// "" for the page's own origin.
+    pub base: String,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Health {
+    pub status: String,
+    #[serde(default)]
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowSummary {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default)]
+    pub step_count: usize,
+    #[serde(default)]
+    pub created_at: f64,
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+pub struct Progress {
+    #[serde(default)]
+    pub total: usize,
+    #[serde(default)]
+    pub completed: usize,
+    #[serde(default)]
+    pub failed: usize,
+    #[serde(default)]
+    pub running: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionSummary {
+    pub id: String,
+    #[serde(default)]
+    pub workflow: Value,
+    pub state: String,
+    #[serde(default)]
+    pub created_at: f64,
+    #[serde(default)]
+    pub progress: Progress,
+}
+
+impl ExecutionSummary {
+    pub fn workflow_name(&self) -> String {
+        name_of(&self.workflow)
+    }
+}
+
+fn name_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Object(m) => m
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
+        _ => String::new(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStep {
+    pub key: String,
+    pub state: String,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub output: Option<String>,
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerExecution {
+    pub id: String,
+    #[serde(default)]
+    pub workflow: Value,
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<ServerStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerCheckpoint {
+    pub id: Value,
+    #[serde(default)]
+    pub created_at: f64,
+    #[serde(default)]
+    pub completed_steps: Vec<String>,
+}
+
+impl ServerCheckpoint {
+    pub fn id_text(&self) -> String {
+        match &self.id {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ServerEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub step: Option<String>,
+    #[serde(default)]
+    pub state: Option<String>,
+    #[serde(default)]
+    pub attempt: Option<u32>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The readable part of an error answer (the API's `{"error": {"message"}}`).
+fn problem(a: &Answer) -> String {
+    let v: Option<Value> = serde_json::from_str(&a.body).ok();
+    match v
+        .as_ref()
+        .and_then(|v| v.pointer("/error/message"))
+        .and_then(Value::as_str)
+    {
+        Some(msg) => format!("the server answered {}: {msg}", a.status),
+        None => format!("the server answered {}", a.status),
+    }
+}
+
+impl Api {
+    /// With no base the URL is relative to the page, so that the designer also
+    /// works from a static host's sub-folder (where `healthz` is a static file
+    /// that says "no server").
+    pub fn url(&self, path: &str) -> String {
+        if self.base.is_empty() {
+            path.trim_start_matches('/').to_owned()
+        } else {
+            format!("{}{path}", self.base.trim_end_matches('/'))
+        }
+    }
+
+    /// The body of a successful answer (one copy of the fetch future in the wasm).
+    async fn call_text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<String, String> {
+        let a = http(method, &self.url(path), body, self.token.as_deref()).await?;
+        if !(200..300).contains(&a.status) {
+            return Err(problem(&a));
+        }
+        Ok(a.body)
+    }
+
+    async fn call<T: for<'de> Deserialize<'de>>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<T, String> {
+        let text = self.call_text(method, path, body).await?;
+        serde_json::from_str(&text)
+            .map_err(|_| format!("{path} did not answer with the expected JSON"))
+    }
+
+    /// `GET /healthz`: is an `ax serve` there?
+    pub async fn health(&self) -> Result<Health, String> {
+        let h: Health = self
+            .call("GET", "/healthz", None)
+            .await
+            .map_err(|e| format!("GET /healthz: {e}"))?;
+        match h.status.as_str() {
+            "ok" => Ok(h),
+            "static" => Err("this page is served as static files".into()),
+            other => Err(format!("the server is not ready ({other})")),
+        }
+    }
+
+    pub async fn workflows(&self) -> Result<Vec<WorkflowSummary>, String> {
+        self.call("GET", "/api/workflows", None).await
+    }
+
+    pub async fn workflow(&self, id: &str) -> Result<WorkflowSummary, String> {
+        self.call("GET", &format!("/api/workflows/{id}"), None)
+            .await
+    }
+
+    pub async fn executions(&self) -> Result<Vec<ExecutionSummary>, String> {
+        self.call("GET", "/api/executions?limit=50", None).await
+    }
+
+    pub async fn execution(&self, id: &str) -> Result<ServerExecution, String> {
+        self.call("GET", &format!("/api/executions/{id}"), None)
+            .await
+    }
+
+    /// Start a run of a workflow text on the server.
+    pub async fn start(
+        &self,
+        source: &str,
+        filename: &str,
+        inputs: &Value,
+    ) -> Result<ServerExecution, String> {
+        let body = serde_json::json!({"source": source, "filename": filename, "inputs": inputs})
+            .to_string();
+        self.call("POST", "/api/executions", Some(&body)).await
+    }
+
+    /// `pause`, `resume` or `cancel`.
+    pub async fn control(&self, id: &str, action: &str) -> Result<ServerExecution, String> {
+        let body = (action == "pause").then_some("{\"now\": false}");
+        self.call("POST", &format!("/api/executions/{id}/{action}"), body)
+            .await
+    }
+
+    pub async fn checkpoints(&self, id: &str) -> Result<Vec<ServerCheckpoint>, String> {
+        self.call("GET", &format!("/api/executions/{id}/checkpoints"), None)
+            .await
+    }
+
+    pub async fn restore(&self, checkpoint: &str) -> Result<ServerExecution, String> {
+        self.call(
+            "POST",
+            &format!("/api/checkpoints/{checkpoint}/restore"),
+            None,
+        )
+        .await
+    }
+
+    /// The checkpoint file of a server checkpoint (JSON text).
+    pub async fn export(&self, checkpoint: &str) -> Result<String, String> {
+        self.call_text(
+            "GET",
+            &format!("/api/checkpoints/{checkpoint}/export"),
+            None,
+        )
+        .await
+    }
+
+    /// Send a checkpoint file to the server: a new execution continues it there.
+    pub async fn import(&self, file_json: &str, resume: bool) -> Result<ServerExecution, String> {
+        let q = if resume { "" } else { "?resume=false" };
+        self.call(
+            "POST",
+            &format!("/api/checkpoints/import{q}"),
+            Some(file_json),
+        )
+        .await
+    }
+
+    fn events_url(&self, id: &str) -> String {
+        let mut url = self.url(&format!("/api/executions/{id}/events"));
+        if let Some(t) = &self.token {
+            url.push_str(&format!("?token={}", js_sys::encode_uri_component(t)));
+        }
+        url
+    }
+}
+
+fn step_state(s: &str) -> StepState {
+    StepState::parse(s).unwrap_or_default()
+}
+
+fn exec_state(s: &str) -> ExecutionState {
+    ExecutionState::parse(s).unwrap_or(ExecutionState::Running)
+}
+
+/// The run view of a server execution.
+pub fn view_of(e: &ServerExecution, checkpoints: Vec<CheckpointMeta>) -> RunView {
+    RunView {
+        kind: RunKind::Server,
+        id: e.id.clone(),
+        name: name_of(&e.workflow),
+        state: exec_state(&e.state),
+        reason: e.reason.clone(),
+        steps: e
+            .steps
+            .iter()
+            .map(|s| {
+                let view = StepView {
+                    state: step_state(&s.state),
+                    attempt: s.attempts,
+                    prompt: None,
+                    output: s.output.as_deref().map(Arc::from),
+                    error: s.error.as_ref().map(|e| match e {
+                        Value::String(s) => s.clone(),
+                        Value::Object(m) => m
+                            .get("message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_owned(),
+                        other => other.to_string(),
+                    }),
+                    reason: None,
+                };
+                (s.key.clone(), view)
+            })
+            .collect(),
+        checkpoints,
+        source: None,
+    }
+}
+
+pub fn checkpoint_metas(list: &[ServerCheckpoint]) -> Vec<CheckpointMeta> {
+    let mut v: Vec<CheckpointMeta> = list
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CheckpointMeta {
+            id: c.id_text(),
+            seq: (list.len() - i) as u64,
+            at: c.created_at,
+            state: None,
+            completed: c.completed_steps.len(),
+        })
+        .collect();
+    v.sort_by_key(|c| c.seq);
+    v
+}
+
+/// Live progress of a server execution.
+pub struct Watch {
+    source: web_sys::EventSource,
+    _listeners: Vec<Closure<dyn FnMut(web_sys::Event)>>,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.source.close();
+    }
+}
+
+/// Apply one SSE event to the view; returns whether the stream is over.
+pub fn apply_event(view: &mut RunView, ev: &ServerEvent) -> bool {
+    match ev.kind.as_str() {
+        "step" => {
+            if let (Some(key), Some(state)) = (&ev.step, &ev.state) {
+                match view.steps.iter_mut().find(|(k, _)| k == key) {
+                    Some((_, s)) => {
+                        s.state = step_state(state);
+                        if let Some(a) = ev.attempt {
+                            s.attempt = a;
+                        }
+                        if ev.message.is_some() {
+                            s.reason = ev.message.clone();
+                        }
+                    }
+                    None => view.steps.push((
+                        key.clone(),
+                        StepView {
+                            state: step_state(state),
+                            attempt: ev.attempt.unwrap_or(0),
+                            ..StepView::default()
+                        },
+                    )),
+                }
+            }
+            false
+        }
+        "execution" => {
+            if let Some(s) = &ev.state {
+                view.state = exec_state(s);
+            }
+            if ev.message.is_some() {
+                view.reason = ev.message.clone();
+            }
+            view.state.is_terminal()
+        }
+        _ => false,
+    }
+}
+
+/// Watch an execution: `on_event` gets every parsed event, `on_lost` is called
+/// when the stream fails for good.
+pub fn watch(
+    api: &Api,
+    id: &str,
+    on_event: Rc<dyn Fn(ServerEvent)>,
+    on_lost: Rc<dyn Fn()>,
+) -> Result<Watch, String> {
+    let source = web_sys::EventSource::new(&api.events_url(id)).map_err(|e| format!("{e:?}"))?;
+    let mut listeners = Vec::new();
+    let done = Rc::new(RefCell::new(false));
+    for kind in ["execution", "step", "checkpoint", "log", "message"] {
+        let on_event = on_event.clone();
+        let source2 = source.clone();
+        let done = done.clone();
+        let cb = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
+            let Some(m) = e.dyn_ref::<web_sys::MessageEvent>() else {
+                return;
+            };
+            let Some(data) = m.data().as_string() else {
+                return;
+            };
+            let Ok(ev) = serde_json::from_str::<ServerEvent>(&data) else {
+                return;
+            };
+            let terminal = ev.kind == "execution"
+                && ev
+                    .state
+                    .as_deref()
+                    .and_then(ExecutionState::parse)
+                    .is_some_and(ExecutionState::is_terminal);
+            on_event(ev);
+            if terminal {
+                // The server ends the stream; stop EventSource from reconnecting.
+                *done.borrow_mut() = true;
+                source2.close();
+            }
+        });
+        source
+            .add_event_listener_with_callback(kind, cb.as_ref().unchecked_ref())
+            .map_err(|e| format!("{e:?}"))?;
+        listeners.push(cb);
+    }
+    let source2 = source.clone();
+    let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_e: web_sys::Event| {
+        if source2.ready_state() == web_sys::EventSource::CLOSED && !*done.borrow() {
+            on_lost();
+        }
+    });
+    source.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+    listeners.push(on_error);
+    Ok(Watch {
+        source,
+        _listeners: listeners,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn events_update_the_view() {
+        let e: ServerExecution = serde_json::from_str(r#"{"id":"e1","workflowId":"w","workflow":"demo","state":"running","createdAt":1,"inputs":{},"steps":[{"key":"a","agent":"x","state":"running","attempts":1,"tokensIn":0,"tokensOut":0,"dependencies":[]},{"key":"b","agent":"x","state":"pending","attempts":0,"error":{"class":"timeout","message":"slow"},"tokensIn":0,"tokensOut":0,"dependencies":["a"]}]}"#).expect("execution");
+        let mut v = view_of(&e, Vec::new());
+        assert_eq!(v.name, "demo");
+        assert_eq!(v.steps[1].1.error.as_deref(), Some("slow"));
+        let ev: ServerEvent = serde_json::from_str(r#"{"id":3,"executionId":"e1","at":5,"type":"step","step":"a","state":"completed","attempt":1}"#).expect("event");
+        assert!(!apply_event(&mut v, &ev));
+        assert_eq!(v.steps[0].1.state, StepState::Completed);
+        let ev: ServerEvent = serde_json::from_str(
+            r#"{"id":4,"executionId":"e1","at":6,"type":"execution","state":"completed"}"#,
+        )
+        .expect("event");
+        assert!(apply_event(&mut v, &ev));
+        assert_eq!(v.state, ExecutionState::Completed);
+    }
+
+    #[test]
+    fn checkpoints_are_numbered_oldest_first() {
+        let list: Vec<ServerCheckpoint> = serde_json::from_str(r#"[{"id":"c2","executionId":"e","createdAt":2,"completedSteps":["a","b"]},{"id":"c1","executionId":"e","createdAt":1,"completedSteps":["a"]}]"#).expect("list");
+        let m = checkpoint_metas(&list);
+        assert_eq!((m[0].id.as_str(), m[0].seq, m[0].completed), ("c1", 1, 1));
+        assert_eq!((m[1].id.as_str(), m[1].seq), ("c2", 2));
+    }
+}

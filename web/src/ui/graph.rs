@@ -1,0 +1,391 @@
+//! The dependency graph as SVG: layered layout, curved edges, run states as
+//! colours; pan by dragging or with the arrow keys, zoom with the wheel, the
+//! buttons or `+`/`-` (`0` fits). Clicking a node opens its form; in connect mode
+//! a click on a source and then a target adds a dependency (cycles are refused).
+
+use crate::layout::{NODE_H, NODE_W};
+use crate::state::{Panel, use_designer};
+use leptos::ev;
+use leptos::prelude::*;
+
+const MIN_ZOOM: f64 = 0.08;
+const MAX_ZOOM: f64 = 3.0;
+/// Below this zoom labels are hard to read: a document opens at this zoom instead.
+const READABLE_ZOOM: f64 = 0.6;
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut out: String = s.chars().take(n - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+/// Where a pointer drag started: client x and y, and the pan at that time.
+type Drag = (f64, f64, (f64, f64));
+
+#[derive(Debug, Clone, PartialEq)]
+struct EdgeView {
+    from: String,
+    to: String,
+    d: String,
+    cyclic: bool,
+}
+
+#[component]
+pub fn GraphView() -> impl IntoView {
+    let d = use_designer();
+    let zoom = RwSignal::new(1.0f64);
+    let pan = RwSignal::new((0.0f64, 0.0f64));
+    let svg_ref = NodeRef::<leptos::svg::Svg>::new();
+    // Pointer drag: (start x, start y, pan at start); `moved` suppresses the click.
+    let drag: StoredValue<Option<Drag>> = StoredValue::new(None);
+    let moved = StoredValue::new(false);
+
+    let size = move || {
+        // Called from animation frames: the graph may be gone by then.
+        zoom.try_get_untracked()?;
+        svg_ref.get_untracked().map(|s| {
+            let r = s.get_bounding_client_rect();
+            (r.width(), r.height())
+        })
+    };
+    // Fit the whole graph; with `readable`, a big graph is shown from its start
+    // at a zoom where labels can be read instead.
+    let fit_with = move |readable: bool| {
+        let Some((w, h)) = size() else { return };
+        if w < 10.0 || h < 10.0 {
+            return;
+        }
+        let (lw, lh) = d
+            .layout
+            .with_untracked(|l| (l.width.max(1.0), l.height.max(1.0)));
+        let k = (w / lw).min(h / lh).clamp(MIN_ZOOM, 1.0);
+        if readable && k < READABLE_ZOOM {
+            let k = READABLE_ZOOM;
+            zoom.set(k);
+            // The first levels in view, centred across (levels are centred too).
+            if d.vertical.get_untracked() {
+                pan.set(((w - lw * k) / 2.0, 0.0));
+            } else {
+                pan.set((0.0, (h - lh * k) / 2.0));
+            }
+            return;
+        }
+        zoom.set(k);
+        pan.set(((w - lw * k) / 2.0, ((h - lh * k) / 2.0).max(0.0)));
+    };
+    let fit = move || fit_with(false);
+    let zoom_at = move |factor: f64, cx: f64, cy: f64| {
+        let k = zoom.get_untracked();
+        let k2 = (k * factor).clamp(MIN_ZOOM, MAX_ZOOM);
+        let (tx, ty) = pan.get_untracked();
+        pan.set((cx - (cx - tx) * k2 / k, cy - (cy - ty) * k2 / k));
+        zoom.set(k2);
+    };
+    let zoom_center = move |factor: f64| {
+        let (w, h) = size().unwrap_or((600.0, 400.0));
+        zoom_at(factor, w / 2.0, h / 2.0);
+    };
+    // Pick the orientation that shows the graph biggest in this viewport.
+    let orient = move || {
+        let Some((w, h)) = size() else { return };
+        let (levels, widest) = d.layout.with_untracked(|l| (l.levels, l.widest));
+        let scale = |v: bool| {
+            let (lw, lh) = crate::layout::dims(levels, widest, v);
+            (w / lw.max(1.0)).min(h / lh.max(1.0))
+        };
+        let vertical = scale(true) > scale(false) * 1.1;
+        if vertical != d.vertical.get_untracked() {
+            d.vertical.set(vertical);
+        }
+    };
+    // Fit when a document opens, or when the graph changes size class (empty,
+    // a few steps, dozens, hundreds): pasting a big workflow re-frames it.
+    Effect::new(move |prev: Option<(Option<String>, usize)>| {
+        let doc = d.doc_id.get();
+        let class = d.layout.with(|l| match l.nodes.len() {
+            0 => 0,
+            1..10 => 1,
+            10..50 => 2,
+            50..200 => 3,
+            _ => 4,
+        });
+        let first = svg_ref.get().is_some();
+        let key = (doc, class);
+        if first && prev.as_ref() != Some(&key) {
+            request_animation_frame(move || {
+                orient();
+                request_animation_frame(move || fit_with(true));
+            });
+        }
+        key
+    });
+
+    let on_wheel = move |e: ev::WheelEvent| {
+        e.prevent_default();
+        let Some(svg) = svg_ref.get_untracked() else {
+            return;
+        };
+        let r = svg.get_bounding_client_rect();
+        let factor = (-e.delta_y() * 0.0015).exp();
+        zoom_at(
+            factor,
+            f64::from(e.client_x()) - r.left(),
+            f64::from(e.client_y()) - r.top(),
+        );
+    };
+    let on_down = move |e: ev::PointerEvent| {
+        if e.button() != 0 {
+            return;
+        }
+        drag.set_value(Some((
+            f64::from(e.client_x()),
+            f64::from(e.client_y()),
+            pan.get_untracked(),
+        )));
+        moved.set_value(false);
+    };
+    let on_move = move |e: ev::PointerEvent| {
+        let Some((x0, y0, (tx, ty))) = drag.get_value() else {
+            return;
+        };
+        let (dx, dy) = (f64::from(e.client_x()) - x0, f64::from(e.client_y()) - y0);
+        if !moved.get_value() && dx.abs() + dy.abs() < 4.0 {
+            return;
+        }
+        if !moved.get_value() {
+            moved.set_value(true);
+            if let Some(svg) = svg_ref.get_untracked() {
+                let _ = svg.set_pointer_capture(e.pointer_id());
+            }
+        }
+        pan.set((tx + dx, ty + dy));
+    };
+    let on_up = move |_e: ev::PointerEvent| drag.set_value(None);
+    let on_key = move |e: ev::KeyboardEvent| {
+        let step = 60.0;
+        let (tx, ty) = pan.get_untracked();
+        match e.key().as_str() {
+            "ArrowLeft" => pan.set((tx + step, ty)),
+            "ArrowRight" => pan.set((tx - step, ty)),
+            "ArrowUp" => pan.set((tx, ty + step)),
+            "ArrowDown" => pan.set((tx, ty - step)),
+            "+" | "=" => zoom_center(1.25),
+            "-" | "_" => zoom_center(0.8),
+            "0" => fit(),
+            "Delete" | "Backspace" => {
+                if let Some((to, from)) = d.selected_edge.get_untracked() {
+                    d.disconnect(&to, &from);
+                } else {
+                    return;
+                }
+            }
+            _ => return,
+        }
+        e.prevent_default();
+    };
+    // The click that ends a drag is not a click on what is under the pointer.
+    let was_drag = move || {
+        let m = moved.get_value();
+        moved.set_value(false);
+        m
+    };
+    let on_background_click = move |_| {
+        if !was_drag() {
+            d.selected_edge.set(None);
+        }
+    };
+
+    let edges = Memo::new(move |_| {
+        d.layout.with(|l| {
+            l.edges
+                .iter()
+                .map(|e| EdgeView {
+                    from: l.nodes[e.from].key.clone(),
+                    to: l.nodes[e.to].key.clone(),
+                    d: e.d.clone(),
+                    cyclic: e.cyclic,
+                })
+                .collect::<Vec<_>>()
+        })
+    });
+    let many = Memo::new(move |_| d.layout.with(|l| l.nodes.len() > 150));
+    let has_run = Memo::new(move |_| d.run.with(Option::is_some));
+    let connecting = move || d.connect.get().is_some();
+
+    let node_click = move |key: String| match d.connect.get_untracked() {
+        Some(None) => d.connect.set(Some(Some(key))),
+        Some(Some(src)) => {
+            if src == key {
+                d.connect.set(Some(None));
+            } else {
+                d.connect(&src, &key);
+                d.connect.set(Some(None));
+            }
+        }
+        None => {
+            d.selected.set(Some(key));
+            d.selected_edge.set(None);
+            d.panel.set(Panel::Step);
+        }
+    };
+
+    let hint = move || match d.connect.get() {
+        Some(None) => "Connect: click the step that must run first…",
+        Some(Some(_)) => "…then the step that depends on it (Esc to stop).",
+        None => "",
+    };
+
+    view! {
+        <div class="graph-wrap">
+            <div class="graph-tools" role="toolbar" aria-label="Graph">
+                <button on:click=move |_| zoom_center(1.25) aria-label="Zoom in" title="Zoom in (+)">"+"</button>
+                <button on:click=move |_| zoom_center(0.8) aria-label="Zoom out" title="Zoom out (−)">"−"</button>
+                <button on:click=move |_| fit() data-testid="fit" title="Fit the graph (0)">"Fit"</button>
+                <button
+                    data-testid="orientation"
+                    on:click=move |_| {
+                        d.vertical.update(|v| *v = !*v);
+                        request_animation_frame(fit);
+                    }
+                    title="Levels as columns or as rows"
+                    aria-label="Switch between left-to-right and top-to-bottom"
+                >
+                    {move || if d.vertical.get() { "⇅" } else { "⇄" }}
+                </button>
+                <span class="sep"></span>
+                <button on:click=move |_| drop(d.add_step()) data-testid="add-step" title="Add a step after the selected one">"+ Step"</button>
+                <button
+                    data-testid="connect"
+                    aria-pressed=move || connecting().to_string()
+                    class:active=connecting
+                    on:click=move |_| d.connect.set(if d.connect.get_untracked().is_some() { None } else { Some(None) })
+                    title="Add a dependency: click the first step, then the step that depends on it"
+                >
+                    "Connect"
+                </button>
+                <Show when=move || d.selected_edge.with(Option::is_some)>
+                    <button data-testid="remove-edge" class="danger" on:click=move |_| {
+                        if let Some((to, from)) = d.selected_edge.get_untracked() {
+                            d.disconnect(&to, &from);
+                        }
+                    }>
+                        {move || d.selected_edge.get().map(|(to, from)| format!("Remove {from} → {to}")).unwrap_or_default()}
+                    </button>
+                </Show>
+                <span class="hint" role="status">{hint}</span>
+                <span class="zoom muted">{move || format!("{:.0}%", zoom.get() * 100.0)}</span>
+            </div>
+            <Show when=move || d.layout.with(|l| l.approximate && !l.nodes.is_empty())>
+                <p class="graph-note">"The graph has problems (a cycle or a missing step): dashed red edges close a cycle."</p>
+            </Show>
+            <svg
+                data-testid="graph"
+                class="graph"
+                class:has-run=move || has_run.get()
+                class:connecting=connecting
+                node_ref=svg_ref
+                tabindex="0"
+                role="group"
+                aria-label="Dependency graph: arrow keys pan, plus and minus zoom, 0 fits"
+                on:wheel=on_wheel
+                on:pointerdown=on_down
+                on:pointermove=on_move
+                on:pointerup=on_up
+                on:pointercancel=on_up
+                on:keydown=on_key
+                on:click=on_background_click
+            >
+                <defs>
+                    <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
+                        <path d="M0,0 L10,5 L0,10 z" class="arrow-head"></path>
+                    </marker>
+                </defs>
+                <g transform=move || { let (x, y) = pan.get(); format!("translate({x:.1},{y:.1}) scale({:.4})", zoom.get()) }>
+                    <g class="edges">
+                        <For each=move || edges.get() key=|e| (e.from.clone(), e.to.clone(), e.d.clone(), e.cyclic) let:e>
+                            {
+                                let (to, from) = (e.to.clone(), e.from.clone());
+                                let (to2, from2) = (e.to.clone(), e.from.clone());
+                                let selected = move || d.selected_edge.with(|s| s.as_ref().is_some_and(|(t, f)| *t == to2 && *f == from2));
+                                view! {
+                                    <g class="edge" class:cyclic=e.cyclic class:selected=selected data-from=e.from.clone() data-to=e.to.clone()
+                                        on:click=move |ev: ev::MouseEvent| {
+                                            ev.stop_propagation();
+                                            if !was_drag() {
+                                                d.selected_edge.set(Some((to.clone(), from.clone())));
+                                            }
+                                        }>
+                                        <path class="hit" d=e.d.clone()></path>
+                                        <path class="line" d=e.d.clone() marker-end="url(#arrow)"></path>
+                                    </g>
+                                }
+                            }
+                        </For>
+                    </g>
+                    <g class="nodes">
+                        <For
+                            each=move || d.layout.get().nodes.clone()
+                            key=|n| format!("{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}{}", n.key, n.agent, n.x, n.y, n.optional, n.conditional)
+                            let:n
+                        >
+                            {
+                                let key = n.key.clone();
+                                let (k1, k2, k3, k4, k5) = (key.clone(), key.clone(), key.clone(), key.clone(), key.clone());
+                                let state = move || d.states.with(|s| s.get(&k1).copied().unwrap_or_default().as_str());
+                                let state_label = move || if has_run.get() { d.states.with(|s| s.get(&k2).copied().unwrap_or_default().as_str().replace('-', " ")) } else { String::new() };
+                                let selected = move || d.selected.with(|s| s.as_deref() == Some(k3.as_str()));
+                                let source = move || d.connect.with(|c| matches!(c, Some(Some(s)) if *s == k4));
+                                let title = format!("{} — agent {}{}{}", n.key, n.agent, if n.optional { " (optional)" } else { "" }, if n.conditional { " (conditional)" } else { "" });
+                                let label = if n.key.is_empty() { "(no key)".to_owned() } else { clip(&n.key, 21) };
+                                let click = move |e: ev::MouseEvent| {
+                                    e.stop_propagation();
+                                    if !was_drag() {
+                                        node_click(k5.clone());
+                                    }
+                                };
+                                let key_enter = key.clone();
+                                view! {
+                                    <g
+                                        class="node"
+                                        class:selected=selected
+                                        class:source=source
+                                        class:optional=n.optional
+                                        data-step=key.clone()
+                                        data-state=state
+                                        transform=format!("translate({:.1},{:.1})", n.x, n.y)
+                                        tabindex=move || if many.get() { "-1" } else { "0" }
+                                        role="button"
+                                        aria-label=title.clone()
+                                        on:click=click
+                                        on:keydown=move |e: ev::KeyboardEvent| {
+                                            if e.key() == "Enter" || e.key() == " " {
+                                                e.prevent_default();
+                                                e.stop_propagation();
+                                                node_click(key_enter.clone());
+                                            }
+                                        }
+                                    >
+                                        <title>{title.clone()}</title>
+                                        <rect class="box" width=NODE_W height=NODE_H rx="8"></rect>
+                                        <rect class="stripe" width="6" height=NODE_H rx="3"></rect>
+                                        <text class="key" x="16" y="24">{label}</text>
+                                        <text class="agent" x="16" y="44">{clip(&n.agent, 18)}</text>
+                                        <text class="state" x=NODE_W - 10.0 y="44" text-anchor="end">{state_label}</text>
+                                        {n.conditional.then(|| view! { <text class="badge" x=NODE_W - 10.0 y="22" text-anchor="end">"if"</text> })}
+                                    </g>
+                                }
+                            }
+                        </For>
+                    </g>
+                </g>
+                <Show when=move || d.layout.with(|l| l.nodes.is_empty())>
+                    <text class="empty" x="24" y="40">"No steps yet: add one with “+ Step”."</text>
+                </Show>
+            </svg>
+        </div>
+    }
+}

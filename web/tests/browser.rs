@@ -1,0 +1,1071 @@
+//! Browser tests of the designer, in headless Chromium:
+//! `RUSTUP_TOOLCHAIN=ax-wasm wasm-pack test --headless --chrome --mode no-install web`.
+//!
+//! One binary with sections: components (mounted into a test div and driven
+//! through the DOM), the local run driver, IndexedDB (a real database per test,
+//! deleted afterwards), and the Rust API the page uses.
+#![cfg(target_arch = "wasm32")]
+
+use ax_core::checkpoint::CheckpointFile;
+use ax_core::{Event, ExecutionState, Options, analyze, edit};
+use ax_web::browser::{perf_now, sleep};
+use ax_web::dryrun::SimSettings;
+use ax_web::local_run::LocalRun;
+use ax_web::state::{Config, Designer, RunView};
+use ax_web::store::{CheckpointRecord, Store};
+use ax_web::{layout, text};
+use leptos::prelude::*;
+use std::cell::RefCell;
+use std::rc::Rc;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+// ---- Helpers ----
+
+fn document() -> web_sys::Document {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .expect("document")
+}
+
+fn fresh_div() -> web_sys::HtmlElement {
+    let div: web_sys::HtmlElement = document()
+        .create_element("div")
+        .expect("div")
+        .unchecked_into();
+    div.style().set_property("width", "1366px").ok();
+    div.style().set_property("height", "800px").ok();
+    document()
+        .body()
+        .expect("body")
+        .append_child(&div)
+        .expect("append");
+    div
+}
+
+fn unique(name: &str) -> String {
+    format!("ax-test-{name}-{}", (js_sys::Math::random() * 1e12) as u64)
+}
+
+async fn until(what: &str, ms: f64, f: impl Fn() -> bool) {
+    let start = perf_now();
+    while !f() {
+        if perf_now() - start > ms {
+            panic!("timed out after {ms} ms waiting for {what}");
+        }
+        sleep(15).await;
+    }
+}
+
+fn q(root: &web_sys::Element, sel: &str) -> Option<web_sys::Element> {
+    root.query_selector(sel).ok().flatten()
+}
+
+fn qa(root: &web_sys::Element, sel: &str) -> Vec<web_sys::Element> {
+    let list = root.query_selector_all(sel).expect("selector");
+    (0..list.length())
+        .filter_map(|i| list.item(i))
+        .filter_map(|n| n.dyn_into().ok())
+        .collect()
+}
+
+fn fire(el: &web_sys::Element, kind: &str) {
+    let init = web_sys::EventInit::new();
+    init.set_bubbles(true);
+    let ev = web_sys::Event::new_with_event_init_dict(kind, &init).expect("event");
+    el.dispatch_event(&ev).expect("dispatch");
+}
+
+fn click(el: &web_sys::Element) {
+    let init = web_sys::MouseEventInit::new();
+    init.set_bubbles(true);
+    init.set_button(0);
+    let ev = web_sys::MouseEvent::new_with_mouse_event_init_dict("click", &init).expect("click");
+    el.dispatch_event(&ev).expect("dispatch");
+}
+
+fn textarea(root: &web_sys::Element) -> web_sys::HtmlTextAreaElement {
+    q(root, "[data-testid=editor]")
+        .expect("editor")
+        .unchecked_into()
+}
+
+fn type_text(root: &web_sys::Element, value: &str) {
+    let ta = textarea(root);
+    ta.set_value(value);
+    fire(&ta, "input");
+}
+
+fn set_input(el: &web_sys::Element, value: &str) {
+    if let Some(i) = el.dyn_ref::<web_sys::HtmlInputElement>() {
+        i.set_value(value);
+    } else if let Some(t) = el.dyn_ref::<web_sys::HtmlTextAreaElement>() {
+        t.set_value(value);
+    }
+    fire(el, "change");
+}
+
+struct Mounted<M: leptos::tachys::view::Mountable> {
+    designer: Designer,
+    root: web_sys::Element,
+    handle: Option<leptos::mount::UnmountHandle<M>>,
+    db: String,
+}
+
+fn mount(name: &str, source: &str) -> Mounted<impl leptos::tachys::view::Mountable> {
+    let div = fresh_div();
+    let db = unique("ui");
+    let config = Config {
+        db_name: db.clone(),
+        probe_server: false,
+        initial: Some((name.to_owned(), source.to_owned())),
+        ..Config::default()
+    };
+    let (designer, handle) = ax_web::mount_to(div.clone(), config);
+    Mounted {
+        designer,
+        root: div.unchecked_into(),
+        handle: Some(handle),
+        db,
+    }
+}
+
+impl<M: leptos::tachys::view::Mountable> Mounted<M> {
+    async fn ready(&self) {
+        let d = self.designer;
+        until("storage", 5000.0, move || {
+            d.doc_id.get_untracked().is_some()
+        })
+        .await;
+    }
+    async fn finish(mut self) {
+        self.designer.close_storage();
+        drop(self.handle.take());
+        self.root.remove();
+        delete_db(&self.db).await;
+    }
+    fn nodes(&self) -> Vec<web_sys::Element> {
+        qa(&self.root, "[data-testid=graph] [data-step]")
+    }
+    fn node(&self, key: &str) -> web_sys::Element {
+        q(
+            &self.root,
+            &format!("[data-testid=graph] [data-step=\"{key}\"]"),
+        )
+        .unwrap_or_else(|| panic!("no node {key}"))
+    }
+    fn by_id(&self, id: &str) -> web_sys::Element {
+        q(&self.root, &format!("[data-testid=\"{id}\"]"))
+            .unwrap_or_else(|| panic!("no [data-testid={id}]"))
+    }
+}
+
+/// Let queued microtasks (reactive effects) run.
+async fn microtasks() {
+    for _ in 0..3 {
+        let _ = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(
+            &wasm_bindgen::JsValue::NULL,
+        ))
+        .await;
+    }
+}
+
+/// Wait for the browser's next animation frame (after style, layout and paint of this one).
+async fn next_frame() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.request_animation_frame(&resolve);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+async fn delete_db(name: &str) {
+    // Do not hang a test on a blocked delete.
+    let name = name.to_owned();
+    let done = Rc::new(RefCell::new(false));
+    let d2 = done.clone();
+    leptos::task::spawn_local(async move {
+        let _ = Store::delete_database(&name).await;
+        *d2.borrow_mut() = true;
+    });
+    let start = perf_now();
+    while !*done.borrow() && perf_now() - start < 2000.0 {
+        sleep(10).await;
+    }
+}
+
+const CYCLE: &str = "name: loop\nsteps:\n  - key: a\n    agent: x\n    prompt: go\n    dependencies: [c]\n  - key: b\n    agent: x\n    prompt: go\n    dependencies: [a]\n  - key: c\n    agent: x\n    prompt: go\n    dependencies: [b]\n";
+
+fn big_workflow(n: usize) -> String {
+    let mut s = String::from("# generated\nname: big\nsteps:\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "  - key: s{i}\n    agent: agent-{}\n    prompt: \"Step {i}: improve the draft{}\"\n",
+            i % 7,
+            if i > 0 {
+                format!(" {{{{s{}.result}}}}", i - 1)
+            } else {
+                String::new()
+            }
+        ));
+        if i > 0 {
+            let extra = if i > 4 {
+                format!(", s{}", i / 2)
+            } else {
+                String::new()
+            };
+            s.push_str(&format!("    dependencies: [s{}{extra}]\n", i - 1));
+        }
+    }
+    s
+}
+
+// ---- Components ----
+
+#[wasm_bindgen_test]
+async fn a_valid_workflow_draws_its_graph() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    until("graph nodes", 3000.0, || m.nodes().len() == 4).await;
+    let keys: Vec<String> = m
+        .nodes()
+        .iter()
+        .filter_map(|n| n.get_attribute("data-step"))
+        .collect();
+    for k in ["collect", "draft", "review", "publish"] {
+        assert!(keys.iter().any(|x| x == k), "{keys:?}");
+    }
+    assert!(
+        m.nodes()
+            .iter()
+            .all(|n| n.get_attribute("data-state").as_deref() == Some("pending"))
+    );
+    assert_eq!(qa(&m.root, "[data-testid=graph] .edge").len(), 4);
+    assert_eq!(qa(&m.root, "[data-testid=problems] [data-code]").len(), 0);
+    assert!(
+        m.by_id("problem-summary")
+            .text_content()
+            .unwrap_or_default()
+            .contains("Valid")
+    );
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn a_cycle_is_listed_and_a_click_moves_the_cursor_to_it() {
+    let m = mount("loop.yaml", text::STARTER);
+    m.ready().await;
+    type_text(&m.root, CYCLE);
+    until("cycle problem", 3000.0, || {
+        q(&m.root, "[data-testid=problems] [data-code=cycle]").is_some()
+    })
+    .await;
+    // The offending line is marked in the gutter.
+    let problem = analyze(CYCLE, &Options::default())
+        .report
+        .errors
+        .into_iter()
+        .find(|p| p.code == ax_core::Code::Cycle)
+        .expect("cycle");
+    let line = problem.line.expect("line");
+    let mark = q(&m.root, ".gutter .mark.error").expect("gutter mark");
+    assert_eq!(mark.get_attribute("data-line"), Some(line.to_string()));
+    // Clicking the problem selects its position in the textarea and focuses it.
+    let item = q(&m.root, "[data-testid=problems] [data-code=cycle]").expect("item");
+    assert!(
+        item.text_content()
+            .unwrap_or_default()
+            .contains(&format!("{line}:"))
+    );
+    click(&item);
+    let ta = textarea(&m.root);
+    let active = document().active_element().expect("focus");
+    assert!(active.is_same_node(Some(&ta)), "the textarea has focus");
+    let (start, _) = text::selection_for(
+        CYCLE,
+        line,
+        problem.column.expect("column"),
+        problem.end_line.zip(problem.end_column),
+    );
+    assert_eq!(ta.selection_start().ok().flatten(), Some(start));
+    // The graph still shows the three steps, with the closing edge flagged.
+    until("nodes", 2000.0, || m.nodes().len() == 3).await;
+    assert!(q(&m.root, "[data-testid=graph] .edge.cyclic").is_some());
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn clicking_a_node_opens_its_form_and_edits_write_back() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    until("nodes", 3000.0, || m.nodes().len() == 4).await;
+    click(&m.node("draft"));
+    until("form", 2000.0, || {
+        q(&m.root, "[data-testid=step-form]").is_some()
+    })
+    .await;
+    let agent = m.by_id("field-agent");
+    assert_eq!(
+        agent.unchecked_ref::<web_sys::HtmlInputElement>().value(),
+        "writer"
+    );
+    assert!(m.node("draft").class_list().contains("selected"));
+    set_input(&agent, "editor-in-chief");
+    let ta = textarea(&m.root);
+    until("text edited", 2000.0, || {
+        ta.value().contains("agent: editor-in-chief")
+    })
+    .await;
+    // Comments and the rest of the file are untouched.
+    assert!(ta.value().starts_with("# A workflow: steps send prompts"));
+    assert_eq!(
+        ta.value().matches("agent: writer").count(),
+        1,
+        "only the draft step changed"
+    );
+    // Renaming the key updates dependencies and placeholders.
+    set_input(&m.by_id("field-key"), "write");
+    until("renamed", 2000.0, || ta.value().contains("key: write\n")).await;
+    let wf = analyze(&ta.value(), &Options::default())
+        .workflow()
+        .cloned()
+        .expect("workflow");
+    assert_eq!(
+        wf.step("publish").map(|s| s.dependencies.clone()),
+        Some(vec!["write".to_owned(), "review".to_owned()])
+    );
+    assert!(
+        wf.step("review")
+            .is_some_and(|s| s.prompt.contains("{{write.result}}"))
+    );
+    until("node renamed", 2000.0, || {
+        q(&m.root, "[data-step=write]").is_some()
+    })
+    .await;
+    // Optional and timeout.
+    click(&m.by_id("field-optional"));
+    let opt = m.by_id("field-optional");
+    opt.unchecked_ref::<web_sys::HtmlInputElement>()
+        .set_checked(true);
+    fire(&opt, "change");
+    until("optional", 2000.0, || ta.value().contains("optional: true")).await;
+    set_input(&m.by_id("field-timeout"), "45000");
+    until("timeout", 2000.0, || {
+        ta.value().contains("timeoutMs: 45000")
+    })
+    .await;
+    assert!(analyze(&ta.value(), &Options::default()).report.valid);
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn connect_mode_adds_dependencies_and_refuses_cycles() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    until("nodes", 3000.0, || m.nodes().len() == 4).await;
+    let before = textarea(&m.root).value();
+    click(&m.by_id("connect"));
+    // collect → publish would make collect depend on publish: a cycle.
+    click(&m.node("publish"));
+    click(&m.node("collect"));
+    until("refusal", 2000.0, || {
+        q(&m.root, "[data-testid=notice]")
+            .is_some_and(|n| n.text_content().unwrap_or_default().contains("cycle"))
+    })
+    .await;
+    let notice = m.by_id("notice").text_content().unwrap_or_default();
+    assert!(notice.contains("collect → publish"), "{notice}");
+    assert_eq!(textarea(&m.root).value(), before);
+    // review may depend on collect.
+    click(&m.node("collect"));
+    click(&m.node("review"));
+    let ta = textarea(&m.root);
+    until("edge added", 2000.0, || {
+        let wf = analyze(&ta.value(), &Options::default())
+            .workflow()
+            .cloned();
+        wf.and_then(|w| {
+            w.step("review")
+                .map(|s| s.dependencies.contains(&"collect".to_owned()))
+        })
+        .unwrap_or(false)
+    })
+    .await;
+    until("edge drawn", 2000.0, || {
+        qa(&m.root, "[data-testid=graph] .edge").len() == 5
+    })
+    .await;
+    // Select the new edge and remove it.
+    let edge = q(&m.root, ".edge[data-from=collect][data-to=review]").expect("edge");
+    click(&m.by_id("connect"));
+    click(&edge);
+    until("remove button", 2000.0, || {
+        q(&m.root, "[data-testid=remove-edge]").is_some()
+    })
+    .await;
+    click(&m.by_id("remove-edge"));
+    until("edge removed", 2000.0, || {
+        qa(&m.root, "[data-testid=graph] .edge").len() == 4
+    })
+    .await;
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn adding_and_deleting_steps_from_the_graph() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    until("nodes", 3000.0, || m.nodes().len() == 4).await;
+    click(&m.node("publish"));
+    click(&m.by_id("add-step"));
+    until("new node", 2000.0, || m.nodes().len() == 5).await;
+    let ta = textarea(&m.root);
+    let wf = analyze(&ta.value(), &Options::default())
+        .workflow()
+        .cloned()
+        .expect("workflow");
+    assert_eq!(
+        wf.step("step").map(|s| s.dependencies.clone()),
+        Some(vec!["publish".to_owned()])
+    );
+    // The new step's form is open; delete it (two clicks).
+    until("form", 2000.0, || {
+        q(&m.root, "[data-testid=delete-step]").is_some()
+    })
+    .await;
+    click(&m.by_id("delete-step"));
+    until("confirmation", 2000.0, || {
+        q(&m.root, "[data-testid=confirm-delete]").is_some()
+    })
+    .await;
+    click(&m.by_id("confirm-delete"));
+    until("node removed", 2000.0, || m.nodes().len() == 4).await;
+    assert_eq!(ta.value(), text::STARTER);
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn json_documents_are_detected_by_name() {
+    let json = ax_core::emit::to_json(
+        analyze(text::STARTER, &Options::default())
+            .workflow()
+            .expect("wf"),
+    );
+    let m = mount("notes.json", &json);
+    m.ready().await;
+    until("nodes", 3000.0, || m.nodes().len() == 4).await;
+    assert!(
+        m.by_id("analysis-info")
+            .text_content()
+            .unwrap_or_default()
+            .starts_with("JSON")
+    );
+    click(&m.node("review"));
+    until("form", 2000.0, || {
+        q(&m.root, "[data-testid=field-agent]").is_some()
+    })
+    .await;
+    set_input(&m.by_id("field-agent"), "critic");
+    let ta = textarea(&m.root);
+    until("edited", 2000.0, || {
+        ta.value().contains("\"agent\": \"critic\"")
+    })
+    .await;
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&ta.value()).is_ok(),
+        "still JSON"
+    );
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn a_file_dropped_on_the_editor_opens_as_a_document() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    let json = "{\"name\": \"dropped\", \"steps\": [{\"key\": \"only\", \"agent\": \"a\", \"prompt\": \"p\"}]}";
+    let parts = js_sys::Array::of1(&json.into());
+    let file = web_sys::File::new_with_str_sequence(&parts, "dropped.json").expect("file");
+    let transfer = web_sys::DataTransfer::new().expect("transfer");
+    transfer.items().add_with_file(&file).expect("add");
+    let init = web_sys::DragEventInit::new();
+    init.set_bubbles(true);
+    init.set_data_transfer(Some(&transfer));
+    let ev = web_sys::DragEvent::new_with_event_init_dict("drop", &init).expect("drop");
+    q(&m.root, ".editor")
+        .expect("editor")
+        .dispatch_event(&ev)
+        .expect("dispatch");
+    until("the dropped document", 3000.0, || {
+        m.by_id("doc-name").text_content().as_deref() == Some("dropped.json")
+    })
+    .await;
+    assert_eq!(textarea(&m.root).value(), json);
+    until("its graph", 2000.0, || m.nodes().len() == 1).await;
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn exports_download_yaml_json_mermaid_and_dot() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    // Catch the Blob that a download would save.
+    let url =
+        js_sys::Reflect::get(&web_sys::window().expect("window"), &"URL".into()).expect("URL");
+    let original = js_sys::Reflect::get(&url, &"createObjectURL".into()).expect("createObjectURL");
+    let catcher =
+        js_sys::Function::new_with_args("b", "window.__axBlob = b; return 'data:text/plain,';");
+    js_sys::Reflect::set(&url, &"createObjectURL".into(), &catcher).expect("patch");
+    let mut texts = Vec::new();
+    for kind in ["yaml", "json", "mermaid", "dot"] {
+        click(&m.by_id(&format!("export-{kind}")));
+        let blob: web_sys::Blob =
+            js_sys::Reflect::get(&web_sys::window().expect("window"), &"__axBlob".into())
+                .expect("blob")
+                .unchecked_into();
+        let text = wasm_bindgen_futures::JsFuture::from(blob.text())
+            .await
+            .expect("text")
+            .as_string()
+            .unwrap_or_default();
+        texts.push(text);
+    }
+    js_sys::Reflect::set(&url, &"createObjectURL".into(), &original).expect("restore");
+    assert_eq!(texts[0], text::STARTER, "YAML documents export as written");
+    let json: serde_json::Value = serde_json::from_str(&texts[1]).expect("json");
+    assert_eq!(json["steps"].as_array().map(Vec::len), Some(4));
+    assert!(
+        texts[2].contains("collect") && texts[2].contains("-->"),
+        "{}",
+        texts[2]
+    );
+    assert!(
+        texts[3].starts_with("digraph") && texts[3].contains("->"),
+        "{}",
+        texts[3]
+    );
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn a_dry_run_colours_the_graph_until_completed() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    until("nodes", 3000.0, || m.nodes().len() == 4).await;
+    click(&m.by_id("tab-run"));
+    until("run panel", 2000.0, || {
+        q(&m.root, "[data-testid=latency]").is_some()
+    })
+    .await;
+    set_input(&m.by_id("latency"), "0");
+    click(&m.by_id("run-local"));
+    until("completed", 5000.0, || {
+        m.nodes()
+            .iter()
+            .all(|n| n.get_attribute("data-state").as_deref() == Some("completed"))
+    })
+    .await;
+    until("state", 2000.0, || {
+        m.by_id("run-state").text_content().as_deref() == Some("completed")
+    })
+    .await;
+    assert!(!qa(&m.root, "[data-testid=checkpoints] li").is_empty());
+    // Each step shows its rendered prompt and simulated output.
+    let steps = qa(&m.root, "[data-testid=run-steps] [data-step]");
+    assert_eq!(steps.len(), 4);
+    let draft = q(&m.root, "[data-testid=run-steps] [data-step=draft]").expect("draft");
+    let body = draft.text_content().unwrap_or_default();
+    assert!(
+        body.contains("Write release notes from these changes"),
+        "{body}"
+    );
+    assert!(body.contains("dry run"), "{body}");
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn pause_resume_and_cancel_buttons_control_the_run() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    click(&m.by_id("tab-run"));
+    until("run panel", 2000.0, || {
+        q(&m.root, "[data-testid=latency]").is_some()
+    })
+    .await;
+    set_input(&m.by_id("latency"), "120");
+    click(&m.by_id("run-local"));
+    until("pause enabled", 3000.0, || {
+        q(&m.root, "[data-testid=pause]")
+            .is_some_and(|b| !b.unchecked_ref::<web_sys::HtmlButtonElement>().disabled())
+    })
+    .await;
+    click(&m.by_id("pause"));
+    until("paused", 3000.0, || {
+        m.by_id("run-state").text_content().as_deref() == Some("paused")
+    })
+    .await;
+    // The attempt in flight still finishes.
+    until("quiet", 3000.0, || {
+        m.nodes()
+            .iter()
+            .all(|n| n.get_attribute("data-state").as_deref() != Some("running"))
+    })
+    .await;
+    let done = m
+        .nodes()
+        .iter()
+        .filter(|n| n.get_attribute("data-state").as_deref() == Some("completed"))
+        .count();
+    sleep(400).await;
+    let still = m
+        .nodes()
+        .iter()
+        .filter(|n| n.get_attribute("data-state").as_deref() == Some("completed"))
+        .count();
+    assert_eq!(done, still, "nothing runs while paused");
+    click(&m.by_id("resume"));
+    until("running", 2000.0, || {
+        m.by_id("run-state").text_content().as_deref() == Some("running")
+    })
+    .await;
+    click(&m.by_id("cancel"));
+    until("cancelled", 3000.0, || {
+        m.by_id("run-state").text_content().as_deref() == Some("cancelled")
+    })
+    .await;
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn save_lists_the_document_and_keeps_a_version() {
+    let m = mount("kept.yaml", text::STARTER);
+    m.ready().await;
+    click(&m.by_id("save"));
+    until("saved", 3000.0, || {
+        q(&m.root, "[data-testid=notice]")
+            .is_some_and(|n| n.text_content().unwrap_or_default().contains("Saved"))
+    })
+    .await;
+    click(&m.by_id("tab-documents"));
+    until("drafts entry", 3000.0, || {
+        q(&m.root, "[data-testid=drafts] [data-name=\"kept.yaml\"]").is_some()
+    })
+    .await;
+    until("version", 3000.0, || {
+        !qa(&m.root, "[data-testid=versions] li").is_empty()
+    })
+    .await;
+    // An edit, then restore the saved version.
+    type_text(&m.root, &format!("{}# more\n", text::STARTER));
+    sleep(50).await;
+    click(&m.by_id("restore-version"));
+    let ta = textarea(&m.root);
+    until("restored", 3000.0, || ta.value() == text::STARTER).await;
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn validation_per_keystroke_at_a_thousand_steps() {
+    let big = big_workflow(1000);
+    let m = mount("big.yaml", &big);
+    m.ready().await;
+    until("nodes", 10_000.0, || m.nodes().len() == 1000).await;
+    let d = m.designer;
+    // A keystroke inside a prompt: validation and the problems list, end to end.
+    // The browser's own cost of replacing a 6,000-line textarea value is
+    // measured apart: typing changes the value incrementally.
+    let mut samples = Vec::new();
+    let mut set_value = Vec::new();
+    let ta = textarea(&m.root);
+    for i in 0..8 {
+        let edited = big.replacen("improve the draft", &format!("improve the draft{i}"), 1);
+        let before = d.analyzed.get_untracked().generation;
+        let t = perf_now();
+        ta.set_value(&edited);
+        set_value.push(perf_now() - t);
+        next_frame().await;
+        // The input handler, validation and every effect it triggers (JS time)…
+        let t0 = perf_now();
+        fire(&ta, "input");
+        d.analyze_now();
+        microtasks().await;
+        let js = perf_now() - t0;
+        assert_ne!(d.analyzed.get_untracked().generation, before);
+        // …and the browser's next frame (style, layout, paint of the page).
+        next_frame().await;
+        samples.push((js, d.analyzed.get_untracked().millis, perf_now() - t0));
+    }
+    // A structural change (the graph re-lays out and re-renders changed nodes).
+    let structural = big.replacen("agent: agent-1\n", "agent: agent-x\n", 1);
+    let t0 = perf_now();
+    type_text(&m.root, &structural);
+    until("relayout", 5000.0, || {
+        q(&m.root, "[data-step=s1] .agent")
+            .is_some_and(|t| t.text_content().as_deref() == Some("agent-x"))
+    })
+    .await;
+    let relayout = perf_now() - t0;
+    let analyze_ms: Vec<String> = samples.iter().map(|s| format!("{:.1}", s.1)).collect();
+    let total_ms: Vec<String> = samples.iter().map(|s| format!("{:.1}", s.0)).collect();
+    let frame_ms: Vec<String> = samples.iter().map(|s| format!("{:.1}", s.2)).collect();
+    let set_ms: Vec<String> = set_value.iter().map(|s| format!("{s:.1}")).collect();
+    console_log!(
+        "1000 steps ({} bytes): analyze {:?} ms; input event to updated state, all effects run {:?} ms; to the next painted frame {:?} ms (textarea value replacement by the browser {:?} ms); structural edit to redrawn node {:.1} ms",
+        big.len(),
+        analyze_ms,
+        total_ms,
+        frame_ms,
+        set_ms,
+        relayout
+    );
+    assert!(
+        samples.iter().all(|s| s.0 < 500.0),
+        "validation stays interactive"
+    );
+    m.finish().await;
+}
+
+// ---- The local run driver ----
+
+type Seen = Rc<RefCell<Option<RunView>>>;
+
+fn watcher() -> (Seen, ax_web::local_run::OnView) {
+    let seen: Seen = Rc::new(RefCell::new(None));
+    let s2 = seen.clone();
+    (seen, Rc::new(move |v: RunView| *s2.borrow_mut() = Some(v)))
+}
+
+fn state_of(seen: &Seen) -> Option<ExecutionState> {
+    seen.borrow().as_ref().map(|v| v.state)
+}
+
+fn settings(latency_ms: u32) -> SimSettings {
+    SimSettings {
+        latency_ms,
+        failure_rate: 0.0,
+        seed: 5,
+    }
+}
+
+fn inputs() -> std::collections::BTreeMap<String, serde_json::Value> {
+    [("version".to_owned(), serde_json::json!("2.0"))]
+        .into_iter()
+        .collect()
+}
+
+#[wasm_bindgen_test]
+async fn a_zero_latency_dry_run_completes() {
+    let (seen, on_view) = watcher();
+    let run = LocalRun::start(
+        None,
+        text::STARTER.into(),
+        Some("n.yaml".into()),
+        None,
+        settings(0),
+        inputs(),
+        on_view,
+    )
+    .await
+    .expect("start");
+    until("completed", 5000.0, || {
+        state_of(&seen) == Some(ExecutionState::Completed)
+    })
+    .await;
+    let view = seen.borrow().clone().expect("view");
+    assert_eq!(view.completed(), 4);
+    assert!(
+        view.steps[0]
+            .1
+            .prompt
+            .as_deref()
+            .is_some_and(|p| p.contains("2.0"))
+    );
+    assert!(!view.checkpoints.is_empty());
+    // The export is a valid checkpoint file with every output.
+    let file = CheckpointFile::from_json(&run.export().to_json()).expect("checkpoint file");
+    assert_eq!(file.checkpoint.completed_steps().len(), 4);
+    assert_eq!(file.origin.as_deref(), Some("browser"));
+}
+
+#[wasm_bindgen_test]
+async fn pause_holds_the_run_and_resume_finishes_it() {
+    let (seen, on_view) = watcher();
+    let run = LocalRun::start(
+        None,
+        text::STARTER.into(),
+        None,
+        None,
+        settings(40),
+        inputs(),
+        on_view,
+    )
+    .await
+    .expect("start");
+    run.send(Event::Pause { immediate: false });
+    until("paused", 3000.0, || {
+        state_of(&seen) == Some(ExecutionState::Paused)
+    })
+    .await;
+    sleep(200).await;
+    let done = seen.borrow().as_ref().map(RunView::completed).unwrap_or(0);
+    assert!(done <= 1, "at most the attempt in flight finished");
+    sleep(200).await;
+    assert_eq!(seen.borrow().as_ref().map(RunView::completed), Some(done));
+    run.send(Event::Resume);
+    until("completed", 5000.0, || {
+        state_of(&seen) == Some(ExecutionState::Completed)
+    })
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn a_stored_run_resumes_after_a_reload_and_restores_checkpoints() {
+    let db = unique("run");
+    let store = Store::open(&db).await.expect("open");
+    let (seen, on_view) = watcher();
+    let run = LocalRun::start(
+        Some(store.clone()),
+        text::STARTER.into(),
+        Some("n.yaml".into()),
+        None,
+        settings(60),
+        inputs(),
+        on_view,
+    )
+    .await
+    .expect("start");
+    until("two steps", 5000.0, || {
+        seen.borrow().as_ref().is_some_and(|v| v.completed() >= 2)
+    })
+    .await;
+    // The page goes away: stop driving; what is stored stays.
+    run.stop();
+    let id = run.id();
+    let record = store.get_run(&id).await.expect("get").expect("stored");
+    assert!(record.last_seq >= 2);
+    assert!(!record.state.is_terminal());
+    let (seen2, on_view2) = watcher();
+    let reopened = LocalRun::open(store.clone(), record.clone(), None, on_view2)
+        .await
+        .expect("open");
+    until("interrupted", 3000.0, || {
+        state_of(&seen2) == Some(ExecutionState::Interrupted)
+    })
+    .await;
+    reopened.send(Event::Resume);
+    until("completed", 5000.0, || {
+        state_of(&seen2) == Some(ExecutionState::Completed)
+    })
+    .await;
+    reopened.stop();
+    // Rewind to the first checkpoint (before anything completed) and finish again.
+    let cps = store.list_checkpoints(&id).await.expect("checkpoints");
+    let first = cps.first().map(|c| c.seq).expect("first");
+    let record = store.get_run(&id).await.expect("get").expect("stored");
+    let (seen3, on_view3) = watcher();
+    let rewound = LocalRun::open(store.clone(), record, Some(first), on_view3)
+        .await
+        .expect("restore");
+    until("rewound", 3000.0, || {
+        seen3.borrow().as_ref().is_some_and(|v| v.completed() == 0)
+    })
+    .await;
+    let kept = store.list_checkpoints(&id).await.expect("checkpoints");
+    assert!(
+        kept.iter().all(|c| c.seq <= first + 1),
+        "later checkpoints were dropped"
+    );
+    rewound.send(Event::Resume);
+    until("completed again", 5000.0, || {
+        state_of(&seen3) == Some(ExecutionState::Completed)
+    })
+    .await;
+    rewound.stop();
+    store.close();
+    delete_db(&db).await;
+}
+
+#[wasm_bindgen_test]
+async fn an_exported_checkpoint_imports_as_a_new_run() {
+    let (seen, on_view) = watcher();
+    let run = LocalRun::start(
+        None,
+        text::STARTER.into(),
+        None,
+        None,
+        settings(30),
+        inputs(),
+        on_view,
+    )
+    .await
+    .expect("start");
+    until("one step", 5000.0, || {
+        seen.borrow().as_ref().is_some_and(|v| v.completed() >= 1)
+    })
+    .await;
+    run.send(Event::Pause { immediate: true });
+    until("paused", 3000.0, || {
+        state_of(&seen) == Some(ExecutionState::Paused)
+    })
+    .await;
+    let json = run.export().to_json();
+    run.stop();
+    let file = CheckpointFile::from_json(&json).expect("file");
+    let (seen2, on_view2) = watcher();
+    let (imported, note) = LocalRun::import(None, file, on_view2)
+        .await
+        .expect("import");
+    assert!(note.contains("of 4 steps completed"), "{note}");
+    until("view", 2000.0, || seen2.borrow().is_some()).await;
+    imported.send(Event::Resume);
+    until("completed", 5000.0, || {
+        state_of(&seen2) == Some(ExecutionState::Completed)
+    })
+    .await;
+}
+
+// ---- IndexedDB ----
+
+#[wasm_bindgen_test]
+async fn documents_and_versions_survive_in_indexeddb() {
+    let db = unique("docs");
+    let store = Store::open(&db).await.expect("open");
+    let mut a = store
+        .create_doc("a.yaml", "name: a\n")
+        .await
+        .expect("create");
+    let b = store.create_doc("b.json", "{}").await.expect("create");
+    a.text = "name: a2\n".into();
+    a.updated_at += 10.0;
+    store.put_doc(&a).await.expect("put");
+    let list = store.list_docs().await.expect("list");
+    assert_eq!(
+        list.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+        ["a.yaml", "b.json"]
+    );
+    let v1 = store.add_version(&mut a, "save").await.expect("version");
+    a.text = "name: a3\n".into();
+    let v2 = store.add_version(&mut a, "auto").await.expect("version");
+    assert_eq!((v1.seq, v2.seq), (1, 2));
+    let versions = store.list_versions(&a.id).await.expect("versions");
+    assert_eq!(
+        versions
+            .iter()
+            .map(|v| (v.seq, v.text.as_str()))
+            .collect::<Vec<_>>(),
+        [(2, "name: a3\n"), (1, "name: a2\n")]
+    );
+    assert!(
+        store
+            .list_versions(&b.id)
+            .await
+            .expect("versions")
+            .is_empty()
+    );
+    store.put_meta("current", &a.id).await.expect("meta");
+    // Reopen: everything is still there.
+    store.close();
+    let store = Store::open(&db).await.expect("reopen");
+    assert_eq!(
+        store.get_meta("current").await.expect("meta").as_deref(),
+        Some(a.id.as_str())
+    );
+    assert_eq!(
+        store.get_doc(&a.id).await.expect("get").map(|d| d.text),
+        Some("name: a3\n".into())
+    );
+    store.delete_doc(&a.id).await.expect("delete");
+    assert!(store.get_doc(&a.id).await.expect("get").is_none());
+    assert!(
+        store
+            .list_versions(&a.id)
+            .await
+            .expect("versions")
+            .is_empty()
+    );
+    assert_eq!(store.list_docs().await.expect("list").len(), 1);
+    store.close();
+    delete_db(&db).await;
+}
+
+#[wasm_bindgen_test]
+async fn checkpoints_and_outputs_are_stored_once() {
+    let db = unique("cp");
+    let store = Store::open(&db).await.expect("open");
+    let (seen, on_view) = watcher();
+    let _run = LocalRun::start(
+        Some(store.clone()),
+        text::STARTER.into(),
+        None,
+        None,
+        settings(0),
+        inputs(),
+        on_view,
+    )
+    .await
+    .expect("start");
+    until("completed", 5000.0, || {
+        state_of(&seen) == Some(ExecutionState::Completed)
+    })
+    .await;
+    let id = seen.borrow().as_ref().map(|v| v.id.clone()).expect("id");
+    let cps: Vec<CheckpointRecord> = store.list_checkpoints(&id).await.expect("list");
+    assert!(cps.len() >= 3);
+    assert!(cps[0].snapshot.is_some(), "the first is a snapshot");
+    assert!(
+        cps[1..].iter().all(|c| c.delta.is_some()),
+        "later ones are deltas"
+    );
+    assert!(cps.windows(2).all(|w| w[0].seq < w[1].seq));
+    let last = cps.last().expect("last");
+    assert_eq!(last.state, ExecutionState::Completed);
+    // Every output the final checkpoint names is stored.
+    let records: Vec<_> = cps
+        .iter()
+        .filter_map(|c| c.record().map(|r| (c.seq, r)))
+        .collect();
+    let folded = ax_web::dryrun::fold_checkpoint(&records, last.seq).expect("fold");
+    let hashes = folded.output_hashes();
+    assert_eq!(hashes.len(), 4);
+    assert_eq!(store.get_outputs(hashes).await.expect("outputs").len(), 4);
+    store
+        .truncate_checkpoints(&id, cps[1].seq)
+        .await
+        .expect("truncate");
+    assert_eq!(store.list_checkpoints(&id).await.expect("list").len(), 2);
+    store.delete_run(&id).await.expect("delete");
+    assert!(store.get_run(&id).await.expect("get").is_none());
+    assert!(store.list_checkpoints(&id).await.expect("list").is_empty());
+    store.close();
+    delete_db(&db).await;
+}
+
+// ---- The Rust API the page is built on, in wasm ----
+
+#[wasm_bindgen_test]
+fn edits_layout_and_positions_work_in_wasm() {
+    let a = analyze(text::STARTER, &Options::default());
+    let wf = a.workflow().cloned().expect("workflow");
+    let mut s = wf.steps[1].clone();
+    s.agent = "editor".into();
+    s.timeout_ms = Some(1000);
+    let t = edit::update_step(text::STARTER, None, 1, &s).expect("edit");
+    let b = analyze(&t, &Options::default());
+    assert_eq!(b.workflow().map(|w| &w.steps[1]), Some(&s));
+    assert!(t.contains("# A workflow: steps send prompts"));
+    let l = layout::layout(&wf, a.graph());
+    assert_eq!(l.nodes.len(), 4);
+    assert_eq!(
+        layout::cycle_if_added(&wf, "collect", "publish").map(|c| c.len()),
+        Some(4)
+    );
+    assert_eq!(text::selection_for("a: é\nb: x", 2, 4, None), (8, 9));
+}
