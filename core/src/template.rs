@@ -36,7 +36,8 @@ pub struct Placeholder {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
-    Field(String),
+    /// A field name (`result`, the most common one, is not allocated).
+    Field(Cow<'static, str>),
     Index(usize),
 }
 
@@ -268,7 +269,8 @@ pub(crate) fn parse_placeholder(
                     Ok(i) if field.bytes().all(|b| b.is_ascii_digit()) => {
                         path.push(Segment::Index(i))
                     }
-                    _ => path.push(Segment::Field(field)),
+                    _ if field == "result" => path.push(Segment::Field(Cow::Borrowed("result"))),
+                    _ => path.push(Segment::Field(Cow::Owned(field))),
                 }
             }
             '[' => {
@@ -280,7 +282,7 @@ pub(crate) fn parse_placeholder(
                 if let Ok(i) = inside.parse::<usize>() {
                     path.push(Segment::Index(i));
                 } else if let Some(s) = parse_string_literal(inside) {
-                    path.push(Segment::Field(s));
+                    path.push(Segment::Field(Cow::Owned(s)));
                 } else {
                     return err(format!(
                         "in `{raw}`, `[{inside}]` must hold an index (`[0]`) or a quoted field name (`[\"a b\"]`)"
@@ -489,7 +491,7 @@ pub fn walk<'v>(mut v: &'v Value, path: &[Segment]) -> Result<&'v Value, String>
     let mut walked = String::new();
     for seg in path {
         let next = match (seg, v) {
-            (Segment::Field(f), Value::Object(m)) => m.get(f),
+            (Segment::Field(f), Value::Object(m)) => m.get(f.as_ref()),
             (Segment::Index(i), Value::Array(a)) => a.get(*i),
             // `.0` on an object with a field "0".
             (Segment::Index(i), Value::Object(m)) => m.get(&i.to_string()),

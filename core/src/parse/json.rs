@@ -60,13 +60,12 @@ impl<'a> JsonParser<'a> {
     }
 
     fn skip_ws(&mut self) {
-        while let Some(b) = self.bytes.get(self.pos) {
-            if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-                self.pos += 1;
-            } else {
-                break;
-            }
-        }
+        let rest = &self.bytes[self.pos.min(self.bytes.len())..];
+        let n = rest
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .unwrap_or(rest.len());
+        self.pos += n;
     }
 
     fn describe_here(&self) -> String {
@@ -173,22 +172,30 @@ impl<'a> JsonParser<'a> {
     fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
         self.pos += 1; // opening quote
         let start = self.pos;
-        // Fast path: no escapes.
-        loop {
-            match self.bytes.get(self.pos) {
-                None => return Err(self.error("unterminated string: add the closing `\"`")),
-                Some(b'"') => {
-                    let s = &self.text[start..self.pos];
-                    self.pos += 1;
-                    return Ok(Cow::Borrowed(s));
+        // Fast path: no escapes. Scan for the first byte that ends the run.
+        let run = self.bytes[self.pos..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        match run {
+            None => {
+                self.pos = self.bytes.len();
+                return Err(self.error("unterminated string: add the closing `\"`"));
+            }
+            Some(n) => {
+                self.pos += n;
+                match self.bytes[self.pos] {
+                    b'"' => {
+                        let s = &self.text[start..self.pos];
+                        self.pos += 1;
+                        return Ok(Cow::Borrowed(s));
+                    }
+                    b'\\' => {}
+                    _ => {
+                        return Err(self.error(
+                            "control characters must be escaped in strings (write \\n for a newline)",
+                        ));
+                    }
                 }
-                Some(b'\\') => break,
-                Some(&c) if c < 0x20 => {
-                    return Err(self.error(
-                        "control characters must be escaped in strings (write \\n for a newline)",
-                    ));
-                }
-                Some(_) => self.pos += 1,
             }
         }
         let mut out = String::from(&self.text[start..self.pos]);
