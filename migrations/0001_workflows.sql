@@ -62,6 +62,12 @@ CREATE TABLE workflow_executions (
     control       TEXT CHECK (control IS NULL OR control IN ('pause', 'pause-now', 'resume', 'cancel')),
     control_at    INTEGER,
     total_steps   INTEGER NOT NULL DEFAULT 0,
+    -- Counts of steps by state, kept by a trigger on execution_steps (lists read
+    -- them without scanning steps).
+    steps_completed INTEGER NOT NULL DEFAULT 0,
+    steps_failed    INTEGER NOT NULL DEFAULT 0,
+    steps_running   INTEGER NOT NULL DEFAULT 0,
+    steps_skipped   INTEGER NOT NULL DEFAULT 0,
     created_at    INTEGER NOT NULL,
     started_at    INTEGER,
     finished_at   INTEGER,
@@ -156,8 +162,7 @@ CREATE INDEX idx_events_exec ON workflow_events(execution_id, id);
 CREATE VIEW v_active_executions AS
 SELECT e.id, e.workflow_id, w.name AS workflow, e.state, e.owner, e.heartbeat_at,
        e.created_at, e.started_at, e.total_steps,
-       (SELECT COUNT(*) FROM execution_steps s WHERE s.execution_id = e.id AND s.state = 'completed') AS completed_steps,
-       (SELECT COUNT(*) FROM execution_steps s WHERE s.execution_id = e.id AND s.state = 'running') AS running_steps
+       e.steps_completed AS completed_steps, e.steps_running AS running_steps
 FROM workflow_executions e JOIN workflows w ON w.id = e.workflow_id
 WHERE e.state IN ('idle', 'validating', 'running', 'paused', 'interrupted');
 
@@ -189,8 +194,8 @@ BEGIN
     UPDATE workflows SET updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) WHERE id = NEW.id;
 END;
 
-CREATE TRIGGER trg_executions_updated AFTER UPDATE ON workflow_executions
-FOR EACH ROW WHEN NEW.updated_at IS OLD.updated_at AND NEW.heartbeat_at IS OLD.heartbeat_at
+CREATE TRIGGER trg_executions_updated AFTER UPDATE OF state, reason, control, owner ON workflow_executions
+FOR EACH ROW WHEN NEW.updated_at IS OLD.updated_at
 BEGIN
     UPDATE workflow_executions SET updated_at = CAST(unixepoch('subsec') * 1000 AS INTEGER) WHERE id = NEW.id;
 END;
@@ -209,6 +214,17 @@ BEGIN
 END;
 
 -- Statistics counters.
+CREATE TRIGGER trg_step_counts AFTER UPDATE OF state ON execution_steps
+FOR EACH ROW WHEN NEW.state <> OLD.state
+BEGIN
+    UPDATE workflow_executions
+       SET steps_completed = steps_completed + (NEW.state = 'completed') - (OLD.state = 'completed'),
+           steps_failed    = steps_failed    + (NEW.state = 'failed')    - (OLD.state = 'failed'),
+           steps_running   = steps_running   + (NEW.state = 'running')   - (OLD.state = 'running'),
+           steps_skipped   = steps_skipped   + (NEW.state = 'skipped')   - (OLD.state = 'skipped')
+     WHERE id = NEW.execution_id;
+END;
+
 CREATE TRIGGER trg_stats_new_execution AFTER INSERT ON workflow_executions
 BEGIN
     UPDATE workflows SET total_executions = total_executions + 1 WHERE id = NEW.workflow_id;

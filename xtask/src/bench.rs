@@ -35,13 +35,13 @@ fn quick(rest: &[String]) -> bool {
 }
 
 /// Copy the tables of a full run into RELIABILITY.md (never a `--quick` run's).
-fn publish(ctx: &Ctx, release: &std::path::Path, rest: &[String]) -> Result<()> {
+fn publish(ctx: &Ctx, release: &std::path::Path, rest: &[String], names: &str) -> Result<()> {
     if quick(rest) {
         say!("--quick: RELIABILITY.md left as it is (only full runs are published)");
         return Ok(());
     }
     let mut cmd = ctx.cmd(release.join("ax-bench"));
-    cmd.arg("publish")
+    cmd.args(["publish", "--names", names])
         .arg("--out")
         .arg(ctx.target.join("bench"));
     cmd.run()
@@ -123,20 +123,20 @@ pub fn soak(ctx: &Ctx, rest: &[String]) -> Result<()> {
         ],
         rest,
     )?;
-    publish(ctx, &release, rest)
+    publish(ctx, &release, rest, "soak,soak-faults,faults")
 }
 
 pub fn load(ctx: &Ctx, rest: &[String]) -> Result<()> {
     ensure_wrk(ctx)?;
     let release = build(ctx)?;
     ax_bench(ctx, &release, &["load"], rest)?;
-    publish(ctx, &release, rest)
+    publish(ctx, &release, rest, "load")
 }
 
 pub fn growth(ctx: &Ctx, rest: &[String]) -> Result<()> {
     let release = build(ctx)?;
     ax_bench(ctx, &release, &["growth"], rest)?;
-    publish(ctx, &release, rest)
+    publish(ctx, &release, rest, "growth")
 }
 
 /// wrk from Debian's packages.

@@ -110,7 +110,18 @@ impl BatchBuilder {
                             at: *at,
                         });
                         running.insert((key.clone(), *attempt));
-                    } else if running.remove(&(key.clone(), *attempt)) {
+                    } else if matches!(
+                        state,
+                        StepState::Completed
+                            | StepState::Failed
+                            | StepState::WaitingRetry
+                            | StepState::Cancelled
+                            | StepState::Ready
+                    ) {
+                        // Close the attempt's row if it is still open (the update
+                        // only touches a `running` row: after a crash the attempt
+                        // that was in flight is closed as `aborted` here).
+                        running.remove(&(key.clone(), *attempt));
                         let mut end = AttemptEnd {
                             key: key.clone(),
                             attempt: *attempt,

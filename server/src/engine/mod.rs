@@ -131,8 +131,11 @@ impl Engine {
     /// running by a process that is gone.
     pub fn can_resume(&self, rec: &ExecutionRecord) -> bool {
         let state = rec.state();
+        let orphan = !store::owner_alive(rec, &self.me, now_ms());
+        // Running with a dead owner: it crashed. Idle with no live owner: it was
+        // created but its driver never started (or died before its first step).
         state.is_resumable()
-            || (state == ExecutionState::Running && !store::owner_alive(rec, &self.me, now_ms()))
+            || (orphan && matches!(state, ExecutionState::Running | ExecutionState::Idle))
     }
 
     /// Does a runner in this process drive the execution?
@@ -426,11 +429,7 @@ impl Engine {
                 state,
                 ExecutionState::Running | ExecutionState::Paused | ExecutionState::Idle
             ),
-            Control::Resume => {
-                state.is_resumable()
-                    || (state == ExecutionState::Running
-                        && !store::owner_alive(&rec, &self.me, now_ms()))
-            }
+            Control::Resume => self.can_resume(&rec),
             Control::Cancel => !state.is_terminal(),
         };
         if !ok {
@@ -505,8 +504,14 @@ impl Engine {
             records = exec
                 .interrupt(now)
                 .map_err(|e| EngineError::Internal(anyhow!(e)))?;
+            if rec.state() == ExecutionState::Interrupted {
+                // Recovery already recorded the interruption; keep only the step records.
+                records.retain(|a| !matches!(a, Action::ExecutionChanged { .. }));
+            }
         }
         let event = match control {
+            // Never started: start it.
+            Control::Resume if exec.state() == ExecutionState::Idle => Event::Start,
             Control::Resume => Event::Resume,
             Control::Cancel => Event::Cancel {
                 reason: Some("cancelled by request".into()),

@@ -109,8 +109,10 @@ impl Store {
         }
         configure(&writer, durability)?;
         // Checkpoints (WAL → database file, with its fsync) run on a background
-        // thread, not inside the commits on the engine's path.
+        // thread, not inside the commits on the engine's path; after each reset
+        // the WAL file is cut back to 16 MiB.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        writer.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
         migrate::apply(&mut writer)
             .with_context(|| format!("while migrating {}", path.display()))?;
         let mut readers = Vec::new();
@@ -274,7 +276,7 @@ fn group_commit(conn: &mut Connection, group: Vec<Grouped>) {
 }
 
 /// Copies the WAL into the database file every 500 ms (and truncates it when it
-/// has grown past 64 MiB), until the store is dropped.
+/// has grown past 16 MiB), until the store is dropped.
 fn spawn_checkpointer(
     store: std::sync::Weak<Inner>,
     path: PathBuf,
@@ -282,6 +284,7 @@ fn spawn_checkpointer(
 ) -> Result<()> {
     let conn = Connection::open(&path)?;
     configure(&conn, durability)?;
+    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
     std::thread::Builder::new()
         .name("ax-wal-checkpoint".into())
         .spawn(move || {
@@ -293,7 +296,7 @@ fn spawn_checkpointer(
                 let wal_pages: i64 = conn
                     .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
                     .unwrap_or(0);
-                if wal_pages > 16_384 {
+                if wal_pages > 4_096 {
                     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                         r.get::<_, i64>(0)
                     });

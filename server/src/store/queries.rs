@@ -240,11 +240,7 @@ impl ExecutionRecord {
 }
 
 const EXECUTION_SELECT: &str = "
-    SELECT e.*, w.name AS workflow_name,
-      (SELECT COUNT(*) FROM execution_steps s WHERE s.execution_id = e.id AND s.state = 'completed') AS p_completed,
-      (SELECT COUNT(*) FROM execution_steps s WHERE s.execution_id = e.id AND s.state = 'failed') AS p_failed,
-      (SELECT COUNT(*) FROM execution_steps s WHERE s.execution_id = e.id AND s.state = 'running') AS p_running,
-      (SELECT COUNT(*) FROM execution_steps s WHERE s.execution_id = e.id AND s.state = 'skipped') AS p_skipped
+    SELECT e.*, w.name AS workflow_name
     FROM workflow_executions e JOIN workflows w ON w.id = e.workflow_id";
 
 fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
@@ -268,10 +264,10 @@ fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
         control: r.get("control")?,
         progress: Progress {
             total: r.get::<_, i64>("total_steps")? as u64,
-            completed: r.get::<_, i64>("p_completed")? as u64,
-            failed: r.get::<_, i64>("p_failed")? as u64,
-            running: r.get::<_, i64>("p_running")? as u64,
-            skipped: r.get::<_, i64>("p_skipped")? as u64,
+            completed: r.get::<_, i64>("steps_completed")?.max(0) as u64,
+            failed: r.get::<_, i64>("steps_failed")?.max(0) as u64,
+            running: r.get::<_, i64>("steps_running")?.max(0) as u64,
+            skipped: r.get::<_, i64>("steps_skipped")?.max(0) as u64,
         },
     })
 }
@@ -590,7 +586,7 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
             "UPDATE workflow_step_executions SET state = ?4, provider = COALESCE(?5, provider), model = COALESCE(?6, model),
                     tokens_in = ?7, tokens_out = ?8, cost_usd = ?9, latency_ms = ?10, output_hash = ?11,
                     error_class = ?12, error = ?13, finished_at = ?14, updated_at = ?15
-              WHERE execution_id = ?1 AND step_key = ?2 AND attempt = ?3 AND superseded = 0",
+              WHERE execution_id = ?1 AND step_key = ?2 AND attempt = ?3 AND superseded = 0 AND state = 'running'",
         )?;
         for e in &b.ends {
             stmt.execute(params![

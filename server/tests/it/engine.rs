@@ -373,6 +373,67 @@ async fn a_new_process_resumes_an_interrupted_run() {
     );
     let s = steps(&t, &id).await;
     assert!(s.iter().all(|x| x.state == "completed"));
+    // The attempt that died with the process is closed, not left running.
+    let id2 = id.clone();
+    let rows: Vec<(String, i64, String)> = t
+        .engine
+        .store()
+        .read(move |c| {
+            let mut st = c.prepare("SELECT step_key, attempt, state FROM workflow_step_executions WHERE execution_id = ?1 ORDER BY id")?;
+            let rows = st.query_map([&id2], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+        .expect("rows");
+    assert!(rows.iter().all(|r| r.2 != "running"), "{rows:?}");
+    assert!(
+        rows.contains(&("b".to_owned(), 1, "aborted".to_owned())),
+        "{rows:?}"
+    );
+    // One `interrupted` event, not two.
+    let events = t
+        .engine
+        .store()
+        .read({
+            let id = id.clone();
+            move |c| store::events_after(c, &id, 0, 1000)
+        })
+        .await
+        .expect("events");
+    let interrupted = events
+        .iter()
+        .filter(|e| e.kind == "execution" && e.state.as_deref() == Some("interrupted"))
+        .count();
+    assert_eq!(interrupted, 1);
+    // Counters agree with the steps.
+    let rec = t.engine.execution(&id).await.expect("rec");
+    assert_eq!((rec.progress.completed, rec.progress.running), (3, 0));
+}
+
+#[tokio::test]
+async fn an_execution_nobody_started_can_be_resumed() {
+    let t = engine().await;
+    let yaml = "name: idle\nsteps:\n  - {key: a, agent: backend, prompt: a}\n";
+    let wf = t
+        .engine
+        .create_workflow(yaml.to_owned(), None)
+        .await
+        .expect("wf");
+    let id = t
+        .engine
+        .create_execution(&wf.id, BTreeMap::new())
+        .await
+        .expect("created");
+    assert_eq!(t.engine.execution(&id).await.expect("rec").state, "idle");
+    let (_, h) = t
+        .engine
+        .control(&id, Control::Resume)
+        .await
+        .expect("resume an idle execution");
+    assert_eq!(
+        h.expect("runs").await.expect("runner").state,
+        ExecutionState::Completed
+    );
 }
 
 #[tokio::test]

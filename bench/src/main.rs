@@ -1,0 +1,53 @@
+//! `ax-bench`: the evidence behind BENCHMARKS.md and RELIABILITY.md.
+//!
+//! ```text
+//! ax-bench peer   [--quick] [--reps N] [--only CASE] --python PY   ax and LangGraph side by side
+//! ax-bench ax-run --scenario S --sync normal|full --dir DIR         one ax measurement (JSON)
+//! ax-bench soak   [--quick] [--kills N] [--fault-rate F] …          kill -9 soak under `ax serve`
+//! ax-bench load   [--quick] [--wrk PATH]                            wrk against the API while runs run
+//! ax-bench growth [--quick] [--executions N]                        database size with pruning
+//! ax-bench publish                                                  copy target/bench/*.md into RELIABILITY.md
+//! ```
+//! `cargo xtask bench-peer | soak | load | growth` build what is needed and run these.
+
+mod axrun;
+mod fakellm;
+mod growth;
+mod load;
+mod peer;
+mod publish;
+mod serve;
+mod soak;
+mod util;
+mod workflows;
+
+use util::Args;
+
+const USAGE: &str =
+    "usage: ax-bench <peer|ax-run|soak|load|growth|publish> [OPTIONS] (see bench/src/main.rs)";
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let Some((cmd, rest)) = argv.split_first() else {
+        eprintln!("{USAGE}");
+        std::process::exit(2);
+    };
+    let flags = ["quick", "no-kill", "keep"];
+    let res = Args::parse(rest, &flags).and_then(|a| match cmd.as_str() {
+        "peer" => peer::main(&a),
+        "ax-run" => axrun::main(&a),
+        "soak" => soak::main(&a),
+        "load" => load::main(&a),
+        "growth" => growth::main(&a),
+        "publish" => publish::main(&a),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!("unknown command `{other}`; {USAGE}")),
+    });
+    if let Err(e) = res {
+        eprintln!("ax-bench {cmd}: error: {e:#}");
+        std::process::exit(1);
+    }
+}
