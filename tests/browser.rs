@@ -72,6 +72,19 @@ async fn designer_end_to_end() {
     assert_eq!(b.node_states().await.len(), 4);
     b.screenshot("03-graph").await;
 
+    // Clicking a node opens its form, which shows what the text says.
+    b.click(&format!("{} [data-step=\"audit\"]", testid("graph")))
+        .await;
+    b.wait_for(&testid("step-form"), 20).await;
+    b.until(
+        "the form of the clicked step",
+        10,
+        "document.querySelector('[data-testid=\"field-key\"]').value === 'audit' && \
+         document.querySelector('[data-testid=\"field-dependencies\"]').innerText.includes('parse')",
+    )
+    .await;
+    b.screenshot("03b-step-form").await;
+
     // Saved, and still there after a reload.
     b.click(&testid("save")).await;
     let name = b
@@ -132,6 +145,33 @@ async fn designer_end_to_end() {
         .await
         .expect("json");
     assert_eq!(list[0]["state"], "completed", "{list}");
+    // The run panel lists every checkpoint, the final one (written after the last
+    // `execution` event) included, and Resume is off for a completed run.
+    let id = list[0]["id"].as_str().expect("execution id").to_owned();
+    let cps: serde_json::Value =
+        reqwest::get(format!("{}/api/executions/{id}/checkpoints", server.url))
+            .await
+            .expect("checkpoints")
+            .json()
+            .await
+            .expect("json");
+    let n = cps.as_array().expect("a list of checkpoints").len();
+    assert!(n > 0, "{cps}");
+    b.click(&testid("tab-run")).await;
+    b.until(
+        &format!("the page to list all {n} checkpoints"),
+        30,
+        &format!("document.querySelectorAll('[data-testid=\"checkpoints\"] li').length === {n}"),
+    )
+    .await;
+    b.until(
+        "Resume to be disabled, with the reason",
+        10,
+        "(() => { const r = document.querySelector('[data-testid=\"resume\"]'); \
+         return r.disabled && r.title.includes('completed'); })()",
+    )
+    .await;
+    b.screenshot("06b-server-checkpoints").await;
 
     // Run in the browser, with a latency long enough to reload in the middle.
     set_latency(&b, 1500).await;

@@ -12,6 +12,8 @@ fn main() {
         // wasm-bindgen reads which wasm features are enabled from this section.
         println!("cargo:rustc-link-arg-bins=--keep-section=target_features");
     }
+    // `--cfg erase_components` (.cargo/config.toml, wasm32 only) is read by ui/dom.rs too.
+    println!("cargo::rustc-check-cfg=cfg(erase_components)");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=AX_WEB_KEEP_NAMES");
 }

@@ -6,11 +6,13 @@
 //! ax-bench soak   [--quick] [--kills N] [--fault-rate F] …          kill -9 soak under `ax serve`
 //! ax-bench load   [--quick] [--wrk PATH]                            wrk against the API while runs run
 //! ax-bench growth [--quick] [--executions N]                        database size with pruning
-//! ax-bench publish                                                  copy target/bench/*.md into RELIABILITY.md
+//! ax-bench publish [--file F] [--names a,b]                         copy target/bench/*.md into RELIABILITY.md (or F)
+//! ax-bench core-report                                              criterion results of the core → target/bench/core.md
 //! ```
 //! `cargo xtask bench-peer | soak | load | growth` build what is needed and run these.
 
 mod axrun;
+mod core_report;
 mod fakellm;
 mod growth;
 mod load;
@@ -23,8 +25,7 @@ mod workflows;
 
 use util::Args;
 
-const USAGE: &str =
-    "usage: ax-bench <peer|ax-run|soak|load|growth|publish> [OPTIONS] (see bench/src/main.rs)";
+const USAGE: &str = "usage: ax-bench <peer|ax-run|soak|load|growth|publish|core-report> [OPTIONS] (see bench/src/main.rs)";
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -40,6 +41,7 @@ fn main() {
         "load" => load::main(&a),
         "growth" => growth::main(&a),
         "publish" => publish::main(&a),
+        "core-report" => core_report::main(&a),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -151,10 +151,11 @@ impl Checkpoint {
 
     /// Hashes of every output the checkpoint refers to.
     pub fn output_hashes(&self) -> BTreeSet<String> {
-        self.steps
-            .values()
-            .filter_map(|s| s.output.as_ref().map(|o| o.hash.clone()))
-            .collect()
+        crate::sort::btree_set(
+            self.steps
+                .values()
+                .filter_map(|s| s.output.as_ref().map(|o| o.hash.clone())),
+        )
     }
 
     pub fn to_json(&self) -> String {
@@ -214,7 +215,7 @@ impl Compatibility {
                 changed.push(i);
             }
         }
-        let mut rerun: BTreeSet<usize> = changed.iter().copied().collect();
+        let mut rerun: BTreeSet<usize> = crate::sort::btree_set(changed.iter().copied());
         rerun.extend(plan.graph.descendants_of(&changed));
         for i in 0..plan.len() {
             let key = plan.key(i);

@@ -64,7 +64,7 @@ impl Splice {
 
 /// Apply non-overlapping splices.
 fn apply(text: &str, mut splices: Vec<Splice>) -> Result<String> {
-    splices.sort_by_key(|s| (s.start, s.end));
+    crate::sort::sort_by_key(&mut splices, |s| (s.start, s.end));
     for w in splices.windows(2) {
         if w[0].end > w[1].start {
             return Err(EditError::NotInPlace("two changes overlap".into()));

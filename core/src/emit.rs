@@ -112,9 +112,7 @@ fn write_node(n: &Node<'_>, level: usize, out: &mut String, ctx: Context) {
             "[]\n"
         }),
         NodeKind::Scalar { .. } => match n.to_json() {
-            Value::String(s)
-                if s.contains('\n') && !s.contains('\r') && !s.starts_with([' ', '\t']) =>
-            {
+            Value::String(s) if literal_ok(&s) => {
                 // A literal block keeps prompts readable.
                 let chomp = if s.ends_with("\n\n") {
                     "+"
@@ -155,13 +153,58 @@ fn flow_scalar(v: &Value) -> String {
 }
 
 /// A string as a YAML scalar: plain when that reads back as the same string,
-/// otherwise double-quoted with JSON escapes (valid YAML).
+/// otherwise double-quoted (see [`double_quoted`]).
 fn scalar_string(s: &str) -> String {
     if plain_ok(s) {
         s.to_owned()
     } else {
-        Value::String(s.to_owned()).to_string()
+        double_quoted(s)
     }
+}
+
+/// May `c` appear as itself in a plain, literal or double-quoted YAML scalar?
+/// YAML's printable set (1.2 §5.1) without the byte order mark (a parser takes
+/// it for the start of a document, and refuses it inside one) and without the
+/// characters that YAML 1.1 reads as line breaks (NEL, LS, PS).
+fn yaml_printable(c: char) -> bool {
+    matches!(c,
+        '\t' | ' '..='~'
+        | '\u{A0}'..='\u{2027}'
+        | '\u{202A}'..='\u{D7FF}'
+        | '\u{E000}'..='\u{FEFE}'
+        | '\u{FF00}'..='\u{FFFD}'
+        | '\u{10000}'..='\u{10FFFF}')
+}
+
+/// A double-quoted YAML scalar: JSON's escapes (a JSON string is a valid YAML
+/// one), and `\uXXXX` for every character YAML does not take as itself.
+fn double_quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if yaml_printable(c) => out.push(c),
+            c => {
+                // Astral characters are always printable; the rest fit in 16 bits.
+                out.push_str(&format!("\\u{:04X}", c as u32));
+            }
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A multi-line string that a `|` literal block keeps exactly: the first line
+/// sets the block's indentation, so it must not be empty or start with a
+/// space; every character must be printable (a block has no escapes).
+fn literal_ok(s: &str) -> bool {
+    s.contains('\n')
+        && !s.starts_with([' ', '\t', '\n'])
+        && s.chars().all(|c| c == '\n' || yaml_printable(c))
 }
 
 fn plain_ok(s: &str) -> bool {
@@ -186,7 +229,7 @@ fn plain_ok(s: &str) -> bool {
         // Safe in block context but not in flow lists; quote for uniformity.
         return false;
     }
-    s.chars().all(|c| !c.is_control())
+    s.chars().all(|c| c != '\t' && yaml_printable(c))
 }
 
 #[cfg(test)]

@@ -415,21 +415,21 @@ impl Execution {
         if result.is_ok() {
             self.advance(now)?;
         }
-        let mut actions = std::mem::take(&mut self.actions);
         if result.is_err() {
             // A refused event changes nothing worth recording.
             self.want_checkpoint = false;
         }
+        // Records first (starting several steps interleaves each one's record
+        // with its effect), then the checkpoint, then the effects, in order.
+        let (mut actions, effects): (Vec<Action>, Vec<Action>) = std::mem::take(&mut self.actions)
+            .into_iter()
+            .partition(Action::is_record);
         if self.want_checkpoint {
             self.last_checkpoint_at = Some(now);
             self.checkpoint_due = false;
-            // Records first: the checkpoint goes before the effects.
-            let pos = actions
-                .iter()
-                .position(|a| !a.is_record())
-                .unwrap_or(actions.len());
-            actions.insert(pos, Action::Checkpoint);
+            actions.push(Action::Checkpoint);
         }
+        actions.extend(effects);
         // Finished goes last, after every effect.
         if let Some(pos) = actions
             .iter()
@@ -438,6 +438,9 @@ impl Execution {
             let f = actions.remove(pos);
             actions.push(f);
         }
+        // A refused event returns no actions, so it must not count a wake-up
+        // as announced (after `interrupt`, the next accepted event re-announces).
+        result?;
         let wake = if self.state.is_terminal() {
             None
         } else {
@@ -450,7 +453,7 @@ impl Execution {
             actions.push(Action::WakeAt { at });
         }
         self.last_wake = wake;
-        result.map(|()| actions)
+        Ok(actions)
     }
 
     fn dispatch(&mut self, event: Event, now: u64) -> Result<(), ExecError> {
@@ -751,7 +754,7 @@ impl Execution {
             None => err.class.retryable_by_default(),
         };
         let s = &mut self.steps[i];
-        s.failures += 1;
+        s.failures = s.failures.saturating_add(1);
         let failures = s.failures;
         s.finished_at = Some(now);
         if retryable && failures <= policy.max_retries && self.state != ExecutionState::Cancelled {
@@ -913,7 +916,7 @@ impl Execution {
             let step = &plan.workflow.steps[i];
             let deadline = step.timeout_ms.map(|t| now.saturating_add(t));
             let s = &mut self.steps[i];
-            s.attempt += 1;
+            s.attempt = s.attempt.saturating_add(1);
             s.started_at = Some(now);
             s.finished_at = None;
             s.deadline = deadline;
@@ -1037,7 +1040,7 @@ impl Execution {
                 )
             })
             .collect();
-        let mut reset: BTreeSet<usize> = roots.iter().copied().collect();
+        let mut reset: BTreeSet<usize> = crate::sort::btree_set(roots.iter().copied());
         for d in self.plan.graph.descendants_of(&roots) {
             let s = &self.steps[d];
             if s.state != StepState::Completed && s.state.is_settled() {
@@ -1244,17 +1247,18 @@ impl Execution {
 
     /// A full snapshot. Outputs are referenced by content hash, not copied.
     pub fn snapshot(&mut self) -> Checkpoint {
-        self.seq += 1;
+        self.seq = self.seq.saturating_add(1);
         self.dirty.clear();
         self.peek_snapshot()
     }
 
     /// A full snapshot without advancing the checkpoint sequence.
     pub fn peek_snapshot(&self) -> Checkpoint {
-        let steps = (0..self.steps.len())
-            .filter(|&i| self.steps[i] != StepRun::default())
-            .map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i)))
-            .collect();
+        let steps = crate::sort::btree_map(
+            (0..self.steps.len())
+                .filter(|&i| self.steps[i] != StepRun::default())
+                .map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i))),
+        );
         Checkpoint {
             version: CHECKPOINT_VERSION,
             definition_hash: self.plan.hash().to_owned(),
@@ -1268,25 +1272,27 @@ impl Execution {
     /// Only what changed since the last snapshot or delta: small, whatever the
     /// size of the workflow. Fold deltas onto a snapshot with `Checkpoint::apply`.
     pub fn take_delta(&mut self) -> CheckpointDelta {
-        self.seq += 1;
+        self.seq = self.seq.saturating_add(1);
         let dirty = std::mem::take(&mut self.dirty);
         CheckpointDelta {
             seq: self.seq,
             taken_at: self.clock,
             header: self.header(self.clock),
-            steps: dirty
-                .into_iter()
-                .map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i)))
-                .collect(),
+            steps: crate::sort::btree_map(
+                dirty
+                    .into_iter()
+                    .map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i))),
+            ),
         }
     }
 
     /// Outputs of completed steps by hash (what a checkpoint refers to).
     pub fn outputs(&self) -> BTreeMap<String, Arc<str>> {
-        self.steps
-            .iter()
-            .filter_map(|s| s.output.as_ref().map(|o| (o.hash.clone(), o.text.clone())))
-            .collect()
+        crate::sort::btree_map(
+            self.steps
+                .iter()
+                .filter_map(|s| s.output.as_ref().map(|o| (o.hash.clone(), o.text.clone()))),
+        )
     }
 
     /// Rebuild an execution from a checkpoint. With the same definition the result
@@ -1306,11 +1312,12 @@ impl Execution {
                 supported: CHECKPOINT_VERSION,
             });
         }
+        check_counters(cp)?;
         let compat = Compatibility::compute(&plan, cp);
         let n = plan.len();
         let mut steps = vec![StepRun::default(); n];
         let same = compat.same_definition;
-        let rerun: BTreeSet<&str> = compat.rerun.iter().map(String::as_str).collect();
+        let rerun: BTreeSet<&str> = crate::sort::btree_set(compat.rerun.iter().map(String::as_str));
         for (key, snap) in &cp.steps {
             let Some(i) = plan.index_of(key) else {
                 continue;
@@ -1369,14 +1376,9 @@ impl Execution {
             h.inputs.clone()
         } else {
             // The edited definition may take other inputs.
-            plan.resolve_inputs(
-                h.inputs
-                    .clone()
-                    .into_iter()
-                    .filter(|(k, _)| plan.input_names().contains(k))
-                    .collect(),
-            )
-            .map_err(RestoreError::Inputs)?
+            let mut inputs = h.inputs.clone();
+            inputs.retain(|k, _| plan.input_names().contains(k));
+            plan.resolve_inputs(inputs).map_err(RestoreError::Inputs)?
         };
         let mut e = Execution {
             state: h.state,
@@ -1420,7 +1422,7 @@ impl Execution {
                     .map_err(|err| RestoreError::Invalid(err.to_string()))?;
             }
             e.actions.clear();
-            e.dirty = (0..e.steps.len()).collect();
+            e.dirty = crate::sort::btree_set(0..e.steps.len());
         }
         Ok((e, compat))
     }
@@ -1457,6 +1459,30 @@ impl Context for Execution {
             (state, _) => format!("is {state}"),
         })
     }
+}
+
+/// Counters a run only ever increments must leave room to count on: a
+/// checkpoint with more checkpoints or attempts than any run can make is
+/// corrupt (and past 2^53 a JavaScript reader would round it).
+fn check_counters(cp: &Checkpoint) -> Result<(), RestoreError> {
+    const MAX_SEQ: u64 = 1 << 53;
+    const MAX_COUNT: u32 = 1 << 31;
+    if cp.seq > MAX_SEQ {
+        return Err(RestoreError::Invalid(format!(
+            "the checkpoint is not valid: its sequence number {} is past {MAX_SEQ}; it is corrupt",
+            cp.seq
+        )));
+    }
+    for (key, s) in &cp.steps {
+        for (what, n) in [("attempt", s.attempt), ("failure count", s.failures)] {
+            if n > MAX_COUNT {
+                return Err(RestoreError::Invalid(format!(
+                    "the checkpoint is not valid: step `{key}` has {what} {n}, past {MAX_COUNT}; it is corrupt"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A reproducible number in [0, 1) from (seed, step, attempt).

@@ -46,7 +46,7 @@ impl Adjacency {
             fill[a] += 1;
         }
         for i in 0..n {
-            targets[starts[i]..starts[i + 1]].sort_unstable();
+            crate::sort::sort_unstable(&mut targets[starts[i]..starts[i + 1]]);
         }
         Adjacency { starts, targets }
     }
@@ -74,7 +74,7 @@ impl Graph {
             .into_iter()
             .filter(|&(a, b)| a != b && a < n && b < n)
             .collect();
-        edges.sort_unstable();
+        crate::sort::sort_unstable(&mut edges);
         edges.dedup();
         let mut g = DiGraph::<(), ()>::with_capacity(n, edges.len());
         for _ in 0..n {
@@ -107,7 +107,7 @@ impl Graph {
         }
         let depth = level_of.iter().copied().max().map_or(0, |m| m + 1);
         let mut by_level: Vec<usize> = (0..n).collect();
-        by_level.sort_unstable_by_key(|&i| (level_of[i], i));
+        crate::sort::sort_unstable_by_key(&mut by_level, |&i| (level_of[i], i));
         let mut level_starts = vec![0usize; depth + 1];
         for &l in &level_of {
             level_starts[l + 1] += 1;
@@ -392,9 +392,9 @@ fn find_cycles(g: &DiGraph<(), ()>) -> Vec<Cycle> {
     let mut cycles = Vec::new();
     let mut sccs = petgraph::algo::tarjan_scc(g);
     for scc in &mut sccs {
-        scc.sort_unstable();
+        crate::sort::sort_unstable(scc);
     }
-    sccs.sort_by_key(|c| c.first().map(|n| n.index()));
+    crate::sort::sort_by_key(&mut sccs, |c| c.first().map(|n| n.index()));
     for scc in sccs {
         if scc.len() < 2 {
             continue;
@@ -418,7 +418,7 @@ fn find_cycles(g: &DiGraph<(), ()>) -> Vec<Cycle> {
                 .map(NodeIndex::index)
                 .filter(|&d| in_scc[d])
                 .collect();
-            deps.sort_unstable();
+            crate::sort::sort_unstable(&mut deps);
             for d in deps {
                 if d == start {
                     last = Some(v);

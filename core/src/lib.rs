@@ -23,6 +23,7 @@ pub mod plan;
 pub mod report;
 pub mod schema;
 pub mod sim;
+pub mod sort;
 pub mod source;
 pub mod state;
 pub mod template;

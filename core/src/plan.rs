@@ -229,7 +229,7 @@ impl Plan {
 
 fn step_hash(s: &crate::model::Step, canon: &mut String) -> [u8; 16] {
     let mut deps: Vec<&str> = s.dependencies.iter().map(String::as_str).collect();
-    deps.sort_unstable();
+    crate::sort::sort_unstable(&mut deps);
     deps.dedup();
     // Canonical JSON of [key, agent, prompt, deps, when, outputSchema].
     canon.clear();
@@ -279,7 +279,7 @@ pub fn canonical_json(v: &Value, out: &mut String) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
+            crate::sort::sort(&mut keys);
             out.push('{');
             for (i, k) in keys.into_iter().enumerate() {
                 if i > 0 {

@@ -217,8 +217,8 @@ impl<'t> Sink<'t> {
     pub fn into_report(mut self) -> Report {
         // Stable, source-ordered output: by line, then column, then code.
         let key = |p: &Problem| (p.line.unwrap_or(0), p.column.unwrap_or(0), p.code);
-        self.errors.sort_by_key(key);
-        self.warnings.sort_by_key(key);
+        crate::sort::sort_by_key(&mut self.errors, key);
+        crate::sort::sort_by_key(&mut self.warnings, key);
         Report {
             valid: self.errors.is_empty(),
             errors: self.errors,

@@ -234,16 +234,18 @@ pub(crate) fn parse_placeholder(
             "`{raw}` is empty: name an input (`{{{{topic}}}}`) or a step result (`{{{{step.result}}}}`)"
         ));
     }
-    let mut chars = path_text.char_indices().peekable();
-    let mut root = String::new();
-    while let Some(&(_, c)) = chars.peek() {
-        if is_name_char(c) {
-            root.push(c);
-            chars.next();
-        } else {
-            break;
-        }
-    }
+    // Names are ASCII (`is_name_char`), so byte offsets are char boundaries.
+    let name_end = |from: usize| {
+        path_text[from..]
+            .find(|c: char| !is_name_char(c))
+            .map_or(path_text.len(), |n| from + n)
+    };
+    let root_end = name_end(0);
+    let root = path_text[..root_end].to_owned();
+    let mut chars = path_text[root_end..]
+        .char_indices()
+        .map(|(i, c)| (i + root_end, c))
+        .peekable();
     if root.is_empty() {
         return err(format!(
             "`{raw}` must start with a name (letters, digits, `_`, `-`)"
@@ -253,15 +255,9 @@ pub(crate) fn parse_placeholder(
     while let Some((pos, c)) = chars.next() {
         match c {
             '.' => {
-                let mut field = String::new();
-                while let Some(&(_, c)) = chars.peek() {
-                    if is_name_char(c) {
-                        field.push(c);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
+                let field_end = name_end(pos + 1);
+                let field = &path_text[pos + 1..field_end];
+                while chars.next_if(|&(p, _)| p < field_end).is_some() {}
                 if field.is_empty() {
                     return err(format!("`{raw}` has an empty field name after `.`"));
                 }
@@ -270,7 +266,7 @@ pub(crate) fn parse_placeholder(
                         path.push(Segment::Index(i))
                     }
                     _ if field == "result" => path.push(Segment::Field(Cow::Borrowed("result"))),
-                    _ => path.push(Segment::Field(Cow::Owned(field))),
+                    _ => path.push(Segment::Field(Cow::Owned(field.to_owned()))),
                 }
             }
             '[' => {

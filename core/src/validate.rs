@@ -578,12 +578,12 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
             }
         }
     }
-    let input_names = wf
-        .inputs
-        .keys()
-        .cloned()
-        .chain(used_inputs.iter().map(|s| (*s).to_owned()))
-        .collect();
+    let input_names = crate::sort::btree_set(
+        wf.inputs
+            .keys()
+            .cloned()
+            .chain(used_inputs.iter().map(|s| (*s).to_owned())),
+    );
     Checked {
         graph,
         input_names,

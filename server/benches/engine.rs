@@ -280,4 +280,42 @@ fn main() {
         );
     }
     println!("{out}");
+    // `-- --out DIR`: also write engine.md and engine.json there (for BENCHMARKS.md).
+    if let Some(dir) = args
+        .iter()
+        .position(|a| a == "--out")
+        .and_then(|i| args.get(i + 1))
+    {
+        let dir = std::path::Path::new(dir);
+        let _ = std::fs::create_dir_all(dir);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+            })
+            .unwrap_or_default();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load: String = load
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let date = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let md = format!(
+            "### The durable engine: orchestration overhead per step\n\nMachine: {cores} × {cpu}, {date}; load average at start {load}. \
+             Command: `cargo bench -p ax-server --bench engine` (run by `cargo xtask bench-core`). A mock step answers a fixed short text after the given latency; \
+             every step is committed to a real SQLite file (WAL) before the next one starts. Overhead per step = (wall − the mock's measured sleeping on the critical path) ÷ steps.\n\n{out}"
+        );
+        let _ = std::fs::write(dir.join("engine.md"), md);
+        let _ = std::fs::write(dir.join("engine.json"), format!("{{\"quick\": {quick}}}"));
+    }
 }

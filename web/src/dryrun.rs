@@ -206,7 +206,7 @@ impl Driver {
     /// A driver for a restored execution whose outputs are already stored and
     /// whose base snapshot exists.
     pub fn restored(exec: Execution, settings: SimSettings) -> Driver {
-        let stored = exec.outputs().into_keys().collect();
+        let stored = ax_core::sort::btree_set(exec.outputs().into_keys());
         Driver {
             exec,
             settings,
@@ -366,18 +366,15 @@ pub fn fold_checkpoint(records: &[(u64, Record)], upto: u64) -> Option<Checkpoin
 
 /// Inputs a run needs, filled with defaults or sample values.
 pub fn sample_inputs(plan: &Plan) -> BTreeMap<String, serde_json::Value> {
-    plan.input_names()
-        .iter()
-        .map(|name| {
-            let v = plan
-                .workflow
-                .inputs
-                .get(name)
-                .and_then(|s| s.default.clone())
-                .unwrap_or_else(|| serde_json::Value::String(format!("sample {name}")));
-            (name.clone(), v)
-        })
-        .collect()
+    ax_core::sort::btree_map(plan.input_names().iter().map(|name| {
+        let v = plan
+            .workflow
+            .inputs
+            .get(name)
+            .and_then(|s| s.default.clone())
+            .unwrap_or_else(|| serde_json::Value::String(format!("sample {name}")));
+        (name.clone(), v)
+    }))
 }
 
 #[cfg(test)]

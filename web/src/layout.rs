@@ -7,6 +7,7 @@
 //! graph (a cycle, a missing step), levels come from a tolerant longest-path pass
 //! that breaks cycles, and the edges that close a cycle are flagged.
 
+use crate::text::svg_path;
 use ax_core::Workflow;
 use ax_core::graph::Graph;
 use std::collections::{HashMap, VecDeque};
@@ -123,7 +124,7 @@ pub fn resolve_dependencies(wf: &Workflow) -> Vec<Vec<usize>> {
                 .filter_map(|d| index.get(d.as_str()).copied())
                 .filter(|&d| d != i)
                 .collect();
-            deps.sort_unstable();
+            ax_core::sort::sort_unstable(&mut deps);
             deps.dedup();
             deps
         })
@@ -212,7 +213,7 @@ pub fn crossings(levels: &[Vec<usize>], deps: &[Vec<usize>]) -> usize {
             })
             .map(|(d, i)| (pos[d], pos[i]))
             .collect();
-        edges.sort_unstable();
+        ax_core::sort::sort_unstable(&mut edges);
         for a in 0..edges.len() {
             for b in a + 1..edges.len() {
                 if edges[a].0 < edges[b].0 && edges[a].1 > edges[b].1 {
@@ -279,7 +280,7 @@ pub fn order_levels(mut levels: Vec<Vec<usize>>, deps: &[Vec<usize>]) -> Vec<Vec
                 })
                 .collect();
             // Ties keep the current order (stable by previous position).
-            keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            ax_core::sort::sort_by(&mut keyed, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             levels[l] = keyed.into_iter().map(|(_, _, i)| i).collect();
             let off = -(levels[l].len() as f64 - 1.0) / 2.0;
             for (p, &i) in levels[l].iter().enumerate() {
@@ -308,32 +309,34 @@ fn curve(ax: f64, ay: f64, bx: f64, by: f64, vertical: bool, span: usize) -> Str
             let (x1, y1) = (ax + NODE_W, ay + NODE_H / 2.0);
             let (x2, y2) = (bx + NODE_W, by + NODE_H / 2.0);
             let x = x1.max(x2) + bulge;
-            format!("M{x1:.1},{y1:.1} C{x:.1},{y1:.1} {x:.1},{y2:.1} {x2:.1},{y2:.1}")
+            svg_path(&[('M', x1, y1), ('C', x, y1), (' ', x, y2), (' ', x2, y2)])
         } else {
             let (x1, y1) = (ax + NODE_W / 2.0, ay + NODE_H);
             let (x2, y2) = (bx + NODE_W / 2.0, by + NODE_H);
             let y = y1.max(y2) + bulge;
-            format!("M{x1:.1},{y1:.1} C{x1:.1},{y:.1} {x2:.1},{y:.1} {x2:.1},{y2:.1}")
+            svg_path(&[('M', x1, y1), ('C', x1, y), (' ', x2, y), (' ', x2, y2)])
         };
     }
     if vertical {
         let (x1, y1) = (ax + NODE_W / 2.0, ay + NODE_H);
         let (x2, y2) = (bx + NODE_W / 2.0, by);
         let dy = ((y2 - y1).abs() / 2.0).max(30.0);
-        return format!(
-            "M{x1:.1},{y1:.1} C{x1:.1},{:.1} {x2:.1},{:.1} {x2:.1},{y2:.1}",
-            y1 + dy,
-            y2 - dy
-        );
+        return svg_path(&[
+            ('M', x1, y1),
+            ('C', x1, y1 + dy),
+            (' ', x2, y2 - dy),
+            (' ', x2, y2),
+        ]);
     }
     let (x1, y1) = (ax + NODE_W, ay + NODE_H / 2.0);
     let (x2, y2) = (bx, by + NODE_H / 2.0);
     let dx = ((x2 - x1).abs() / 2.0).max(36.0);
-    format!(
-        "M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}",
-        x1 + dx,
-        x2 - dx
-    )
+    svg_path(&[
+        ('M', x1, y1),
+        ('C', x1 + dx, y1),
+        (' ', x2 - dx, y2),
+        (' ', x2, y2),
+    ])
 }
 
 /// Lay out a (possibly invalid) workflow, levels as columns. `graph` is the

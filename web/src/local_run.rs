@@ -338,11 +338,8 @@ impl LocalRun {
     pub fn export(&self) -> CheckpointFile {
         let inner = self.inner.borrow();
         let exec = &inner.driver.exec;
-        let outputs = exec
-            .outputs()
-            .into_iter()
-            .map(|(h, t)| (h, t.to_string()))
-            .collect();
+        let outputs =
+            ax_core::sort::btree_map(exec.outputs().into_iter().map(|(h, t)| (h, t.to_string())));
         let mut file = CheckpointFile::new(
             WorkflowSource {
                 name: inner.record.name.clone(),

@@ -451,12 +451,17 @@ impl Runs {
                 let mut terminal = false;
                 d.run.update(|v| {
                     if let Some(v) = v.as_mut().filter(|v| v.id == id2) {
-                        terminal = server::apply_event(v, &ev);
+                        server::apply_event(v, &ev);
+                        terminal = v.state.is_terminal();
                     }
                 });
-                // Outputs and checkpoints come from the API, fetched at most twice a second.
-                let wants = matches!(ev.kind.as_str(), "checkpoint" | "execution")
-                    || ev.state.as_deref() == Some("completed");
+                // Outputs and checkpoints come from the API, fetched at most twice a
+                // second, and once more when the stream has ended (after the final
+                // checkpoint).
+                let wants = matches!(
+                    ev.kind.as_str(),
+                    "checkpoint" | "execution" | server::STREAM_END
+                ) || ev.state.as_deref() == Some("completed");
                 if wants && !*refresh_due.borrow() {
                     *refresh_due.borrow_mut() = true;
                     let (api, id, due) = (api2.clone(), id2.clone(), refresh_due.clone());

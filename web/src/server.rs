@@ -6,9 +6,8 @@ use crate::browser::{Answer, http};
 use crate::dryrun::StepView;
 use crate::state::{CheckpointMeta, RunKind, RunView};
 use ax_core::{ExecutionState, StepState};
-use serde::Deserialize;
 use serde_json::Value;
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use wasm_bindgen::JsCast;
@@ -22,50 +21,36 @@ pub struct Api {
     pub token: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Health {
     pub status: String,
-    #[serde(default)]
     pub version: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkflowSummary {
     pub id: String,
     pub name: String,
-    #[serde(default)]
     pub version: String,
-    #[serde(default)]
     pub step_count: usize,
-    #[serde(default)]
     pub created_at: f64,
-    #[serde(default)]
     pub source: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Progress {
-    #[serde(default)]
     pub total: usize,
-    #[serde(default)]
     pub completed: usize,
-    #[serde(default)]
     pub failed: usize,
-    #[serde(default)]
     pub running: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionSummary {
     pub id: String,
-    #[serde(default)]
     pub workflow: Value,
     pub state: String,
-    #[serde(default)]
     pub created_at: f64,
-    #[serde(default)]
     pub progress: Progress,
 }
 
@@ -87,39 +72,28 @@ fn name_of(v: &Value) -> String {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerStep {
     pub key: String,
     pub state: String,
-    #[serde(default)]
     pub attempts: u32,
-    #[serde(default)]
     pub output: Option<String>,
-    #[serde(default)]
     pub error: Option<Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerExecution {
     pub id: String,
-    #[serde(default)]
     pub workflow: Value,
     pub state: String,
-    #[serde(default)]
     pub reason: Option<String>,
-    #[serde(default)]
     pub steps: Vec<ServerStep>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerCheckpoint {
     pub id: Value,
-    #[serde(default)]
     pub created_at: f64,
-    #[serde(default)]
     pub completed_steps: Vec<String>,
 }
 
@@ -132,18 +106,168 @@ impl ServerCheckpoint {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerEvent {
-    #[serde(rename = "type")]
     pub kind: String,
-    #[serde(default)]
     pub step: Option<String>,
-    #[serde(default)]
     pub state: Option<String>,
-    #[serde(default)]
     pub attempt: Option<u32>,
-    #[serde(default)]
     pub message: Option<String>,
+}
+
+/// Reading the API's JSON answers: fields are taken from a parsed `Value`
+/// (one parser for every answer, instead of a serde visitor per type). A missing
+/// required field is an error; a missing optional one takes its default.
+pub trait FromJson: Sized {
+    fn from_json(v: &Value) -> Result<Self, String>;
+
+    /// Parse a JSON text.
+    fn parse(text: &str) -> Result<Self, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        Self::from_json(&v)
+    }
+}
+
+impl<T: FromJson> FromJson for Vec<T> {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        v.as_array()
+            .ok_or_else(|| "expected a list".to_owned())?
+            .iter()
+            .map(T::from_json)
+            .collect()
+    }
+}
+
+fn req_str(v: &Value, key: &str) -> Result<String, String> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("missing field `{key}`"))
+}
+
+fn opt_str(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v.get(key).and_then(Value::as_f64).unwrap_or(0.0)
+}
+
+fn count(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn any(v: &Value, key: &str) -> Value {
+    v.get(key).cloned().unwrap_or(Value::Null)
+}
+
+impl FromJson for Health {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        Ok(Health {
+            status: req_str(v, "status")?,
+            version: opt_str(v, "version").unwrap_or_default(),
+        })
+    }
+}
+
+impl FromJson for WorkflowSummary {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        Ok(WorkflowSummary {
+            id: req_str(v, "id")?,
+            name: req_str(v, "name")?,
+            version: opt_str(v, "version").unwrap_or_default(),
+            step_count: count(v, "stepCount") as usize,
+            created_at: num(v, "createdAt"),
+            source: opt_str(v, "source"),
+        })
+    }
+}
+
+impl FromJson for Progress {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        Ok(Progress {
+            total: count(v, "total") as usize,
+            completed: count(v, "completed") as usize,
+            failed: count(v, "failed") as usize,
+            running: count(v, "running") as usize,
+        })
+    }
+}
+
+impl FromJson for ExecutionSummary {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        Ok(ExecutionSummary {
+            id: req_str(v, "id")?,
+            workflow: any(v, "workflow"),
+            state: req_str(v, "state")?,
+            created_at: num(v, "createdAt"),
+            progress: match v.get("progress") {
+                Some(p) if !p.is_null() => Progress::from_json(p)?,
+                _ => Progress::default(),
+            },
+        })
+    }
+}
+
+impl FromJson for ServerStep {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        Ok(ServerStep {
+            key: req_str(v, "key")?,
+            state: req_str(v, "state")?,
+            attempts: count(v, "attempts") as u32,
+            output: opt_str(v, "output"),
+            error: v.get("error").filter(|e| !e.is_null()).cloned(),
+        })
+    }
+}
+
+impl FromJson for ServerExecution {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        Ok(ServerExecution {
+            id: req_str(v, "id")?,
+            workflow: any(v, "workflow"),
+            state: req_str(v, "state")?,
+            reason: opt_str(v, "reason"),
+            steps: match v.get("steps") {
+                Some(l) if !l.is_null() => Vec::from_json(l)?,
+                _ => Vec::new(),
+            },
+        })
+    }
+}
+
+impl FromJson for ServerCheckpoint {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        Ok(ServerCheckpoint {
+            id: v
+                .get("id")
+                .cloned()
+                .ok_or_else(|| "missing field `id`".to_owned())?,
+            created_at: num(v, "createdAt"),
+            completed_steps: v
+                .get("completedSteps")
+                .and_then(Value::as_array)
+                .map(|l| {
+                    l.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+}
+
+impl FromJson for ServerEvent {
+    fn from_json(v: &Value) -> Result<Self, String> {
+        Ok(ServerEvent {
+            kind: req_str(v, "type")?,
+            step: opt_str(v, "step"),
+            state: opt_str(v, "state"),
+            attempt: v.get("attempt").and_then(Value::as_u64).map(|a| a as u32),
+            message: opt_str(v, "message"),
+        })
+    }
 }
 
 /// The readable part of an error answer (the API's `{"error": {"message"}}`).
@@ -185,15 +309,14 @@ impl Api {
         Ok(a.body)
     }
 
-    async fn call<T: for<'de> Deserialize<'de>>(
+    async fn call<T: FromJson>(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
     ) -> Result<T, String> {
         let text = self.call_text(method, path, body).await?;
-        serde_json::from_str(&text)
-            .map_err(|_| format!("{path} did not answer with the expected JSON"))
+        T::parse(&text).map_err(|_| format!("{path} did not answer with the expected JSON"))
     }
 
     /// `GET /healthz`: is an `ax serve` there?
@@ -335,9 +458,10 @@ pub fn view_of(e: &ServerExecution, checkpoints: Vec<CheckpointMeta>) -> RunView
 }
 
 pub fn checkpoint_metas(list: &[ServerCheckpoint]) -> Vec<CheckpointMeta> {
-    let mut v: Vec<CheckpointMeta> = list
-        .iter()
+    // The API lists them newest first.
+    list.iter()
         .enumerate()
+        .rev()
         .map(|(i, c)| CheckpointMeta {
             id: c.id_text(),
             seq: (list.len() - i) as u64,
@@ -345,9 +469,7 @@ pub fn checkpoint_metas(list: &[ServerCheckpoint]) -> Vec<CheckpointMeta> {
             state: None,
             completed: c.completed_steps.len(),
         })
-        .collect();
-    v.sort_by_key(|c| c.seq);
-    v
+        .collect()
 }
 
 /// Live progress of a server execution.
@@ -402,8 +524,13 @@ pub fn apply_event(view: &mut RunView, ev: &ServerEvent) -> bool {
     }
 }
 
-/// Watch an execution: `on_event` gets every parsed event, `on_lost` is called
-/// when the stream fails for good.
+/// The event `watch` sends when the server has ended the stream after the
+/// execution's final events (the last checkpoint comes after the final
+/// `execution` event).
+pub const STREAM_END: &str = "end";
+
+/// Watch an execution: `on_event` gets every parsed event, then [`STREAM_END`];
+/// `on_lost` is called when the stream fails for good.
 pub fn watch(
     api: &Api,
     id: &str,
@@ -412,10 +539,9 @@ pub fn watch(
 ) -> Result<Watch, String> {
     let source = web_sys::EventSource::new(&api.events_url(id)).map_err(|e| format!("{e:?}"))?;
     let mut listeners = Vec::new();
-    let done = Rc::new(RefCell::new(false));
+    let done = Rc::new(Cell::new(false));
     for kind in ["execution", "step", "checkpoint", "log", "message"] {
         let on_event = on_event.clone();
-        let source2 = source.clone();
         let done = done.clone();
         let cb = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
             let Some(m) = e.dyn_ref::<web_sys::MessageEvent>() else {
@@ -424,7 +550,7 @@ pub fn watch(
             let Some(data) = m.data().as_string() else {
                 return;
             };
-            let Ok(ev) = serde_json::from_str::<ServerEvent>(&data) else {
+            let Ok(ev) = ServerEvent::parse(&data) else {
                 return;
             };
             let terminal = ev.kind == "execution"
@@ -435,9 +561,8 @@ pub fn watch(
                     .is_some_and(ExecutionState::is_terminal);
             on_event(ev);
             if terminal {
-                // The server ends the stream; stop EventSource from reconnecting.
-                *done.borrow_mut() = true;
-                source2.close();
+                // The final checkpoint follows; then the server ends the stream.
+                done.set(true);
             }
         });
         source
@@ -447,7 +572,19 @@ pub fn watch(
     }
     let source2 = source.clone();
     let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_e: web_sys::Event| {
-        if source2.ready_state() == web_sys::EventSource::CLOSED && !*done.borrow() {
+        if done.get() {
+            // The server ended the stream after the final events: stop EventSource
+            // from reconnecting, and say so.
+            done.set(false);
+            source2.close();
+            on_event(ServerEvent {
+                kind: STREAM_END.into(),
+                step: None,
+                state: None,
+                attempt: None,
+                message: None,
+            });
+        } else if source2.ready_state() == web_sys::EventSource::CLOSED {
             on_lost();
         }
     });
@@ -467,14 +604,14 @@ mod tests {
 
     #[test]
     fn events_update_the_view() {
-        let e: ServerExecution = serde_json::from_str(r#"{"id":"e1","workflowId":"w","workflow":"demo","state":"running","createdAt":1,"inputs":{},"steps":[{"key":"a","agent":"x","state":"running","attempts":1,"tokensIn":0,"tokensOut":0,"dependencies":[]},{"key":"b","agent":"x","state":"pending","attempts":0,"error":{"class":"timeout","message":"slow"},"tokensIn":0,"tokensOut":0,"dependencies":["a"]}]}"#).expect("execution");
+        let e = ServerExecution::parse(r#"{"id":"e1","workflowId":"w","workflow":"demo","state":"running","createdAt":1,"inputs":{},"steps":[{"key":"a","agent":"x","state":"running","attempts":1,"tokensIn":0,"tokensOut":0,"dependencies":[]},{"key":"b","agent":"x","state":"pending","attempts":0,"error":{"class":"timeout","message":"slow"},"tokensIn":0,"tokensOut":0,"dependencies":["a"]}]}"#).expect("execution");
         let mut v = view_of(&e, Vec::new());
         assert_eq!(v.name, "demo");
         assert_eq!(v.steps[1].1.error.as_deref(), Some("slow"));
-        let ev: ServerEvent = serde_json::from_str(r#"{"id":3,"executionId":"e1","at":5,"type":"step","step":"a","state":"completed","attempt":1}"#).expect("event");
+        let ev = ServerEvent::parse(r#"{"id":3,"executionId":"e1","at":5,"type":"step","step":"a","state":"completed","attempt":1}"#).expect("event");
         assert!(!apply_event(&mut v, &ev));
         assert_eq!(v.steps[0].1.state, StepState::Completed);
-        let ev: ServerEvent = serde_json::from_str(
+        let ev = ServerEvent::parse(
             r#"{"id":4,"executionId":"e1","at":6,"type":"execution","state":"completed"}"#,
         )
         .expect("event");
@@ -484,7 +621,7 @@ mod tests {
 
     #[test]
     fn checkpoints_are_numbered_oldest_first() {
-        let list: Vec<ServerCheckpoint> = serde_json::from_str(r#"[{"id":"c2","executionId":"e","createdAt":2,"completedSteps":["a","b"]},{"id":"c1","executionId":"e","createdAt":1,"completedSteps":["a"]}]"#).expect("list");
+        let list = Vec::<ServerCheckpoint>::parse(r#"[{"id":"c2","executionId":"e","createdAt":2,"completedSteps":["a","b"]},{"id":"c1","executionId":"e","createdAt":1,"completedSteps":["a"]}]"#).expect("list");
         let m = checkpoint_metas(&list);
         assert_eq!((m[0].id.as_str(), m[0].seq, m[0].completed), ("c1", 1, 1));
         assert_eq!((m[1].id.as_str(), m[1].seq), ("c2", 2));

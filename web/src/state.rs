@@ -167,7 +167,7 @@ pub struct Designer {
     pub runs_changed: RwSignal<u64>,
     pending_analysis: StoredValue<Option<TimeoutHandle>>,
     pending_autosave: StoredValue<Option<TimeoutHandle>>,
-    pub editor: NodeRef<leptos::html::Textarea>,
+    pub editor: crate::ui::ElRef,
 }
 
 fn run_analysis(text: &str, name: &str, generation: u64) -> Analyzed {
@@ -481,7 +481,7 @@ impl Designer {
 
     /// Put the textarea's cursor on a range (UTF-16 offsets) and focus it.
     pub fn reveal(&self, start: u32, end: u32) {
-        let Some(ta) = self.editor.get_untracked() else {
+        let Some(ta) = self.editor.get_untracked().map(crate::ui::textarea) else {
             return;
         };
         let line = self.text.with_untracked(|t| text::line_of_utf16(t, start));

@@ -240,7 +240,7 @@ impl Store {
             return Ok(());
         }
         let mut names: Vec<&str> = writes.iter().map(|(s, _, _)| *s).collect();
-        names.sort_unstable();
+        ax_core::sort::sort_unstable(&mut names);
         names.dedup();
         let tx = self
             .db
@@ -293,7 +293,7 @@ impl Store {
     /// Every document, most recently changed first.
     pub async fn list_docs(&self) -> Result<Vec<DocRecord>, String> {
         let mut docs: Vec<DocRecord> = self.all(DOCS, None).await?;
-        docs.sort_by(|a, b| b.updated_at.total_cmp(&a.updated_at));
+        ax_core::sort::sort_by(&mut docs, |a, b| b.updated_at.total_cmp(&a.updated_at));
         Ok(docs)
     }
 
@@ -385,7 +385,7 @@ impl Store {
 
     pub async fn list_runs(&self) -> Result<Vec<RunRecord>, String> {
         let mut runs: Vec<RunRecord> = self.all(RUNS, None).await?;
-        runs.sort_by(|a, b| b.updated_at.total_cmp(&a.updated_at));
+        ax_core::sort::sort_by(&mut runs, |a, b| b.updated_at.total_cmp(&a.updated_at));
         Ok(runs)
     }
 

@@ -37,6 +37,58 @@ pub fn format_of(name: &str, text: &str) -> Format {
     Format::from_filename(name).unwrap_or_else(|| Format::sniff(text))
 }
 
+/// Append `x` with `decimals` (at most 4) digits after the point, like
+/// `format!("{x:.1}")` but without linking the float formatting machinery
+/// (halfway cases may round the other way in the last digit).
+pub fn push_fixed(out: &mut String, x: f64, decimals: u32) {
+    use std::fmt::Write;
+    const SCALE: [u64; 5] = [1, 10, 100, 1_000, 10_000];
+    if x.is_nan() {
+        out.push_str("NaN");
+        return;
+    }
+    if x.is_sign_negative() {
+        out.push('-');
+    }
+    let scale = SCALE[decimals.min(4) as usize];
+    // Saturating: far beyond what the page shows.
+    let n = (x.abs() * scale as f64).round() as u64;
+    let _ = write!(out, "{}", n / scale);
+    if decimals > 0 {
+        let frac = n % scale;
+        out.push('.');
+        let digits = frac.to_string();
+        for _ in digits.len()..decimals.min(4) as usize {
+            out.push('0');
+        }
+        out.push_str(&digits);
+    }
+}
+
+/// `x` with `decimals` digits after the point (see [`push_fixed`]).
+pub fn fixed(x: f64, decimals: u32) -> String {
+    let mut s = String::new();
+    push_fixed(&mut s, x, decimals);
+    s
+}
+
+/// An SVG path from its commands and points: `M x,y C x,y x,y x,y` with one decimal.
+pub fn svg_path(points: &[(char, f64, f64)]) -> String {
+    let mut d = String::with_capacity(points.len() * 12);
+    for (i, &(cmd, x, y)) in points.iter().enumerate() {
+        if i > 0 {
+            d.push(' ');
+        }
+        if cmd != ' ' {
+            d.push(cmd);
+        }
+        push_fixed(&mut d, x, 1);
+        d.push(',');
+        push_fixed(&mut d, y, 1);
+    }
+    d
+}
+
 /// UTF-16 offset (what a textarea's selection counts) of a byte offset.
 pub fn utf16_offset(text: &str, byte: usize) -> u32 {
     let mut b = byte.min(text.len());
@@ -139,6 +191,32 @@ pub fn name_with_extension(name: &str, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fixed_point_like_format() {
+        for &(x, d) in &[
+            (0.0, 1),
+            (1.25, 1),
+            (-3.04, 1),
+            (123.456, 1),
+            (0.05, 0),
+            (99.5, 0),
+            (1.0, 4),
+            (-0.0, 1),
+            (12345.678, 2),
+        ] {
+            let ours = fixed(x, d);
+            let std = format!("{x:.*}", d as usize);
+            // Halfway cases may differ in the last digit; these are not halfway.
+            if (x * 10f64.powi(d as i32)).fract().abs() != 0.5 {
+                assert_eq!(ours, std, "{x} {d}");
+            }
+        }
+        assert_eq!(
+            svg_path(&[('M', 1.0, 2.26), ('C', 3.0, 4.0), (' ', 5.0, 6.0)]),
+            "M1.0,2.3 C3.0,4.0 5.0,6.0"
+        );
+    }
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

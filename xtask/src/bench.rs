@@ -97,7 +97,47 @@ pub fn bench_peer(ctx: &Ctx, rest: &[String]) -> Result<()> {
         "tables: {} (JSON beside it)",
         ctx.target.join("bench/peer.md").display()
     );
-    Ok(())
+    publish_to(ctx, &release, rest, "peer", "BENCHMARKS.md")
+}
+
+/// The core's criterion benchmarks and the engine's overhead benchmark, into
+/// BENCHMARKS.md.
+pub fn bench_core(ctx: &Ctx, rest: &[String]) -> Result<()> {
+    let mut cmd = ctx.cmd("cargo");
+    cmd.args(["bench", "-p", "ax-core", "--bench", "core"]);
+    cmd.run()?;
+    let mut cmd = ctx.cmd("cargo");
+    cmd.args(["bench", "-p", "ax-server", "--bench", "engine", "--"])
+        .args(rest)
+        .arg("--out")
+        .arg(ctx.target.join("bench"));
+    cmd.run()?;
+    let release = build(ctx)?;
+    let mut cmd = ctx.cmd(release.join("ax-bench"));
+    cmd.args(["core-report", "--out"])
+        .arg(ctx.target.join("bench"));
+    cmd.run()?;
+    publish_to(ctx, &release, rest, "core,engine", "BENCHMARKS.md")
+}
+
+/// Copy full-run tables into a document between its `bench:NAME` markers.
+fn publish_to(
+    ctx: &Ctx,
+    release: &std::path::Path,
+    rest: &[String],
+    names: &str,
+    file: &str,
+) -> Result<()> {
+    if quick(rest) {
+        say!("--quick: {file} left as it is (only full runs are published)");
+        return Ok(());
+    }
+    let mut cmd = ctx.cmd(release.join("ax-bench"));
+    cmd.args(["publish", "--names", names, "--file"])
+        .arg(ctx.root.join(file))
+        .arg("--out")
+        .arg(ctx.target.join("bench"));
+    cmd.run()
 }
 
 /// The crash soak, the crash soak with provider faults, and provider faults alone.

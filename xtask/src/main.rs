@@ -5,10 +5,12 @@
 //! cargo xtask test [STAGE…]      setup, then fmt, clippy, native tests, wasm tests, web build
 //! cargo xtask serve [ARGS…]      setup, build the web UI, run `ax serve ARGS…`
 //! cargo xtask web                build the web UI with trunk
-//! cargo xtask bench-peer|soak|load|growth   the long measurements (bench/, RELIABILITY.md)
+//! cargo xtask bench-core|bench-peer|soak|load|growth   the long measurements (bench/, BENCHMARKS.md, RELIABILITY.md)
+//! cargo xtask fuzz [TARGET…]     the cargo-fuzz targets of fuzz/ (nightly), a summary per target
 //! ```
 
 mod bench;
+mod fuzz;
 mod run;
 mod setup;
 mod stages;
@@ -35,12 +37,19 @@ commands:
                            virtualenv, target/bench/venv): tables in target/bench/peer.md
       --quick              one repetition, 100 code-review executions
       --reps N | --only CASE   (cases: chain40 chain1000 fan100 review-seq review-concurrent)
+  bench-core [--quick]     the core's criterion benchmarks and the engine's overhead per
+                           step: target/bench/core.md, engine.md (full runs update BENCHMARKS.md)
   soak [--quick]           kill -9 soak under `ax serve` (hundreds of kills), the same with
                            provider faults, and provider faults alone: target/bench/soak*.md
   load [--quick]           wrk against the API at 100 connections while 100 executions run
                            (installs Debian's wrk if missing): target/bench/load.md
   growth [--quick]         10,000 executions with `ax workflow prune`: database size over time
                            (full runs of soak, load and growth update RELIABILITY.md)
+  fuzz [TARGET…] [OPTIONS] the cargo-fuzz targets of fuzz/ one after another (needs nightly
+                           and cargo-fuzz; not part of `test`), seeded from fuzz/seeds/;
+                           a summary line per target; crashes land in fuzz/artifacts/
+      --seconds N          per target (default 300)
+      --list               list the targets and exit
   help                     this text
 
 environment:
@@ -97,9 +106,11 @@ fn dispatch(ctx: &Ctx, args: &[String], report: &mut Report) -> Result<ExitCode>
             stages::web(ctx, &env)?;
         }
         "bench-peer" => bench::bench_peer(ctx, rest)?,
+        "bench-core" => bench::bench_core(ctx, rest)?,
         "soak" => bench::soak(ctx, rest)?,
         "load" => bench::load(ctx, rest)?,
         "growth" => bench::growth(ctx, rest)?,
+        "fuzz" => fuzz::fuzz(ctx, rest)?,
         "help" | "-h" | "--help" => println!("{USAGE}"),
         other => {
             return Err(format!("unknown command `{other}`: try `cargo xtask help`"));

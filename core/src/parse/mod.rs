@@ -142,12 +142,16 @@ impl<'a> Node<'a> {
                 Scalar::Str(s) => Value::String(s.to_owned()),
             },
             NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
-            NodeKind::Map(entries) => Value::Object(
-                entries
-                    .iter()
-                    .map(|e| (e.key.to_string(), e.value.to_json()))
-                    .collect(),
-            ),
+            NodeKind::Map(entries) => {
+                // Inserted one by one: `collect()` would sort (and bring a sort).
+                let mut m = serde_json::Map::new();
+                m.extend(
+                    entries
+                        .iter()
+                        .map(|e| (e.key.to_string(), e.value.to_json())),
+                );
+                Value::Object(m)
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 
 use crate::engine::EngineError;
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
@@ -131,5 +132,147 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 )),
             }),
         }
+    }
+}
+
+/// The workflow text of `POST /api/workflows` and `POST /api/validate`, sent either
+/// as `{"source", "filename"?}` (`application/json`) or as the file itself: a
+/// YAML body (`application/yaml`, `text/yaml`, `text/plain`, …) or a JSON workflow
+/// (`application/json` whose object has no `source` field), with the file name in
+/// `?filename=` when given.
+pub struct SourceText {
+    pub source: String,
+    pub filename: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SourceJson {
+    source: String,
+    #[serde(default)]
+    filename: Option<String>,
+}
+
+fn filename_param(req: &Request) -> Option<String> {
+    let q = req.uri().query()?;
+    q.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "filename" && !v.is_empty()).then(|| percent_decode(v))
+    })
+}
+
+/// `%XX` and `+` in a query value (invalid escapes are kept as written).
+fn percent_decode(v: &str) -> String {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                match (
+                    b.get(i + 1).and_then(|&c| hex(c)),
+                    b.get(i + 2).and_then(|&c| hex(c)),
+                ) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl<S: Send + Sync> FromRequest<S> for SourceText {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let filename = filename_param(&req);
+        let is_json = content_type == "application/json" || content_type.ends_with("+json");
+        let is_text = matches!(
+            content_type.as_str(),
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain"
+        );
+        if !is_json && !is_text {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "bad-request",
+                format!(
+                    "unsupported Content-Type `{content_type}`: send `{{\"source\": TEXT}}` as \
+                     `application/json`, or the workflow file itself as `application/yaml` \
+                     (or `application/json` for a JSON workflow)"
+                ),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too-large",
+                    format!(
+                        "the request body is larger than {} bytes",
+                        super::BODY_LIMIT
+                    ),
+                )
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the request body is not UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        if is_json {
+            // `{"source": …}` is the envelope; any other object is a workflow.
+            let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the request body is not valid JSON: {e} (send YAML as `application/yaml`)"
+                ))
+            })?;
+            if value.get("source").is_some() {
+                let body: SourceJson = serde_json::from_value(value).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "the request body is not what this route expects: {e}"
+                    ))
+                })?;
+                return Ok(SourceText {
+                    source: body.source,
+                    filename: body.filename.or(filename),
+                });
+            }
+            if !value.is_object() {
+                return Err(ApiError::bad_request(
+                    "send `{\"source\": TEXT, \"filename\"?: NAME}` or a JSON workflow object",
+                ));
+            }
+            return Ok(SourceText {
+                source: text,
+                filename,
+            });
+        }
+        Ok(SourceText {
+            source: text,
+            filename,
+        })
     }
 }

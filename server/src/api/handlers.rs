@@ -1,7 +1,7 @@
 //! Route handlers: thin; the work is in the engine and the store.
 
 use super::AppState;
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, SourceText};
 use crate::store::{self, Control, DeleteOutcome};
 use ax_core::checkpoint::{CheckpointFile, WorkflowSource};
 use ax_core::{Options, analyze};
@@ -27,15 +27,7 @@ pub async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct SourceBody {
-    source: String,
-    #[serde(default)]
-    filename: Option<String>,
-}
-
-pub async fn validate(ApiJson(body): ApiJson<SourceBody>) -> Json<Value> {
+pub async fn validate(body: SourceText) -> Json<Value> {
     let a = analyze(
         &body.source,
         &Options {
@@ -75,7 +67,7 @@ pub async fn list_workflows(
 
 pub async fn create_workflow(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<SourceBody>,
+    body: SourceText,
 ) -> ApiResult<Response> {
     let rec = state
         .engine

@@ -28,6 +28,21 @@ fn with_body(mut op: Value, schema: Value) -> Value {
     op
 }
 
+/// A body that is `{"source", "filename"?}` or the workflow file itself.
+fn with_source_body(mut op: Value) -> Value {
+    let file = json!({"type": "string", "description": "the workflow file itself (YAML)"});
+    op["requestBody"] = json!({"required": true, "content": {
+        "application/json": {"schema": {"oneOf": [r("Source"), {"type": "object", "description": "a JSON workflow (an object without `source`)"}]}},
+        "application/yaml": {"schema": file},
+        "text/yaml": {"schema": file},
+        "text/plain": {"schema": file},
+    }});
+    op["parameters"] = json!([{"name": "filename", "in": "query", "required": false,
+        "description": "the file name (its extension picks YAML or JSON) when the body is the file itself",
+        "schema": {"type": "string"}}]);
+    op
+}
+
 fn id_param(name: &str) -> Value {
     json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}])
 }
@@ -41,7 +56,7 @@ fn list(name: &str) -> Value {
 }
 
 pub fn spec() -> Value {
-    let mut create_wf = with_body(op("Store a workflow", "201", r("Workflow")), r("Source"));
+    let mut create_wf = with_source_body(op("Store a workflow", "201", r("Workflow")));
     create_wf["responses"]["422"] = json!({"$ref": "#/components/responses/Invalid"});
     let mut start = with_body(
         op("Start an execution", "201", r("Execution")),
@@ -160,7 +175,7 @@ pub fn spec() -> Value {
         "paths": {
             "/healthz": {"get": op("Ready when the database is open", "200", json!({"type": "object", "properties": {"status": {"const": "ok"}, "version": {"type": "string"}}}))},
             "/api/openapi.json": {"get": op("This document", "200", json!({"type": "object"}))},
-            "/api/validate": {"post": with_body(op("Validate a workflow text", "200", r("Report")), r("Source"))},
+            "/api/validate": {"post": with_source_body(op("Validate a workflow text", "200", r("Report")))},
             "/api/workflows": {"get": op("List workflows, newest first", "200", list("Workflow")), "post": create_wf},
             "/api/workflows/{id}": {
                 "get": with_id(op("Get a workflow with its source", "200", r("Workflow"))),

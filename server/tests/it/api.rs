@@ -131,6 +131,93 @@ async fn health_validate_and_workflows() {
     assert_eq!(st, 404);
 }
 
+/// The workflow file itself as the body: YAML by content type, a JSON workflow
+/// object, the file name from `?filename=`; clear errors for the rest.
+#[tokio::test]
+async fn workflow_files_as_request_bodies() {
+    let s = serve(None).await;
+    let raw = |path: &str, content_type: &str, body: &str| {
+        let req = s
+            .client
+            .post(format!("{}{path}", s.base))
+            .header("content-type", content_type)
+            .body(body.to_owned());
+        async move {
+            let r = req.send().await.expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (st, w) = raw(
+        "/api/workflows?filename=my%20flow.yaml",
+        "application/yaml",
+        WF,
+    )
+    .await;
+    assert_eq!(st, 201, "{w}");
+    assert_eq!(
+        (w["stepCount"].as_u64(), w["source"].as_str()),
+        (Some(2), Some(WF))
+    );
+    assert_eq!(w["filename"], "my flow.yaml", "{w}");
+    let (st, r) = raw(
+        "/api/validate",
+        "text/yaml; charset=utf-8",
+        "name: x\nsteps:\n  - {key: a, agent: b, prompt: c, dependencies: [a]}\n",
+    )
+    .await;
+    assert_eq!(
+        (st, r["errors"][0]["code"].as_str()),
+        (200, Some("self-dependency")),
+        "{r}"
+    );
+    assert_eq!(r["errors"][0]["line"], 3);
+    let json_wf = r#"{"name": "j", "steps": [{"key": "a", "agent": "b", "prompt": "hi"}]}"#;
+    let (st, w) = raw("/api/workflows", "application/json", json_wf).await;
+    assert_eq!(
+        (st, w["format"].as_str(), w["name"].as_str()),
+        (201, Some("json"), Some("j")),
+        "{w}"
+    );
+    // A JSON workflow with a problem reports it with its line.
+    let (st, r) = raw(
+        "/api/validate",
+        "application/json",
+        "{\n  \"name\": \"j\",\n  \"steps\": []\n}",
+    )
+    .await;
+    assert_eq!(
+        (
+            st,
+            r["errors"][0]["code"].as_str(),
+            r["errors"][0]["line"].as_u64()
+        ),
+        (200, Some("empty-workflow"), Some(3)),
+        "{r}"
+    );
+    for (content_type, body, status) in [
+        ("application/x-www-form-urlencoded", WF, 415),
+        ("application/json", "[1]", 400),
+        ("application/json", r#"{"source": 3}"#, 400),
+        ("application/json", r#"{"source": "x", "extra": 1}"#, 400),
+        ("application/json", "{bad", 400),
+        ("application/yaml", "\u{0}", 422),
+    ] {
+        let (st, r) = raw("/api/workflows", content_type, body).await;
+        assert_eq!(st, status, "{content_type} {body}: {r}");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{r}"
+        );
+    }
+    let (st, r) = raw("/api/workflows", "application/yaml", "").await;
+    assert_eq!(st, 422, "{r}");
+    let (_, list) = s.get("/api/workflows").await;
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+}
+
 #[tokio::test]
 async fn executions_control_checkpoints_and_import() {
     let s = serve(None).await;

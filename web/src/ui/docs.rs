@@ -1,15 +1,16 @@
 //! Documents saved in this browser (open, rename, delete) and the version
 //! history of the open one (restore).
 
+use super::dom::{el, elc, fragment, nothing, show};
 use super::toolbar::event_target;
 use super::when;
 use crate::state::{StorageStatus, use_designer};
 use crate::store::{DocRecord, VersionRecord};
 use leptos::ev;
 use leptos::prelude::*;
+use leptos::tachys::view::any_view::AnyView;
 
-#[component]
-pub fn DocumentsPanel() -> impl IntoView {
+pub fn documents_panel() -> AnyView {
     let d = use_designer();
     let docs: RwSignal<Vec<DocRecord>> = RwSignal::new(Vec::new());
     let versions: RwSignal<Vec<VersionRecord>> = RwSignal::new(Vec::new());
@@ -106,111 +107,146 @@ pub fn DocumentsPanel() -> impl IntoView {
             d.info(format!("Restored version {} ({}).", v.seq, when(v.at)));
         });
     };
-    view! {
-        <div class="docs-panel">
-            <Show when=move || matches!(d.storage.get(), StorageStatus::Unavailable(_))>
-                <p class="error-text">"Browser storage is unavailable: documents cannot be kept here."</p>
-            </Show>
-            <h2>"Documents"</h2>
-            <p class="muted small">"Saved in this browser; the open one is autosaved as you type. Save (Ctrl+S) also keeps a version."</p>
-            <ul class="docs" data-testid="drafts">
-                {move || docs.get().into_iter().map(|doc|
-                    {
-                        let (id1, id2, id3, id4) = (doc.id.clone(), doc.id.clone(), doc.id.clone(), doc.id.clone());
-                        let doc_open = doc.clone();
-                        let current = move || d.doc_id.with(|c| c.as_deref() == Some(id1.as_str()));
-                        let is_renaming = move || renaming.with(|r| r.as_deref() == Some(id2.as_str()));
-                        let is_deleting = move || deleting.with(|r| r.as_deref() == Some(id3.as_str()));
-                        let name = doc.name.clone();
-                        let id_r = id4.clone();
-                        let id_d = id4.clone();
-                        let id_dd = id4.clone();
-                        view! {
-                            <li data-name=doc.name.clone() class:current=current.clone()>
-                                <Show
-                                    when=is_renaming
-                                    fallback={
-                                        let doc_open = doc_open.clone();
-                                        let name = name.clone();
-                                        move || {
-                                            let doc_open = doc_open.clone();
-                                            view! {
-                                                <button class="doc-open link" on:click=move |_| open(doc_open.clone()) title="Open">{name.clone()}</button>
-                                            }
-                                        }
-                                    }
-                                >
-                                    {
-                                        let id_r = id_r.clone();
-                                        let id_r2 = id_r.clone();
-                                        view! {
-                                            <input
-                                                class="rename"
-                                                aria-label="New name"
-                                                data-testid="rename-input"
-                                                prop:value=name.clone()
-                                                on:keydown=move |e: ev::KeyboardEvent| {
-                                                    if e.key() == "Enter" {
-                                                        let i: web_sys::HtmlInputElement = event_target(&e);
-                                                        rename(id_r.clone(), i.value());
-                                                    } else if e.key() == "Escape" {
-                                                        renaming.set(None);
-                                                    }
-                                                }
-                                                on:blur=move |e: ev::FocusEvent| {
-                                                    let i: web_sys::HtmlInputElement = event_target(&e);
-                                                    rename(id_r2.clone(), i.value());
-                                                }
-                                            />
-                                        }
-                                    }
-                                </Show>
-                                <span class="muted small">{when(doc.updated_at)}</span>
-                                <Show
-                                    when=is_deleting
-                                    fallback={
-                                        let (id_a, id_b) = (id_d.clone(), id_d.clone());
-                                        move || {
-                                            let (id_a, id_b) = (id_a.clone(), id_b.clone());
-                                            view! {
-                                                <button class="small" data-testid="rename" on:click=move |_| renaming.set(Some(id_a.clone()))>"Rename"</button>
-                                                <button class="small danger" data-testid="delete" on:click=move |_| deleting.set(Some(id_b.clone()))>"Delete"</button>
-                                            }
-                                        }
-                                    }
-                                >
-                                    {
-                                        let id_dd = id_dd.clone();
-                                        view! {
-                                            <button class="small danger" data-testid="confirm-delete-doc" on:click=move |_| delete(id_dd.clone())>"Delete it"</button>
-                                            <button class="small" on:click=move |_| deleting.set(None)>"Keep"</button>
-                                        }
-                                    }
-                                </Show>
-                            </li>
-                        }
-                    }
-                ).collect_view()}
-            </ul>
-            <h2>"Versions of " {move || d.name.get()}</h2>
-            <Show when=move || !versions.with(Vec::is_empty) fallback=|| view! { <p class="muted small">"No versions yet: Save keeps one, and autosave adds one every five minutes of editing."</p> }>
-                <ol class="versions" data-testid="versions">
-                    {move || versions.get().into_iter().map(|v|
-                        {
-                            let v2 = v.clone();
-                            view! {
-                                <li data-seq=v.seq>
-                                    <span class="seq">"v" {v.seq}</span>
-                                    <span class="small">{v.kind.clone()}</span>
-                                    <span class="muted small">{when(v.at)}</span>
-                                    <span class="muted small">{format!("{} lines", v.text.lines().count())}</span>
-                                    <button class="small" data-testid="restore-version" on:click=move |_| restore(v2.clone())>"Restore"</button>
-                                </li>
+    let doc_item = move |doc: DocRecord| {
+        let (id1, id2, id3, id4) = (
+            doc.id.clone(),
+            doc.id.clone(),
+            doc.id.clone(),
+            doc.id.clone(),
+        );
+        let doc_open = doc.clone();
+        let name = doc.name.clone();
+        let name2 = doc.name.clone();
+        let (id_a, id_b, id_dd) = (id4.clone(), id4.clone(), id4.clone());
+        let id_r = id4;
+        el("LI")
+            .attr_string("data-name", doc.name.clone())
+            .class_dyn("current", move || {
+                d.doc_id.with(|c| c.as_deref() == Some(id1.as_str()))
+            })
+            .view(show(
+                move || renaming.with(|r| r.as_deref() == Some(id2.as_str())),
+                move || {
+                    let (id_r, id_r2) = (id_r.clone(), id_r.clone());
+                    elc("INPUT", "rename")
+                        .attr("aria-label", "New name")
+                        .attr("data-testid", "rename-input")
+                        .prop_string("value", name.clone())
+                        .on(ev::keydown, move |e: ev::KeyboardEvent| {
+                            if e.key() == "Enter" {
+                                let i: web_sys::HtmlInputElement = event_target(&e);
+                                rename(id_r.clone(), i.value());
+                            } else if e.key() == "Escape" {
+                                renaming.set(None);
                             }
-                        }
-                    ).collect_view()}
-                </ol>
-            </Show>
-        </div>
-    }
+                        })
+                        .on(ev::blur, move |e: ev::FocusEvent| {
+                            let i: web_sys::HtmlInputElement = event_target(&e);
+                            rename(id_r2.clone(), i.value());
+                        })
+                        .into_any()
+                },
+                move || {
+                    let doc_open = doc_open.clone();
+                    elc("BUTTON", "doc-open link")
+                        .on_click(move |_| open(doc_open.clone()))
+                        .attr("title", "Open")
+                        .string(name2.clone())
+                        .into_any()
+                },
+            ))
+            .child(elc("SPAN", "muted small").string(when(doc.updated_at)))
+            .view(show(
+                move || deleting.with(|r| r.as_deref() == Some(id3.as_str())),
+                move || {
+                    let id_dd = id_dd.clone();
+                    fragment(vec![
+                        elc("BUTTON", "small danger")
+                            .attr("data-testid", "confirm-delete-doc")
+                            .on_click(move |_| delete(id_dd.clone()))
+                            .text("Delete it")
+                            .into_any(),
+                        elc("BUTTON", "small")
+                            .on_click(move |_| deleting.set(None))
+                            .text("Keep")
+                            .into_any(),
+                    ])
+                },
+                move || {
+                    let (id_a, id_b) = (id_a.clone(), id_b.clone());
+                    fragment(vec![
+                        elc("BUTTON", "small")
+                            .attr("data-testid", "rename")
+                            .on_click(move |_| renaming.set(Some(id_a.clone())))
+                            .text("Rename")
+                            .into_any(),
+                        elc("BUTTON", "small danger")
+                            .attr("data-testid", "delete")
+                            .on_click(move |_| deleting.set(Some(id_b.clone())))
+                            .text("Delete")
+                            .into_any(),
+                    ])
+                },
+            ))
+            .into_any()
+    };
+    elc("DIV", "docs-panel")
+        .view(show(
+            move || matches!(d.storage.get(), StorageStatus::Unavailable(_)),
+            || {
+                elc("P", "error-text")
+                    .text("Browser storage is unavailable: documents cannot be kept here.")
+                    .into_any()
+            },
+            nothing,
+        ))
+        .child(el("H2").text("Documents"))
+        .child(elc("P", "muted small").text(
+            "Saved in this browser; the open one is autosaved as you type. Save (Ctrl+S) also keeps a version.",
+        ))
+        .child(
+            elc("UL", "docs")
+                .attr("data-testid", "drafts")
+                .list_dyn(move || docs.get().into_iter().map(doc_item).collect()),
+        )
+        .child(el("H2").text("Versions of ").text_dyn(move || d.name.get()))
+        .view(show(
+            move || !versions.with(Vec::is_empty),
+            move || {
+                elc("OL", "versions")
+                    .attr("data-testid", "versions")
+                    .list_dyn(move || {
+                        versions
+                            .get()
+                            .into_iter()
+                            .map(|v| {
+                                let v2 = v.clone();
+                                el("LI")
+                                    .attr_string("data-seq", v.seq.to_string())
+                                    .child(elc("SPAN", "seq").text("v").string(v.seq.to_string()))
+                                    .child(elc("SPAN", "small").string(v.kind.clone()))
+                                    .child(elc("SPAN", "muted small").string(when(v.at)))
+                                    .child(
+                                        elc("SPAN", "muted small")
+                                            .string(format!("{} lines", v.text.lines().count())),
+                                    )
+                                    .child(
+                                        elc("BUTTON", "small")
+                                            .attr("data-testid", "restore-version")
+                                            .on_click(move |_| restore(v2.clone()))
+                                            .text("Restore"),
+                                    )
+                                    .into_any()
+                            })
+                            .collect()
+                    })
+                    .into_any()
+            },
+            || {
+                elc("P", "muted small")
+                    .text("No versions yet: Save keeps one, and autosave adds one every five minutes of editing.")
+                    .into_any()
+            },
+        ))
+        .into_any()
 }

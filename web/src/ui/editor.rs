@@ -1,14 +1,21 @@
 //! The text editor (a textarea with a line-number gutter that scrolls with it
 //! and marks lines with problems) and the problem list.
 
+use super::dom::{ElRef, Keyed, el, elc, keyed, show};
 use super::toolbar::{event_target, import_file};
 use crate::state::use_designer;
 use crate::text;
 use leptos::ev;
 use leptos::prelude::*;
+use leptos::tachys::view::any_view::AnyView;
 
 /// Pixels per line: the CSS gives the textarea and the gutter this line height.
 pub const LINE_HEIGHT: f64 = 20.0;
+/// The editor's textarea (its node reference is the designer's).
+pub fn textarea(e: web_sys::HtmlElement) -> web_sys::HtmlTextAreaElement {
+    wasm_bindgen::JsCast::unchecked_into(e)
+}
+
 /// The textarea's top padding.
 const PAD_TOP: f64 = 8.0;
 
@@ -18,10 +25,9 @@ struct Mark {
     error: bool,
 }
 
-#[component]
-pub fn Editor() -> impl IntoView {
+pub fn editor() -> AnyView {
     let d = use_designer();
-    let gutter = NodeRef::<leptos::html::Div>::new();
+    let gutter = ElRef::new();
     let dragging = RwSignal::new(false);
     let lines = Memo::new(move |_| d.text.with(|t| text::line_count(t)));
     let numbers = Memo::new(move |_| text::line_numbers(lines.get()));
@@ -36,7 +42,7 @@ pub fn Editor() -> impl IntoView {
                 .filter_map(|(p, error)| p.line.map(|line| Mark { line, error }))
                 .collect();
             // One mark per line; errors win.
-            m.sort_by_key(|k| (k.line, !k.error));
+            ax_core::sort::sort_by_key(&mut m, |k| (k.line, !k.error));
             m.dedup_by_key(|k| k.line);
             m
         })
@@ -44,7 +50,7 @@ pub fn Editor() -> impl IntoView {
     // Programmatic edits (form, graph, restore) reach the textarea here.
     Effect::new(move |_| {
         let t = d.text.get();
-        if let Some(ta) = d.editor.get()
+        if let Some(ta) = d.editor.get().map(textarea)
             && ta.value() != t
         {
             ta.set_value(&t);
@@ -66,46 +72,75 @@ pub fn Editor() -> impl IntoView {
             import_file(d, f);
         }
     };
-    view! {
-        <div
-            class="editor"
-            class:dragging=move || dragging.get()
-            on:dragover=move |e: ev::DragEvent| {
-                e.prevent_default();
-                dragging.set(true);
-            }
-            on:dragleave=move |_| dragging.set(false)
-            on:drop=on_drop
-        >
-            <div class="gutter" node_ref=gutter aria-hidden="true">
-                <div class="gutter-inner" style:height=move || format!("{}px", lines.get() as f64 * LINE_HEIGHT + 2.0 * PAD_TOP + 40.0)>
-                    {move || marks.get().into_iter().map(|m| view! {
-                        <div
-                            class=if m.error { "mark error" } else { "mark warning" }
-                            data-line=m.line
-                            style:top=format!("{}px", PAD_TOP + f64::from(m.line - 1) * LINE_HEIGHT)
-                        ></div>
-                    }).collect_view()}
-                    <pre class="line-numbers">{move || numbers.get()}</pre>
-                </div>
-            </div>
-            <textarea
-                data-testid="editor"
-                node_ref=d.editor
-                spellcheck="false"
-                autocomplete="off"
-                autocapitalize="off"
-                wrap="off"
-                aria-label="Workflow text, YAML or JSON"
-                on:input=move |ev| {
+    elc("DIV", "editor")
+        .class_dyn("dragging", move || dragging.get())
+        .on(ev::dragover, move |e: ev::DragEvent| {
+            e.prevent_default();
+            dragging.set(true);
+        })
+        .on(ev::dragleave, move |_| dragging.set(false))
+        .on(ev::drop, on_drop)
+        .child(
+            elc("DIV", "gutter")
+                .node_ref(gutter)
+                .attr("aria-hidden", "true")
+                .child(
+                    elc("DIV", "gutter-inner")
+                        .style_dyn("height", move || {
+                            format!(
+                                "{}px",
+                                lines.get() as f64 * LINE_HEIGHT + 2.0 * PAD_TOP + 40.0
+                            )
+                        })
+                        .list_dyn(move || {
+                            marks
+                                .get()
+                                .into_iter()
+                                .map(|m| {
+                                    elc(
+                                        "DIV",
+                                        if m.error {
+                                            "mark error"
+                                        } else {
+                                            "mark warning"
+                                        },
+                                    )
+                                    .attr_string("data-line", m.line.to_string())
+                                    .style_string(
+                                        "top",
+                                        format!(
+                                            "{}px",
+                                            PAD_TOP + f64::from(m.line - 1) * LINE_HEIGHT
+                                        ),
+                                    )
+                                    .into_any()
+                                })
+                                .collect()
+                        })
+                        .child(elc("PRE", "line-numbers").text_dyn(move || numbers.get())),
+                ),
+        )
+        .child(
+            el("TEXTAREA")
+                .attr("data-testid", "editor")
+                .node_ref(d.editor)
+                .attr("spellcheck", "false")
+                .attr("autocomplete", "off")
+                .attr("autocapitalize", "off")
+                .attr("wrap", "off")
+                .attr("aria-label", "Workflow text, YAML or JSON")
+                .on(ev::input, move |ev| {
                     let ta: web_sys::HtmlTextAreaElement = event_target(&ev);
                     d.user_edit(ta.value());
-                }
-                on:scroll=move |_| sync_scroll()
-            ></textarea>
-            <div class="drop-hint" aria-hidden="true">"Drop a YAML or JSON file to open it"</div>
-        </div>
-    }
+                })
+                .on(ev::scroll, move |_| sync_scroll()),
+        )
+        .child(
+            elc("DIV", "drop-hint")
+                .attr("aria-hidden", "true")
+                .text("Drop a YAML or JSON file to open it"),
+        )
+        .into_any()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -119,8 +154,7 @@ struct Item {
     step: Option<String>,
 }
 
-#[component]
-pub fn Problems() -> impl IntoView {
+pub fn problems() -> AnyView {
     let d = use_designer();
     let items = Memo::new(move |_| {
         d.analyzed.with(|a| {
@@ -165,9 +199,9 @@ pub fn Problems() -> impl IntoView {
             (
                 head,
                 format!(
-                    "{format} · {} · checked in {:.1} ms",
+                    "{format} · {} · checked in {} ms",
                     plural(steps, "step"),
-                    a.millis
+                    text::fixed(a.millis, 1)
                 ),
                 r.valid,
             )
@@ -181,54 +215,87 @@ pub fn Problems() -> impl IntoView {
             d.reveal(s, e);
         }
     };
-    view! {
-        <section class="problems" data-testid="problems" aria-label="Problems">
-            <header>
-                <strong class:ok=move || summary().2 data-testid="problem-summary">{move || summary().0}</strong>
-                <span class="muted" data-testid="analysis-info">{move || summary().1}</span>
-            </header>
-            <Show
-                when=move || !items.with(Vec::is_empty)
-                fallback=|| view! { <p class="empty">"No problems: the workflow is valid and can run."</p> }
-            >
-                <ul>
-                    <For each=move || items.get().into_iter().enumerate() key=|(i, it)| (*i, it.clone()) let:entry>
-                        {
-                            let (_, it) = entry;
-                            let it2 = it.clone();
-                            let it3 = it.clone();
-                            let pos = match (it.line, it.column) {
-                                (Some(l), Some(c)) => format!("{l}:{c}"),
-                                _ => "–".into(),
-                            };
-                            view! {
-                                <li
-                                    class=if it.error { "problem error" } else { "problem warning" }
-                                    data-code=it.code
-                                    data-line=it.line.unwrap_or(0)
-                                    tabindex="0"
-                                    role="button"
-                                    title="Show in the text"
-                                    on:click=move |_| jump(&it2)
-                                    on:keydown=move |e: ev::KeyboardEvent| {
-                                        if e.key() == "Enter" || e.key() == " " {
-                                            e.prevent_default();
-                                            jump(&it3);
-                                        }
-                                    }
-                                >
-                                    <span class="pos">{pos}</span>
-                                    <span class="code">{it.code}</span>
-                                    <span class="msg">
-                                        {it.step.clone().map(|s| view! { <span class="step-ref">{s}": "</span> })}
-                                        {it.message.clone()}
-                                    </span>
-                                </li>
-                            }
-                        }
-                    </For>
-                </ul>
-            </Show>
-        </section>
-    }
+    elc("SECTION", "problems")
+        .attr("data-testid", "problems")
+        .attr("aria-label", "Problems")
+        .child(
+            el("HEADER")
+                .child(
+                    el("STRONG")
+                        .class_dyn("ok", move || summary().2)
+                        .attr("data-testid", "problem-summary")
+                        .text_dyn(move || summary().0),
+                )
+                .child(
+                    elc("SPAN", "muted")
+                        .attr("data-testid", "analysis-info")
+                        .text_dyn(move || summary().1),
+                ),
+        )
+        .view(show(
+            move || !items.with(Vec::is_empty),
+            move || {
+                el("UL")
+                    .view(keyed(move || {
+                        items
+                            .get()
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, it)| {
+                                // The key: the position and everything shown.
+                                let key = format!("{i}\u{1}{it:?}");
+                                Keyed::new(key, move || problem(it, jump))
+                            })
+                            .collect()
+                    }))
+                    .into_any()
+            },
+            || {
+                elc("P", "empty")
+                    .text("No problems: the workflow is valid and can run.")
+                    .into_any()
+            },
+        ))
+        .into_any()
+}
+
+fn problem(it: Item, jump: impl Fn(&Item) + Copy + Send + 'static) -> AnyView {
+    let pos = match (it.line, it.column) {
+        (Some(l), Some(c)) => format!("{l}:{c}"),
+        _ => "–".into(),
+    };
+    let it2 = it.clone();
+    let it3 = it.clone();
+    elc(
+        "LI",
+        if it.error {
+            "problem error"
+        } else {
+            "problem warning"
+        },
+    )
+    .attr("data-code", it.code)
+    .attr_string("data-line", it.line.unwrap_or(0).to_string())
+    .attr("tabindex", "0")
+    .attr("role", "button")
+    .attr("title", "Show in the text")
+    .on_click(move |_| jump(&it2))
+    .on(ev::keydown, move |e: ev::KeyboardEvent| {
+        if e.key() == "Enter" || e.key() == " " {
+            e.prevent_default();
+            jump(&it3);
+        }
+    })
+    .child(elc("SPAN", "pos").string(pos))
+    .child(elc("SPAN", "code").text(it.code))
+    .child(
+        elc("SPAN", "msg")
+            .child_opt(
+                it.step
+                    .clone()
+                    .map(|s| elc("SPAN", "step-ref").string(s).text(": ")),
+            )
+            .string(it.message.clone()),
+    )
+    .into_any()
 }

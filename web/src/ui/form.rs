@@ -2,34 +2,37 @@
 //! with `ax_core::edit` (comments and formatting elsewhere stay), then read back
 //! from the new analysis: the form always shows what the text says.
 
+use super::dom::{el, elc, fragment, nothing, reactive, show};
 use super::toolbar::event_target;
 use crate::state::{Designer, use_designer};
 use crate::text;
 use ax_core::model::{ErrorClass, RetryPolicy, Step};
 use leptos::ev;
 use leptos::prelude::*;
+use leptos::tachys::view::any_view::AnyView;
 
-#[component]
-pub fn StepPanel() -> impl IntoView {
+pub fn step_panel() -> AnyView {
     let d = use_designer();
     let exists = Memo::new(move |_| {
         d.selected
             .get()
             .filter(|k| d.analyzed.with(|a| a.step_index(k).is_some()))
     });
-    move || {
-        match exists.get() {
-        Some(key) => view! { <StepFields key /> }.into_any(),
-        None => view! {
-            <div class="empty-state">
-                <p>"Select a step in the graph to edit it here, or add one."</p>
-                <button on:click=move |_| drop(d.add_step()) data-testid="add-step-panel">"+ Add a step"</button>
-                <p class="muted small">"Tip: “Connect” in the graph's toolbar adds dependencies by clicking two steps."</p>
-            </div>
-        }
-        .into_any(),
-    }
-    }
+    reactive(move || match exists.get() {
+        Some(key) => untrack(move || step_fields(key)),
+        None => elc("DIV", "empty-state")
+            .child(el("P").text("Select a step in the graph to edit it here, or add one."))
+            .child(
+                el("BUTTON")
+                    .on_click(move |_| drop(d.add_step()))
+                    .attr("data-testid", "add-step-panel")
+                    .text("+ Add a step"),
+            )
+            .child(elc("P", "muted small").text(
+                "Tip: “Connect” in the graph's toolbar adds dependencies by clicking two steps.",
+            ))
+            .into_any(),
+    })
 }
 
 fn value_of(ev: &ev::Event) -> String {
@@ -83,8 +86,7 @@ fn parse_opt_u64(s: &str, what: &str) -> Result<Option<u64>, String> {
         .map_err(|_| format!("{what} must be a whole number of milliseconds (or empty for none)"))
 }
 
-#[component]
-fn StepFields(key: String) -> impl IntoView {
+fn step_fields(key: String) -> AnyView {
     let d = use_designer();
     let key = StoredValue::new(key);
     let step = Memo::new(move |_| {
@@ -104,7 +106,7 @@ fn StepFields(key: String) -> impl IntoView {
                 .workflow()
                 .map(|w| w.steps.iter().map(|s| s.agent.clone()).collect())
                 .unwrap_or_default();
-            v.sort();
+            ax_core::sort::sort_unstable(&mut v);
             v.dedup();
             v
         })
@@ -162,313 +164,450 @@ fn StepFields(key: String) -> impl IntoView {
         }
     };
 
-    view! {
-        <form class="step-form" data-testid="step-form" on:submit=|e: ev::SubmitEvent| e.prevent_default()>
-            <div class="form-head">
-                <h2>"Step " <code>{k}</code></h2>
-                <button type="button" class="link" on:click=show_in_text data-testid="show-in-text">"Show in text"</button>
-                <button type="button" class="link" aria-label="Close the form" on:click=move |_| d.selected.set(None)>"✕"</button>
-            </div>
-            <label>
-                "Key"
-                <input
-                    name="key"
-                    data-testid="field-key"
-                    prop:value=field(|s| s.key.clone())
-                    on:change=move |e| {
-                        let v = value_of(&e).trim().to_owned();
-                        commit(d, &k(), |s| {
-                            s.key = v;
-                            Ok(())
-                        })
-                    }
-                    spellcheck="false"
-                />
-                <small class="muted">"Renaming updates dependencies and {{key.result}} placeholders."</small>
-            </label>
-            <label>
-                "Agent"
-                <input
-                    name="agent"
-                    data-testid="field-agent"
-                    list="agents"
-                    prop:value=field(|s| s.agent.clone())
-                    on:change=move |e| {
+    // A field that writes `set` back into the step when it changes.
+    let on_change = move |set: fn(&mut Step, String) -> Result<(), String>| {
+        move |e: ev::Event| {
+            let v = value_of(&e);
+            commit(d, &k(), |s| set(s, v))
+        }
+    };
+    let on_check = move |set: fn(&mut Step, bool)| {
+        move |e: ev::Event| {
+            let v = checked(&e);
+            commit(d, &k(), |s| {
+                set(s, v);
+                Ok(())
+            })
+        }
+    };
+    let checkbox = move |testid: &'static str,
+                         label: &'static str,
+                         get: fn(&Step) -> bool,
+                         set: fn(&mut Step, bool)| {
+        elc("LABEL", "inline")
+            .child(
+                el("INPUT")
+                    .attr("type", "checkbox")
+                    .attr("data-testid", testid)
+                    .prop_flag("checked", move || {
+                        step.with(|s| s.as_ref().is_some_and(|(_, s)| get(s)))
+                    })
+                    .on(ev::change, on_check(set)),
+            )
+            .text(label)
+    };
+    // A number field of the step's own retry policy.
+    let retry_number =
+        move |label: &'static str,
+              testid: &'static str,
+              min: &'static str,
+              get: fn(&RetryPolicy) -> String,
+              set: fn(&mut RetryPolicy, &str) -> Result<(), String>| {
+            elc("LABEL", "inline grow").text(label).child(
+                el("INPUT")
+                    .attr("type", "number")
+                    .attr("min", min)
+                    .attr("data-testid", testid)
+                    .prop_dyn("value", move || {
+                        retry().map(|p| get(&p)).unwrap_or_default()
+                    })
+                    .on(ev::change, move |e| {
                         let v = value_of(&e);
                         commit(d, &k(), |s| {
-                            s.agent = v;
-                            Ok(())
+                            set(s.retry_policy.get_or_insert_with(RetryPolicy::default), &v)
                         })
-                    }
-                />
-                <datalist id="agents">
-                    {move || agents.get().into_iter().map(|a| view! {
-                        <option value=a></option>
-                    }).collect_view()}
-                </datalist>
-            </label>
-            <label>
-                "Prompt"
-                <textarea
-                    name="prompt"
-                    data-testid="field-prompt"
-                    rows="6"
-                    prop:value=field(|s| s.prompt.clone())
-                    on:change=move |e| {
-                        let v = value_of(&e);
-                        commit(d, &k(), |s| {
-                            s.prompt = v;
-                            Ok(())
-                        })
-                    }
-                ></textarea>
-                <small class="muted">"{{input}}, {{step.result}}, {{step.result.field}}; written back when you leave the field."</small>
-            </label>
-            <fieldset>
-                <legend>"Dependencies"</legend>
-                <ul class="chips" data-testid="field-dependencies">
-                    {move || deps().into_iter().map(|dep|
-                        {
-                            let dep2 = dep.clone();
-                            view! {
-                                <li class="chip">
-                                    <span>{dep.clone()}</span>
-                                    <button
-                                        type="button"
-                                        class="link"
-                                        aria-label=format!("Remove the dependency on {dep}")
-                                        on:click=move |_| {
-                                            let target = dep2.clone();
-                                            d.disconnect(&k(), &target);
-                                        }
-                                    >
-                                        "✕"
-                                    </button>
-                                </li>
-                            }
-                        }
-                    ).collect_view()}
-                    <Show when=move || deps().is_empty()>
-                        <li class="muted">"None: runs first."</li>
-                    </Show>
-                </ul>
-                <div class="row">
-                    <select
-                        aria-label="Add a dependency"
-                        data-testid="add-dependency"
-                        prop:value=move || add_dep.get()
-                        on:change=move |e| add_dep.set(value_of(&e))
-                    >
-                        <option value="">"Add a dependency…"</option>
-                        {move || candidates.get().into_iter().map(|c| view! {
-                            <option value=c.clone()>{c.clone()}</option>
-                        }).collect_view()}
-                    </select>
-                    <button
-                        type="button"
-                        disabled=move || add_dep.with(String::is_empty)
-                        on:click=move |_| {
-                            let dep = add_dep.get_untracked();
-                            if !dep.is_empty() && d.connect(&dep, &k()) {
-                                add_dep.set(String::new());
-                            }
-                        }
-                    >
-                        "Add"
-                    </button>
-                </div>
-            </fieldset>
-            <div class="row wrap">
-                <label class="inline">
-                    <input
-                        type="checkbox"
-                        data-testid="field-optional"
-                        prop:checked=move || step.with(|s| s.as_ref().is_some_and(|(_, s)| s.optional))
-                        on:change=move |e| {
+                    }),
+            )
+        };
+    let retry_fields = move || {
+        let backoff = retry_number(
+            "Backoff ×",
+            "field-backoff",
+            "1",
+            |p| p.retry_backoff_multiplier.to_string(),
+            |p, v| {
+                p.retry_backoff_multiplier = v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 1.0)
+                    .ok_or("retryBackoffMultiplier must be a number of at least 1")?;
+                Ok(())
+            },
+        )
+        .attr("step", "0.5");
+        let classes = ErrorClass::ALL.into_iter().map(|class| {
+            let on = move || {
+                retry().is_some_and(|p| {
+                    p.retryable_errors
+                        .map_or(class.retryable_by_default(), |l| l.contains(&class))
+                })
+            };
+            elc("LABEL", "inline small")
+                .child(
+                    el("INPUT")
+                        .attr("type", "checkbox")
+                        .prop_flag("checked", on)
+                        .on(ev::change, move |e| {
                             let v = checked(&e);
                             commit(d, &k(), |s| {
-                                s.optional = v;
+                                let p = s.retry_policy.get_or_insert_with(RetryPolicy::default);
+                                let mut list = p.retryable_errors.clone().unwrap_or_else(|| {
+                                    ErrorClass::ALL
+                                        .into_iter()
+                                        .filter(|c| c.retryable_by_default())
+                                        .collect()
+                                });
+                                list.retain(|c| *c != class);
+                                if v {
+                                    list.push(class);
+                                }
+                                ax_core::sort::sort(&mut list);
+                                p.retryable_errors = Some(list);
                                 Ok(())
                             })
-                        }
-                    />
-                    "Optional"
-                </label>
-                <label class="inline">
-                    <input
-                        type="checkbox"
-                        data-testid="field-parallel"
-                        prop:checked=move || step.with(|s| s.as_ref().is_some_and(|(_, s)| s.parallel))
-                        on:change=move |e| {
-                            let v = checked(&e);
-                            commit(d, &k(), |s| {
-                                s.parallel = v;
+                        }),
+                )
+                .text(class.as_str())
+        });
+        let mut class_list =
+            elc("DIV", "classes").child(elc("SPAN", "muted small").str_dyn(move || {
+                if retry().is_some_and(|p| p.retryable_errors.is_none()) {
+                    "Retried errors (the defaults):"
+                } else {
+                    "Retried errors:"
+                }
+            }));
+        for c in classes {
+            class_list = class_list.child(c);
+        }
+        fragment(vec![
+            elc("DIV", "row wrap")
+                .child(retry_number(
+                    "Max retries",
+                    "field-max-retries",
+                    "0",
+                    |p| p.max_retries.to_string(),
+                    |p, v| {
+                        p.max_retries = v
+                            .trim()
+                            .parse::<u32>()
+                            .map_err(|_| "maxRetries must be a whole number".to_owned())?;
+                        Ok(())
+                    },
+                ))
+                .child(retry_number(
+                    "Delay (ms)",
+                    "field-retry-delay",
+                    "0",
+                    |p| p.retry_delay_ms.to_string(),
+                    |p, v| {
+                        p.retry_delay_ms = v
+                            .trim()
+                            .parse::<u64>()
+                            .map_err(|_| "retryDelayMs must be a whole number".to_owned())?;
+                        Ok(())
+                    },
+                ))
+                .child(backoff)
+                .into_any(),
+            class_list.into_any(),
+        ])
+    };
+
+    el("FORM")
+        .attr("class", "step-form")
+        .attr("data-testid", "step-form")
+        .on(ev::submit, |e: ev::SubmitEvent| e.prevent_default())
+        .child(
+            elc("DIV", "form-head")
+                .child(el("H2").text("Step ").child(el("CODE").text_dyn(k)))
+                .child(
+                    elc("BUTTON", "link")
+                        .attr("type", "button")
+                        .on_click(show_in_text)
+                        .attr("data-testid", "show-in-text")
+                        .text("Show in text"),
+                )
+                .child(
+                    elc("BUTTON", "link")
+                        .attr("type", "button")
+                        .attr("aria-label", "Close the form")
+                        .on_click(move |_| d.selected.set(None))
+                        .text("✕"),
+                ),
+        )
+        .child(
+            el("LABEL")
+                .text("Key")
+                .child(
+                    el("INPUT")
+                        .attr("name", "key")
+                        .attr("data-testid", "field-key")
+                        .prop_dyn("value", field(|s| s.key.clone()))
+                        .on(
+                            ev::change,
+                            on_change(|s, v| {
+                                s.key = v.trim().to_owned();
                                 Ok(())
-                            })
-                        }
-                    />
-                    "Parallel"
-                </label>
-                <label class="inline grow">
-                    "Timeout (ms)"
-                    <input
-                        type="number"
-                        min="1"
-                        data-testid="field-timeout"
-                        placeholder="none"
-                        prop:value=field(|s| s.timeout_ms.map(|t| t.to_string()).unwrap_or_default())
-                        on:change=move |e| {
-                            let v = value_of(&e);
-                            commit(d, &k(), |s| {
-                                s.timeout_ms = parse_opt_u64(&v, "timeoutMs")?;
-                                if s.timeout_ms == Some(0) {
-                                    return Err("timeoutMs must be at least 1 (empty for no limit)".into());
-                                }
+                            }),
+                        )
+                        .attr("spellcheck", "false"),
+                )
+                .child(
+                    elc("SMALL", "muted")
+                        .text("Renaming updates dependencies and {{key.result}} placeholders."),
+                ),
+        )
+        .child(
+            el("LABEL")
+                .text("Agent")
+                .child(
+                    el("INPUT")
+                        .attr("name", "agent")
+                        .attr("data-testid", "field-agent")
+                        .attr("list", "agents")
+                        .prop_dyn("value", field(|s| s.agent.clone()))
+                        .on(
+                            ev::change,
+                            on_change(|s, v| {
+                                s.agent = v;
                                 Ok(())
-                            })
-                        }
-                    />
-                </label>
-            </div>
-            <label>
-                "When (condition)"
-                <input
-                    name="when"
-                    data-testid="field-when"
-                    placeholder="always"
-                    prop:value=field(|s| s.when.clone().unwrap_or_default())
-                    on:change=move |e| {
-                        let v = value_of(&e);
-                        commit(d, &k(), |s| {
-                            s.when = if v.trim().is_empty() { None } else { Some(v) };
-                            Ok(())
-                        })
-                    }
-                />
-                <small class="muted">"e.g. {{review.result}} contains \"approve\""</small>
-            </label>
-            <fieldset>
-                <legend>
-                    <label class="inline">
-                        <input
-                            type="checkbox"
-                            data-testid="field-retry"
-                            prop:checked=move || retry().is_some()
-                            on:change=move |e| {
-                                let v = checked(&e);
-                                commit(d, &k(), |s| {
-                                    s.retry_policy = v.then(RetryPolicy::default);
-                                    Ok(())
-                                })
-                            }
-                        />
-                        "Own retry policy"
-                    </label>
-                </legend>
-                <Show when=move || retry().is_some() fallback=|| view! { <p class="muted small">"Uses config.maxRetries (default 0)."</p> }>
-                    <div class="row wrap">
-                        <label class="inline grow">
-                            "Max retries"
-                            <input
-                                type="number"
-                                min="0"
-                                data-testid="field-max-retries"
-                                prop:value=move || retry().map(|p| p.max_retries.to_string()).unwrap_or_default()
-                                on:change=move |e| {
-                                    let v = value_of(&e);
-                                    commit(d, &k(), |s| {
-                                        let n = v.trim().parse::<u32>().map_err(|_| "maxRetries must be a whole number".to_owned())?;
-                                        s.retry_policy.get_or_insert_with(RetryPolicy::default).max_retries = n;
-                                        Ok(())
-                                    })
-                                }
-                            />
-                        </label>
-                        <label class="inline grow">
-                            "Delay (ms)"
-                            <input
-                                type="number"
-                                min="0"
-                                data-testid="field-retry-delay"
-                                prop:value=move || retry().map(|p| p.retry_delay_ms.to_string()).unwrap_or_default()
-                                on:change=move |e| {
-                                    let v = value_of(&e);
-                                    commit(d, &k(), |s| {
-                                        let n = v.trim().parse::<u64>().map_err(|_| "retryDelayMs must be a whole number".to_owned())?;
-                                        s.retry_policy.get_or_insert_with(RetryPolicy::default).retry_delay_ms = n;
-                                        Ok(())
-                                    })
-                                }
-                            />
-                        </label>
-                        <label class="inline grow">
-                            "Backoff ×"
-                            <input
-                                type="number"
-                                min="1"
-                                step="0.5"
-                                data-testid="field-backoff"
-                                prop:value=move || retry().map(|p| p.retry_backoff_multiplier.to_string()).unwrap_or_default()
-                                on:change=move |e| {
-                                    let v = value_of(&e);
-                                    commit(d, &k(), |s| {
-                                        let n = v.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 1.0).ok_or("retryBackoffMultiplier must be a number of at least 1")?;
-                                        s.retry_policy.get_or_insert_with(RetryPolicy::default).retry_backoff_multiplier = n;
-                                        Ok(())
-                                    })
-                                }
-                            />
-                        </label>
-                    </div>
-                    <div class="classes">
-                        <span class="muted small">
-                            {move || if retry().is_some_and(|p| p.retryable_errors.is_none()) { "Retried errors (the defaults):" } else { "Retried errors:" }}
-                        </span>
-                        {ErrorClass::ALL
-                            .into_iter()
-                            .map(|class| {
-                                let on = move || retry().is_some_and(|p| p.retryable_errors.map_or(class.retryable_by_default(), |l| l.contains(&class)));
-                                view! {
-                                    <label class="inline small">
-                                        <input
-                                            type="checkbox"
-                                            prop:checked=on
-                                            on:change=move |e| {
-                                                let v = checked(&e);
-                                                commit(d, &k(), |s| {
-                                                    let p = s.retry_policy.get_or_insert_with(RetryPolicy::default);
-                                                    let mut list = p.retryable_errors.clone().unwrap_or_else(|| ErrorClass::ALL.into_iter().filter(|c| c.retryable_by_default()).collect());
-                                                    list.retain(|c| *c != class);
-                                                    if v {
-                                                        list.push(class);
-                                                    }
-                                                    list.sort();
-                                                    p.retryable_errors = Some(list);
-                                                    Ok(())
+                            }),
+                        ),
+                )
+                .child(el("DATALIST").attr("id", "agents").list_dyn(move || {
+                    agents
+                        .get()
+                        .into_iter()
+                        .map(|a| el("OPTION").attr_string("value", a).into_any())
+                        .collect()
+                })),
+        )
+        .child(
+            el("LABEL")
+                .text("Prompt")
+                .child(
+                    el("TEXTAREA")
+                        .attr("name", "prompt")
+                        .attr("data-testid", "field-prompt")
+                        .attr("rows", "6")
+                        .prop_dyn("value", field(|s| s.prompt.clone()))
+                        .on(
+                            ev::change,
+                            on_change(|s, v| {
+                                s.prompt = v;
+                                Ok(())
+                            }),
+                        ),
+                )
+                .child(elc("SMALL", "muted").text(
+                    "{{input}}, {{step.result}}, {{step.result.field}}; written back when you leave the field.",
+                )),
+        )
+        .child(
+            el("FIELDSET")
+                .child(el("LEGEND").text("Dependencies"))
+                .child(
+                    elc("UL", "chips")
+                        .attr("data-testid", "field-dependencies")
+                        .list_dyn(move || {
+                            deps()
+                                .into_iter()
+                                .map(|dep| {
+                                    let dep2 = dep.clone();
+                                    elc("LI", "chip")
+                                        .child(el("SPAN").string(dep.clone()))
+                                        .child(
+                                            elc("BUTTON", "link")
+                                                .attr("type", "button")
+                                                .attr_string(
+                                                    "aria-label",
+                                                    format!("Remove the dependency on {dep}"),
+                                                )
+                                                .on_click(move |_| {
+                                                    let target = dep2.clone();
+                                                    d.disconnect(&k(), &target);
                                                 })
-                                            }
-                                        />
-                                        {class.as_str()}
-                                    </label>
-                                }
-                            })
-                            .collect_view()}
-                    </div>
-                </Show>
-            </fieldset>
-            <Show when=has_schema>
-                <p class="muted small">"This step has an outputSchema: edit it in the text; dry runs answer with a matching example."</p>
-            </Show>
-            <div class="row danger-zone">
-                <Show
-                    when=move || confirm_delete.get()
-                    fallback=move || view! { <button type="button" class="danger" data-testid="delete-step" on:click=move |_| confirm_delete.set(true)>"Delete step…"</button> }
-                >
-                    <span>"Delete " <code>{k}</code> " and the dependencies on it?"</span>
-                    <button type="button" class="danger" data-testid="confirm-delete" on:click=move |_| { d.remove_step(&k()); }>"Delete"</button>
-                    <button type="button" on:click=move |_| confirm_delete.set(false)>"Keep"</button>
-                </Show>
-            </div>
-        </form>
-    }
+                                                .text("✕"),
+                                        )
+                                        .into_any()
+                                })
+                                .collect()
+                        })
+                        .view(show(
+                            move || deps().is_empty(),
+                            || elc("LI", "muted").text("None: runs first.").into_any(),
+                            nothing,
+                        )),
+                )
+                .child(
+                    elc("DIV", "row")
+                        .child(
+                            el("SELECT")
+                                .attr("aria-label", "Add a dependency")
+                                .attr("data-testid", "add-dependency")
+                                .child(el("OPTION").attr("value", "").text("Add a dependency…"))
+                                .list_dyn(move || {
+                                    candidates
+                                        .get()
+                                        .into_iter()
+                                        .map(|c| {
+                                            el("OPTION")
+                                                .attr_string("value", c.clone())
+                                                .string(c)
+                                                .into_any()
+                                        })
+                                        .collect()
+                                })
+                                .prop_dyn("value", move || add_dep.get())
+                                .on(ev::change, move |e| add_dep.set(value_of(&e))),
+                        )
+                        .child(
+                            el("BUTTON")
+                                .attr("type", "button")
+                                .flag_dyn("disabled", move || add_dep.with(String::is_empty))
+                                .on_click(move |_| {
+                                    let dep = add_dep.get_untracked();
+                                    if !dep.is_empty() && d.connect(&dep, &k()) {
+                                        add_dep.set(String::new());
+                                    }
+                                })
+                                .text("Add"),
+                        ),
+                ),
+        )
+        .child(
+            elc("DIV", "row wrap")
+                .child(checkbox(
+                    "field-optional",
+                    "Optional",
+                    |s| s.optional,
+                    |s, v| s.optional = v,
+                ))
+                .child(checkbox(
+                    "field-parallel",
+                    "Parallel",
+                    |s| s.parallel,
+                    |s, v| s.parallel = v,
+                ))
+                .child(
+                    elc("LABEL", "inline grow").text("Timeout (ms)").child(
+                        el("INPUT")
+                            .attr("type", "number")
+                            .attr("min", "1")
+                            .attr("data-testid", "field-timeout")
+                            .attr("placeholder", "none")
+                            .prop_dyn(
+                                "value",
+                                field(|s| s.timeout_ms.map(|t| t.to_string()).unwrap_or_default()),
+                            )
+                            .on(
+                                ev::change,
+                                on_change(|s, v| {
+                                    s.timeout_ms = parse_opt_u64(&v, "timeoutMs")?;
+                                    if s.timeout_ms == Some(0) {
+                                        return Err(
+                                            "timeoutMs must be at least 1 (empty for no limit)"
+                                                .into(),
+                                        );
+                                    }
+                                    Ok(())
+                                }),
+                            ),
+                    ),
+                ),
+        )
+        .child(
+            el("LABEL")
+                .text("When (condition)")
+                .child(
+                    el("INPUT")
+                        .attr("name", "when")
+                        .attr("data-testid", "field-when")
+                        .attr("placeholder", "always")
+                        .prop_dyn("value", field(|s| s.when.clone().unwrap_or_default()))
+                        .on(
+                            ev::change,
+                            on_change(|s, v| {
+                                s.when = if v.trim().is_empty() { None } else { Some(v) };
+                                Ok(())
+                            }),
+                        ),
+                )
+                .child(elc("SMALL", "muted").text("e.g. {{review.result}} contains \"approve\"")),
+        )
+        .child(
+            el("FIELDSET")
+                .child(
+                    el("LEGEND").child(
+                        elc("LABEL", "inline")
+                            .child(
+                                el("INPUT")
+                                    .attr("type", "checkbox")
+                                    .attr("data-testid", "field-retry")
+                                    .prop_flag("checked", move || retry().is_some())
+                                    .on(
+                                        ev::change,
+                                        on_check(|s, v| {
+                                            s.retry_policy = v.then(RetryPolicy::default)
+                                        }),
+                                    ),
+                            )
+                            .text("Own retry policy"),
+                    ),
+                )
+                .view(show(
+                    move || retry().is_some(),
+                    retry_fields,
+                    || {
+                        elc("P", "muted small")
+                            .text("Uses config.maxRetries (default 0).")
+                            .into_any()
+                    },
+                )),
+        )
+        .view(show(
+            has_schema,
+            || {
+                elc("P", "muted small")
+                    .text("This step has an outputSchema: edit it in the text; dry runs answer with a matching example.")
+                    .into_any()
+            },
+            nothing,
+        ))
+        .child(elc("DIV", "row danger-zone").view(show(
+            move || confirm_delete.get(),
+            move || {
+                fragment(vec![
+                    el("SPAN")
+                        .text("Delete ")
+                        .child(el("CODE").text_dyn(k))
+                        .text(" and the dependencies on it?")
+                        .into_any(),
+                    elc("BUTTON", "danger")
+                        .attr("type", "button")
+                        .attr("data-testid", "confirm-delete")
+                        .on_click(move |_| {
+                            d.remove_step(&k());
+                        })
+                        .text("Delete")
+                        .into_any(),
+                    el("BUTTON")
+                        .attr("type", "button")
+                        .on_click(move |_| confirm_delete.set(false))
+                        .text("Keep")
+                        .into_any(),
+                ])
+            },
+            move || {
+                elc("BUTTON", "danger")
+                    .attr("type", "button")
+                    .attr("data-testid", "delete-step")
+                    .on_click(move |_| confirm_delete.set(true))
+                    .text("Delete step…")
+                    .into_any()
+            },
+        )))
+        .into_any()
 }

@@ -3,10 +3,13 @@
 //! buttons or `+`/`-` (`0` fits). Clicking a node opens its form; in connect mode
 //! a click on a source and then a target adds a dependency (cycles are refused).
 
+use super::dom::{Keyed, el, elc, keyed, nothing, show, svg_el};
+use crate::layout::NodeBox;
 use crate::layout::{NODE_H, NODE_W};
-use crate::state::{Panel, use_designer};
+use crate::state::{Designer, Panel, use_designer};
 use leptos::ev;
 use leptos::prelude::*;
+use leptos::tachys::view::any_view::AnyView;
 
 const MIN_ZOOM: f64 = 0.08;
 const MAX_ZOOM: f64 = 3.0;
@@ -34,8 +37,7 @@ struct EdgeView {
     cyclic: bool,
 }
 
-#[component]
-pub fn GraphView() -> impl IntoView {
+pub fn graph_view() -> AnyView {
     let d = use_designer();
     let zoom = RwSignal::new(1.0f64);
     let pan = RwSignal::new((0.0f64, 0.0f64));
@@ -239,153 +241,354 @@ pub fn GraphView() -> impl IntoView {
         None => "",
     };
 
-    view! {
-        <div class="graph-wrap">
-            <div class="graph-tools" role="toolbar" aria-label="Graph">
-                <button on:click=move |_| zoom_center(1.25) aria-label="Zoom in" title="Zoom in (+)">"+"</button>
-                <button on:click=move |_| zoom_center(0.8) aria-label="Zoom out" title="Zoom out (−)">"−"</button>
-                <button on:click=move |_| fit() data-testid="fit" title="Fit the graph (0)">"Fit"</button>
-                <button
-                    data-testid="orientation"
-                    on:click=move |_| {
-                        d.vertical.update(|v| *v = !*v);
-                        request_animation_frame(fit);
-                    }
-                    title="Levels as columns or as rows"
-                    aria-label="Switch between left-to-right and top-to-bottom"
-                >
-                    {move || if d.vertical.get() { "⇅" } else { "⇄" }}
-                </button>
-                <span class="sep"></span>
-                <button on:click=move |_| drop(d.add_step()) data-testid="add-step" title="Add a step after the selected one">"+ Step"</button>
-                <button
-                    data-testid="connect"
-                    aria-pressed=move || connecting().to_string()
-                    class:active=connecting
-                    on:click=move |_| d.connect.set(if d.connect.get_untracked().is_some() { None } else { Some(None) })
-                    title="Add a dependency: click the first step, then the step that depends on it"
-                >
-                    "Connect"
-                </button>
-                <Show when=move || d.selected_edge.with(Option::is_some)>
-                    <button data-testid="remove-edge" class="danger" on:click=move |_| {
+    let tools = elc("DIV", "graph-tools")
+        .attr("role", "toolbar")
+        .attr("aria-label", "Graph")
+        .child(
+            el("BUTTON")
+                .on_click(move |_| zoom_center(1.25))
+                .attr("aria-label", "Zoom in")
+                .attr("title", "Zoom in (+)")
+                .text("+"),
+        )
+        .child(
+            el("BUTTON")
+                .on_click(move |_| zoom_center(0.8))
+                .attr("aria-label", "Zoom out")
+                .attr("title", "Zoom out (−)")
+                .text("−"),
+        )
+        .child(
+            el("BUTTON")
+                .on_click(move |_| fit())
+                .attr("data-testid", "fit")
+                .attr("title", "Fit the graph (0)")
+                .text("Fit"),
+        )
+        .child(
+            el("BUTTON")
+                .attr("data-testid", "orientation")
+                .on_click(move |_| {
+                    d.vertical.update(|v| *v = !*v);
+                    request_animation_frame(fit);
+                })
+                .attr("title", "Levels as columns or as rows")
+                .attr(
+                    "aria-label",
+                    "Switch between left-to-right and top-to-bottom",
+                )
+                .str_dyn(move || if d.vertical.get() { "⇅" } else { "⇄" }),
+        )
+        .child(elc("SPAN", "sep"))
+        .child(
+            el("BUTTON")
+                .on_click(move |_| drop(d.add_step()))
+                .attr("data-testid", "add-step")
+                .attr("title", "Add a step after the selected one")
+                .text("+ Step"),
+        )
+        .child(
+            el("BUTTON")
+                .attr("data-testid", "connect")
+                .attr_str_dyn(
+                    "aria-pressed",
+                    move || {
+                        if connecting() { "true" } else { "false" }
+                    },
+                )
+                .class_dyn("active", connecting)
+                .on_click(move |_| {
+                    d.connect.set(if d.connect.get_untracked().is_some() {
+                        None
+                    } else {
+                        Some(None)
+                    })
+                })
+                .attr(
+                    "title",
+                    "Add a dependency: click the first step, then the step that depends on it",
+                )
+                .text("Connect"),
+        )
+        .view(show(
+            move || d.selected_edge.with(Option::is_some),
+            move || {
+                elc("BUTTON", "danger")
+                    .attr("data-testid", "remove-edge")
+                    .on_click(move |_| {
                         if let Some((to, from)) = d.selected_edge.get_untracked() {
                             d.disconnect(&to, &from);
                         }
-                    }>
-                        {move || d.selected_edge.get().map(|(to, from)| format!("Remove {from} → {to}")).unwrap_or_default()}
-                    </button>
-                </Show>
-                <span class="hint" role="status">{hint}</span>
-                <span class="zoom muted">{move || format!("{:.0}%", zoom.get() * 100.0)}</span>
-            </div>
-            <Show when=move || d.layout.with(|l| l.approximate && !l.nodes.is_empty())>
-                <p class="graph-note">"The graph has problems (a cycle or a missing step): dashed red edges close a cycle."</p>
-            </Show>
-            <svg
-                data-testid="graph"
-                class="graph"
-                class:has-run=move || has_run.get()
-                class:connecting=connecting
-                node_ref=svg_ref
-                tabindex="0"
-                role="group"
-                aria-label="Dependency graph: arrow keys pan, plus and minus zoom, 0 fits"
-                on:wheel=on_wheel
-                on:pointerdown=on_down
-                on:pointermove=on_move
-                on:pointerup=on_up
-                on:pointercancel=on_up
-                on:keydown=on_key
-                on:click=on_background_click
-            >
-                <defs>
-                    <marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" orient="auto-start-reverse">
-                        <path d="M0,0 L10,5 L0,10 z" class="arrow-head"></path>
-                    </marker>
-                </defs>
-                <g transform=move || { let (x, y) = pan.get(); format!("translate({x:.1},{y:.1}) scale({:.4})", zoom.get()) }>
-                    <g class="edges">
-                        <For each=move || edges.get() key=|e| (e.from.clone(), e.to.clone(), e.d.clone(), e.cyclic) let:e>
-                            {
-                                let (to, from) = (e.to.clone(), e.from.clone());
-                                let (to2, from2) = (e.to.clone(), e.from.clone());
-                                let selected = move || d.selected_edge.with(|s| s.as_ref().is_some_and(|(t, f)| *t == to2 && *f == from2));
-                                view! {
-                                    <g class="edge" class:cyclic=e.cyclic class:selected=selected data-from=e.from.clone() data-to=e.to.clone()
-                                        on:click=move |ev: ev::MouseEvent| {
-                                            ev.stop_propagation();
-                                            if !was_drag() {
-                                                d.selected_edge.set(Some((to.clone(), from.clone())));
-                                            }
-                                        }>
-                                        <path class="hit" d=e.d.clone()></path>
-                                        <path class="line" d=e.d.clone() marker-end="url(#arrow)"></path>
-                                    </g>
-                                }
-                            }
-                        </For>
-                    </g>
-                    <g class="nodes">
-                        <For
-                            each=move || d.layout.get().nodes.clone()
-                            key=|n| format!("{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}{}", n.key, n.agent, n.x, n.y, n.optional, n.conditional)
-                            let:n
-                        >
-                            {
-                                let key = n.key.clone();
-                                let (k1, k2, k3, k4, k5) = (key.clone(), key.clone(), key.clone(), key.clone(), key.clone());
-                                let state = move || d.states.with(|s| s.get(&k1).copied().unwrap_or_default().as_str());
-                                let state_label = move || if has_run.get() { d.states.with(|s| s.get(&k2).copied().unwrap_or_default().as_str().replace('-', " ")) } else { String::new() };
-                                let selected = move || d.selected.with(|s| s.as_deref() == Some(k3.as_str()));
-                                let source = move || d.connect.with(|c| matches!(c, Some(Some(s)) if *s == k4));
-                                let title = format!("{} — agent {}{}{}", n.key, n.agent, if n.optional { " (optional)" } else { "" }, if n.conditional { " (conditional)" } else { "" });
-                                let label = if n.key.is_empty() { "(no key)".to_owned() } else { clip(&n.key, 21) };
-                                let click = move |e: ev::MouseEvent| {
-                                    e.stop_propagation();
-                                    if !was_drag() {
-                                        node_click(k5.clone());
-                                    }
-                                };
-                                let key_enter = key.clone();
-                                view! {
-                                    <g
-                                        class="node"
-                                        class:selected=selected
-                                        class:source=source
-                                        class:optional=n.optional
-                                        data-step=key.clone()
-                                        data-state=state
-                                        transform=format!("translate({:.1},{:.1})", n.x, n.y)
-                                        tabindex=move || if many.get() { "-1" } else { "0" }
-                                        role="button"
-                                        aria-label=title.clone()
-                                        on:click=click
-                                        on:keydown=move |e: ev::KeyboardEvent| {
-                                            if e.key() == "Enter" || e.key() == " " {
-                                                e.prevent_default();
-                                                e.stop_propagation();
-                                                node_click(key_enter.clone());
-                                            }
-                                        }
-                                    >
-                                        <title>{title.clone()}</title>
-                                        <rect class="box" width=NODE_W height=NODE_H rx="8"></rect>
-                                        <rect class="stripe" width="6" height=NODE_H rx="3"></rect>
-                                        <text class="key" x="16" y="24">{label}</text>
-                                        <text class="agent" x="16" y="44">{clip(&n.agent, 18)}</text>
-                                        <text class="state" x=NODE_W - 10.0 y="44" text-anchor="end">{state_label}</text>
-                                        {n.conditional.then(|| view! { <text class="badge" x=NODE_W - 10.0 y="22" text-anchor="end">"if"</text> })}
-                                    </g>
-                                }
-                            }
-                        </For>
-                    </g>
-                </g>
-                <Show when=move || d.layout.with(|l| l.nodes.is_empty())>
-                    <text class="empty" x="24" y="40">"No steps yet: add one with “+ Step”."</text>
-                </Show>
-            </svg>
-        </div>
+                    })
+                    .text_dyn(move || {
+                        d.selected_edge
+                            .get()
+                            .map(|(to, from)| format!("Remove {from} → {to}"))
+                            .unwrap_or_default()
+                    })
+                    .into_any()
+            },
+            nothing,
+        ))
+        .child(elc("SPAN", "hint").attr("role", "status").str_dyn(hint))
+        .child(
+            elc("SPAN", "zoom muted")
+                .text_dyn(move || format!("{}%", crate::text::fixed(zoom.get() * 100.0, 0))),
+        );
+    let edges_view = keyed(move || {
+        edges
+            .get()
+            .into_iter()
+            .map(|e| {
+                let key = format!("{}\u{1}{}\u{1}{}\u{1}{}", e.from, e.to, e.d, e.cyclic);
+                Keyed::new(key, move || edge(d, e, was_drag))
+            })
+            .collect()
+    });
+    let nodes_view = keyed(move || {
+        d.layout
+            .get()
+            .nodes
+            .iter()
+            .map(|n| {
+                let key = format!(
+                    "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}{}",
+                    n.key, n.agent, n.x, n.y, n.optional, n.conditional
+                );
+                let n = n.clone();
+                Keyed::new(key, move || node(d, n, has_run, many, was_drag, node_click))
+            })
+            .collect()
+    });
+    let graph = svg_el("svg")
+        .attr("data-testid", "graph")
+        .attr("class", "graph")
+        .class_dyn("has-run", move || has_run.get())
+        .class_dyn("connecting", connecting)
+        .svg_ref(svg_ref)
+        .attr("tabindex", "0")
+        .attr("role", "group")
+        .attr(
+            "aria-label",
+            "Dependency graph: arrow keys pan, plus and minus zoom, 0 fits",
+        )
+        .on(ev::wheel, on_wheel)
+        .on(ev::pointerdown, on_down)
+        .on(ev::pointermove, on_move)
+        .on(ev::pointerup, on_up)
+        .on(ev::pointercancel, on_up)
+        .on(ev::keydown, on_key)
+        .on_click(on_background_click)
+        .child(
+            svg_el("defs").child(
+                svg_el("marker")
+                    .attr("id", "arrow")
+                    .attr("viewBox", "0 0 10 10")
+                    .attr("refX", "9")
+                    .attr("refY", "5")
+                    .attr("markerWidth", "7")
+                    .attr("markerHeight", "7")
+                    .attr("orient", "auto-start-reverse")
+                    .child(
+                        svg_el("path")
+                            .attr("d", "M0,0 L10,5 L0,10 z")
+                            .attr("class", "arrow-head"),
+                    ),
+            ),
+        )
+        .child(
+            svg_el("g")
+                .attr_dyn("transform", move || {
+                    let (x, y) = pan.get();
+                    format!(
+                        "translate({}) scale({})",
+                        crate::text::svg_path(&[(' ', x, y)]),
+                        crate::text::fixed(zoom.get(), 4)
+                    )
+                })
+                .child(svg_el("g").attr("class", "edges").view(edges_view))
+                .child(svg_el("g").attr("class", "nodes").view(nodes_view)),
+        )
+        .view(show(
+            move || d.layout.with(|l| l.nodes.is_empty()),
+            || {
+                svg_el("text")
+                    .attr("class", "empty")
+                    .attr("x", "24")
+                    .attr("y", "40")
+                    .text("No steps yet: add one with “+ Step”.")
+                    .into_any()
+            },
+            nothing,
+        ));
+    elc("DIV", "graph-wrap")
+        .child(tools)
+        .view(show(
+            move || d.layout.with(|l| l.approximate && !l.nodes.is_empty()),
+            || {
+                elc("P", "graph-note")
+                    .text("The graph has problems (a cycle or a missing step): dashed red edges close a cycle.")
+                    .into_any()
+            },
+            nothing,
+        ))
+        .child(graph)
+        .into_any()
+}
+
+/// One edge of the graph (a wide invisible path to click, and the line).
+fn edge(d: Designer, e: EdgeView, was_drag: impl Fn() -> bool + Copy + 'static) -> AnyView {
+    let (to, from) = (e.to.clone(), e.from.clone());
+    let (to2, from2) = (e.to.clone(), e.from.clone());
+    svg_el("g")
+        .attr("class", if e.cyclic { "edge cyclic" } else { "edge" })
+        .class_dyn("selected", move || {
+            d.selected_edge
+                .with(|s| s.as_ref().is_some_and(|(t, f)| *t == to2 && *f == from2))
+        })
+        .attr_string("data-from", e.from.clone())
+        .attr_string("data-to", e.to.clone())
+        .on_click(move |ev: ev::MouseEvent| {
+            ev.stop_propagation();
+            if !was_drag() {
+                d.selected_edge.set(Some((to.clone(), from.clone())));
+            }
+        })
+        .child(
+            svg_el("path")
+                .attr("class", "hit")
+                .attr_string("d", e.d.clone()),
+        )
+        .child(
+            svg_el("path")
+                .attr("class", "line")
+                .attr_string("d", e.d)
+                .attr("marker-end", "url(#arrow)"),
+        )
+        .into_any()
+}
+
+/// One step of the graph.
+fn node(
+    d: Designer,
+    n: NodeBox,
+    has_run: Memo<bool>,
+    many: Memo<bool>,
+    was_drag: impl Fn() -> bool + Copy + 'static,
+    node_click: impl Fn(String) + Copy + 'static,
+) -> AnyView {
+    let key = n.key.clone();
+    let (k1, k2, k3, k4, k5) = (
+        key.clone(),
+        key.clone(),
+        key.clone(),
+        key.clone(),
+        key.clone(),
+    );
+    let title = format!(
+        "{} — agent {}{}{}",
+        n.key,
+        n.agent,
+        if n.optional { " (optional)" } else { "" },
+        if n.conditional { " (conditional)" } else { "" }
+    );
+    let label = if n.key.is_empty() {
+        "(no key)".to_owned()
+    } else {
+        clip(&n.key, 21)
+    };
+    let key_enter = key.clone();
+    let mut g = svg_el("g")
+        .attr("class", if n.optional { "node optional" } else { "node" })
+        .class_dyn("selected", move || {
+            d.selected.with(|s| s.as_deref() == Some(k3.as_str()))
+        })
+        .class_dyn("source", move || {
+            d.connect.with(|c| matches!(c, Some(Some(s)) if *s == k4))
+        })
+        .attr_string("data-step", key.clone())
+        .attr_str_dyn("data-state", move || {
+            d.states
+                .with(|s| s.get(&k1).copied().unwrap_or_default().as_str())
+        })
+        .attr_string(
+            "transform",
+            format!("translate({})", crate::text::svg_path(&[(' ', n.x, n.y)])),
+        )
+        .attr_str_dyn("tabindex", move || if many.get() { "-1" } else { "0" })
+        .attr("role", "button")
+        .attr_string("aria-label", title.clone())
+        .on_click(move |e: ev::MouseEvent| {
+            e.stop_propagation();
+            if !was_drag() {
+                node_click(k5.clone());
+            }
+        })
+        .on(ev::keydown, move |e: ev::KeyboardEvent| {
+            if e.key() == "Enter" || e.key() == " " {
+                e.prevent_default();
+                e.stop_propagation();
+                node_click(key_enter.clone());
+            }
+        })
+        .child(svg_el("title").string(title))
+        .child(
+            svg_el("rect")
+                .attr("class", "box")
+                .attr_string("width", crate::text::fixed(NODE_W, 0))
+                .attr_string("height", crate::text::fixed(NODE_H, 0))
+                .attr("rx", "8"),
+        )
+        .child(
+            svg_el("rect")
+                .attr("class", "stripe")
+                .attr("width", "6")
+                .attr_string("height", crate::text::fixed(NODE_H, 0))
+                .attr("rx", "3"),
+        )
+        .child(
+            svg_el("text")
+                .attr("class", "key")
+                .attr("x", "16")
+                .attr("y", "24")
+                .string(label),
+        )
+        .child(
+            svg_el("text")
+                .attr("class", "agent")
+                .attr("x", "16")
+                .attr("y", "44")
+                .string(clip(&n.agent, 18)),
+        )
+        .child(
+            svg_el("text")
+                .attr("class", "state")
+                .attr_string("x", crate::text::fixed(NODE_W - 10.0, 0))
+                .attr("y", "44")
+                .attr("text-anchor", "end")
+                .text_dyn(move || {
+                    if has_run.get() {
+                        d.states.with(|s| {
+                            s.get(&k2)
+                                .copied()
+                                .unwrap_or_default()
+                                .as_str()
+                                .replace('-', " ")
+                        })
+                    } else {
+                        String::new()
+                    }
+                }),
+        );
+    if n.conditional {
+        g = g.child(
+            svg_el("text")
+                .attr("class", "badge")
+                .attr_string("x", crate::text::fixed(NODE_W - 10.0, 0))
+                .attr("y", "22")
+                .attr("text-anchor", "end")
+                .text("if"),
+        );
     }
+    g.into_any()
 }

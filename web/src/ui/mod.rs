@@ -2,6 +2,7 @@
 //! the toolbar, the editor with its problems, the graph, and the side panel.
 
 mod docs;
+mod dom;
 mod editor;
 mod form;
 mod graph;
@@ -9,8 +10,12 @@ mod run;
 mod server;
 mod toolbar;
 
-pub use editor::{Editor, Problems};
-pub use graph::GraphView;
+pub use dom::ElRef;
+pub use editor::{editor, problems, textarea};
+pub use graph::graph_view;
+
+use dom::{el, elc, fragment, nothing, opt};
+use leptos::tachys::view::any_view::AnyView;
 
 use crate::runs::Runs;
 use crate::server::Api;
@@ -102,119 +107,179 @@ pub fn App(
         names
     });
 
-    view! {
-        <div class="app">
-            <toolbar::Toolbar />
-            <Banners />
-            <main class="workspace">
-                <section class="col-editor" aria-label="Workflow text">
-                    <Editor />
-                    <Problems />
-                </section>
-                <section class="col-graph" aria-label="Dependency graph">
-                    <GraphView />
-                </section>
-                <aside class="col-panel" aria-label="Details">
-                    <SidePanel />
-                </aside>
-            </main>
-        </div>
-    }
+    elc("DIV", "app")
+        .view(untrack(toolbar::toolbar))
+        .view(untrack(banners))
+        .child(
+            elc("MAIN", "workspace")
+                .child(
+                    elc("SECTION", "col-editor")
+                        .attr("aria-label", "Workflow text")
+                        .view(untrack(editor))
+                        .view(untrack(problems)),
+                )
+                .child(
+                    elc("SECTION", "col-graph")
+                        .attr("aria-label", "Dependency graph")
+                        .view(untrack(graph_view)),
+                )
+                .child(
+                    elc("ASIDE", "col-panel")
+                        .attr("aria-label", "Details")
+                        .view(untrack(side_panel)),
+                ),
+        )
+        .into_any()
 }
 
 /// Notices, the server and storage banners, and the offer to resume a run.
-#[component]
-fn Banners() -> impl IntoView {
+fn banners() -> AnyView {
     let d = use_designer();
     let runs = use_runs();
     let server_dismissed = RwSignal::new(false);
     let notice = move || {
-        d.notice.get().map(|n| {
-            let class = if n.error { "banner notice error" } else { "banner notice info" };
-            view! {
-                <div class=class data-testid="notice" role=if n.error { "alert" } else { "status" }>
-                    <span>{n.text}</span>
-                    <button class="link" on:click=move |_| d.notice.set(None) aria-label="Dismiss message">"✕"</button>
-                </div>
-            }
-        })
+        opt(d.notice.get().map(|n| {
+            elc(
+                "DIV",
+                if n.error {
+                    "banner notice error"
+                } else {
+                    "banner notice info"
+                },
+            )
+            .attr("data-testid", "notice")
+            .attr("role", if n.error { "alert" } else { "status" })
+            .child(el("SPAN").string(n.text))
+            .child(
+                elc("BUTTON", "link")
+                    .on_click(move |_| d.notice.set(None))
+                    .attr("aria-label", "Dismiss message")
+                    .text("✕"),
+            )
+        }))
     };
-    let server = move || match d.server.get() {
-        ServerStatus::Unreachable(why) if !server_dismissed.get() => Some(view! {
-            <div class="banner server" data-testid="server-banner" role="status">
-                <span>
-                    <strong>"No ax server reachable. "</strong>
-                    "Editing, validation, dry runs and saving keep working in this browser; runs with real providers need "
-                    <code>"ax serve"</code> ". (" {why} ")"
-                </span>
-                <button on:click=move |_| probe_server(d, runs) data-testid="server-retry">"Retry"</button>
-                <button class="link" on:click=move |_| server_dismissed.set(true) aria-label="Dismiss">"✕"</button>
-            </div>
-        }),
-        _ => None,
+    let server = move || {
+        match d.server.get() {
+        ServerStatus::Unreachable(why) if !server_dismissed.get() => elc("DIV", "banner server")
+            .attr("data-testid", "server-banner")
+            .attr("role", "status")
+            .child(
+                el("SPAN")
+                    .child(el("STRONG").text("No ax server reachable. "))
+                    .text("Editing, validation, dry runs and saving keep working in this browser; runs with real providers need ")
+                    .child(el("CODE").text("ax serve"))
+                    .text(". (")
+                    .string(why)
+                    .text(")"),
+            )
+            .child(
+                el("BUTTON")
+                    .on_click(move |_| probe_server(d, runs))
+                    .attr("data-testid", "server-retry")
+                    .text("Retry"),
+            )
+            .child(
+                elc("BUTTON", "link")
+                    .on_click(move |_| server_dismissed.set(true))
+                    .attr("aria-label", "Dismiss")
+                    .text("✕"),
+            )
+            .into_any(),
+        _ => nothing(),
+    }
     };
-    let storage = move || match d.storage.get() {
-        StorageStatus::Unavailable(why) => Some(view! {
-            <div class="banner warn" data-testid="storage-banner" role="status">
-                "Browser storage (IndexedDB) is not available, so nothing is saved here: export your work. (" {why} ")"
-            </div>
-        }),
-        _ => None,
+    let storage = move || {
+        match d.storage.get() {
+        StorageStatus::Unavailable(why) => elc("DIV", "banner warn")
+            .attr("data-testid", "storage-banner")
+            .attr("role", "status")
+            .text("Browser storage (IndexedDB) is not available, so nothing is saved here: export your work. (")
+            .string(why)
+            .text(")")
+            .into_any(),
+        _ => nothing(),
+    }
     };
     let offer = move || {
-        runs.resume_offer.get().map(|r| {
+        opt(runs.resume_offer.get().map(|r| {
             let r2 = r.clone();
             let r3 = r.clone();
-            view! {
-                <div class="banner offer" data-testid="resume-offer" role="status">
-                    <span>
-                        "The dry run of " <strong>{r.name.clone()}</strong> " did not finish ("
-                        {format!("{} of {} steps done, {}", r.completed, r.total, r.state)} "). "
-                        "Steps that were running will run again."
-                    </span>
-                    <button class="primary" data-testid="resume-offer-resume" on:click=move |_| runs.open_local(r2.clone(), None, true)>"Resume"</button>
-                    <button data-testid="resume-offer-open" on:click=move |_| runs.open_local(r3.clone(), None, false)>"Open paused"</button>
-                    <button class="link" data-testid="resume-offer-dismiss" on:click=move |_| runs.resume_offer.set(None)>"Not now"</button>
-                </div>
-            }
-        })
+            elc("DIV", "banner offer")
+                .attr("data-testid", "resume-offer")
+                .attr("role", "status")
+                .child(
+                    el("SPAN")
+                        .text("The dry run of ")
+                        .child(el("STRONG").string(r.name.clone()))
+                        .text(" did not finish (")
+                        .string(format!(
+                            "{} of {} steps done, {}",
+                            r.completed, r.total, r.state
+                        ))
+                        .text("). ")
+                        .text("Steps that were running will run again."),
+                )
+                .child(
+                    elc("BUTTON", "primary")
+                        .attr("data-testid", "resume-offer-resume")
+                        .on_click(move |_| runs.open_local(r2.clone(), None, true))
+                        .text("Resume"),
+                )
+                .child(
+                    el("BUTTON")
+                        .attr("data-testid", "resume-offer-open")
+                        .on_click(move |_| runs.open_local(r3.clone(), None, false))
+                        .text("Open paused"),
+                )
+                .child(
+                    elc("BUTTON", "link")
+                        .attr("data-testid", "resume-offer-dismiss")
+                        .on_click(move |_| runs.resume_offer.set(None))
+                        .text("Not now"),
+                )
+        }))
     };
-    view! { <div class="banners">{notice} {server} {storage} {offer}</div> }
+    elc("DIV", "banners")
+        .view_dyn(notice)
+        .view_dyn(server)
+        .view_dyn(storage)
+        .view_dyn(offer)
+        .into_any()
 }
 
-#[component]
-fn SidePanel() -> impl IntoView {
+fn side_panel() -> AnyView {
     let d = use_designer();
     let tab = move |p: Panel, label: &'static str, id: &'static str| {
-        view! {
-            <button
-                role="tab"
-                id=format!("tab-{id}")
-                data-testid=format!("tab-{id}")
-                aria-selected=move || (d.panel.get() == p).to_string()
-                class:active=move || d.panel.get() == p
-                on:click=move |_| d.panel.set(p)
-            >
-                {label}
-            </button>
-        }
+        el("BUTTON")
+            .attr("role", "tab")
+            .attr("id", id)
+            .attr("data-testid", id)
+            .attr_str_dyn("aria-selected", move || {
+                if d.panel.get() == p { "true" } else { "false" }
+            })
+            .class_dyn("active", move || d.panel.get() == p)
+            .on_click(move |_| d.panel.set(p))
+            .text(label)
     };
-    view! {
-        <div class="tabs" role="tablist" aria-label="Panels">
-            {tab(Panel::Step, "Step", "step")}
-            {tab(Panel::Run, "Run", "run")}
-            {tab(Panel::Documents, "Documents", "documents")}
-            {tab(Panel::Server, "Server", "server")}
-        </div>
-        <div class="panel-body" role="tabpanel">
-            {move || match d.panel.get() {
-                Panel::Step => view! { <form::StepPanel /> }.into_any(),
-                Panel::Run => view! { <run::RunPanel /> }.into_any(),
-                Panel::Documents => view! { <docs::DocumentsPanel /> }.into_any(),
-                Panel::Server => view! { <server::ServerPanel /> }.into_any(),
-            }}
-        </div>
-    }
+    fragment(vec![
+        elc("DIV", "tabs")
+            .attr("role", "tablist")
+            .attr("aria-label", "Panels")
+            .child(tab(Panel::Step, "Step", "tab-step"))
+            .child(tab(Panel::Run, "Run", "tab-run"))
+            .child(tab(Panel::Documents, "Documents", "tab-documents"))
+            .child(tab(Panel::Server, "Server", "tab-server"))
+            .into_any(),
+        elc("DIV", "panel-body")
+            .attr("role", "tabpanel")
+            .view_dyn(move || match d.panel.get() {
+                Panel::Step => untrack(form::step_panel),
+                Panel::Run => untrack(run::run_panel),
+                Panel::Documents => untrack(docs::documents_panel),
+                Panel::Server => untrack(server::server_panel),
+            })
+            .into_any(),
+    ])
 }
 
 /// Format a time (epoch ms) for lists.

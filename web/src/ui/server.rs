@@ -1,15 +1,16 @@
 //! Server mode: the workflows and executions of the `ax serve` this page came
 //! from; open a stored workflow in the editor, or watch an execution live.
 
+use super::dom::{el, elc, fragment, nothing, show};
 use super::when;
 use crate::runs::use_runs;
 use crate::server::{ExecutionSummary, WorkflowSummary};
 use crate::state::{ServerStatus, use_designer};
 use crate::text;
 use leptos::prelude::*;
+use leptos::tachys::view::any_view::AnyView;
 
-#[component]
-pub fn ServerPanel() -> impl IntoView {
+pub fn server_panel() -> AnyView {
     let d = use_designer();
     let runs = use_runs();
     let workflows: RwSignal<Vec<WorkflowSummary>> = RwSignal::new(Vec::new());
@@ -50,62 +51,114 @@ pub fn ServerPanel() -> impl IntoView {
             }
         });
     };
-    view! {
-        <div class="server-panel" data-testid="server-panel">
-            <h2>"Server"</h2>
-            {move || match d.server.get() {
-                ServerStatus::Connected { version } => view! {
-                    <p class="ok-text" data-testid="server-status">"Connected to ax " {version} "."</p>
-                }
+    let connected = move || matches!(d.server.get(), ServerStatus::Connected { .. });
+    elc("DIV", "server-panel")
+        .attr("data-testid", "server-panel")
+        .child(el("H2").text("Server"))
+        .view_dyn(move || match d.server.get() {
+            ServerStatus::Connected { version } => elc("P", "ok-text")
+                .attr("data-testid", "server-status")
+                .text("Connected to ax ")
+                .string(version)
+                .text(".")
                 .into_any(),
-                ServerStatus::Unreachable(why) => view! {
-                    <p class="muted" data-testid="server-status">
-                        "No server: this page works on its own. Serve it with " <code>"ax serve"</code> " to run with real providers. (" {why} ")"
-                    </p>
-                }
+            ServerStatus::Unreachable(why) => elc("P", "muted")
+                .attr("data-testid", "server-status")
+                .text("No server: this page works on its own. Serve it with ")
+                .child(el("CODE").text("ax serve"))
+                .text(" to run with real providers. (")
+                .string(why)
+                .text(")")
                 .into_any(),
-                ServerStatus::Unknown => view! { <p class="muted" data-testid="server-status">"Not checked."</p> }.into_any(),
-            }}
-            <Show when=move || matches!(d.server.get(), ServerStatus::Connected { .. })>
-                <div class="row">
-                    <button on:click=move |_| refresh() disabled=move || loading.get()>"Refresh"</button>
-                </div>
-                <h3>"Executions"</h3>
-                <ul class="server-list" data-testid="server-executions">
-                    {move || executions.get().into_iter().map(|x|
-                        {
-                            let id = x.id.clone();
-                            view! {
-                                <li data-execution=x.id.clone()>
-                                    <span class="grow">
-                                        <strong>{x.workflow_name()}</strong>
-                                        <span class=format!("badge state-{}", x.state)>{x.state.clone()}</span>
-                                        <span class="muted small">{format!(" {}/{} · {}", x.progress.completed, x.progress.total, when(x.created_at))}</span>
-                                    </span>
-                                    <button class="small" on:click=move |_| runs.watch_server(id.clone())>"Watch"</button>
-                                </li>
-                            }
-                        }
-                    ).collect_view()}
-                </ul>
-                <h3>"Workflows"</h3>
-                <ul class="server-list" data-testid="server-workflows">
-                    {move || workflows.get().into_iter().map(|w|
-                        {
-                            let id = w.id.clone();
-                            view! {
-                                <li>
-                                    <span class="grow">
-                                        <strong>{w.name.clone()}</strong>
-                                        <span class="muted small">{format!(" v{} · {} steps · {}", w.version, w.step_count, when(w.created_at))}</span>
-                                    </span>
-                                    <button class="small" on:click=move |_| open_workflow(id.clone())>"Open"</button>
-                                </li>
-                            }
-                        }
-                    ).collect_view()}
-                </ul>
-            </Show>
-        </div>
-    }
+            ServerStatus::Unknown => elc("P", "muted")
+                .attr("data-testid", "server-status")
+                .text("Not checked.")
+                .into_any(),
+        })
+        .view(show(
+            connected,
+            move || {
+                fragment(vec![
+                    elc("DIV", "row")
+                        .child(
+                            el("BUTTON")
+                                .on_click(move |_| refresh())
+                                .flag_dyn("disabled", move || loading.get())
+                                .text("Refresh"),
+                        )
+                        .into_any(),
+                    el("H3").text("Executions").into_any(),
+                    elc("UL", "server-list")
+                        .attr("data-testid", "server-executions")
+                        .list_dyn(move || {
+                            executions
+                                .get()
+                                .into_iter()
+                                .map(|x| {
+                                    let id = x.id.clone();
+                                    el("LI")
+                                        .attr_string("data-execution", x.id.clone())
+                                        .child(
+                                            elc("SPAN", "grow")
+                                                .child(el("STRONG").string(x.workflow_name()))
+                                                .child(
+                                                    el("SPAN")
+                                                        .attr_string(
+                                                            "class",
+                                                            format!("badge state-{}", x.state),
+                                                        )
+                                                        .string(x.state.clone()),
+                                                )
+                                                .child(elc("SPAN", "muted small").string(format!(
+                                                    " {}/{} · {}",
+                                                    x.progress.completed,
+                                                    x.progress.total,
+                                                    when(x.created_at)
+                                                ))),
+                                        )
+                                        .child(
+                                            elc("BUTTON", "small")
+                                                .on_click(move |_| runs.watch_server(id.clone()))
+                                                .text("Watch"),
+                                        )
+                                        .into_any()
+                                })
+                                .collect()
+                        })
+                        .into_any(),
+                    el("H3").text("Workflows").into_any(),
+                    elc("UL", "server-list")
+                        .attr("data-testid", "server-workflows")
+                        .list_dyn(move || {
+                            workflows
+                                .get()
+                                .into_iter()
+                                .map(|w| {
+                                    let id = w.id.clone();
+                                    el("LI")
+                                        .child(
+                                            elc("SPAN", "grow")
+                                                .child(el("STRONG").string(w.name.clone()))
+                                                .child(elc("SPAN", "muted small").string(format!(
+                                                    " v{} · {} steps · {}",
+                                                    w.version,
+                                                    w.step_count,
+                                                    when(w.created_at)
+                                                ))),
+                                        )
+                                        .child(
+                                            elc("BUTTON", "small")
+                                                .on_click(move |_| open_workflow(id.clone()))
+                                                .text("Open"),
+                                        )
+                                        .into_any()
+                                })
+                                .collect()
+                        })
+                        .into_any(),
+                ])
+            },
+            nothing,
+        ))
+        .into_any()
 }

@@ -1,5 +1,6 @@
 //! The top bar: the document, saving, importing and exporting, and running.
 
+use super::dom::{ElRef, el, elc};
 use crate::browser;
 use crate::runs::use_runs;
 use crate::state::{Designer, ServerStatus, StorageStatus, use_designer};
@@ -8,6 +9,7 @@ use ax_core::emit;
 use ax_core::parse::Format;
 use leptos::ev;
 use leptos::prelude::*;
+use leptos::tachys::view::any_view::AnyView;
 use wasm_bindgen::JsCast;
 
 const NEW_DOC: &str = "name: untitled\nsteps:\n  - key: first\n    agent: assistant\n    prompt: Describe what this step should do.\n";
@@ -74,11 +76,10 @@ fn export(d: Designer, kind: &str) {
     }
 }
 
-#[component]
-pub fn Toolbar() -> impl IntoView {
+pub fn toolbar() -> AnyView {
     let d = use_designer();
     let runs = use_runs();
-    let file_input = NodeRef::<leptos::html::Input>::new();
+    let file_input = ElRef::new();
     let unsaved = move || {
         d.saved_text
             .with(|s| d.text.with(|t| s.as_deref() != Some(t.as_str())))
@@ -93,48 +94,136 @@ pub fn Toolbar() -> impl IntoView {
         }
         input.set_value("");
     };
-    let menu = NodeRef::<leptos::html::Details>::new();
-    let pick = move |kind: &'static str| {
-        move |_| {
-            export(d, kind);
-            if let Some(m) = menu.get() {
-                m.set_open(false);
-            }
-        }
+    let menu = ElRef::new();
+    let item = move |label: &'static str, testid: &'static str, kind: &'static str| {
+        el("BUTTON")
+            .attr("role", "menuitem")
+            .attr("data-testid", testid)
+            .on_click(move |_| {
+                export(d, kind);
+                if let Some(m) = menu.get() {
+                    let _ = m.remove_attribute("open");
+                }
+            })
+            .text(label)
     };
-    view! {
-        <header class="toolbar">
-            <h1 class="brand">"ax"<span>" designer"</span></h1>
-            <div class="doc-name" title="The document's name decides YAML or JSON by its extension">
-                <span class="name" data-testid="doc-name">{move || d.name.get()}</span>
-                <span class="unsaved" class:hidden=move || !unsaved() title="Changed since the last save">"●"</span>
-            </div>
-            <div class="group">
-                <button on:click=move |_| d.new_doc("untitled.yaml".into(), NEW_DOC.into()) data-testid="new" title="New document">"New"</button>
-                <button on:click=move |_| { if let Some(i) = file_input.get() { i.click(); } } data-testid="import" title="Open a YAML or JSON file (or drop one on the editor)">"Import…"</button>
-                <input type="file" class="hidden" accept=".yaml,.yml,.json,application/json,application/yaml,text/yaml" node_ref=file_input on:change=on_file aria-label="Import a workflow file" tabindex="-1" />
-                <button data-testid="save" on:click=move |_| d.save() disabled=move || !saving_possible() title="Save a version in this browser (Ctrl+S)">"Save"</button>
-                <details class="menu" node_ref=menu>
-                    <summary data-testid="export" title="Download the workflow or its graph">"Export"</summary>
-                    <div class="menu-items" role="menu">
-                        <button role="menuitem" data-testid="export-yaml" on:click=pick("yaml")>"YAML"</button>
-                        <button role="menuitem" data-testid="export-json" on:click=pick("json")>"JSON"</button>
-                        <button role="menuitem" data-testid="export-mermaid" on:click=pick("mermaid")>"Mermaid"</button>
-                        <button role="menuitem" data-testid="export-dot" on:click=pick("dot")>"Graphviz DOT"</button>
-                    </div>
-                </details>
-            </div>
-            <div class="group run-group">
-                <button class="primary" data-testid="run-local" on:click=move |_| runs.start_local() disabled=move || !valid() || runs.busy.get() title="Dry-run in this browser with a simulated provider (Ctrl+Enter)">
-                    "▶ Dry run"
-                </button>
-                <button data-testid="run-server" on:click=move |_| runs.start_server() disabled=move || !valid() || !server_ok() || runs.busy.get()
-                    title=move || if server_ok() { "Run on the ax server with real providers".to_owned() } else { "No ax server is connected".to_owned() }>
-                    "Run on server"
-                </button>
-            </div>
-        </header>
-    }
+    elc("HEADER", "toolbar")
+        .child(
+            elc("H1", "brand")
+                .text("ax")
+                .child(el("SPAN").text(" designer")),
+        )
+        .child(
+            elc("DIV", "doc-name")
+                .attr(
+                    "title",
+                    "The document's name decides YAML or JSON by its extension",
+                )
+                .child(
+                    elc("SPAN", "name")
+                        .attr("data-testid", "doc-name")
+                        .text_dyn(move || d.name.get()),
+                )
+                .child(
+                    elc("SPAN", "unsaved")
+                        .class_dyn("hidden", move || !unsaved())
+                        .attr("title", "Changed since the last save")
+                        .text("●"),
+                ),
+        )
+        .child(
+            elc("DIV", "group")
+                .child(
+                    el("BUTTON")
+                        .on_click(move |_| d.new_doc("untitled.yaml".into(), NEW_DOC.into()))
+                        .attr("data-testid", "new")
+                        .attr("title", "New document")
+                        .text("New"),
+                )
+                .child(
+                    el("BUTTON")
+                        .on_click(move |_| {
+                            if let Some(i) = file_input.get() {
+                                i.click();
+                            }
+                        })
+                        .attr("data-testid", "import")
+                        .attr(
+                            "title",
+                            "Open a YAML or JSON file (or drop one on the editor)",
+                        )
+                        .text("Import…"),
+                )
+                .child(
+                    elc("INPUT", "hidden")
+                        .attr("type", "file")
+                        .attr(
+                            "accept",
+                            ".yaml,.yml,.json,application/json,application/yaml,text/yaml",
+                        )
+                        .node_ref(file_input)
+                        .on(ev::change, on_file)
+                        .attr("aria-label", "Import a workflow file")
+                        .attr("tabindex", "-1"),
+                )
+                .child(
+                    el("BUTTON")
+                        .attr("data-testid", "save")
+                        .on_click(move |_| d.save())
+                        .flag_dyn("disabled", move || !saving_possible())
+                        .attr("title", "Save a version in this browser (Ctrl+S)")
+                        .text("Save"),
+                )
+                .child(
+                    elc("DETAILS", "menu")
+                        .node_ref(menu)
+                        .child(
+                            el("SUMMARY")
+                                .attr("data-testid", "export")
+                                .attr("title", "Download the workflow or its graph")
+                                .text("Export"),
+                        )
+                        .child(
+                            elc("DIV", "menu-items")
+                                .attr("role", "menu")
+                                .child(item("YAML", "export-yaml", "yaml"))
+                                .child(item("JSON", "export-json", "json"))
+                                .child(item("Mermaid", "export-mermaid", "mermaid"))
+                                .child(item("Graphviz DOT", "export-dot", "dot")),
+                        ),
+                ),
+        )
+        .child(
+            elc("DIV", "group run-group")
+                .child(
+                    elc("BUTTON", "primary")
+                        .attr("data-testid", "run-local")
+                        .on_click(move |_| runs.start_local())
+                        .flag_dyn("disabled", move || !valid() || runs.busy.get())
+                        .attr(
+                            "title",
+                            "Dry-run in this browser with a simulated provider (Ctrl+Enter)",
+                        )
+                        .text("▶ Dry run"),
+                )
+                .child(
+                    el("BUTTON")
+                        .attr("data-testid", "run-server")
+                        .on_click(move |_| runs.start_server())
+                        .flag_dyn("disabled", move || {
+                            !valid() || !server_ok() || runs.busy.get()
+                        })
+                        .attr_str_dyn("title", move || {
+                            if server_ok() {
+                                "Run on the ax server with real providers"
+                            } else {
+                                "No ax server is connected"
+                            }
+                        })
+                        .text("Run on server"),
+                ),
+        )
+        .into_any()
 }
 
 /// The element an event came from, as a concrete type.
