@@ -158,9 +158,9 @@ fn a_refused_event_does_not_swallow_the_wake_up() {
 /// checkpoint_restore (its field-editing mode): a checkpoint whose sequence
 /// number was `u64::MAX` restored, and the next `take_delta` overflowed
 /// (`attempt to add with overflow` in debug builds, a wrap to 0 in release);
-/// a step's attempt count at `u32::MAX` did the same in the next start
-/// (found by reading the target's first runs, which did not reach it). Such a
-/// checkpoint is now refused with a clear error.
+/// a step's attempt count at `u32::MAX` did the same at its next start (seen
+/// while writing that mode). Such a checkpoint is now refused with a clear
+/// error.
 #[test]
 fn a_checkpoint_with_exhausted_counters_is_refused() {
     use ax_core::{Checkpoint, RestoreError, StepState};

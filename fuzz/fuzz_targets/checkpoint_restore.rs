@@ -33,8 +33,11 @@ const STORED: &[&str] = &[
     "please stop",
 ];
 
-fn fixture() -> &'static (Arc<Plan>, BTreeMap<String, Arc<str>>) {
-    static F: OnceLock<(Arc<Plan>, BTreeMap<String, Arc<str>>)> = OnceLock::new();
+/// The plan, and the stored outputs by hash.
+type Fixture = (Arc<Plan>, BTreeMap<String, Arc<str>>);
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let outputs = STORED
             .iter()
