@@ -13,16 +13,15 @@ use ax_core::{
     Action, ErrorClass, Event, ExecError, Execution, ExecutionState, Plan, StartStep, StepError,
     StepState,
 };
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// A full snapshot after this many deltas, so that a restore replays few.
 pub const SNAPSHOT_EVERY: u64 = 20;
 
-/// How the simulated provider behaves.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// How the simulated provider behaves (stored in `RunRecord`s as
+/// `{"latencyMs", "failureRate", "seed"}`, see `store`).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SimSettings {
     /// Mean latency of an attempt in milliseconds (each attempt varies ±50 %).
     pub latency_ms: u32,

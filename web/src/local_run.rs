@@ -30,7 +30,8 @@ struct Inner {
     driver: Driver,
     record: RunRecord,
     store: Option<Store>,
-    replies: HashMap<(String, u32), TimeoutHandle>,
+    /// Pending replies by (step, attempt): a few at a time, a list is enough.
+    replies: Vec<((String, u32), TimeoutHandle)>,
     wake: Option<TimeoutHandle>,
     refresh: Option<TimeoutHandle>,
     checkpoints: Vec<CheckpointMeta>,
@@ -126,7 +127,7 @@ impl LocalRun {
             driver: Driver::new(exec, settings),
             record,
             store,
-            replies: HashMap::new(),
+            replies: Vec::new(),
             wake: None,
             refresh: None,
             checkpoints: Vec::new(),
@@ -192,7 +193,7 @@ impl LocalRun {
             driver,
             record,
             store: Some(store),
-            replies: HashMap::new(),
+            replies: Vec::new(),
             wake: None,
             refresh: None,
             checkpoints,
@@ -263,7 +264,7 @@ impl LocalRun {
             driver,
             record,
             store,
-            replies: HashMap::new(),
+            replies: Vec::new(),
             wake: None,
             refresh: None,
             checkpoints,
@@ -322,7 +323,7 @@ impl LocalRun {
     pub fn stop(&self) {
         let mut inner = self.inner.borrow_mut();
         inner.stopped = true;
-        for (_, h) in inner.replies.drain() {
+        for (_, h) in inner.replies.drain(..) {
             h.clear();
         }
         if let Some(h) = inner.wake.take() {
@@ -475,13 +476,16 @@ impl LocalRun {
                 )
                 .ok();
                 if let Some(h) = h {
-                    inner.replies.insert((key, attempt), h);
+                    let id = (key, attempt);
+                    inner.replies.retain(|(k, _)| *k != id);
+                    inner.replies.push((id, h));
                 }
                 false
             }
             Effect::Cancel { key, attempt } => {
-                if let Some(h) = inner.replies.remove(&(key, attempt)) {
-                    h.clear();
+                let id = (key, attempt);
+                if let Some(i) = inner.replies.iter().position(|(k, _)| *k == id) {
+                    inner.replies.swap_remove(i).1.clear();
                 }
                 false
             }
@@ -500,7 +504,7 @@ impl LocalRun {
             }
             Effect::Finished { state, .. } => {
                 inner.record.state = state;
-                for (_, h) in inner.replies.drain() {
+                for (_, h) in inner.replies.drain(..) {
                     h.clear();
                 }
                 if let Some(h) = inner.wake.take() {

@@ -97,8 +97,11 @@ impl Runs {
         if raw.trim().is_empty() {
             return Ok(sample_inputs(plan));
         }
-        let mut given: BTreeMap<String, serde_json::Value> = serde_json::from_str(&raw)
-            .map_err(|e| format!("the run inputs are not a JSON object: {e}"))?;
+        let mut given = match serde_json::from_str(&raw) {
+            Ok(serde_json::Value::Object(o)) => into_map(o),
+            Ok(_) => return Err("the run inputs are not a JSON object".into()),
+            Err(e) => return Err(format!("the run inputs are not a JSON object: {e}")),
+        };
         given.retain(|k, _| plan.input_names().contains(k));
         for (k, v) in sample_inputs(plan) {
             given.entry(k).or_insert(v);
@@ -112,8 +115,10 @@ impl Runs {
         let Some(plan) = a.analysis.plan.clone() else {
             return;
         };
-        let current: BTreeMap<String, serde_json::Value> =
-            serde_json::from_str(&self.inputs.get_untracked()).unwrap_or_default();
+        let current = match serde_json::from_str(&self.inputs.get_untracked()) {
+            Ok(serde_json::Value::Object(o)) => into_map(o),
+            _ => BTreeMap::new(),
+        };
         let mut next = sample_inputs(&plan);
         for (k, v) in current {
             if next.contains_key(&k) {
@@ -123,7 +128,7 @@ impl Runs {
         let text = if next.is_empty() {
             String::new()
         } else {
-            serde_json::to_string_pretty(&next).unwrap_or_default()
+            serde_json::to_string_pretty(&to_object(next)).unwrap_or_default()
         };
         self.inputs.set(text);
     }
@@ -403,7 +408,7 @@ impl Runs {
             return;
         };
         let inputs = match self.run_inputs(&plan) {
-            Ok(i) => serde_json::to_value(i).unwrap_or_default(),
+            Ok(i) => to_object(i),
             Err(e) => {
                 d.error(e);
                 return;
@@ -521,4 +526,23 @@ impl Runs {
 
 fn exec_is_over(state: &str) -> bool {
     ExecutionState::parse(state).is_some_and(ExecutionState::is_terminal)
+}
+
+// The inputs go through `serde_json::Value` (whose code the page has anyway)
+// rather than serde's map (de)serializers for `BTreeMap`.
+
+fn into_map(o: serde_json::Map<String, serde_json::Value>) -> BTreeMap<String, serde_json::Value> {
+    let mut m = BTreeMap::new();
+    for (k, v) in o {
+        m.insert(k, v);
+    }
+    m
+}
+
+fn to_object(m: BTreeMap<String, serde_json::Value>) -> serde_json::Value {
+    let mut o = serde_json::Map::new();
+    for (k, v) in m {
+        o.insert(k, v);
+    }
+    serde_json::Value::Object(o)
 }

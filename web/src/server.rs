@@ -357,8 +357,11 @@ impl Api {
         filename: &str,
         inputs: &Value,
     ) -> Result<ServerExecution, String> {
-        let body = serde_json::json!({"source": source, "filename": filename, "inputs": inputs})
-            .to_string();
+        let mut body = serde_json::Map::new();
+        body.insert("source".into(), Value::String(source.into()));
+        body.insert("filename".into(), Value::String(filename.into()));
+        body.insert("inputs".into(), inputs.clone());
+        let body = Value::Object(body).to_string();
         self.call("POST", "/api/executions", Some(&body)).await
     }
 

@@ -14,6 +14,7 @@ mod fuzz;
 mod run;
 mod setup;
 mod stages;
+mod wasm;
 
 use std::process::ExitCode;
 use std::time::Instant;

@@ -22,7 +22,9 @@ use leptos::tachys::html::property::prop;
 use leptos::tachys::html::style::style;
 use leptos::tachys::view::any_view::{AnyView, IntoAny};
 use leptos::tachys::view::iterators::StaticVec;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
+use wasm_bindgen::JsCast;
 
 /// A reactive value, shared (one type per value type).
 pub type Dyn<T> = Arc<Mutex<dyn FnMut() -> T + Send>>;
@@ -197,18 +199,25 @@ impl El {
         self.push_attr(node_ref::<leptos::svg::Svg, _>(r).into_any_attr())
     }
 
-    /// An event handler.
-    pub fn on<E>(self, event: E, f: impl FnMut(E::EventType) + 'static) -> El
+    /// An event handler. Every handler is one attribute type (a custom event by
+    /// name with a `web_sys::Event`, cast back to the event's own type): one copy of
+    /// tachys' listener code instead of one per event type. Without the `delegation`
+    /// feature tachys attaches both the same way (`addEventListener` on the element).
+    pub fn on<E>(self, event: E, mut f: impl FnMut(E::EventType) + 'static) -> El
     where
-        E: EventDescriptor + Send + 'static,
-        E::EventType: 'static + From<wasm_bindgen::JsValue>,
+        E: EventDescriptor,
+        E::EventType: JsCast + 'static,
     {
-        on_erased(self, event, Box::new(f))
+        on_erased(
+            self,
+            event.name(),
+            Box::new(move |e: web_sys::Event| f(e.unchecked_into())),
+        )
     }
 
     /// A click handler.
     pub fn on_click(self, f: impl FnMut(leptos::ev::MouseEvent) + 'static) -> El {
-        on_erased(self, leptos::ev::click, Box::new(f))
+        self.on(leptos::ev::click, f)
     }
 
     /// Fixed text.
@@ -361,11 +370,8 @@ fn keyed_erased(each: Box<dyn Fn() -> Vec<Keyed> + Send>) -> AnyView {
 }
 
 #[inline(never)]
-fn on_erased<E>(el: El, event: E, f: Box<dyn FnMut(E::EventType)>) -> El
-where
-    E: EventDescriptor + Send + 'static,
-    E::EventType: 'static + From<wasm_bindgen::JsValue>,
-{
+fn on_erased(el: El, name: Cow<'static, str>, f: Box<dyn FnMut(web_sys::Event)>) -> El {
+    let event = leptos::ev::Custom::<web_sys::Event>::new(name);
     el.push_attr(on(event, f).into_any_attr())
 }
 
