@@ -215,7 +215,7 @@ impl Compatibility {
                 changed.push(i);
             }
         }
-        let mut rerun: BTreeSet<usize> = crate::sort::btree_set(changed.iter().copied());
+        let mut rerun: crate::sort::VecSet<usize> = changed.iter().copied().collect();
         rerun.extend(plan.graph.descendants_of(&changed));
         for i in 0..plan.len() {
             let key = plan.key(i);

@@ -17,12 +17,13 @@ use crate::checkpoint::{
 };
 use crate::model::{ErrorClass, RetryPolicy};
 use crate::plan::{InputError, Plan, output_hash};
+use crate::sort::VecSet;
 use crate::state::{ExecutionState, StepState, TransitionError};
 use crate::template::{Context, parse_output_json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 /// Why an attempt failed, as the driver classified it.
@@ -288,12 +289,12 @@ pub struct Execution {
     clock: u64,
     // Derived state, rebuilt on restore.
     running: usize,
-    ready: BTreeSet<usize>,
-    timers: BTreeSet<(u64, usize)>,
+    ready: VecSet<usize>,
+    timers: VecSet<(u64, usize)>,
     unsettled_deps: Vec<u32>,
     last_wake: Option<u64>,
     // Delta tracking.
-    dirty: BTreeSet<usize>,
+    dirty: VecSet<usize>,
     // Per-call output.
     actions: Vec<Action>,
     want_checkpoint: bool,
@@ -325,11 +326,11 @@ impl Execution {
             seq: 0,
             clock: 0,
             running: 0,
-            ready: BTreeSet::new(),
-            timers: BTreeSet::new(),
+            ready: VecSet::new(),
+            timers: VecSet::new(),
             unsettled_deps: Vec::new(),
             last_wake: None,
-            dirty: BTreeSet::new(),
+            dirty: VecSet::new(),
             actions: Vec::new(),
             want_checkpoint: false,
             plan,
@@ -1040,14 +1041,14 @@ impl Execution {
                 )
             })
             .collect();
-        let mut reset: BTreeSet<usize> = crate::sort::btree_set(roots.iter().copied());
+        let mut reset: VecSet<usize> = roots.iter().copied().collect();
         for d in self.plan.graph.descendants_of(&roots) {
             let s = &self.steps[d];
             if s.state != StepState::Completed && s.state.is_settled() {
                 reset.insert(d);
             }
         }
-        for i in reset {
+        for i in reset.into_ascending() {
             let s = &mut self.steps[i];
             s.failures = 0;
             s.error = None;
@@ -1280,7 +1281,7 @@ impl Execution {
             header: self.header(self.clock),
             steps: crate::sort::btree_map(
                 dirty
-                    .into_iter()
+                    .into_ascending()
                     .map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i))),
             ),
         }
@@ -1288,11 +1289,27 @@ impl Execution {
 
     /// Outputs of completed steps by hash (what a checkpoint refers to).
     pub fn outputs(&self) -> BTreeMap<String, Arc<str>> {
-        crate::sort::btree_map(
-            self.steps
-                .iter()
-                .filter_map(|s| s.output.as_ref().map(|o| (o.hash.clone(), o.text.clone()))),
-        )
+        crate::sort::btree_map(self.output_list())
+    }
+
+    /// [`Execution::outputs`] as a `Vec` sorted by hash (what the browser page
+    /// uses: one `BTreeMap` type less in its wasm).
+    pub fn output_list(&self) -> Vec<(String, Arc<str>)> {
+        let mut v: Vec<(String, Arc<str>)> = self
+            .steps
+            .iter()
+            .filter_map(|s| s.output.as_ref().map(|o| (o.hash.clone(), o.text.clone())))
+            .collect();
+        crate::sort::sort_by(&mut v, |a, b| a.0.cmp(&b.0));
+        // The last of equal hashes, as collecting into a map keeps.
+        let mut out: Vec<(String, Arc<str>)> = Vec::with_capacity(v.len());
+        for kv in v {
+            match out.last_mut() {
+                Some(last) if last.0 == kv.0 => *last = kv,
+                _ => out.push(kv),
+            }
+        }
+        out
     }
 
     /// Rebuild an execution from a checkpoint. With the same definition the result
@@ -1317,12 +1334,17 @@ impl Execution {
         let n = plan.len();
         let mut steps = vec![StepRun::default(); n];
         let same = compat.same_definition;
-        let rerun: BTreeSet<&str> = crate::sort::btree_set(compat.rerun.iter().map(String::as_str));
+        let mut rerun = vec![false; n];
+        for key in &compat.rerun {
+            if let Some(i) = plan.index_of(key) {
+                rerun[i] = true;
+            }
+        }
         for (key, snap) in &cp.steps {
             let Some(i) = plan.index_of(key) else {
                 continue;
             };
-            if rerun.contains(key.as_str()) {
+            if rerun[i] {
                 continue; // back to pending
             }
             let out = match &snap.output {
@@ -1396,11 +1418,11 @@ impl Execution {
             seq: cp.seq,
             clock: h.clock,
             running: 0,
-            ready: BTreeSet::new(),
-            timers: BTreeSet::new(),
+            ready: VecSet::new(),
+            timers: VecSet::new(),
             unsettled_deps: Vec::new(),
             last_wake: h.last_wake,
-            dirty: BTreeSet::new(),
+            dirty: VecSet::new(),
             actions: Vec::new(),
             want_checkpoint: false,
             plan,
@@ -1422,7 +1444,7 @@ impl Execution {
                     .map_err(|err| RestoreError::Invalid(err.to_string()))?;
             }
             e.actions.clear();
-            e.dirty = crate::sort::btree_set(0..e.steps.len());
+            e.dirty = (0..e.steps.len()).collect();
         }
         Ok((e, compat))
     }

@@ -11,15 +11,16 @@ use crate::template::Template;
 use crate::validate::{Options, analyze};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 
 #[derive(Debug)]
 pub struct Plan {
     pub workflow: Workflow,
     pub graph: Graph,
-    /// Step index by key, built on first use (validation alone does not need it).
-    index: OnceLock<HashMap<String, usize>>,
+    /// Step indices sorted by key (stably), built on first use (validation alone
+    /// does not need it); a binary search instead of a `HashMap` type of its own.
+    index: OnceLock<Vec<usize>>,
     pub(crate) prompts: Vec<Template>,
     pub(crate) conditions: Vec<Option<Condition>>,
     pub(crate) schemas: Vec<Option<CompiledSchema>>,
@@ -110,17 +111,16 @@ impl Plan {
     }
 
     pub fn index_of(&self, key: &str) -> Option<usize> {
-        self.index
-            .get_or_init(|| {
-                self.workflow
-                    .steps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.key.clone(), i))
-                    .collect()
-            })
-            .get(key)
-            .copied()
+        let steps = &self.workflow.steps;
+        let order = self.index.get_or_init(|| {
+            let mut order: Vec<usize> = (0..steps.len()).collect();
+            crate::sort::sort_by_key(&mut order, |&i| steps[i].key.as_str());
+            order
+        });
+        // The last of equal keys (as a map built in step order keeps).
+        let p = order.partition_point(|&i| steps[i].key.as_str() <= key);
+        let i = *order.get(p.checked_sub(1)?)?;
+        (steps[i].key == key).then_some(i)
     }
 
     pub fn key(&self, i: usize) -> &str {

@@ -11,12 +11,34 @@
 use crate::report::suggest;
 use regex_lite::Regex;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
 
 #[derive(Debug, Clone)]
 pub struct CompiledSchema {
     root: Schema,
-    defs: HashMap<String, Schema>,
+    defs: Defs,
+}
+
+/// Definitions by pointer, sorted (a binary search; no `HashMap` type of its own in
+/// the wasm).
+#[derive(Debug, Clone, Default)]
+struct Defs(Vec<(String, Schema)>);
+
+impl Defs {
+    fn find(&self, r: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.as_str().cmp(r))
+    }
+
+    fn get(&self, r: &str) -> Option<&Schema> {
+        self.find(r).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Replaces what the pointer had.
+    fn insert(&mut self, r: String, s: Schema) {
+        match self.find(&r) {
+            Ok(i) => self.0[i].1 = s,
+            Err(i) => self.0.insert(i, (r, s)),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -189,7 +211,7 @@ const UNSUPPORTED: &[&str] = &[
 struct Compiler {
     errors: Vec<String>,
     /// Top-level definitions by pointer (`#/$defs/name`, `#/definitions/name`).
-    defs: HashMap<String, Schema>,
+    defs: Defs,
     /// Every `$ref` seen, with where it was.
     refs: Vec<(String, String)>,
 }
@@ -199,7 +221,7 @@ impl CompiledSchema {
     pub fn compile(schema: &Value) -> Result<CompiledSchema, Vec<String>> {
         let mut c = Compiler {
             errors: Vec::new(),
-            defs: HashMap::new(),
+            defs: Defs::default(),
             refs: Vec::new(),
         };
         let root = c.schema(schema, "", 0);
@@ -209,7 +231,7 @@ impl CompiledSchema {
         };
         // Every `$ref` must resolve.
         for (at, r) in std::mem::take(&mut c.refs) {
-            if r != "#" && !compiled.defs.contains_key(&r) {
+            if r != "#" && compiled.defs.get(&r).is_none() {
                 c.err(
                     &at,
                     format!(

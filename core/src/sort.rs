@@ -79,6 +79,134 @@ pub fn btree_set<T: Ord>(iter: impl IntoIterator<Item = T>) -> BTreeSet<T> {
     }
 }
 
+/// An ordered set of `Copy` values in a `Vec`, ascending from `head` (what was taken
+/// off the front is dropped in bulk later): what the executor used `BTreeSet<usize>`
+/// and `BTreeSet<(u64, usize)>` for (same order and results) without two more
+/// `BTreeMap` instantiations in the wasm. Its uses insert mostly in increasing order
+/// and take the smallest: both O(1) (amortized).
+#[derive(Debug, Clone, Default)]
+pub struct VecSet<T> {
+    v: Vec<T>,
+    head: usize,
+}
+
+impl<T: Ord + Copy> VecSet<T> {
+    pub fn new() -> Self {
+        VecSet {
+            v: Vec::new(),
+            head: 0,
+        }
+    }
+
+    fn items(&self) -> &[T] {
+        &self.v[self.head..]
+    }
+
+    /// Drop what was taken off the front.
+    fn compact(&mut self) {
+        let n = self.len();
+        self.v.copy_within(self.head.., 0);
+        self.v.truncate(n);
+        self.head = 0;
+    }
+
+    /// The position in `items()`.
+    fn find(&self, x: &T) -> Result<usize, usize> {
+        let items = self.items();
+        // The common case first: a new largest.
+        match items.last() {
+            None => Err(0),
+            Some(last) if last < x => Err(items.len()),
+            _ => items.binary_search(x),
+        }
+    }
+
+    /// True if `x` was not there yet.
+    pub fn insert(&mut self, x: T) -> bool {
+        match self.find(&x) {
+            Ok(_) => false,
+            Err(0) if self.head > 0 => {
+                self.head -= 1;
+                self.v[self.head] = x;
+                true
+            }
+            Err(at) => {
+                self.v.insert(self.head + at, x);
+                true
+            }
+        }
+    }
+
+    pub fn remove(&mut self, x: &T) -> bool {
+        match self.find(x) {
+            Ok(at) => {
+                self.v.remove(self.head + at);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn contains(&self, x: &T) -> bool {
+        self.find(x).is_ok()
+    }
+
+    /// The smallest.
+    pub fn first(&self) -> Option<&T> {
+        self.v.get(self.head)
+    }
+
+    pub fn pop_first(&mut self) -> Option<T> {
+        let x = *self.v.get(self.head)?;
+        self.head += 1;
+        if self.head * 2 >= self.v.len() {
+            self.compact();
+        }
+        Some(x)
+    }
+
+    pub fn clear(&mut self) {
+        self.v.clear();
+        self.head = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.v.len() - self.head
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Ascending.
+    pub fn iter(&self) -> std::slice::Iter<'_, T> {
+        self.items().iter()
+    }
+
+    /// Ascending.
+    pub fn into_ascending(mut self) -> std::vec::IntoIter<T> {
+        self.compact();
+        self.v.into_iter()
+    }
+}
+
+impl<T: Ord + Copy> Extend<T> for VecSet<T> {
+    fn extend<I: IntoIterator<Item = T>>(&mut self, iter: I) {
+        self.compact();
+        self.v.extend(iter);
+        sort_unstable(&mut self.v);
+        self.v.dedup();
+    }
+}
+
+impl<T: Ord + Copy> FromIterator<T> for VecSet<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut s = VecSet::new();
+        s.extend(iter);
+        s
+    }
+}
+
 /// The one sort: indices by `cmp`, ties by position (so the order is stable and the
 /// unstable sort's result unique).
 #[cfg(target_arch = "wasm32")]
@@ -143,5 +271,30 @@ mod tests {
         assert_eq!(m.into_iter().collect::<Vec<_>>(), [("a", 2), ("b", 3)]);
         let s = btree_set([3, 1, 3, 2]);
         assert_eq!(s.into_iter().collect::<Vec<_>>(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn vec_set_is_an_ordered_set() {
+        let mut v: VecSet<(u64, usize)> = VecSet::new();
+        let mut b: BTreeSet<(u64, usize)> = BTreeSet::new();
+        let mut x = 7u64;
+        for round in 0..400u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let e = ((x >> 40) % 13, ((x >> 20) % 7) as usize);
+            match round % 5 {
+                0..=2 => assert_eq!(v.insert(e), b.insert(e)),
+                3 => assert_eq!(v.remove(&e), b.remove(&e)),
+                _ => assert_eq!(v.pop_first(), b.pop_first()),
+            }
+            assert_eq!(v.first(), b.first());
+            assert_eq!(v.contains(&e), b.contains(&e));
+            assert!(v.iter().eq(b.iter()));
+        }
+        let mut s: VecSet<usize> = [5, 1, 5, 3].into_iter().collect();
+        s.extend([2, 1]);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s.into_ascending().collect::<Vec<_>>(), [1, 2, 3, 5]);
     }
 }

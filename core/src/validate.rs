@@ -462,8 +462,9 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     }
 
     // Placeholder references.
-    let mut used_inputs: BTreeSet<&str> = BTreeSet::new();
-    let mut undeclared: BTreeSet<&str> = BTreeSet::new();
+    // Sorted `Vec`s as sets (a few names each; one `BTreeSet` type less in the wasm).
+    let mut used_inputs: Vec<&str> = Vec::new();
+    let mut undeclared: Vec<&str> = Vec::new();
     let mut ancestors: Option<Vec<BitSet>> = None;
     let mut refs: Vec<(&Placeholder, &'static str)> = Vec::new();
     for (i, s) in wf.steps.iter().enumerate() {
@@ -517,7 +518,7 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                 }
                 Ok(Ref::Input { name, path }) => {
                     if wf.inputs.contains_key(name) {
-                        used_inputs.insert(name);
+                        insert_sorted(&mut used_inputs, name);
                     } else if matches!(path.first(), Some(Segment::Field(f)) if f == "result") {
                         let hint = match suggest(name, index.keys().copied()) {
                             Some(k) => format!("did you mean `{{{{{k}.result}}}}`?"),
@@ -532,8 +533,8 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                             format!("`{raw}` refers to `{name}`, which is no step and no declared input; {hint}"),
                         );
                     } else {
-                        used_inputs.insert(name);
-                        if undeclared.insert(name) {
+                        insert_sorted(&mut used_inputs, name);
+                        if insert_sorted(&mut undeclared, name) {
                             sink.warn(
                                 Code::UndeclaredInput,
                                 span_of(j),
@@ -547,7 +548,7 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
         }
     }
     for name in wf.inputs.keys() {
-        if !used_inputs.contains(name.as_str()) {
+        if used_inputs.binary_search(&name.as_str()).is_err() {
             let span = map
                 .and_then(|m| m.inputs.iter().find(|f| f.name == name.as_str()))
                 .map(|f| f.key);
@@ -613,5 +614,16 @@ fn slug(s: &str) -> String {
         "step".into()
     } else {
         t.chars().take(128).collect()
+    }
+}
+
+/// Insert into a sorted `Vec` used as a set; true if `s` was not there yet.
+fn insert_sorted<'a>(v: &mut Vec<&'a str>, s: &'a str) -> bool {
+    match v.binary_search(&s) {
+        Ok(_) => false,
+        Err(at) => {
+            v.insert(at, s);
+            true
+        }
     }
 }

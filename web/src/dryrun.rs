@@ -205,7 +205,7 @@ impl Driver {
     /// A driver for a restored execution whose outputs are already stored and
     /// whose base snapshot exists.
     pub fn restored(exec: Execution, settings: SimSettings) -> Driver {
-        let stored = ax_core::sort::btree_set(exec.outputs().into_keys());
+        let stored = ax_core::sort::btree_set(exec.output_list().into_iter().map(|(h, _)| h));
         Driver {
             exec,
             settings,
@@ -251,7 +251,7 @@ impl Driver {
             Record::Delta(d) => (d.seq, d.taken_at),
         };
         let mut outputs = Vec::new();
-        for (hash, text) in self.exec.outputs() {
+        for (hash, text) in self.exec.output_list() {
             if self.stored.insert(hash.clone()) {
                 outputs.push((hash, text));
             }

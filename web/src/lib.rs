@@ -7,6 +7,8 @@
 //! and checkpoints for dry runs), [`server`] (the `ax serve` API and SSE),
 //! [`runs`] (the run on the graph), and the components in [`ui`].
 
+#[cfg(target_arch = "wasm32")]
+mod alloc;
 pub mod browser;
 pub mod dryrun;
 pub mod layout;

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use leptos::prelude::{TimeoutHandle, set_timeout_with_handle};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -159,15 +159,13 @@ impl LocalRun {
             .ok_or("the run has no checkpoint yet")?;
         let target = upto.unwrap_or(last).min(last);
         let cp = fold_checkpoint(&records, target).ok_or("no snapshot precedes that checkpoint")?;
-        let outputs: HashMap<String, Arc<str>> = store
-            .get_outputs(cp.output_hashes())
-            .await?
-            .into_iter()
-            .map(|(h, t)| (h, Arc::from(t)))
-            .collect();
+        // A map type the page has anyway (not one more `HashMap` type).
+        let outputs = ax_core::sort::btree_map(store.get_outputs(cp.output_hashes()).await?);
         let plan = plan_of(&record.source, record.filename.as_deref())?;
-        let (exec, _) = Execution::restore(plan, &cp, &|h| outputs.get(h).cloned())
-            .map_err(|e| e.to_string())?;
+        let (exec, _) = Execution::restore(plan, &cp, &|h| {
+            outputs.get(h).map(|t| Arc::from(t.as_str()))
+        })
+        .map_err(|e| e.to_string())?;
         let mut checkpoints: Vec<CheckpointMeta> = stored
             .iter()
             .filter(|c| c.seq <= target)
@@ -212,14 +210,11 @@ impl LocalRun {
         on_view: OnView,
     ) -> Result<(LocalRun, String), String> {
         let plan = plan_of(&file.workflow.source, file.workflow.filename.as_deref())?;
-        let outputs: HashMap<String, Arc<str>> = file
-            .outputs
-            .iter()
-            .map(|(h, t)| (h.clone(), Arc::from(t.as_str())))
-            .collect();
-        let (exec, compat) =
-            Execution::restore(plan.clone(), &file.checkpoint, &|h| outputs.get(h).cloned())
-                .map_err(|e| e.to_string())?;
+        let outputs = &file.outputs;
+        let (exec, compat) = Execution::restore(plan.clone(), &file.checkpoint, &|h| {
+            outputs.get(h).map(|t| Arc::from(t.as_str()))
+        })
+        .map_err(|e| e.to_string())?;
         let mut note = format!(
             "{} of {} steps completed",
             file.checkpoint.completed_steps().len(),
@@ -339,8 +334,11 @@ impl LocalRun {
     pub fn export(&self) -> CheckpointFile {
         let inner = self.inner.borrow();
         let exec = &inner.driver.exec;
-        let outputs =
-            ax_core::sort::btree_map(exec.outputs().into_iter().map(|(h, t)| (h, t.to_string())));
+        let outputs = ax_core::sort::btree_map(
+            exec.output_list()
+                .into_iter()
+                .map(|(h, t)| (h, t.to_string())),
+        );
         let mut file = CheckpointFile::new(
             WorkflowSource {
                 name: inner.record.name.clone(),

@@ -13,7 +13,6 @@ use ax_core::model::Step;
 use ax_core::parse::Format;
 use ax_core::{Analysis, ExecutionState, Options, StepState, analyze, edit};
 use leptos::prelude::*;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,7 +157,7 @@ pub struct Designer {
     pub notice: RwSignal<Option<Notice>>,
     pub panel: RwSignal<Panel>,
     pub run: RwSignal<Option<RunView>>,
-    pub states: Memo<HashMap<String, StepState>>,
+    pub states: Memo<Vec<(String, StepState)>>,
     pub store: StoredValue<Option<Store>, LocalStorage>,
     pub storage: RwSignal<StorageStatus>,
     pub server: RwSignal<ServerStatus>,
@@ -220,12 +219,15 @@ impl Designer {
             },
         );
         let run: RwSignal<Option<RunView>> = RwSignal::new(None);
+        // Sorted by key (see `state_of`): no `HashMap` type of its own in the wasm.
         let states = Memo::new(move |_| {
-            run.with(|r| {
+            let mut v: Vec<(String, StepState)> = run.with(|r| {
                 r.as_ref()
                     .map(|r| r.steps.iter().map(|(k, v)| (k.clone(), v.state)).collect())
                     .unwrap_or_default()
-            })
+            });
+            ax_core::sort::sort_by(&mut v, |a, b| a.0.cmp(&b.0));
+            v
         });
         Designer {
             config: StoredValue::new(config),
@@ -692,4 +694,12 @@ impl Designer {
 /// The designer from context.
 pub fn use_designer() -> Designer {
     expect_context::<Designer>()
+}
+
+/// A step's state in `Designer::states` (sorted by key); pending if it has none.
+pub fn state_of(states: &[(String, StepState)], key: &str) -> StepState {
+    match states.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+        Ok(i) => states[i].1,
+        Err(_) => StepState::default(),
+    }
 }

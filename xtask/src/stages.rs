@@ -247,7 +247,7 @@ pub fn web(ctx: &Ctx, env: &Env) -> Result<()> {
 
 /// The most the page's wasm (release, `gzip -9`) may weigh; the web-build stage fails
 /// above it. The goal is 400 KB (docs/web.md, "Size"); this ceiling only stops it growing.
-pub const WASM_GZ_LIMIT: u64 = 415_000;
+pub const WASM_GZ_LIMIT: u64 = 405_000;
 /// The size the page's wasm should reach.
 pub const WASM_GZ_GOAL: u64 = 400_000;
 

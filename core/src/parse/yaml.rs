@@ -10,7 +10,6 @@ use crate::report::Code;
 use crate::source::{LineIndex, Span};
 use saphyr_parser::{Event, Parser, ScalarStyle, Span as YSpan};
 use std::borrow::Cow;
-use std::collections::HashMap;
 
 enum Frame<'a> {
     Seq {
@@ -46,7 +45,9 @@ struct Builder<'a> {
     /// Children of open collections, moved into exactly sized Vecs on close.
     items: Vec<Node<'a>>,
     entries: Vec<Entry<'a>>,
-    anchors: HashMap<usize, (Node<'a>, usize)>,
+    /// By anchor id, sorted (ids come in increasing order; no `HashMap` type of
+    /// its own in the wasm).
+    anchors: Vec<(usize, (Node<'a>, usize))>,
     alias_nodes: usize,
     root: Option<Node<'a>>,
     documents: usize,
@@ -61,7 +62,7 @@ pub(super) fn parse<'a>(text: &'a str, limits: &Limits) -> Result<Node<'a>, Pars
         stack: Vec::new(),
         items: Vec::new(),
         entries: Vec::new(),
-        anchors: HashMap::new(),
+        anchors: Vec::new(),
         alias_nodes: 0,
         root: None,
         documents: 0,
@@ -166,7 +167,8 @@ impl<'a> Builder<'a> {
                 self.finish_node(node, anchor)
             }
             Event::Alias(id) => {
-                let Some((node, size)) = self.anchors.get(&id) else {
+                let found = self.anchors.binary_search_by_key(&id, |a| a.0);
+                let Some((_, (node, size))) = found.ok().map(|i| &self.anchors[i]) else {
                     return Err(ParseError::new(
                         Code::Syntax,
                         span,
@@ -284,7 +286,11 @@ impl<'a> Builder<'a> {
     fn finish_node(&mut self, node: Node<'a>, anchor: usize) -> Result<(), ParseError> {
         if anchor != 0 {
             let size = node.count();
-            self.anchors.insert(anchor, (node.clone(), size));
+            let entry = (anchor, (node.clone(), size));
+            match self.anchors.binary_search_by_key(&anchor, |a| a.0) {
+                Ok(i) => self.anchors[i] = entry,
+                Err(i) => self.anchors.insert(i, entry),
+            }
         }
         match self.stack.last_mut() {
             None => {

@@ -508,8 +508,7 @@ fn node(
         })
         .attr_string("data-step", key.clone())
         .attr_str_dyn("data-state", move || {
-            d.states
-                .with(|s| s.get(&k1).copied().unwrap_or_default().as_str())
+            d.states.with(|s| crate::state::state_of(s, &k1).as_str())
         })
         .attr_string(
             "transform",
@@ -568,13 +567,8 @@ fn node(
                 .attr("text-anchor", "end")
                 .text_dyn(move || {
                     if has_run.get() {
-                        d.states.with(|s| {
-                            s.get(&k2)
-                                .copied()
-                                .unwrap_or_default()
-                                .as_str()
-                                .replace('-', " ")
-                        })
+                        d.states
+                            .with(|s| crate::state::state_of(s, &k2).as_str().replace('-', " "))
                     } else {
                         String::new()
                     }
