@@ -354,9 +354,16 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
             } else if let Some(&target) = index.get(d.as_str()) {
                 edges.push((target, i));
             } else {
-                let hint = suggest(d, index.keys().copied())
-                    .map(|k| format!("did you mean `{k}`? "))
-                    .unwrap_or_default();
+                // Declaration order: the first of equally close keys wins, every run.
+                let hint = suggest(
+                    d,
+                    wf.steps
+                        .iter()
+                        .map(|s| s.key.as_str())
+                        .filter(|k| !k.is_empty()),
+                )
+                .map(|k| format!("did you mean `{k}`? "))
+                .unwrap_or_default();
                 sink.error(
                     Code::MissingDependency,
                     loc.dependency(i, j),
@@ -624,6 +631,28 @@ fn insert_sorted<'a>(v: &mut Vec<&'a str>, s: &'a str) -> bool {
         Err(at) => {
             v.insert(at, s);
             true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Of equally close step keys, the suggestion for a missing dependency is the
+    /// first declared, in every run (it once came from a hash map's order).
+    #[test]
+    fn missing_dependency_suggestion_is_deterministic() {
+        let text = "name: x\nsteps:\n  - {key: a1, agent: b, prompt: p}\n  - {key: a2, agent: b, prompt: p}\n  - {key: c, agent: b, prompt: p, dependencies: [a3]}\n";
+        for _ in 0..32 {
+            let a = analyze(text, &Options::for_file("x.yaml"));
+            let e = a
+                .report
+                .errors
+                .iter()
+                .find(|e| e.code == Code::MissingDependency)
+                .expect("missing-dependency");
+            assert!(e.message.contains("did you mean `a1`?"), "{}", e.message);
         }
     }
 }
