@@ -41,6 +41,30 @@ struct Inner {
     last_error: Option<String>,
 }
 
+impl Inner {
+    /// A run's state before its first event: no pending replies or timers.
+    fn new(
+        driver: Driver,
+        record: RunRecord,
+        store: Option<Store>,
+        checkpoints: Vec<CheckpointMeta>,
+        on_view: OnView,
+    ) -> Inner {
+        Inner {
+            driver,
+            record,
+            store,
+            replies: Vec::new(),
+            wake: None,
+            refresh: None,
+            checkpoints,
+            on_view,
+            stopped: false,
+            last_error: None,
+        }
+    }
+}
+
 /// A dry run in this page.
 #[derive(Clone)]
 pub struct LocalRun {
@@ -123,18 +147,8 @@ impl LocalRun {
         if let Some(s) = &store {
             s.put_run(&record).await?;
         }
-        let run = LocalRun::spawn(Inner {
-            driver: Driver::new(exec, settings),
-            record,
-            store,
-            replies: Vec::new(),
-            wake: None,
-            refresh: None,
-            checkpoints: Vec::new(),
-            on_view,
-            stopped: false,
-            last_error: None,
-        });
+        let driver = Driver::new(exec, settings);
+        let run = LocalRun::spawn(Inner::new(driver, record, store, Vec::new(), on_view));
         run.send(Event::Start);
         Ok(run)
     }
@@ -187,18 +201,13 @@ impl LocalRun {
             Self::store_persist(&store, &mut record, &p).await?;
         }
         record.state = driver.state();
-        let run = LocalRun::spawn(Inner {
+        let run = LocalRun::spawn(Inner::new(
             driver,
             record,
-            store: Some(store),
-            replies: Vec::new(),
-            wake: None,
-            refresh: None,
+            Some(store),
             checkpoints,
             on_view,
-            stopped: false,
-            last_error: None,
-        });
+        ));
         let _ = run.tx.unbounded_send(Msg::Interrupt);
         Ok(run)
     }
@@ -255,18 +264,7 @@ impl LocalRun {
             s.put_outputs(&all).await?;
             Self::store_persist(s, &mut record, &p).await?;
         }
-        let run = LocalRun::spawn(Inner {
-            driver,
-            record,
-            store,
-            replies: Vec::new(),
-            wake: None,
-            refresh: None,
-            checkpoints,
-            on_view,
-            stopped: false,
-            last_error: None,
-        });
+        let run = LocalRun::spawn(Inner::new(driver, record, store, checkpoints, on_view));
         let _ = run.tx.unbounded_send(Msg::Interrupt);
         Ok((run, note))
     }
