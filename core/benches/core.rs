@@ -2,39 +2,18 @@
 //! executor throughput, checkpoint write and restore. Figures go to BENCHMARKS.md.
 
 use ax_core::exec::{Event, Execution};
+use ax_core::parse::Format;
 use ax_core::sim::{Reply, Simulator};
-use ax_core::{Checkpoint, ExecutionState, Options, Plan, analyze};
+use ax_core::{Checkpoint, ExecutionState, Options, Plan, Workflow, analyze};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A workflow of `n` steps: a chain (each step uses the previous result) or wide
-/// (one root, everything else depends on it).
-pub fn workflow_yaml(n: usize, chain: bool) -> String {
-    let mut s =
-        String::from("name: bench\ndescription: generated\nconfig:\n  parallelism: 8\nsteps:\n");
-    for i in 0..n {
-        s.push_str(&format!("  - key: step-{i}\n    agent: backend\n"));
-        if i == 0 {
-            s.push_str(
-                "    prompt: \"Start the analysis of the repository and list the modules.\"\n",
-            );
-        } else {
-            let dep = if chain { i - 1 } else { 0 };
-            s.push_str(&format!(
-                "    prompt: \"Review the previous findings and extend them: {{{{step-{dep}.result}}}}\"\n    dependencies: [step-{dep}]\n    timeoutMs: 30000\n"
-            ));
-        }
-    }
-    s
-}
-
-pub fn workflow_json(n: usize, chain: bool) -> String {
-    let a = analyze(&workflow_yaml(n, chain), &Options::for_file("w.yaml"));
-    ax_core::emit::to_json(a.workflow().expect("generated workflow loads"))
-}
+#[path = "support/workload.rs"]
+mod workload;
+use workload::{workflow_json, workflow_yaml};
 
 fn parse_validate_plan(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse+validate+plan");
@@ -63,6 +42,38 @@ fn parse_validate_plan(c: &mut Criterion) {
                 );
             }
         }
+    }
+    group.finish();
+}
+
+/// What the JSON figures compare with: serde_json reading the same text straight
+/// into the model types (no positions, no validation, no plan), and the core's own
+/// spanned parse alone.
+fn baseline(c: &mut Criterion) {
+    let mut group = c.benchmark_group("baseline");
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_millis(500));
+    let limits = ax_core::parse::Limits::default();
+    for (shape, chain) in [("chain", true), ("wide", false)] {
+        let text = workflow_json(10_000, chain);
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_with_input(
+            BenchmarkId::new(format!("serde_json/json/{shape}"), 10_000),
+            &text,
+            |b, text| b.iter(|| serde_json::from_str::<Workflow>(black_box(text)).expect("reads")),
+        );
+        group.bench_with_input(
+            BenchmarkId::new(format!("parse/json/{shape}"), 10_000),
+            &text,
+            |b, text| {
+                b.iter(|| {
+                    ax_core::parse::parse(black_box(text), Some(Format::Json), &limits)
+                        .expect("parses")
+                })
+            },
+        );
     }
     group.finish();
 }
@@ -133,5 +144,11 @@ fn checkpoints(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse_validate_plan, executor, checkpoints);
+criterion_group!(
+    benches,
+    parse_validate_plan,
+    baseline,
+    executor,
+    checkpoints
+);
 criterion_main!(benches);

@@ -889,14 +889,18 @@ impl Execution {
             let Some(i) = self.ready.pop_first() else {
                 break;
             };
-            let prompt = match self.plan.prompts[i].render(self) {
-                Ok(p) => p,
-                Err(errors) => {
-                    let msg = errors
+            let rendered = self.plan.prompt(i).map(|t| {
+                t.render(self).map_err(|errors| {
+                    errors
                         .iter()
                         .map(|e| e.message.as_str())
                         .collect::<Vec<_>>()
-                        .join("; ");
+                        .join("; ")
+                })
+            });
+            let prompt = match rendered.and_then(|r| r) {
+                Ok(p) => p,
+                Err(msg) => {
                     let err = StepError::new(ErrorClass::Template, msg);
                     self.steps[i].error = Some(err.clone());
                     self.steps[i].finished_at = Some(now);

@@ -21,6 +21,7 @@ pub mod model;
 pub mod parse;
 pub mod plan;
 pub mod report;
+mod scan;
 pub mod schema;
 pub mod sim;
 pub mod sort;

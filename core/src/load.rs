@@ -15,6 +15,7 @@ use crate::source::Span;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
     "name",
@@ -62,22 +63,25 @@ pub struct FieldSource {
 }
 
 /// Where a step's parts are in the text (for error positions and in-place edits).
+/// Its fields and dependency items are ranges of the [`SourceMap`]'s flat lists
+/// (two allocations per file rather than two per step): ask the map
+/// ([`SourceMap::step_field`], [`SourceMap::dependency`]).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct StepSource {
     /// The whole step item.
     pub span: Span,
-    pub fields: Vec<FieldSource>,
-    /// Each dependency list item.
-    pub dependencies: Vec<Span>,
+    /// The value of its `key`, when it has one.
+    pub key: Option<Span>,
+    /// Its fields in [`SourceMap::step_fields`].
+    pub fields: Range<u32>,
+    /// Its dependency list items in [`SourceMap::dependency_spans`].
+    pub dependencies: Range<u32>,
 }
 
 impl StepSource {
-    pub fn field(&self, name: &str) -> Option<&FieldSource> {
-        self.fields.iter().find(|f| f.name == name)
-    }
     /// The best place to point at for a problem with the step as a whole.
     pub fn anchor(&self) -> Span {
-        self.field("key").map_or(self.span, |f| f.value)
+        self.key.unwrap_or(self.span)
     }
 }
 
@@ -89,6 +93,10 @@ pub struct SourceMap {
     pub fields: Vec<FieldSource>,
     /// One per entry of `steps`, in order (also for entries that failed to load).
     pub steps: Vec<StepSource>,
+    /// The fields of every step, step after step (see [`StepSource::fields`]).
+    pub step_fields: Vec<FieldSource>,
+    /// The dependency items of every step (see [`StepSource::dependencies`]).
+    pub dependency_spans: Vec<Span>,
     /// The span of the `steps` list itself.
     pub steps_list: Option<Span>,
     pub inputs: Vec<FieldSource>,
@@ -97,6 +105,24 @@ pub struct SourceMap {
 impl SourceMap {
     pub fn field(&self, name: &str) -> Option<&FieldSource> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Field `name` of step `i`.
+    pub fn step_field(&self, i: usize, name: &str) -> Option<&FieldSource> {
+        let r = &self.steps.get(i)?.fields;
+        self.step_fields
+            .get(r.start as usize..r.end as usize)?
+            .iter()
+            .find(|f| f.name == name)
+    }
+
+    /// The `j`-th item of step `i`'s `dependencies`.
+    pub fn dependency(&self, i: usize, j: usize) -> Option<Span> {
+        let r = &self.steps.get(i)?.dependencies;
+        self.dependency_spans
+            .get(r.start as usize..r.end as usize)?
+            .get(j)
+            .copied()
     }
 }
 
@@ -169,7 +195,7 @@ pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Wor
                 }
             }
             "author" => wf.author = l.string(e, None),
-            "tags" => wf.tags = l.string_list(e, None).into_iter().map(|(s, _)| s).collect(),
+            "tags" => l.string_list(e, None, |s, _| wf.tags.push(s)),
             "config" => wf.config = l.config(&e.value),
             "inputs" => wf.inputs = l.inputs(&e.value, &mut map),
             "steps" => {
@@ -185,10 +211,26 @@ pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Wor
                                 "`steps` is empty; a workflow needs at least one step".into(),
                             );
                         }
+                        wf.steps.reserve_exact(items.len());
+                        map.steps.reserve_exact(items.len());
+                        let (mut fields, mut deps) = (0, 0);
                         for item in items {
-                            let (step, src) = l.step(item);
+                            if let NodeKind::Map(entries) = &item.kind {
+                                fields += entries.len();
+                                deps += entries.iter().find(|e| e.key == "dependencies").map_or(
+                                    0,
+                                    |e| match &e.value.kind {
+                                        NodeKind::Seq(d) => d.len(),
+                                        _ => 0,
+                                    },
+                                );
+                            }
+                        }
+                        map.step_fields.reserve_exact(fields);
+                        map.dependency_spans.reserve_exact(deps);
+                        for item in items {
+                            let step = l.step(item, &mut map);
                             wf.steps.push(step);
-                            map.steps.push(src);
                         }
                     }
                     _ => l.sink.error(
@@ -239,23 +281,25 @@ impl<'t> Loader<'_, 't> {
         what: &str,
         step: Option<&str>,
     ) -> Vec<&'n Entry<'a>> {
-        (0..entries.len())
-            .filter(|&j| self.field_ok(entries, j, known, what, step))
-            .map(|j| &entries[j])
+        let mut seen = 0;
+        entries
+            .iter()
+            .filter(|e| self.field_ok(e, &mut seen, known, what, step).is_some())
             .collect()
     }
 
-    /// Is `entries[j]` a known field seen for the first time? Reports it if not.
+    /// Is `e` a known field seen for the first time (`seen` has a bit per field of
+    /// `known` already met)? Its index in `known`, or reported and `None`.
     fn field_ok(
         &mut self,
-        entries: &[Entry<'_>],
-        j: usize,
+        e: &Entry<'_>,
+        seen: &mut u64,
         known: &[&str],
         what: &str,
         step: Option<&str>,
-    ) -> bool {
-        let e = &entries[j];
-        if !known.contains(&e.key.as_ref()) {
+    ) -> Option<usize> {
+        debug_assert!(known.len() <= 64);
+        let Some(at) = known.iter().position(|k| *k == e.key) else {
             let hint = match suggest(&e.key, known.iter().copied()) {
                 Some(s) => format!("; did you mean `{s}`?"),
                 None => format!("; known fields: {}", known.join(", ")),
@@ -266,18 +310,20 @@ impl<'t> Loader<'_, 't> {
                 step,
                 format!("unknown field `{}` in {what}{hint}", e.key),
             );
-            return false;
-        }
-        if entries[..j].iter().any(|o| o.key == e.key) {
+            return None;
+        };
+        let bit = 1u64 << (at % 64);
+        if *seen & bit != 0 {
             self.sink.error(
                 Code::Schema,
                 Some(e.key_span),
                 step,
                 format!("`{}` appears twice in this {what}; keep one", e.key),
             );
-            return false;
+            return None;
         }
-        true
+        *seen |= bit;
+        Some(at)
     }
 
     fn string(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<String> {
@@ -304,14 +350,24 @@ impl<'t> Loader<'_, 't> {
         }
     }
 
-    fn string_list(&mut self, e: &Entry<'_>, step: Option<&str>) -> Vec<(String, Span)> {
+    /// The strings of a list field, each with its span, handed to `each` (no
+    /// temporary list: this runs for every step's `dependencies`).
+    fn string_list(
+        &mut self,
+        e: &Entry<'_>,
+        step: Option<&str>,
+        mut each: impl FnMut(String, Span),
+    ) {
         match &e.value.kind {
-            NodeKind::Seq(items) => items
-                .iter()
-                .filter_map(|i| self.string_node(i, &e.key, step).map(|s| (s, i.span)))
-                .collect(),
+            NodeKind::Seq(items) => {
+                for i in items {
+                    if let Some(s) = self.string_node(i, &e.key, step) {
+                        each(s, i.span);
+                    }
+                }
+            }
             // `dependencies: []` written as `dependencies:` (null) is an empty list.
-            NodeKind::Scalar { .. } if e.value.scalar() == Some(Scalar::Null) => Vec::new(),
+            NodeKind::Scalar { .. } if e.value.scalar() == Some(Scalar::Null) => {}
             _ => {
                 self.sink.error(
                     Code::Schema,
@@ -323,7 +379,6 @@ impl<'t> Loader<'_, 't> {
                         e.value.type_name()
                     ),
                 );
-                Vec::new()
             }
         }
     }
@@ -556,10 +611,15 @@ impl<'t> Loader<'_, 't> {
         out
     }
 
-    fn step(&mut self, item: &Node<'_>) -> (Step, StepSource) {
+    /// Load a step; its positions go to `map` (one [`StepSource`] per item, always).
+    fn step(&mut self, item: &Node<'_>, map: &mut SourceMap) -> Step {
+        let fields_start = u32_len(&map.step_fields);
+        let deps_start = u32_len(&map.dependency_spans);
         let mut src = StepSource {
             span: item.span,
-            ..StepSource::default()
+            key: None,
+            fields: fields_start..fields_start,
+            dependencies: deps_start..deps_start,
         };
         let mut step = Step {
             key: String::new(),
@@ -583,40 +643,39 @@ impl<'t> Loader<'_, 't> {
                     item.type_name()
                 ),
             );
-            return (step, src);
+            map.steps.push(src);
+            return step;
         };
         // The key first, so that every other problem can name the step.
-        let key_entry = entries.iter().find(|e| e.key == "key");
-        if let Some(e) = key_entry
-            && let Some(k) = self.string(e, None)
-        {
-            step.key = k;
-        }
-        let label = (!step.key.is_empty()).then(|| step.key.clone());
-        let label = label.as_deref();
-        src.fields.reserve_exact(entries.len());
-        let mut have = [false; 3];
-        for (j, e) in entries.iter().enumerate() {
-            if !self.field_ok(entries, j, STEP_FIELDS, "step", label) {
+        // (Held apart from `step` until the end, so problems can borrow it as a label.)
+        let key = entries
+            .iter()
+            .find(|e| e.key == "key")
+            .and_then(|e| self.string(e, None))
+            .unwrap_or_default();
+        let label = (!key.is_empty()).then_some(key.as_str());
+        let mut seen = 0;
+        for e in entries {
+            let Some(at) = self.field_ok(e, &mut seen, STEP_FIELDS, "step", label) else {
                 continue;
-            }
-            if let Some(r) = ["key", "agent", "prompt"].iter().position(|r| *r == e.key) {
-                have[r] = true;
-            }
-            src.fields.push(FieldSource {
-                name: known(&e.key, STEP_FIELDS),
+            };
+            map.step_fields.push(FieldSource {
+                name: Cow::Borrowed(STEP_FIELDS[at]),
                 key: e.key_span,
                 value: e.value.span,
             });
-            match e.key.as_ref() {
-                "key" => {}
+            match STEP_FIELDS[at] {
+                "key" => src.key = Some(e.value.span),
                 "agent" => step.agent = self.string(e, label).unwrap_or_default(),
                 "prompt" => step.prompt = self.string(e, label).unwrap_or_default(),
                 "dependencies" => {
-                    for (d, span) in self.string_list(e, label) {
-                        step.dependencies.push(d);
-                        src.dependencies.push(span);
+                    if let NodeKind::Seq(items) = &e.value.kind {
+                        step.dependencies.reserve_exact(items.len());
                     }
+                    self.string_list(e, label, |d, span| {
+                        step.dependencies.push(d);
+                        map.dependency_spans.push(span);
+                    });
                 }
                 "parallel" => step.parallel = self.boolean(e, label).unwrap_or(false),
                 "optional" => step.optional = self.boolean(e, label).unwrap_or(false),
@@ -641,8 +700,9 @@ impl<'t> Loader<'_, 't> {
                 _ => {}
             }
         }
+        // `key`, `agent` and `prompt` are the first three of `STEP_FIELDS`.
         for (r, required) in ["key", "agent", "prompt"].into_iter().enumerate() {
-            if !have[r] {
+            if seen & (1 << r) == 0 {
                 let example = match required {
                     "key" => "key: my-step",
                     "agent" => "agent: backend",
@@ -656,7 +716,11 @@ impl<'t> Loader<'_, 't> {
                 );
             }
         }
-        (step, src)
+        step.key = key;
+        src.fields.end = u32_len(&map.step_fields);
+        src.dependencies.end = u32_len(&map.dependency_spans);
+        map.steps.push(src);
+        step
     }
 
     fn retry(&mut self, n: &Node<'_>, step: Option<&str>) -> Option<RetryPolicy> {
@@ -711,7 +775,9 @@ impl<'t> Loader<'_, 't> {
                 },
                 "retryableErrors" => {
                     let mut classes = Vec::new();
-                    for (name, span) in self.string_list(e, step) {
+                    let mut names = Vec::new();
+                    self.string_list(e, step, |name, span| names.push((name, span)));
+                    for (name, span) in names {
                         match ErrorClass::parse(&name) {
                             Some(c) => classes.push(c),
                             None => {
@@ -741,6 +807,12 @@ impl<'t> Loader<'_, 't> {
 }
 
 /// The static name of a known field (no allocation per field).
+/// A list's length as a `u32` (source maps hold at most one item per byte of a
+/// text that is at most `Limits::max_bytes` long; saturates beyond).
+fn u32_len<T>(v: &[T]) -> u32 {
+    u32::try_from(v.len()).unwrap_or(u32::MAX)
+}
+
 fn known(name: &str, list: &'static [&'static str]) -> Cow<'static, str> {
     match list.iter().find(|k| **k == name) {
         Some(k) => Cow::Borrowed(k),
@@ -763,6 +835,23 @@ mod tests {
     use crate::parse::{Limits, parse};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// `step` checks the required fields by their bits in `seen`: the first three.
+    #[test]
+    fn required_step_fields_come_first() {
+        assert_eq!(&STEP_FIELDS[..3], ["key", "agent", "prompt"]);
+        assert!(
+            [
+                STEP_FIELDS,
+                RETRY_FIELDS,
+                CONFIG_FIELDS,
+                INPUT_FIELDS,
+                WORKFLOW_FIELDS
+            ]
+            .iter()
+            .all(|l| l.len() <= 64)
+        );
+    }
 
     fn load_text(text: &str) -> (Workflow, crate::report::Report) {
         let doc = parse(text, None, &Limits::default()).expect("parses");

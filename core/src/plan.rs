@@ -21,9 +21,12 @@ pub struct Plan {
     /// Step indices sorted by key (stably), built on first use (validation alone
     /// does not need it); a binary search instead of a `HashMap` type of its own.
     index: OnceLock<Vec<usize>>,
-    pub(crate) prompts: Vec<Template>,
-    pub(crate) conditions: Vec<Option<Condition>>,
-    pub(crate) schemas: Vec<Option<CompiledSchema>>,
+    /// Each step's prompt, parsed when the step first runs (validation only
+    /// scans them: see [`Template::scan`]).
+    prompts: Vec<OnceLock<Template>>,
+    // Boxed: most steps have neither, and 10,000 empty inline slots are a megabyte.
+    pub(crate) conditions: Vec<Option<Box<Condition>>>,
+    pub(crate) schemas: Vec<Option<Box<CompiledSchema>>>,
     pub(crate) output_schemas: Vec<Option<Arc<Value>>>,
     /// Inputs the workflow can use: declared ones and undeclared `{{name}}`s.
     input_names: BTreeSet<String>,
@@ -68,9 +71,8 @@ impl Plan {
     pub(crate) fn new(
         workflow: Workflow,
         graph: Graph,
-        prompts: Vec<Template>,
-        conditions: Vec<Option<Condition>>,
-        schemas: Vec<Option<CompiledSchema>>,
+        conditions: Vec<Option<Box<Condition>>>,
+        schemas: Vec<Option<Box<CompiledSchema>>>,
         input_names: BTreeSet<String>,
     ) -> Plan {
         debug_assert_eq!(graph.len(), workflow.steps.len());
@@ -79,6 +81,7 @@ impl Plan {
             .iter()
             .map(|s| s.output_schema.clone().map(Arc::new))
             .collect();
+        let prompts = workflow.steps.iter().map(|_| OnceLock::new()).collect();
         Plan {
             workflow,
             graph,
@@ -90,6 +93,25 @@ impl Plan {
             input_names,
             hashes: OnceLock::new(),
         }
+    }
+
+    /// Step `i`'s prompt template, parsed on first use. Validation checked every
+    /// prompt, so this fails only for a step index out of range or (should the
+    /// checks and the parser ever disagree) with the parser's own message.
+    pub(crate) fn prompt(&self, i: usize) -> Result<&Template, String> {
+        let (Some(cell), Some(step)) = (self.prompts.get(i), self.workflow.steps.get(i)) else {
+            return Err(format!("no step #{i} in this plan"));
+        };
+        if let Some(t) = cell.get() {
+            return Ok(t);
+        }
+        let t = Template::parse(&step.prompt).map_err(|errs| {
+            errs.into_iter()
+                .map(|e| e.message)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        Ok(cell.get_or_init(|| t))
     }
 
     /// Parse and validate text into a plan, or the report of what is wrong.

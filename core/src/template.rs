@@ -75,10 +75,7 @@ impl Placeholder {
                     key: &self.root,
                     path: &self.path[1..],
                 }),
-                _ => Err(format!(
-                    "`{}` refers to step `{}`; write `{{{{{}.result}}}}` for its output",
-                    self.raw, self.root, self.root
-                )),
+                _ => Err(step_without_result(&self.raw, &self.root)),
             }
         } else {
             Ok(Ref::Input {
@@ -112,43 +109,56 @@ impl Template {
     /// Parse a template; every malformed placeholder is reported.
     pub fn parse(text: &str) -> Result<Template, Vec<TemplateError>> {
         let mut parts = Vec::new();
-        let mut errors = Vec::new();
         let mut literal = String::new();
-        let mut i = 0;
-        let bytes = text.as_bytes();
-        while i < text.len() {
-            let rest = &text[i..];
-            if rest.starts_with("\\{{") {
-                literal.push_str("{{");
-                i += 3;
-                continue;
+        let errors = walk_template(text, |piece| match piece {
+            Piece::Text(t) => {
+                literal.push_str(t);
+                Ok(0)
             }
-            if rest.starts_with("{{") {
-                match parse_placeholder(text, i) {
-                    Ok((ph, end)) => {
-                        if !literal.is_empty() {
-                            parts.push(Part::Text(std::mem::take(&mut literal)));
-                        }
-                        parts.push(Part::Placeholder(ph));
-                        i = end;
-                    }
-                    Err((e, resume)) => {
-                        errors.push(e);
-                        i = resume;
-                    }
+            Piece::Placeholder(start) => {
+                let (ph, end) = parse_placeholder(text, start)?;
+                if !literal.is_empty() {
+                    parts.push(Part::Text(std::mem::take(&mut literal)));
                 }
-                continue;
+                parts.push(Part::Placeholder(ph));
+                Ok(end)
             }
-            // Copy up to the next interesting byte.
-            let next = memchr2(b'{', b'\\', &bytes[i + 1..]).map_or(text.len(), |n| i + 1 + n);
-            literal.push_str(&text[i..next]);
-            i = next;
-        }
+        });
         if !literal.is_empty() {
             parts.push(Part::Text(literal));
         }
         if errors.is_empty() {
             Ok(Template { parts })
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Check a template without building it: every placeholder, as written, goes to
+    /// `each`; every malformed one is reported, as [`Template::parse`] would. This is
+    /// what validation runs on every prompt (no allocation per placeholder); a
+    /// [`crate::Plan`] parses a prompt when its step first runs.
+    pub fn scan<'t>(
+        text: &'t str,
+        mut each: impl FnMut(PlaceholderRef<'t>),
+    ) -> Result<(), Vec<TemplateError>> {
+        let errors = walk_template(text, |piece| match piece {
+            Piece::Text(_) => Ok(0),
+            Piece::Placeholder(start) => {
+                let mut first_is_result = None;
+                let (parsed, end) = placeholder_parts(text, start, |seg| {
+                    first_is_result.get_or_insert(seg.is_result());
+                })?;
+                each(PlaceholderRef {
+                    raw: parsed.raw,
+                    root: parsed.root,
+                    first_is_result: first_is_result.unwrap_or(false),
+                });
+                Ok(end)
+            }
+        });
+        if errors.is_empty() {
+            Ok(())
         } else {
             Err(errors)
         }
@@ -182,8 +192,95 @@ impl Template {
     }
 }
 
-fn memchr2(a: u8, b: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&c| c == a || c == b)
+/// A piece of template text: literal text (escapes resolved) or a placeholder
+/// starting at a byte offset.
+enum Piece<'t> {
+    Text(&'t str),
+    Placeholder(usize),
+}
+
+/// Walk a template's text: `on` gets each piece in order and, for a placeholder,
+/// answers where it ends (or its error and where to resume). Returns the errors.
+fn walk_template<'t>(
+    text: &'t str,
+    mut on: impl FnMut(Piece<'t>) -> Result<usize, (TemplateError, usize)>,
+) -> Vec<TemplateError> {
+    let mut errors = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < text.len() {
+        let rest = &text[i..];
+        if rest.starts_with("\\{{") {
+            // Resolved into the literal `{{` (never an error).
+            let _ = on(Piece::Text("{{"));
+            i += 3;
+            continue;
+        }
+        if rest.starts_with("{{") {
+            match on(Piece::Placeholder(i)) {
+                Ok(end) => i = end,
+                Err((e, resume)) => {
+                    errors.push(e);
+                    i = resume;
+                }
+            }
+            continue;
+        }
+        // Up to the next interesting byte.
+        let next =
+            crate::scan::find2(&bytes[i + 1..], b'{', b'\\').map_or(text.len(), |n| i + 1 + n);
+        let _ = on(Piece::Text(&text[i..next]));
+        i = next;
+    }
+    errors
+}
+
+/// A placeholder as written, borrowed from the template text: what validation
+/// needs, without building a [`Placeholder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaceholderRef<'t> {
+    /// The placeholder as written, braces included.
+    pub raw: &'t str,
+    /// The name before the first `.` or `[`.
+    pub root: &'t str,
+    /// Whether the path starts with `.result` (as a step's value must).
+    pub first_is_result: bool,
+}
+
+impl<'t> PlaceholderRef<'t> {
+    /// Like [`Placeholder::classify`]: `Ok(true)` for a step's result, `Ok(false)`
+    /// for a run input, an error for a step named without `.result`.
+    pub fn classify(&self, is_step: impl Fn(&str) -> bool) -> Result<bool, String> {
+        if !is_step(self.root) {
+            Ok(false)
+        } else if self.first_is_result {
+            Ok(true)
+        } else {
+            Err(step_without_result(self.raw, self.root))
+        }
+    }
+}
+
+impl<'p> From<&'p Placeholder> for PlaceholderRef<'p> {
+    fn from(p: &'p Placeholder) -> Self {
+        PlaceholderRef {
+            raw: &p.raw,
+            root: &p.root,
+            first_is_result: matches!(p.path.first(), Some(Segment::Field(f)) if f == "result"),
+        }
+    }
+}
+
+fn step_without_result(raw: &str, root: &str) -> String {
+    format!("`{raw}` refers to step `{root}`; write `{{{{{root}.result}}}}` for its output")
+}
+
+/// Where `cc` (two ASCII bytes `c`) first occurs: `str::find` sets up a
+/// substring searcher per call, which shows in profiles of 10,000-step files.
+fn find_pair(hay: &str, c: u8) -> Option<usize> {
+    hay.as_bytes()
+        .windows(2)
+        .position(|w| w[0] == c && w[1] == c)
 }
 
 /// Parse `{{ … }}` starting at byte `start` (which holds `{{`). On error, returns
@@ -192,7 +289,59 @@ pub(crate) fn parse_placeholder(
     text: &str,
     start: usize,
 ) -> Result<(Placeholder, usize), (TemplateError, usize)> {
-    let Some(close_rel) = text[start + 2..].find("}}") else {
+    let mut path = Vec::new();
+    let (p, end) = placeholder_parts(text, start, |seg| {
+        path.push(match seg {
+            Seg::Field("result") => Segment::Field(Cow::Borrowed("result")),
+            Seg::Field(f) => Segment::Field(Cow::Owned(f.to_owned())),
+            Seg::Quoted(s) => Segment::Field(Cow::Owned(s)),
+            Seg::Index(i) => Segment::Index(i),
+        })
+    })?;
+    Ok((
+        Placeholder {
+            root: p.root.to_owned(),
+            path,
+            fallback: p.fallback,
+            raw: p.raw.to_owned(),
+            range: p.range,
+        },
+        end,
+    ))
+}
+
+/// A path segment as written: a field name, a quoted field name, an index.
+enum Seg<'t> {
+    Field(&'t str),
+    Quoted(String),
+    Index(usize),
+}
+
+impl Seg<'_> {
+    fn is_result(&self) -> bool {
+        match self {
+            Seg::Field(f) => *f == "result",
+            Seg::Quoted(f) => f == "result",
+            Seg::Index(_) => false,
+        }
+    }
+}
+
+/// A placeholder's text parts (its path segments go to the caller one by one).
+struct PlaceholderText<'t> {
+    raw: &'t str,
+    root: &'t str,
+    fallback: Option<String>,
+    range: Range<usize>,
+}
+
+/// Parse `{{ … }}` at `start` without building it: the segments go to `seg`.
+fn placeholder_parts<'t>(
+    text: &'t str,
+    start: usize,
+    mut seg: impl FnMut(Seg<'t>),
+) -> Result<(PlaceholderText<'t>, usize), (TemplateError, usize)> {
+    let Some(close_rel) = find_pair(&text[start + 2..], b'}') else {
         return Err((
             TemplateError {
                 message: "`{{` is never closed: add `}}`, or write `\\{{` for literal braces"
@@ -214,7 +363,7 @@ pub(crate) fn parse_placeholder(
             end,
         ))
     };
-    let (path_part, fallback) = match inner.find("??") {
+    let (path_part, fallback) = match find_pair(inner, b'?') {
         Some(q) => {
             let fb = inner[q + 2..].trim();
             match parse_string_literal(fb) {
@@ -241,7 +390,7 @@ pub(crate) fn parse_placeholder(
             .map_or(path_text.len(), |n| from + n)
     };
     let root_end = name_end(0);
-    let root = path_text[..root_end].to_owned();
+    let root = &path_text[..root_end];
     let mut chars = path_text[root_end..]
         .char_indices()
         .map(|(i, c)| (i + root_end, c))
@@ -251,7 +400,6 @@ pub(crate) fn parse_placeholder(
             "`{raw}` must start with a name (letters, digits, `_`, `-`)"
         ));
     }
-    let mut path = Vec::new();
     while let Some((pos, c)) = chars.next() {
         match c {
             '.' => {
@@ -262,11 +410,8 @@ pub(crate) fn parse_placeholder(
                     return err(format!("`{raw}` has an empty field name after `.`"));
                 }
                 match field.parse::<usize>() {
-                    Ok(i) if field.bytes().all(|b| b.is_ascii_digit()) => {
-                        path.push(Segment::Index(i))
-                    }
-                    _ if field == "result" => path.push(Segment::Field(Cow::Borrowed("result"))),
-                    _ => path.push(Segment::Field(Cow::Owned(field.to_owned()))),
+                    Ok(i) if field.bytes().all(|b| b.is_ascii_digit()) => seg(Seg::Index(i)),
+                    _ => seg(Seg::Field(field)),
                 }
             }
             '[' => {
@@ -276,9 +421,9 @@ pub(crate) fn parse_placeholder(
                 };
                 let inside = rest[..close].trim();
                 if let Ok(i) = inside.parse::<usize>() {
-                    path.push(Segment::Index(i));
+                    seg(Seg::Index(i));
                 } else if let Some(s) = parse_string_literal(inside) {
-                    path.push(Segment::Field(Cow::Owned(s)));
+                    seg(Seg::Quoted(s));
                 } else {
                     return err(format!(
                         "in `{raw}`, `[{inside}]` must hold an index (`[0]`) or a quoted field name (`[\"a b\"]`)"
@@ -307,11 +452,10 @@ pub(crate) fn parse_placeholder(
         }
     }
     Ok((
-        Placeholder {
+        PlaceholderText {
+            raw,
             root,
-            path,
             fallback,
-            raw: raw.to_owned(),
             range: start..end,
         },
         end,
@@ -682,5 +826,74 @@ mod tests {
         assert_eq!(parse_output_json(" {\"a\":1} "), Some(json!({"a": 1})));
         assert_eq!(parse_output_json("Here:\n```\n[1]\n```"), Some(json!([1])));
         assert_eq!(parse_output_json("no json"), None);
+    }
+
+    /// Validation scans prompts ([`Template::scan`]) and plans parse them
+    /// ([`Template::parse`]) when a step runs: both must agree on every text, in the
+    /// placeholders seen and in the errors.
+    #[test]
+    fn scan_agrees_with_parse() {
+        const PIECES: &[&str] = &[
+            "{{",
+            "}}",
+            "\\{{",
+            "\\",
+            "a",
+            "b-1",
+            "_x",
+            ".",
+            "result",
+            "[0]",
+            "[\"result\"]",
+            "[\"a b\"]",
+            "[",
+            "]",
+            "??",
+            " ?? \"fb\"",
+            "'q'",
+            " ",
+            "{",
+            "}",
+            "é",
+            "7",
+            "\n",
+            "{{a.result}}",
+            "{{b-1.result.x[0]}}",
+            "{{_x}}",
+            "{{a.result ?? \"d\"}}",
+            "{{ a.result }}",
+            "{{a[\"result\"].y}}",
+            "{{a.resultx}}",
+            "{{a.0.result}}",
+        ];
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        let mut placeholders = 0;
+        for _ in 0..20_000 {
+            let text: String = (0..next() % 12)
+                .map(|_| PIECES[next() % PIECES.len()])
+                .collect();
+            let mut seen = Vec::new();
+            let scanned = Template::scan(&text, |p| seen.push(p));
+            match Template::parse(&text) {
+                Ok(t) => {
+                    assert_eq!(scanned, Ok(()), "{text:?}");
+                    let parsed: Vec<PlaceholderRef<'_>> =
+                        t.placeholders().map(Into::into).collect();
+                    assert_eq!(seen, parsed, "{text:?}");
+                    placeholders += parsed.len();
+                }
+                Err(errors) => assert_eq!(scanned, Err(errors), "{text:?}"),
+            }
+        }
+        assert!(
+            placeholders > 1_000,
+            "the generator makes placeholders: {placeholders}"
+        );
     }
 }

@@ -13,7 +13,7 @@ use crate::plan::Plan;
 use crate::report::{Code, Report, Sink, suggest};
 use crate::schema::CompiledSchema;
 use crate::source::Span;
-use crate::template::{Placeholder, Ref, Segment, Template};
+use crate::template::{PlaceholderRef, Template};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -131,6 +131,9 @@ pub fn analyze(text: &str, opts: &Options) -> Analysis {
         }
     };
     let (workflow, map) = load(&doc.root, doc.format, &mut sink);
+    // The tree is several times the size of the text: free it before checking, so
+    // that the checks reuse its memory instead of growing the heap further.
+    drop(doc);
     let checked = check(&workflow, Some(&map), &mut sink);
     let report = sink.into_report();
     let (plan, loaded, graph) = if report.valid {
@@ -171,9 +174,10 @@ pub(crate) struct Checked {
     graph: Option<Graph>,
     /// Declared inputs and undeclared `{{name}}`s.
     input_names: BTreeSet<String>,
-    prompts: Vec<Option<Template>>,
-    conditions: Vec<Option<Condition>>,
-    schemas: Vec<Option<CompiledSchema>>,
+    /// Every prompt is a well-formed template.
+    prompts_ok: bool,
+    conditions: Vec<Option<Box<Condition>>>,
+    schemas: Vec<Option<Box<CompiledSchema>>>,
 }
 
 impl Checked {
@@ -182,13 +186,12 @@ impl Checked {
         let Some(graph) = self.graph else {
             return Err(Box::new(workflow));
         };
-        let Some(prompts) = self.prompts.into_iter().collect::<Option<Vec<Template>>>() else {
+        if !self.prompts_ok {
             return Err(Box::new(workflow));
-        };
+        }
         Ok(Plan::new(
             workflow,
             graph,
-            prompts,
             self.conditions,
             self.schemas,
             self.input_names,
@@ -207,22 +210,19 @@ impl Locator<'_> {
     }
     fn step_field(&self, i: usize, field: &str) -> Option<Span> {
         self.map
-            .and_then(|m| m.steps.get(i))
-            .and_then(|s| s.field(field))
+            .and_then(|m| m.step_field(i, field))
             .map(|f| f.value)
             .or_else(|| self.step_anchor(i))
     }
     fn step_field_key(&self, i: usize, field: &str) -> Option<Span> {
         self.map
-            .and_then(|m| m.steps.get(i))
-            .and_then(|s| s.field(field))
+            .and_then(|m| m.step_field(i, field))
             .map(|f| f.key)
             .or_else(|| self.step_anchor(i))
     }
     fn dependency(&self, i: usize, j: usize) -> Option<Span> {
         self.map
-            .and_then(|m| m.steps.get(i))
-            .and_then(|s| s.dependencies.get(j).copied())
+            .and_then(|m| m.dependency(i, j))
             .or_else(|| self.step_field(i, "dependencies"))
     }
     /// The span of `needle` inside a field's source text, searching from `from`
@@ -256,7 +256,10 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     let mut sound = n > 0;
 
     // Keys: format and uniqueness.
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(n);
+    // Keys are the file's: a seeded hash (foldhash: a random seed per process, so no
+    // file can be written to collide), several times faster than SipHash on short keys.
+    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(n, foldhash::fast::RandomState::default());
     for (i, s) in wf.steps.iter().enumerate() {
         if s.key.is_empty() {
             sound = false; // reported by the loader
@@ -300,13 +303,7 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                 "`agent` is blank; name an agent such as `backend`".into(),
             );
         }
-        if s.prompt.trim().is_empty()
-            && map.is_none_or(|m| {
-                m.steps
-                    .get(i)
-                    .is_some_and(|st| st.field("prompt").is_some())
-            })
-        {
+        if s.prompt.trim().is_empty() && map.is_none_or(|m| m.step_field(i, "prompt").is_some()) {
             sink.error(
                 Code::InvalidValue,
                 loc.step_field(i, "prompt"),
@@ -406,31 +403,32 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     let graph = if sound { graph } else { None };
 
     // Templates, conditions and schemas.
-    let mut prompts: Vec<Option<Template>> = Vec::with_capacity(n);
-    let mut conditions: Vec<Option<Condition>> = Vec::with_capacity(n);
+    // Prompts are only scanned here (every placeholder checked, none built): a plan
+    // parses a prompt when its step first runs.
+    let mut prompts_ok = true;
+    let mut prompt_refs: Vec<(usize, PlaceholderRef<'_>)> = Vec::with_capacity(n);
+    let mut conditions: Vec<Option<Box<Condition>>> = Vec::with_capacity(n);
     let mut schemas = Vec::with_capacity(n);
     for (i, s) in wf.steps.iter().enumerate() {
         let label = (!s.key.is_empty()).then_some(s.key.as_str());
-        prompts.push(match Template::parse(&s.prompt) {
-            Ok(t) => Some(t),
-            Err(errs) => {
-                for e in errs {
-                    let raw = &s.prompt[e.range.clone()];
-                    let span = loc.inside(text, loc.step_field(i, "prompt"), raw, &mut 0);
-                    sink.error(
-                        Code::InvalidValue,
-                        span,
-                        label,
-                        format!("in `prompt`: {}", e.message),
-                    );
-                }
-                None
+        let scanned = Template::scan(&s.prompt, |ph| prompt_refs.push((i, ph)));
+        if let Err(errs) = scanned {
+            prompts_ok = false;
+            for e in errs {
+                let raw = &s.prompt[e.range.clone()];
+                let span = loc.inside(text, loc.step_field(i, "prompt"), raw, &mut 0);
+                sink.error(
+                    Code::InvalidValue,
+                    span,
+                    label,
+                    format!("in `prompt`: {}", e.message),
+                );
             }
-        });
+        }
         conditions.push(match &s.when {
             None => None,
             Some(w) => match Condition::parse(w) {
-                Ok(c) => Some(c),
+                Ok(c) => Some(Box::new(c)),
                 Err(e) => {
                     let raw = w.get(e.range.clone()).unwrap_or("");
                     let field = loc.step_field(i, "when");
@@ -452,7 +450,7 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
         schemas.push(match &s.output_schema {
             None => None,
             Some(v) => match CompiledSchema::compile(v) {
-                Ok(c) => Some(c),
+                Ok(c) => Some(Box::new(c)),
                 Err(errs) => {
                     for e in errs {
                         sink.error(
@@ -473,15 +471,19 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     let mut used_inputs: Vec<&str> = Vec::new();
     let mut undeclared: Vec<&str> = Vec::new();
     let mut ancestors: Option<Vec<BitSet>> = None;
-    let mut refs: Vec<(&Placeholder, &'static str)> = Vec::new();
+    let mut refs: Vec<(PlaceholderRef<'_>, &'static str)> = Vec::new();
+    let mut next_prompt_ref = 0;
     for (i, s) in wf.steps.iter().enumerate() {
         let label = (!s.key.is_empty()).then_some(s.key.as_str());
         refs.clear();
-        if let Some(t) = &prompts[i] {
-            refs.extend(t.placeholders().map(|p| (p, "prompt")));
+        while let Some(&(step, ph)) = prompt_refs.get(next_prompt_ref)
+            && step == i
+        {
+            refs.push((ph, "prompt"));
+            next_prompt_ref += 1;
         }
         if let Some(c) = &conditions[i] {
-            refs.extend(c.placeholders().into_iter().map(|p| (p, "when")));
+            refs.extend(c.placeholders().into_iter().map(|p| (p.into(), "when")));
         }
         // Positions are only computed for problems: find the n-th occurrence of
         // the placeholder's text in the field's source.
@@ -494,17 +496,18 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
             let mut cursor = 0;
             let mut span = None;
             for _ in 0..=nth {
-                span = loc.inside(text, loc.step_field(i, field), &ph.raw, &mut cursor);
+                span = loc.inside(text, loc.step_field(i, field), ph.raw, &mut cursor);
             }
             span
         };
         for (j, &(ph, _)) in refs.iter().enumerate() {
-            let raw = &ph.raw;
+            let raw = ph.raw;
             // One lookup: whether the root is a step, and which.
-            let root_index = index.get(ph.root.as_str()).copied();
+            let root_index = index.get(ph.root).copied();
             match ph.classify(|_| root_index.is_some()) {
                 Err(m) => sink.error(Code::InvalidValue, span_of(j), label, m),
-                Ok(Ref::Step { key, .. }) => {
+                Ok(true) => {
+                    let key = ph.root;
                     let target = root_index.unwrap_or(i);
                     if target == i {
                         sink.error(Code::PlaceholderNotUpstream, span_of(j), label, format!("`{raw}` refers to this step's own result, which does not exist while it runs"));
@@ -523,11 +526,18 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                         }
                     }
                 }
-                Ok(Ref::Input { name, path }) => {
+                Ok(false) => {
+                    let name = ph.root;
                     if wf.inputs.contains_key(name) {
                         insert_sorted(&mut used_inputs, name);
-                    } else if matches!(path.first(), Some(Segment::Field(f)) if f == "result") {
-                        let hint = match suggest(name, index.keys().copied()) {
+                    } else if ph.first_is_result {
+                        // Declaration order: the first of equally close keys wins, every run.
+                        let keys = wf
+                            .steps
+                            .iter()
+                            .map(|s| s.key.as_str())
+                            .filter(|k| !k.is_empty());
+                        let hint = match suggest(name, keys) {
                             Some(k) => format!("did you mean `{{{{{k}.result}}}}`?"),
                             None => format!(
                                 "declare `{name}` under `inputs` or use an existing step's key"
@@ -595,7 +605,7 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     Checked {
         graph,
         input_names,
-        prompts,
+        prompts_ok,
         conditions,
         schemas,
     }
@@ -654,5 +664,46 @@ mod tests {
                 .expect("missing-dependency");
             assert!(e.message.contains("did you mean `a1`?"), "{}", e.message);
         }
+    }
+
+    /// Same for `{{x.result}}` naming no step: the hint came from the key index's
+    /// (hash) order.
+    #[test]
+    fn unknown_placeholder_suggestion_is_deterministic() {
+        let text = "name: x\nsteps:\n  - {key: a1, agent: b, prompt: p}\n  - {key: a2, agent: b, prompt: p}\n  - {key: c, agent: b, prompt: \"{{a3.result}}\", dependencies: [a1, a2]}\n";
+        for _ in 0..32 {
+            let a = analyze(text, &Options::for_file("x.yaml"));
+            let e = a
+                .report
+                .errors
+                .iter()
+                .find(|e| e.code == Code::UnknownPlaceholder)
+                .expect("unknown-placeholder");
+            assert!(
+                e.message.contains("did you mean `{{a1.result}}`?"),
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    /// Positions come from the flat field and dependency lists of the source map.
+    #[test]
+    fn step_fields_and_dependencies_are_found_per_step() {
+        let text = "name: x\nsteps:\n  - key: a\n    agent: b\n    prompt: p\n  - key: c\n    agent: b\n    prompt: p\n    dependencies: [a, zz]\n";
+        let a = analyze(text, &Options::for_file("x.yaml"));
+        let map = a.source_map.as_ref().expect("map");
+        let at = |s: crate::source::Span| &text[s.range()];
+        assert_eq!(map.step_field(1, "agent").map(|f| at(f.value)), Some("b"));
+        assert_eq!(map.step_field(0, "dependencies"), None);
+        assert_eq!(map.dependency(1, 1).map(at), Some("zz"));
+        assert_eq!(map.dependency(0, 0), None);
+        assert_eq!(map.dependency(1, 2), None);
+        assert_eq!(at(map.steps[1].anchor()), "c");
+        let e = &a.report.errors[0];
+        assert_eq!(
+            (e.code, e.line, e.column),
+            (Code::MissingDependency, Some(9), Some(23))
+        );
     }
 }

@@ -4,13 +4,14 @@
 //! with `@` is a step (its value the output text; no value: a step that did not
 //! complete), any other name a run input (its value JSON, else a string).
 //!
-//! Properties: errors carry byte ranges that slice the text; each placeholder's
+//! Properties: `Template::scan` (what validation runs) sees the same placeholders
+//! and errors as `Template::parse`; errors carry byte ranges that slice the text; each placeholder's
 //! range slices to its `raw`; text without `{{` renders to itself; `render` is
 //! `Ok` exactly when every placeholder resolves, and its errors name placeholders
 //! of the template.
 #![no_main]
 
-use ax_core::template::{Part, Template, parse_output_json, resolve};
+use ax_core::template::{Part, PlaceholderRef, Template, parse_output_json, resolve};
 use ax_fuzz::TextCtx;
 use libfuzzer_sys::fuzz_target;
 
@@ -25,7 +26,20 @@ fuzz_target!(|data: &[u8]| {
         let _ = parse_output_json(out);
     }
 
-    let t = match Template::parse(text) {
+    // Validation scans (`Template::scan`), plans parse: they must agree.
+    let mut scanned = Vec::new();
+    let scan = Template::scan(text, |p| scanned.push(p));
+    let parsed = Template::parse(text);
+    match &parsed {
+        Ok(t) => {
+            assert_eq!(scan, Ok(()));
+            let refs: Vec<PlaceholderRef<'_>> = t.placeholders().map(Into::into).collect();
+            assert_eq!(scanned, refs);
+        }
+        Err(errors) => assert_eq!(scan.as_ref().err(), Some(errors)),
+    }
+
+    let t = match parsed {
         Ok(t) => t,
         Err(errors) => {
             assert!(!errors.is_empty());

@@ -173,9 +173,7 @@ impl<'a> JsonParser<'a> {
         self.pos += 1; // opening quote
         let start = self.pos;
         // Fast path: no escapes. Scan for the first byte that ends the run.
-        let run = self.bytes[self.pos..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        let run = crate::scan::json_string_stop(&self.bytes[self.pos..]);
         match run {
             None => {
                 self.pos = self.bytes.len();
