@@ -412,7 +412,7 @@ fn stored_runs() -> AnyView {
         };
         leptos::task::spawn_local(async move {
             match store.delete_run(&id).await {
-                Ok(()) => d.runs_changed.update(|v| *v += 1),
+                Ok(()) => d.runs_changed.notify(),
                 Err(e) => d.error(format!("Could not delete the run: {e}")),
             }
         });
