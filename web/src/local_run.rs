@@ -9,13 +9,12 @@ use crate::state::{CheckpointMeta, RunKind, RunView};
 use crate::store::{CheckpointRecord, RunRecord, Store, new_id};
 use ax_core::checkpoint::{CheckpointFile, WorkflowSource};
 use ax_core::{Event, ExecError, Execution, ExecutionState, Options, Plan, analyze};
-use futures::StreamExt;
-use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use leptos::prelude::{TimeoutHandle, set_timeout_with_handle};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 /// Receives the run's view whenever it changed (throttled).
@@ -24,6 +23,74 @@ pub type OnView = Rc<dyn Fn(RunView)>;
 enum Msg {
     Event(Event),
     Interrupt,
+}
+
+/// The run's queue: timers (answers, ticks) and the user's controls put
+/// messages in, `pump` takes them out one at a time. (A `futures` channel did
+/// the same with more code than the page needs.)
+#[derive(Clone, Default)]
+struct Queue(Rc<RefCell<QueueInner>>);
+
+#[derive(Default)]
+struct QueueInner {
+    /// Taken from `head` on; cleared once all are taken.
+    msgs: Vec<Option<Msg>>,
+    head: usize,
+    /// The pump waiting for a message.
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+impl Queue {
+    /// Add a message (dropped once the queue is closed).
+    fn send(&self, msg: Msg) {
+        let waker = {
+            let mut q = self.0.borrow_mut();
+            if q.closed {
+                return;
+            }
+            q.msgs.push(Some(msg));
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Take no more messages: `next` gives those queued, then `None`.
+    fn close(&self) {
+        let waker = {
+            let mut q = self.0.borrow_mut();
+            q.closed = true;
+            q.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The next message, when there is one; `None` once closed and empty.
+    async fn next(&self) -> Option<Msg> {
+        std::future::poll_fn(|cx| {
+            let mut q = self.0.borrow_mut();
+            if q.head < q.msgs.len() {
+                let i = q.head;
+                let msg = q.msgs[i].take();
+                q.head += 1;
+                if q.head == q.msgs.len() {
+                    q.msgs.clear();
+                    q.head = 0;
+                }
+                return Poll::Ready(msg);
+            }
+            if q.closed {
+                return Poll::Ready(None);
+            }
+            q.waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 struct Inner {
@@ -69,7 +136,7 @@ impl Inner {
 #[derive(Clone)]
 pub struct LocalRun {
     inner: Rc<RefCell<Inner>>,
-    tx: UnboundedSender<Msg>,
+    queue: Queue,
 }
 
 /// Parse a run's workflow text into a plan.
@@ -105,13 +172,12 @@ fn meta(c: &CheckpointRecord) -> CheckpointMeta {
 
 impl LocalRun {
     fn spawn(inner: Inner) -> LocalRun {
-        let (tx, rx) = unbounded();
         let run = LocalRun {
             inner: Rc::new(RefCell::new(inner)),
-            tx,
+            queue: Queue::default(),
         };
         let pump = run.clone();
-        leptos::task::spawn_local(async move { pump.pump(rx).await });
+        leptos::task::spawn_local(async move { pump.pump().await });
         run
     }
 
@@ -208,7 +274,7 @@ impl LocalRun {
             checkpoints,
             on_view,
         ));
-        let _ = run.tx.unbounded_send(Msg::Interrupt);
+        run.queue.send(Msg::Interrupt);
         Ok(run)
     }
 
@@ -265,7 +331,7 @@ impl LocalRun {
             Self::store_persist(s, &mut record, &p).await?;
         }
         let run = LocalRun::spawn(Inner::new(driver, record, store, checkpoints, on_view));
-        let _ = run.tx.unbounded_send(Msg::Interrupt);
+        run.queue.send(Msg::Interrupt);
         Ok((run, note))
     }
 
@@ -308,7 +374,7 @@ impl LocalRun {
 
     /// Queue a control event (pause, resume, cancel).
     pub fn send(&self, event: Event) {
-        let _ = self.tx.unbounded_send(Msg::Event(event));
+        self.queue.send(Msg::Event(event));
     }
 
     /// Stop driving this run in this page (another run takes the graph). Its
@@ -325,7 +391,7 @@ impl LocalRun {
         if let Some(h) = inner.refresh.take() {
             h.clear();
         }
-        self.tx.close_channel();
+        self.queue.close();
     }
 
     /// The run as a checkpoint file (what `POST /api/checkpoints/import` takes).
@@ -370,8 +436,8 @@ impl LocalRun {
         }
     }
 
-    async fn pump(self, mut rx: UnboundedReceiver<Msg>) {
-        while let Some(msg) = rx.next().await {
+    async fn pump(self) {
+        while let Some(msg) = self.queue.next().await {
             if self.inner.borrow().stopped {
                 break;
             }
@@ -465,9 +531,9 @@ impl LocalRun {
                 after_ms,
                 event,
             } => {
-                let tx = self.tx.clone();
+                let queue = self.queue.clone();
                 let h = set_timeout_with_handle(
-                    move || drop(tx.unbounded_send(Msg::Event(event))),
+                    move || queue.send(Msg::Event(event)),
                     Duration::from_millis(after_ms),
                 )
                 .ok();
@@ -489,13 +555,11 @@ impl LocalRun {
                 if let Some(h) = inner.wake.take() {
                     h.clear();
                 }
-                let tx = self.tx.clone();
+                let queue = self.queue.clone();
                 let delay = Duration::from_millis(at.saturating_sub(now));
-                inner.wake = set_timeout_with_handle(
-                    move || drop(tx.unbounded_send(Msg::Event(Event::Tick))),
-                    delay,
-                )
-                .ok();
+                inner.wake =
+                    set_timeout_with_handle(move || queue.send(Msg::Event(Event::Tick)), delay)
+                        .ok();
                 false
             }
             Effect::Finished { state, .. } => {

@@ -57,8 +57,9 @@ impl Runs {
         let runs = *self;
         Rc::new(move |view: RunView| {
             if view.state.is_terminal() {
-                // `try_`: a timer of the run may fire after the page's state is gone.
-                runs.designer.runs_changed.try_update(|v| *v += 1);
+                // A timer of the run may fire after the page's state is gone:
+                // `notify` and `try_set` do nothing then.
+                runs.designer.runs_changed.notify();
             }
             d.run.try_set(Some(view));
         })
@@ -178,7 +179,7 @@ impl Runs {
                     d.run.set(Some(run.view()));
                     this.set_active(Some(Active::Local(run)));
                     this.resume_offer.set(None);
-                    d.runs_changed.update(|v| *v += 1);
+                    d.runs_changed.notify();
                 }
                 Err(e) => d.error(format!("Could not start the dry run: {e}")),
             }
@@ -208,7 +209,7 @@ impl Runs {
                     d.run.set(Some(run.view()));
                     this.set_active(Some(Active::Local(run)));
                     this.resume_offer.set(None);
-                    d.runs_changed.update(|v| *v += 1);
+                    d.runs_changed.notify();
                     if let Some(seq) = upto {
                         d.info(format!("Restored the run to checkpoint {seq}; later checkpoints were discarded. Resume to continue."));
                     }
@@ -363,7 +364,7 @@ impl Runs {
                 Ok((run, note)) => {
                     d.run.set(Some(run.view()));
                     this.set_active(Some(Active::Local(run)));
-                    d.runs_changed.update(|v| *v += 1);
+                    d.runs_changed.notify();
                     d.info(format!("Imported the checkpoint ({note}). Resume to continue it here with the simulated provider."));
                 }
                 Err(e) => d.error(format!("Could not import the checkpoint: {e}")),

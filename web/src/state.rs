@@ -161,9 +161,10 @@ pub struct Designer {
     pub store: StoredValue<Option<Store>, LocalStorage>,
     pub storage: RwSignal<StorageStatus>,
     pub server: RwSignal<ServerStatus>,
-    /// Bumped when stored documents or runs change (lists refetch).
-    pub docs_changed: RwSignal<u64>,
-    pub runs_changed: RwSignal<u64>,
+    /// Notified when stored documents or runs change (lists refetch). Triggers
+    /// carry no value, so no signal type of their own.
+    pub docs_changed: Trigger,
+    pub runs_changed: Trigger,
     pending_analysis: StoredValue<Option<TimeoutHandle>>,
     pending_autosave: StoredValue<Option<TimeoutHandle>>,
     pub editor: crate::ui::ElRef,
@@ -249,8 +250,8 @@ impl Designer {
             store: StoredValue::new_local(None),
             storage: RwSignal::new(StorageStatus::Opening),
             server: RwSignal::new(ServerStatus::Unknown),
-            docs_changed: RwSignal::new(0),
-            runs_changed: RwSignal::new(0),
+            docs_changed: Trigger::new(),
+            runs_changed: Trigger::new(),
             pending_analysis: StoredValue::new(None),
             pending_autosave: StoredValue::new(None),
             editor: NodeRef::new(),
@@ -571,7 +572,7 @@ impl Designer {
             None => None,
         };
         if changed || seq.is_some() {
-            self.docs_changed.update(|v| *v += 1);
+            self.docs_changed.notify();
         }
         Ok(seq)
     }
@@ -625,7 +626,7 @@ impl Designer {
                 Some(store) => match store.create_doc(&name, &text).await {
                     Ok(doc) => {
                         this.open_doc(doc);
-                        this.docs_changed.update(|v| *v += 1);
+                        this.docs_changed.notify();
                     }
                     Err(e) => this.error(format!("Could not create the document: {e}")),
                 },
@@ -673,7 +674,7 @@ impl Designer {
                 }
             }
         }
-        self.docs_changed.update(|v| *v += 1);
+        self.docs_changed.notify();
     }
 
     /// Close the database connection (before deleting it, or on unmount).

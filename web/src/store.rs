@@ -1,4 +1,4 @@
-//! Everything the designer keeps in the browser, in IndexedDB (`indexed_db_futures`):
+//! Everything the designer keeps in the browser, in IndexedDB (through `idb`):
 //! documents with their autosaved drafts and version history, dry runs with
 //! their checkpoints, and step outputs stored once by content hash.
 //!
@@ -8,15 +8,15 @@
 use crate::dryrun::{Record, SimSettings};
 use ax_core::ExecutionState;
 use ax_core::checkpoint::{Checkpoint, CheckpointDelta};
-use indexed_db_futures::database::Database;
-use indexed_db_futures::prelude::*;
-use indexed_db_futures::transaction::TransactionMode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use web_sys::IdbDatabase;
+
+mod idb;
 
 pub const DEFAULT_DB: &str = "ax-designer";
-const VERSION: u8 = 1;
+const VERSION: u32 = 1;
 const DOCS: &str = "docs";
 const VERSIONS: &str = "versions";
 const RUNS: &str = "runs";
@@ -381,7 +381,7 @@ impl Json for RunRecord {
 /// The IndexedDB database (a cheap handle).
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: Database,
+    db: IdbDatabase,
     name: String,
 }
 
@@ -416,19 +416,7 @@ fn children(parent: &str) -> std::ops::Range<String> {
 impl Store {
     /// Open (and create or upgrade) the database.
     pub async fn open(name: &str) -> Result<Store, String> {
-        let db = Database::open(name)
-            .with_version(VERSION)
-            .with_on_upgrade_needed(|_event, db| {
-                let existing: Vec<String> = db.object_store_names().collect();
-                for s in STORES {
-                    if !existing.iter().any(|e| e == s) {
-                        db.create_object_store(s).build()?;
-                    }
-                }
-                Ok(())
-            })
-            .await
-            .map_err(err)?;
+        let db = idb::open(name, VERSION, &STORES).await?;
         Ok(Store {
             db,
             name: name.to_owned(),
@@ -441,10 +429,7 @@ impl Store {
 
     /// Delete a whole database (tests; "forget everything").
     pub async fn delete_database(name: &str) -> Result<(), String> {
-        Database::delete_by_name(name)
-            .map_err(err)?
-            .await
-            .map_err(err)
+        idb::delete_database(name).await
     }
 
     pub fn close(self) {
@@ -461,37 +446,7 @@ impl Store {
     }
 
     async fn get_text(&self, store: &str, key: &str) -> Result<Option<String>, String> {
-        let tx = self.db.transaction(store).build().map_err(err)?;
-        let s = tx.object_store(store).map_err(err)?;
-        s.get(key).primitive().map_err(err)?.await.map_err(err)
-    }
-
-    async fn all_texts(
-        &self,
-        store: &str,
-        range: Option<std::ops::Range<String>>,
-    ) -> Result<Vec<String>, String> {
-        let tx = self.db.transaction(store).build().map_err(err)?;
-        let s = tx.object_store(store).map_err(err)?;
-        match range {
-            Some(r) => s
-                .get_all()
-                .with_query(r)
-                .primitive()
-                .map_err(err)?
-                .await
-                .map_err(err)?
-                .collect::<Result<_, _>>()
-                .map_err(err),
-            None => s
-                .get_all()
-                .primitive()
-                .map_err(err)?
-                .await
-                .map_err(err)?
-                .collect::<Result<_, _>>()
-                .map_err(err),
-        }
+        idb::get(&self.db, store, key).await
     }
 
     async fn all<T: Json>(
@@ -499,7 +454,7 @@ impl Store {
         store: &str,
         range: Option<std::ops::Range<String>>,
     ) -> Result<Vec<T>, String> {
-        let texts = self.all_texts(store, range).await?;
+        let texts = idb::get_all(&self.db, store, range).await?;
         Ok(texts.iter().filter_map(|t| T::from_json(t).ok()).collect())
     }
 
@@ -511,21 +466,7 @@ impl Store {
         let mut names: Vec<&str> = writes.iter().map(|(s, _, _)| *s).collect();
         ax_core::sort::sort_unstable(&mut names);
         names.dedup();
-        let tx = self
-            .db
-            .transaction(names.as_slice())
-            .with_mode(TransactionMode::Readwrite)
-            .build()
-            .map_err(err)?;
-        for (store, key, value) in writes {
-            let s = tx.object_store(store).map_err(err)?;
-            s.put(value.as_str())
-                .with_key(key.as_str())
-                .without_key_type()
-                .primitive()
-                .map_err(err)?;
-        }
-        tx.commit().await.map_err(err)
+        idb::put_all(&self.db, &names, writes).await
     }
 
     async fn put<T: Json>(&self, store: &str, key: &str, value: &T) -> Result<(), String> {
@@ -534,27 +475,11 @@ impl Store {
     }
 
     async fn delete(&self, store: &str, key: &str) -> Result<(), String> {
-        let tx = self
-            .db
-            .transaction(store)
-            .with_mode(TransactionMode::Readwrite)
-            .build()
-            .map_err(err)?;
-        let s = tx.object_store(store).map_err(err)?;
-        s.delete(key).primitive().map_err(err)?;
-        tx.commit().await.map_err(err)
+        idb::delete(&self.db, store, Some(key), None).await
     }
 
     async fn delete_children(&self, store: &str, parent: &str) -> Result<(), String> {
-        let tx = self
-            .db
-            .transaction(store)
-            .with_mode(TransactionMode::Readwrite)
-            .build()
-            .map_err(err)?;
-        let s = tx.object_store(store).map_err(err)?;
-        s.delete(children(parent)).primitive().map_err(err)?;
-        tx.commit().await.map_err(err)
+        idb::delete(&self.db, store, None, Some(children(parent))).await
     }
 
     // ---- Documents ----
@@ -692,16 +617,8 @@ impl Store {
 
     /// Forget the checkpoints after `seq` (restoring rewinds the run's history).
     pub async fn truncate_checkpoints(&self, run_id: &str, after: u64) -> Result<(), String> {
-        let tx = self
-            .db
-            .transaction(CHECKPOINTS)
-            .with_mode(TransactionMode::Readwrite)
-            .build()
-            .map_err(err)?;
-        let s = tx.object_store(CHECKPOINTS).map_err(err)?;
         let range = checkpoint_key(run_id, after + 1)..format!("{run_id}0");
-        s.delete(range).primitive().map_err(err)?;
-        tx.commit().await.map_err(err)
+        idb::delete(&self.db, CHECKPOINTS, None, Some(range)).await
     }
 
     pub async fn get_output(&self, hash: &str) -> Result<Option<String>, String> {

@@ -246,9 +246,9 @@ pub fn web(ctx: &Ctx, env: &Env) -> Result<()> {
 }
 
 /// The most the page's wasm (release, `gzip -9`) may weigh; the web-build stage fails
-/// above it. The goal is 400 KB (docs/web.md, "Size"); this ceiling only stops it growing.
-pub const WASM_GZ_LIMIT: u64 = 405_000;
-/// The size the page's wasm should reach.
+/// above it. The 400 KB goal (docs/web.md, "Size") is met; this ceiling keeps it.
+pub const WASM_GZ_LIMIT: u64 = 400_000;
+/// The size the page's wasm should stay within.
 pub const WASM_GZ_GOAL: u64 = 400_000;
 
 /// What runs after a stage succeeded: the trunk build reports (and bounds) the wasm's

@@ -10,10 +10,17 @@ use leptos::ev;
 use leptos::prelude::*;
 use leptos::tachys::view::any_view::AnyView;
 
+/// The stored documents and the open one's versions, loaded together (one
+/// signal: each signal type brings its own copy of the reactive code).
+#[derive(Default)]
+struct Saved {
+    docs: Vec<DocRecord>,
+    versions: Vec<VersionRecord>,
+}
+
 pub fn documents_panel() -> AnyView {
     let d = use_designer();
-    let docs: RwSignal<Vec<DocRecord>> = RwSignal::new(Vec::new());
-    let versions: RwSignal<Vec<VersionRecord>> = RwSignal::new(Vec::new());
+    let saved = RwSignal::new(Saved::default());
     let renaming: RwSignal<Option<String>> = RwSignal::new(None);
     let deleting: RwSignal<Option<String>> = RwSignal::new(None);
     Effect::new(move |_| {
@@ -22,16 +29,20 @@ pub fn documents_panel() -> AnyView {
         let current = d.doc_id.get();
         if let Some(store) = d.store.get_value() {
             leptos::task::spawn_local(async move {
-                if let Ok(v) = store.list_docs().await {
-                    docs.set(v);
-                }
-                match current {
-                    Some(id) => {
-                        if let Ok(v) = store.list_versions(&id).await {
-                            versions.set(v);
+                let docs = store.list_docs().await.ok();
+                let versions = match current {
+                    Some(id) => store.list_versions(&id).await.ok(),
+                    None => Some(Vec::new()),
+                };
+                if docs.is_some() || versions.is_some() {
+                    saved.update(|s| {
+                        if let Some(docs) = docs {
+                            s.docs = docs;
                         }
-                    }
-                    None => versions.set(Vec::new()),
+                        if let Some(versions) = versions {
+                            s.versions = versions;
+                        }
+                    });
                 }
             });
         }
@@ -66,7 +77,7 @@ pub fn documents_panel() -> AnyView {
                 doc.name = name;
                 doc.updated_at = js_sys::Date::now();
                 if store.put_doc(&doc).await.is_ok() {
-                    d.docs_changed.update(|v| *v += 1);
+                    d.docs_changed.notify();
                 }
             }
         });
@@ -92,7 +103,7 @@ pub fn documents_panel() -> AnyView {
                     None => d.new_doc("untitled.yaml".into(), crate::text::STARTER.into()),
                 }
             }
-            d.docs_changed.update(|v| *v += 1);
+            d.docs_changed.notify();
         });
     };
     let restore = move |v: VersionRecord| {
@@ -207,17 +218,17 @@ pub fn documents_panel() -> AnyView {
         .child(
             elc("UL", "docs")
                 .attr("data-testid", "drafts")
-                .list_dyn(move || docs.get().into_iter().map(doc_item).collect()),
+                .list_dyn(move || saved.with(|s| s.docs.clone()).into_iter().map(doc_item).collect()),
         )
         .child(el("H2").text("Versions of ").text_dyn(move || d.name.get()))
         .view(show(
-            move || !versions.with(Vec::is_empty),
+            move || saved.with(|s| !s.versions.is_empty()),
             move || {
                 elc("OL", "versions")
                     .attr("data-testid", "versions")
                     .list_dyn(move || {
-                        versions
-                            .get()
+                        saved
+                            .with(|s| s.versions.clone())
                             .into_iter()
                             .map(|v| {
                                 let v2 = v.clone();

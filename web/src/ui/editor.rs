@@ -30,7 +30,6 @@ pub fn editor() -> AnyView {
     let gutter = ElRef::new();
     let dragging = RwSignal::new(false);
     let lines = Memo::new(move |_| d.text.with(|t| text::line_count(t)));
-    let numbers = Memo::new(move |_| text::line_numbers(lines.get()));
     let marks = Memo::new(move |_| {
         d.analyzed.with(|a| {
             let r = &a.analysis.report;
@@ -117,7 +116,10 @@ pub fn editor() -> AnyView {
                                 })
                                 .collect()
                         })
-                        .child(elc("PRE", "line-numbers").text_dyn(move || numbers.get())),
+                        .child(
+                            elc("PRE", "line-numbers")
+                                .text_dyn(move || text::line_numbers(lines.get())),
+                        ),
                 ),
         )
         .child(

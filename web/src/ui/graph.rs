@@ -29,6 +29,15 @@ fn clip(s: &str, n: usize) -> String {
 /// Where a pointer drag started: client x and y, and the pan at that time.
 type Drag = (f64, f64, (f64, f64));
 
+/// The pan (`x`, `y`) and zoom of the graph: one signal (each signal type
+/// brings its own copy of the reactive code).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Viewport {
+    x: f64,
+    y: f64,
+    zoom: f64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 struct EdgeView {
     from: String,
@@ -39,8 +48,11 @@ struct EdgeView {
 
 pub fn graph_view() -> AnyView {
     let d = use_designer();
-    let zoom = RwSignal::new(1.0f64);
-    let pan = RwSignal::new((0.0f64, 0.0f64));
+    let view = RwSignal::new(Viewport {
+        x: 0.0,
+        y: 0.0,
+        zoom: 1.0,
+    });
     let svg_ref = NodeRef::<leptos::svg::Svg>::new();
     // Pointer drag: (start x, start y, pan at start); `moved` suppresses the click.
     let drag: StoredValue<Option<Drag>> = StoredValue::new(None);
@@ -48,7 +60,7 @@ pub fn graph_view() -> AnyView {
 
     let size = move || {
         // Called from animation frames: the graph may be gone by then.
-        zoom.try_get_untracked()?;
+        view.try_get_untracked()?;
         svg_ref.get_untracked().map(|s| {
             let r = s.get_bounding_client_rect();
             (r.width(), r.height())
@@ -66,26 +78,38 @@ pub fn graph_view() -> AnyView {
             .with_untracked(|l| (l.width.max(1.0), l.height.max(1.0)));
         let k = (w / lw).min(h / lh).clamp(MIN_ZOOM, 1.0);
         if readable && k < READABLE_ZOOM {
-            let k = READABLE_ZOOM;
-            zoom.set(k);
+            let zoom = READABLE_ZOOM;
             // The first levels in view, centred across (levels are centred too).
-            if d.vertical.get_untracked() {
-                pan.set(((w - lw * k) / 2.0, 0.0));
+            view.set(if d.vertical.get_untracked() {
+                Viewport {
+                    x: (w - lw * zoom) / 2.0,
+                    y: 0.0,
+                    zoom,
+                }
             } else {
-                pan.set((0.0, (h - lh * k) / 2.0));
-            }
+                Viewport {
+                    x: 0.0,
+                    y: (h - lh * zoom) / 2.0,
+                    zoom,
+                }
+            });
             return;
         }
-        zoom.set(k);
-        pan.set(((w - lw * k) / 2.0, ((h - lh * k) / 2.0).max(0.0)));
+        view.set(Viewport {
+            x: (w - lw * k) / 2.0,
+            y: ((h - lh * k) / 2.0).max(0.0),
+            zoom: k,
+        });
     };
     let fit = move || fit_with(false);
     let zoom_at = move |factor: f64, cx: f64, cy: f64| {
-        let k = zoom.get_untracked();
-        let k2 = (k * factor).clamp(MIN_ZOOM, MAX_ZOOM);
-        let (tx, ty) = pan.get_untracked();
-        pan.set((cx - (cx - tx) * k2 / k, cy - (cy - ty) * k2 / k));
-        zoom.set(k2);
+        let v = view.get_untracked();
+        let k2 = (v.zoom * factor).clamp(MIN_ZOOM, MAX_ZOOM);
+        view.set(Viewport {
+            x: cx - (cx - v.x) * k2 / v.zoom,
+            y: cy - (cy - v.y) * k2 / v.zoom,
+            zoom: k2,
+        });
     };
     let zoom_center = move |factor: f64| {
         let (w, h) = size().unwrap_or((600.0, 400.0));
@@ -143,10 +167,11 @@ pub fn graph_view() -> AnyView {
         if e.button() != 0 {
             return;
         }
+        let v = view.get_untracked();
         drag.set_value(Some((
             f64::from(e.client_x()),
             f64::from(e.client_y()),
-            pan.get_untracked(),
+            (v.x, v.y),
         )));
         moved.set_value(false);
     };
@@ -164,17 +189,16 @@ pub fn graph_view() -> AnyView {
                 let _ = svg.set_pointer_capture(e.pointer_id());
             }
         }
-        pan.set((tx + dx, ty + dy));
+        view.update(|v| (v.x, v.y) = (tx + dx, ty + dy));
     };
     let on_up = move |_e: ev::PointerEvent| drag.set_value(None);
     let on_key = move |e: ev::KeyboardEvent| {
         let step = 60.0;
-        let (tx, ty) = pan.get_untracked();
         match e.key().as_str() {
-            "ArrowLeft" => pan.set((tx + step, ty)),
-            "ArrowRight" => pan.set((tx - step, ty)),
-            "ArrowUp" => pan.set((tx, ty + step)),
-            "ArrowDown" => pan.set((tx, ty - step)),
+            "ArrowLeft" => view.update(|v| v.x += step),
+            "ArrowRight" => view.update(|v| v.x -= step),
+            "ArrowUp" => view.update(|v| v.y += step),
+            "ArrowDown" => view.update(|v| v.y -= step),
             "+" | "=" => zoom_center(1.25),
             "-" | "_" => zoom_center(0.8),
             "0" => fit(),
@@ -333,7 +357,7 @@ pub fn graph_view() -> AnyView {
         .child(elc("SPAN", "hint").attr("role", "status").str_dyn(hint))
         .child(
             elc("SPAN", "zoom muted")
-                .text_dyn(move || format!("{}%", crate::text::fixed(zoom.get() * 100.0, 0))),
+                .text_dyn(move || format!("{}%", crate::text::fixed(view.get().zoom * 100.0, 0))),
         );
     let edges_view = keyed(move || {
         edges
@@ -399,11 +423,11 @@ pub fn graph_view() -> AnyView {
         .child(
             svg_el("g")
                 .attr_dyn("transform", move || {
-                    let (x, y) = pan.get();
+                    let v = view.get();
                     format!(
                         "translate({}) scale({})",
-                        crate::text::svg_path(&[(' ', x, y)]),
-                        crate::text::fixed(zoom.get(), 4)
+                        crate::text::svg_path(&[(' ', v.x, v.y)]),
+                        crate::text::fixed(v.zoom, 4)
                     )
                 })
                 .child(svg_el("g").attr("class", "edges").view(edges_view))

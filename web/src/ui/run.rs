@@ -32,10 +32,12 @@ pub(crate) fn resume_blocked(state: Option<ExecutionState>) -> Option<&'static s
 pub fn run_panel() -> AnyView {
     let d = use_designer();
     let runs = use_runs();
-    let state = Memo::new(move |_| d.run.with(|r| r.as_ref().map(|r| r.state)));
-    let kind = Memo::new(move |_| d.run.with(|r| r.as_ref().map(|r| r.kind)));
-    let can_pause = move || state.get() == Some(ExecutionState::Running);
-    let can_cancel = move || state.get().is_some_and(|s| !s.is_terminal());
+    // Closures, not memos (each memo type brings its own copy of the reactive
+    // code): what reads them only touches the DOM when the value changed.
+    let state = move || d.run.with(|r| r.as_ref().map(|r| r.state));
+    let kind = move || d.run.with(|r| r.as_ref().map(|r| r.kind));
+    let can_pause = move || state() == Some(ExecutionState::Running);
+    let can_cancel = move || state().is_some_and(|s| !s.is_terminal());
     let server_ok = move || matches!(d.server.get(), ServerStatus::Connected { .. });
     let import_ref = ElRef::new();
     let on_import = move |e: ev::Event| {
@@ -59,7 +61,7 @@ pub fn run_panel() -> AnyView {
             })
         })
     };
-    let state_name = move || state.get().map_or("idle", |s| s.as_str());
+    let state_name = move || state().map_or("idle", |s| s.as_str());
 
     let active = move || {
         fragment(vec![
@@ -68,12 +70,10 @@ pub fn run_panel() -> AnyView {
                     d.run
                         .with(|r| r.as_ref().map(|r| r.name.clone()).unwrap_or_default())
                 }))
-                .child(
-                    elc("SPAN", "muted small").str_dyn(move || match kind.get() {
-                        Some(RunKind::Server) => " on the server",
-                        _ => " in this browser",
-                    }),
-                )
+                .child(elc("SPAN", "muted small").str_dyn(move || match kind() {
+                    Some(RunKind::Server) => " on the server",
+                    _ => " in this browser",
+                }))
                 .child(
                     el("SPAN")
                         .attr_dyn("class", move || format!("badge state-{}", state_name()))
@@ -115,9 +115,9 @@ pub fn run_panel() -> AnyView {
                     elc("BUTTON", "primary")
                         .attr("data-testid", "resume")
                         .on_click(move |_| runs.resume())
-                        .flag_dyn("disabled", move || resume_blocked(state.get()).is_some())
+                        .flag_dyn("disabled", move || resume_blocked(state()).is_some())
                         .attr_str_dyn("title", move || {
-                            resume_blocked(state.get())
+                            resume_blocked(state())
                                 .unwrap_or("Resume the run from where it stopped")
                         })
                         .text("Resume"),
@@ -140,7 +140,7 @@ pub fn run_panel() -> AnyView {
                         .text("Export checkpoint"),
                 )
                 .view(show(
-                    move || server_ok() && kind.get() == Some(RunKind::Local),
+                    move || server_ok() && kind() == Some(RunKind::Local),
                     move || {
                         el("BUTTON")
                             .attr("data-testid", "send-to-server")
@@ -164,7 +164,7 @@ pub fn run_panel() -> AnyView {
         .attr("data-testid", "run-panel")
         .child(
             elc("SECTION", "active-run")
-                .view(show(move || kind.get().is_some(), active, || {
+                .view(show(move || kind().is_some(), active, || {
                     elc("P", "empty")
                         .text("No run yet. Press “▶ Dry run” (Ctrl+Enter) to try the workflow here.")
                         .into_any()
@@ -412,7 +412,7 @@ fn stored_runs() -> AnyView {
         };
         leptos::task::spawn_local(async move {
             match store.delete_run(&id).await {
-                Ok(()) => d.runs_changed.update(|v| *v += 1),
+                Ok(()) => d.runs_changed.notify(),
                 Err(e) => d.error(format!("Could not delete the run: {e}")),
             }
         });

@@ -10,11 +10,18 @@ use crate::text;
 use leptos::prelude::*;
 use leptos::tachys::view::any_view::AnyView;
 
+/// What the server lists (one signal: each signal type brings its own copy of
+/// the reactive code).
+#[derive(Default)]
+struct Lists {
+    workflows: Vec<WorkflowSummary>,
+    executions: Vec<ExecutionSummary>,
+}
+
 pub fn server_panel() -> AnyView {
     let d = use_designer();
     let runs = use_runs();
-    let workflows: RwSignal<Vec<WorkflowSummary>> = RwSignal::new(Vec::new());
-    let executions: RwSignal<Vec<ExecutionSummary>> = RwSignal::new(Vec::new());
+    let lists = RwSignal::new(Lists::default());
     let loading = RwSignal::new(false);
     let refresh = move || {
         if !matches!(d.server.get_untracked(), ServerStatus::Connected { .. }) {
@@ -23,13 +30,21 @@ pub fn server_panel() -> AnyView {
         let api = runs.api.get_value();
         loading.set(true);
         leptos::task::spawn_local(async move {
-            match api.workflows().await {
-                Ok(w) => workflows.set(w),
-                Err(e) => d.error(format!("Could not list the server's workflows: {e}")),
+            let workflows = api.workflows().await;
+            let executions = api.executions().await;
+            lists.update(|l| {
+                if let Ok(w) = &workflows {
+                    l.workflows.clone_from(w);
+                }
+                if let Ok(x) = &executions {
+                    l.executions.clone_from(x);
+                }
+            });
+            if let Err(e) = workflows {
+                d.error(format!("Could not list the server's workflows: {e}"));
             }
-            match api.executions().await {
-                Ok(x) => executions.set(x),
-                Err(e) => d.error(format!("Could not list the server's executions: {e}")),
+            if let Err(e) = executions {
+                d.error(format!("Could not list the server's executions: {e}"));
             }
             loading.set(false);
         });
@@ -91,8 +106,8 @@ pub fn server_panel() -> AnyView {
                     elc("UL", "server-list")
                         .attr("data-testid", "server-executions")
                         .list_dyn(move || {
-                            executions
-                                .get()
+                            lists
+                                .with(|l| l.executions.clone())
                                 .into_iter()
                                 .map(|x| {
                                     let id = x.id.clone();
@@ -130,8 +145,8 @@ pub fn server_panel() -> AnyView {
                     elc("UL", "server-list")
                         .attr("data-testid", "server-workflows")
                         .list_dyn(move || {
-                            workflows
-                                .get()
+                            lists
+                                .with(|l| l.workflows.clone())
                                 .into_iter()
                                 .map(|w| {
                                     let id = w.id.clone();
