@@ -195,7 +195,7 @@ pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Wor
                 }
             }
             "author" => wf.author = l.string(e, None),
-            "tags" => l.string_list(e, None, |s, _| wf.tags.push(s)),
+            "tags" => l.string_list(e, None, &mut |s, _| wf.tags.push(s)),
             "config" => wf.config = l.config(&e.value),
             "inputs" => wf.inputs = l.inputs(&e.value, &mut map),
             "steps" => {
@@ -356,7 +356,7 @@ impl<'t> Loader<'_, 't> {
         &mut self,
         e: &Entry<'_>,
         step: Option<&str>,
-        mut each: impl FnMut(String, Span),
+        each: &mut dyn FnMut(String, Span),
     ) {
         match &e.value.kind {
             NodeKind::Seq(items) => {
@@ -672,7 +672,7 @@ impl<'t> Loader<'_, 't> {
                     if let NodeKind::Seq(items) = &e.value.kind {
                         step.dependencies.reserve_exact(items.len());
                     }
-                    self.string_list(e, label, |d, span| {
+                    self.string_list(e, label, &mut |d, span| {
                         step.dependencies.push(d);
                         map.dependency_spans.push(span);
                     });
@@ -776,7 +776,7 @@ impl<'t> Loader<'_, 't> {
                 "retryableErrors" => {
                     let mut classes = Vec::new();
                     let mut names = Vec::new();
-                    self.string_list(e, step, |name, span| names.push((name, span)));
+                    self.string_list(e, step, &mut |name, span| names.push((name, span)));
                     for (name, span) in names {
                         match ErrorClass::parse(&name) {
                             Some(c) => classes.push(c),

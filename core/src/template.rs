@@ -110,7 +110,7 @@ impl Template {
     pub fn parse(text: &str) -> Result<Template, Vec<TemplateError>> {
         let mut parts = Vec::new();
         let mut literal = String::new();
-        let errors = walk_template(text, |piece| match piece {
+        let errors = walk_template(text, &mut |piece| match piece {
             Piece::Text(t) => {
                 literal.push_str(t);
                 Ok(0)
@@ -142,11 +142,11 @@ impl Template {
         text: &'t str,
         mut each: impl FnMut(PlaceholderRef<'t>),
     ) -> Result<(), Vec<TemplateError>> {
-        let errors = walk_template(text, |piece| match piece {
+        let errors = walk_template(text, &mut |piece| match piece {
             Piece::Text(_) => Ok(0),
             Piece::Placeholder(start) => {
                 let mut first_is_result = None;
-                let (parsed, end) = placeholder_parts(text, start, |seg| {
+                let (parsed, end) = placeholder_parts(text, start, &mut |seg| {
                     first_is_result.get_or_insert(seg.is_result());
                 })?;
                 each(PlaceholderRef {
@@ -203,7 +203,8 @@ enum Piece<'t> {
 /// answers where it ends (or its error and where to resume). Returns the errors.
 fn walk_template<'t>(
     text: &'t str,
-    mut on: impl FnMut(Piece<'t>) -> Result<usize, (TemplateError, usize)>,
+    // `dyn`: one copy of the walk in the page's wasm, not one per caller.
+    on: &mut dyn FnMut(Piece<'t>) -> Result<usize, (TemplateError, usize)>,
 ) -> Vec<TemplateError> {
     let mut errors = Vec::new();
     let bytes = text.as_bytes();
@@ -290,7 +291,7 @@ pub(crate) fn parse_placeholder(
     start: usize,
 ) -> Result<(Placeholder, usize), (TemplateError, usize)> {
     let mut path = Vec::new();
-    let (p, end) = placeholder_parts(text, start, |seg| {
+    let (p, end) = placeholder_parts(text, start, &mut |seg| {
         path.push(match seg {
             Seg::Field("result") => Segment::Field(Cow::Borrowed("result")),
             Seg::Field(f) => Segment::Field(Cow::Owned(f.to_owned())),
@@ -339,7 +340,7 @@ struct PlaceholderText<'t> {
 fn placeholder_parts<'t>(
     text: &'t str,
     start: usize,
-    mut seg: impl FnMut(Seg<'t>),
+    seg: &mut dyn FnMut(Seg<'t>),
 ) -> Result<(PlaceholderText<'t>, usize), (TemplateError, usize)> {
     let Some(close_rel) = find_pair(&text[start + 2..], b'}') else {
         return Err((

@@ -169,6 +169,12 @@ pub fn validate_workflow(workflow: Workflow) -> Result<Arc<Plan>, Report> {
         })
 }
 
+/// Step keys → indices. Keys are the file's: a seeded hash (foldhash: a random seed
+/// per process, so no file can be written to collide), several times faster than
+/// SipHash on short keys. (One map type for the core and the page: each is a copy
+/// of hashbrown in the wasm.)
+pub type KeyIndex<'k> = HashMap<&'k str, usize, foldhash::fast::RandomState>;
+
 /// What validation computed that the plan reuses.
 pub(crate) struct Checked {
     graph: Option<Graph>,
@@ -256,10 +262,7 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     let mut sound = n > 0;
 
     // Keys: format and uniqueness.
-    // Keys are the file's: a seeded hash (foldhash: a random seed per process, so no
-    // file can be written to collide), several times faster than SipHash on short keys.
-    let mut index: HashMap<&str, usize, foldhash::fast::RandomState> =
-        HashMap::with_capacity_and_hasher(n, foldhash::fast::RandomState::default());
+    let mut index = KeyIndex::with_capacity_and_hasher(n, Default::default());
     for (i, s) in wf.steps.iter().enumerate() {
         if s.key.is_empty() {
             sound = false; // reported by the loader

@@ -10,7 +10,8 @@
 use crate::text::svg_path;
 use ax_core::Workflow;
 use ax_core::graph::Graph;
-use std::collections::{HashMap, VecDeque};
+use ax_core::validate::KeyIndex;
+use std::collections::VecDeque;
 
 pub const NODE_W: f64 = 176.0;
 pub const NODE_H: f64 = 58.0;
@@ -110,7 +111,7 @@ impl Layout {
 /// Dependencies by index: each step's distinct, existing, non-self dependencies
 /// (duplicate keys resolve to their first step).
 pub fn resolve_dependencies(wf: &Workflow) -> Vec<Vec<usize>> {
-    let mut index: HashMap<&str, usize> = HashMap::with_capacity(wf.steps.len());
+    let mut index = KeyIndex::with_capacity_and_hasher(wf.steps.len(), Default::default());
     for (i, s) in wf.steps.iter().enumerate() {
         index.entry(s.key.as_str()).or_insert(i);
     }
