@@ -36,6 +36,23 @@ fn search(hay: &[u8], hits: impl Fn(u64) -> u64, one: impl Fn(u8) -> bool) -> Op
         .map(|n| at + n)
 }
 
+/// The first `cc` (a pair of the byte `c`) in `hay`.
+pub(crate) fn find_pair(hay: &[u8], c: u8) -> Option<usize> {
+    let wc = ONES * u64::from(c);
+    let mut from = 0;
+    while let Some(i) = hay
+        .get(from..)
+        .and_then(|rest| search(rest, |x| zero(x ^ wc), |b| b == c))
+    {
+        let at = from + i;
+        if hay.get(at + 1) == Some(&c) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 /// The first `a` or `b` in `hay`.
 pub(crate) fn find2(hay: &[u8], a: u8, b: u8) -> Option<usize> {
     let (wa, wb) = (ONES * u64::from(a), ONES * u64::from(b));
@@ -69,6 +86,10 @@ mod tests {
         b.iter().position(|&c| c == x || c == y)
     }
 
+    fn naive_pair(b: &[u8], c: u8) -> Option<usize> {
+        b.windows(2).position(|w| w[0] == c && w[1] == c)
+    }
+
     /// Every byte value at every position of short and word-crossing texts, over
     /// fillers with and without the high bit (UTF-8) and near the thresholds.
     #[test]
@@ -82,6 +103,13 @@ mod tests {
                         assert_eq!(json_string_stop(&text), naive_stop(&text), "{text:?}");
                         assert_eq!(find2(&text, b'{', b'\\'), naive2(&text, b'{', b'\\'));
                         assert_eq!(find2(&text, 0, 0xff), naive2(&text, 0, 0xff));
+                        assert_eq!(find_pair(&text, b'}'), naive_pair(&text, b'}'));
+                        // Two stops in a row, at every position.
+                        if at + 1 < len {
+                            text[at + 1] = stop;
+                            assert_eq!(find_pair(&text, stop), naive_pair(&text, stop));
+                            assert_eq!(find_pair(&text, b'?'), naive_pair(&text, b'?'));
+                        }
                     }
                 }
             }
@@ -108,6 +136,9 @@ mod tests {
             }
             assert_eq!(json_string_stop(&text), naive_stop(&text), "{text:?}");
             assert_eq!(find2(&text, b'{', b'\\'), naive2(&text, b'{', b'\\'));
+            for c in [b'a', b'z', 0, 0xff] {
+                assert_eq!(find_pair(&text, c), naive_pair(&text, c), "{text:?}");
+            }
         }
     }
 }

@@ -276,14 +276,6 @@ fn step_without_result(raw: &str, root: &str) -> String {
     format!("`{raw}` refers to step `{root}`; write `{{{{{root}.result}}}}` for its output")
 }
 
-/// Where `cc` (two ASCII bytes `c`) first occurs: `str::find` sets up a
-/// substring searcher per call, which shows in profiles of 10,000-step files.
-fn find_pair(hay: &str, c: u8) -> Option<usize> {
-    hay.as_bytes()
-        .windows(2)
-        .position(|w| w[0] == c && w[1] == c)
-}
-
 /// Parse `{{ … }}` starting at byte `start` (which holds `{{`). On error, returns
 /// where to resume scanning.
 pub(crate) fn parse_placeholder(
@@ -342,7 +334,7 @@ fn placeholder_parts<'t>(
     start: usize,
     seg: &mut dyn FnMut(Seg<'t>),
 ) -> Result<(PlaceholderText<'t>, usize), (TemplateError, usize)> {
-    let Some(close_rel) = find_pair(&text[start + 2..], b'}') else {
+    let Some(close_rel) = crate::scan::find_pair(&text.as_bytes()[start + 2..], b'}') else {
         return Err((
             TemplateError {
                 message: "`{{` is never closed: add `}}`, or write `\\{{` for literal braces"
@@ -364,7 +356,7 @@ fn placeholder_parts<'t>(
             end,
         ))
     };
-    let (path_part, fallback) = match find_pair(inner, b'?') {
+    let (path_part, fallback) = match crate::scan::find_pair(inner.as_bytes(), b'?') {
         Some(q) => {
             let fb = inner[q + 2..].trim();
             match parse_string_literal(fb) {
@@ -386,27 +378,25 @@ fn placeholder_parts<'t>(
     }
     // Names are ASCII (`is_name_char`), so byte offsets are char boundaries.
     let name_end = |from: usize| {
-        path_text[from..]
-            .find(|c: char| !is_name_char(c))
+        path_text.as_bytes()[from..]
+            .iter()
+            .position(|&b| !is_name_char(char::from(b)))
             .map_or(path_text.len(), |n| from + n)
     };
     let root_end = name_end(0);
     let root = &path_text[..root_end];
-    let mut chars = path_text[root_end..]
-        .char_indices()
-        .map(|(i, c)| (i + root_end, c))
-        .peekable();
     if root.is_empty() {
         return err(format!(
             "`{raw}` must start with a name (letters, digits, `_`, `-`)"
         ));
     }
-    while let Some((pos, c)) = chars.next() {
+    // `pos` is always at a char boundary: after a name (ASCII) or a `]`.
+    let mut pos = root_end;
+    while let Some(c) = path_text[pos..].chars().next() {
         match c {
             '.' => {
                 let field_end = name_end(pos + 1);
                 let field = &path_text[pos + 1..field_end];
-                while chars.next_if(|&(p, _)| p < field_end).is_some() {}
                 if field.is_empty() {
                     return err(format!("`{raw}` has an empty field name after `.`"));
                 }
@@ -414,6 +404,7 @@ fn placeholder_parts<'t>(
                     Ok(i) if field.bytes().all(|b| b.is_ascii_digit()) => seg(Seg::Index(i)),
                     _ => seg(Seg::Field(field)),
                 }
+                pos = field_end;
             }
             '[' => {
                 let rest = &path_text[pos + 1..];
@@ -430,15 +421,8 @@ fn placeholder_parts<'t>(
                         "in `{raw}`, `[{inside}]` must hold an index (`[0]`) or a quoted field name (`[\"a b\"]`)"
                     ));
                 }
-                // Skip past the closing bracket.
-                let target = pos + 1 + close;
-                while let Some(&(p, _)) = chars.peek() {
-                    if p <= target {
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
+                // Past the closing bracket (one byte).
+                pos += 1 + close + 1;
             }
             c if c.is_whitespace() => {
                 return err(format!(
