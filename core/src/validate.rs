@@ -131,9 +131,6 @@ pub fn analyze(text: &str, opts: &Options) -> Analysis {
         }
     };
     let (workflow, map) = load(&doc.root, doc.format, &mut sink);
-    // The tree is several times the size of the text: free it before checking, so
-    // that the checks reuse its memory instead of growing the heap further.
-    drop(doc);
     let checked = check(&workflow, Some(&map), &mut sink);
     let report = sink.into_report();
     let (plan, loaded, graph) = if report.valid {
