@@ -889,7 +889,7 @@ impl Execution {
             let Some(i) = self.ready.pop_first() else {
                 break;
             };
-            let rendered = self.plan.prompt(i).map(|t| {
+            let rendered = self.plan.prompt(i).and_then(|t| {
                 t.render(self).map_err(|errors| {
                     errors
                         .iter()
@@ -898,7 +898,7 @@ impl Execution {
                         .join("; ")
                 })
             });
-            let prompt = match rendered.and_then(|r| r) {
+            let prompt = match rendered {
                 Ok(p) => p,
                 Err(msg) => {
                     let err = StepError::new(ErrorClass::Template, msg);

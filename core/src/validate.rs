@@ -649,21 +649,23 @@ fn insert_sorted<'a>(v: &mut Vec<&'a str>, s: &'a str) -> bool {
 mod tests {
     use super::*;
 
+    /// Analyze `text` 32 times (32 hash seeds) and check that the `code` problem's
+    /// message always holds `hint`.
+    fn same_hint_every_run(text: &str, code: Code, hint: &str) {
+        for _ in 0..32 {
+            let a = analyze(text, &Options::for_file("x.yaml"));
+            let e = a.report.errors.iter().find(|e| e.code == code);
+            let message = e.map_or("", |e| e.message.as_str());
+            assert!(message.contains(hint), "{code:?}: {message:?}");
+        }
+    }
+
     /// Of equally close step keys, the suggestion for a missing dependency is the
     /// first declared, in every run (it once came from a hash map's order).
     #[test]
     fn missing_dependency_suggestion_is_deterministic() {
         let text = "name: x\nsteps:\n  - {key: a1, agent: b, prompt: p}\n  - {key: a2, agent: b, prompt: p}\n  - {key: c, agent: b, prompt: p, dependencies: [a3]}\n";
-        for _ in 0..32 {
-            let a = analyze(text, &Options::for_file("x.yaml"));
-            let e = a
-                .report
-                .errors
-                .iter()
-                .find(|e| e.code == Code::MissingDependency)
-                .expect("missing-dependency");
-            assert!(e.message.contains("did you mean `a1`?"), "{}", e.message);
-        }
+        same_hint_every_run(text, Code::MissingDependency, "did you mean `a1`?");
     }
 
     /// Same for `{{x.result}}` naming no step: the hint came from the key index's
@@ -671,20 +673,11 @@ mod tests {
     #[test]
     fn unknown_placeholder_suggestion_is_deterministic() {
         let text = "name: x\nsteps:\n  - {key: a1, agent: b, prompt: p}\n  - {key: a2, agent: b, prompt: p}\n  - {key: c, agent: b, prompt: \"{{a3.result}}\", dependencies: [a1, a2]}\n";
-        for _ in 0..32 {
-            let a = analyze(text, &Options::for_file("x.yaml"));
-            let e = a
-                .report
-                .errors
-                .iter()
-                .find(|e| e.code == Code::UnknownPlaceholder)
-                .expect("unknown-placeholder");
-            assert!(
-                e.message.contains("did you mean `{{a1.result}}`?"),
-                "{}",
-                e.message
-            );
-        }
+        same_hint_every_run(
+            text,
+            Code::UnknownPlaceholder,
+            "did you mean `{{a1.result}}`?",
+        );
     }
 
     /// Positions come from the flat field and dependency lists of the source map.
