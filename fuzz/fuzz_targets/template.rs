@@ -16,12 +16,9 @@ use ax_fuzz::TextCtx;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(all) = std::str::from_utf8(data) else {
+    let Some((text, ctx)) = TextCtx::split_input(data) else {
         return;
     };
-    let mut fields = all.split('\0');
-    let text = fields.next().unwrap_or_default();
-    let ctx = TextCtx::from_fields(fields);
     for out in ctx.steps.values().flatten() {
         let _ = parse_output_json(out);
     }

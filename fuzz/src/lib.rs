@@ -39,6 +39,14 @@ pub struct TextCtx {
 }
 
 impl TextCtx {
+    /// A fuzz input as `TEXT\0name\0value\0…`: the text and its context (see
+    /// [`TextCtx::from_fields`]); `None` when the bytes are not UTF-8.
+    pub fn split_input(data: &[u8]) -> Option<(&str, TextCtx)> {
+        let mut fields = std::str::from_utf8(data).ok()?.split('\0');
+        let text = fields.next().unwrap_or_default();
+        Some((text, TextCtx::from_fields(fields)))
+    }
+
     /// From NUL-separated `name`/`value` pairs: a name starting with `@` is a
     /// step (its value the output text; no value: a step that did not complete),
     /// any other name a run input (its value JSON, else a string).
