@@ -398,7 +398,12 @@ impl Api {
 
     /// Send a checkpoint file to the server: a new execution continues it there.
     pub async fn import(&self, file_json: &str, resume: bool) -> Result<ServerExecution, String> {
-        let q = if resume { "" } else { "?resume=false" };
+        // Explicit both ways: the server leaves an imported run paused by default.
+        let q = if resume {
+            "?resume=true"
+        } else {
+            "?resume=false"
+        };
         self.call(
             "POST",
             &format!("/api/checkpoints/import{q}"),

@@ -37,6 +37,13 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
+    pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            message,
+        )
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -112,18 +119,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 JsonRejection::BytesRejection(_)
                     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
                 {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "too-large",
-                        format!(
-                            "the request body is larger than {} bytes",
-                            super::BODY_LIMIT
-                        ),
-                    )
+                    too_large()
                 }
-                JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "bad-request",
+                JsonRejection::MissingJsonContentType(_) => ApiError::unsupported_media_type(
                     "send the body as JSON with `Content-Type: application/json`",
                 ),
                 _ => ApiError::bad_request(format!(
@@ -135,11 +133,61 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     }
 }
 
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too-large",
+        format!(
+            "the request body is larger than {} bytes",
+            super::BODY_LIMIT
+        ),
+    )
+}
+
+/// Read a whole body within the size limit.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {rejection}"))
+        }
+    })
+}
+
+/// A JSON body kept as text, for routes that parse it with their own errors; `None`
+/// when the body is empty. A body that is not declared as JSON is refused (415).
+pub struct JsonText(pub Option<String>);
+
+impl<S: Send + Sync> FromRequest<S> for JsonText {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = super::access::content_type(req.headers());
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonText(None));
+        }
+        if content_type != "application/json" && !content_type.ends_with("+json") {
+            return Err(ApiError::unsupported_media_type(
+                "send the body as JSON with `Content-Type: application/json`",
+            ));
+        }
+        let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the request body is not UTF-8 (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        Ok(JsonText(Some(text)))
+    }
+}
+
 /// The workflow text of `POST /api/workflows` and `POST /api/validate`, sent either
 /// as `{"source", "filename"?}` (`application/json`) or as the file itself: a
-/// YAML body (`application/yaml`, `text/yaml`, `text/plain`, …) or a JSON workflow
-/// (`application/json` whose object has no `source` field), with the file name in
-/// `?filename=` when given.
+/// YAML body (`application/yaml`, `application/x-yaml`, `text/yaml`) or a JSON
+/// workflow (`application/json` whose object has no `source` field), with the file
+/// name in `?filename=` when given. Not `text/plain`: any web page can post that.
 pub struct SourceText {
     pub source: String,
     pub filename: Option<String>,
@@ -193,49 +241,25 @@ impl<S: Send + Sync> FromRequest<S> for SourceText {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| {
-                v.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .unwrap_or_default();
+        let content_type = super::access::content_type(req.headers());
         let filename = filename_param(&req);
         let is_json = content_type == "application/json" || content_type.ends_with("+json");
         let is_text = matches!(
             content_type.as_str(),
-            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" | "text/plain"
+            "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml"
         );
         if !is_json && !is_text {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "bad-request",
-                format!(
-                    "unsupported Content-Type `{content_type}`: send `{{\"source\": TEXT}}` as \
-                     `application/json`, or the workflow file itself as `application/yaml` \
-                     (or `application/json` for a JSON workflow)"
-                ),
-            ));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too-large",
-                    format!(
-                        "the request body is larger than {} bytes",
-                        super::BODY_LIMIT
-                    ),
-                )
+            let given = if content_type.is_empty() {
+                "no Content-Type".to_owned()
             } else {
-                ApiError::bad_request(format!("cannot read the request body: {rejection}"))
-            }
-        })?;
+                format!("`Content-Type: {content_type}`")
+            };
+            return Err(ApiError::unsupported_media_type(format!(
+                "{given}: send `{{\"source\": TEXT}}` as `application/json`, or the workflow \
+                 file itself as `application/yaml` (or `application/json` for a JSON workflow)"
+            )));
+        }
+        let bytes = body_bytes(req, state).await?;
         let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
             ApiError::bad_request(format!(
                 "the request body is not UTF-8 (invalid byte at offset {})",

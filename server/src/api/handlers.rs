@@ -1,7 +1,7 @@
 //! Route handlers: thin; the work is in the engine and the store.
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, SourceText};
+use super::error::{ApiError, ApiJson, JsonText, SourceText};
 use crate::store::{self, Control, DeleteOutcome};
 use ax_core::checkpoint::{CheckpointFile, WorkflowSource};
 use ax_core::{Options, analyze};
@@ -210,19 +210,20 @@ async fn control(state: &AppState, id: &str, c: Control) -> ApiResult<Response> 
 pub async fn pause(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    JsonText(body): JsonText,
 ) -> ApiResult<Response> {
     // The body is optional: `{}` or nothing pauses gracefully, `{"now": true}` at once.
-    let now = if body.iter().all(u8::is_ascii_whitespace) {
-        false
-    } else {
-        serde_json::from_slice::<PauseBody>(&body)
-            .map_err(|e| {
-                ApiError::bad_request(format!(
-                    "the pause body must be {{\"now\": true|false}}: {e}"
-                ))
-            })?
-            .now
+    let now = match body {
+        None => false,
+        Some(text) => {
+            serde_json::from_str::<PauseBody>(&text)
+                .map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "the pause body must be {{\"now\": true|false}}: {e}"
+                    ))
+                })?
+                .now
+        }
     };
     control(
         &state,
@@ -327,21 +328,21 @@ pub struct ImportQuery {
     resume: Option<bool>,
 }
 
+/// An imported run stays stopped unless `?resume=true` asks for it to continue: the
+/// file may come from anywhere, and continuing spends the server's provider keys.
 pub async fn import_checkpoint(
     State(state): State<AppState>,
     Query(q): Query<ImportQuery>,
-    body: String,
+    JsonText(body): JsonText,
 ) -> ApiResult<Response> {
-    if body.len() > super::BODY_LIMIT {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too-large",
-            "the checkpoint file is too large",
-        ));
-    }
+    let body = body.ok_or_else(|| {
+        ApiError::bad_request(
+            "send a checkpoint file (as exported by the designer or `GET /api/checkpoints/{id}/export`) as the body, with `Content-Type: application/json`",
+        )
+    })?;
     let file = CheckpointFile::from_json(&body)
         .map_err(|e| ApiError::bad_request(format!("not a usable checkpoint file: {e}")))?;
-    let (rec, _handle) = state.engine.import(file, q.resume.unwrap_or(true)).await?;
+    let (rec, _handle) = state.engine.import(file, q.resume.unwrap_or(false)).await?;
     let full = execution_json(&state, &rec.id).await?;
     Ok((StatusCode::CREATED, Json(full)).into_response())
 }

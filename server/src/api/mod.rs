@@ -2,21 +2,25 @@
 //! `/healthz`, and the web app at `/`. See docs/api.md; `GET /api/openapi.json`
 //! describes the same routes.
 
+mod access;
 mod error;
 mod handlers;
 mod openapi;
 mod sse;
 
 use crate::engine::Engine;
+pub use access::Access;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 pub use error::ApiError;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -28,6 +32,8 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// The built web app (trunk's `dist/`), if any.
     pub web_dir: Option<PathBuf>,
+    /// The names the server answers to and the origins allowed to change things.
+    pub access: Arc<Access>,
 }
 
 /// The whole application: API, events, health and the web app.
@@ -63,13 +69,54 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/checkpoints/{id}/export", get(handlers::export_checkpoint))
         .fallback(|| async { ApiError::not_found("no such API route; see /api/openapi.json") });
-    Router::new()
+    // Layers run outside in: the Host check first (a rebinding page learns nothing,
+    // not even whether a token is needed), then CORS (whose preflights carry no
+    // token), then the Origin and content-type checks of writes, then the token.
+    let mut router = Router::new()
         .route("/healthz", get(handlers::health))
         .nest("/api", api)
         .fallback(handlers::web_app)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::check_origin,
+        ));
+    if let Some(cors) = cors_layer(&state.access) {
+        router = router.layer(cors);
+    }
+    router
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::check_host,
+        ))
         .with_state(state)
+}
+
+/// CORS headers only for the origins the user named (none by default: then browsers
+/// keep every other origin from reading answers).
+fn cors_layer(access: &Access) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = access
+        .cors_origins()
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                HeaderName::from_static("last-event-id"),
+            ])
+            .expose_headers([header::CONTENT_DISPOSITION])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// With a token configured, accept it as `Authorization: Bearer`, as `?token=`

@@ -73,6 +73,27 @@ struct ServeArgs {
     /// The built web app (trunk's dist/); default: ./dist or the repository's dist/.
     #[arg(long, env = "AX_WEB_DIR", value_name = "DIR")]
     web_dir: Option<PathBuf>,
+    /// Another name the server answers to (a reverse proxy's, a tunnel's, a LAN name):
+    /// `ax.example.com`, `name:port`, `.example.com` (the domain and every name under
+    /// it) or `*` (any name; needs AX_TOKEN). Repeatable; AX_ALLOWED_HOSTS takes a
+    /// comma-separated list. localhost, loopback addresses and the bound address always work.
+    #[arg(
+        long = "allowed-host",
+        value_name = "HOST",
+        env = "AX_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// A web origin whose pages may call this server (CORS), e.g.
+    /// `https://app.example.com`. Repeatable; AX_CORS_ORIGINS takes a comma-separated
+    /// list. Needs AX_TOKEN.
+    #[arg(
+        long = "cors-origin",
+        value_name = "ORIGIN",
+        env = "AX_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    cors_origins: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -351,6 +372,21 @@ async fn serve(g: &Global, args: ServeArgs) -> Result<i32> {
             args.bind
         );
     }
+    let access = api::Access::new(args.bind, &args.allowed_hosts, &args.cors_origins)
+        .map_err(|e| anyhow!(e))?;
+    if !access.cors_origins().is_empty() && token.is_none() {
+        bail!(
+            "--cors-origin lets pages on {} drive this server: set AX_TOKEN to a secret as well \
+             (the page sends `Authorization: Bearer <token>`), so that only who holds it can",
+            access.cors_origins().join(", ")
+        );
+    }
+    if access.any_host() && token.is_none() {
+        bail!(
+            "--allowed-host '*' turns off the defence against DNS rebinding: set AX_TOKEN to a \
+             secret as well, or name the hosts (`--allowed-host ax.example.com`)"
+        );
+    }
     let engine = open_engine(g).await?;
     let web_dir = find_web_dir(args.web_dir);
     if let Some(d) = &web_dir
@@ -365,6 +401,7 @@ async fn serve(g: &Global, args: ServeArgs) -> Result<i32> {
         engine: engine.clone(),
         token: token.map(Arc::from),
         web_dir: web_dir.clone(),
+        access: Arc::new(access),
     };
     let addr = SocketAddr::new(args.bind, args.port);
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -376,6 +413,7 @@ async fn serve(g: &Global, args: ServeArgs) -> Result<i32> {
         engine.store().path().display(),
         engine.router().default_provider()
     );
+    eprintln!("{}", state.access.describe());
     match &web_dir {
         Some(d) => eprintln!("web app from {}", d.display()),
         None => eprintln!("web app not built: run `cargo xtask web` (the API works without it)"),

@@ -1,7 +1,7 @@
 //! Every route over real HTTP on 127.0.0.1.
 
 use super::common::engine;
-use ax_server::api::{AppState, app};
+use ax_server::api::{Access, AppState, app};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ async fn serve(token: Option<&str>) -> Server {
         engine: t.engine.clone(),
         token: token.map(Arc::from),
         web_dir: None,
+        access: Arc::new(Access::local("127.0.0.1".parse().expect("ip"))),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -263,8 +264,8 @@ async fn executions_control_checkpoints_and_import() {
     assert_eq!(file["format"], "ax-checkpoint");
     let r = s
         .client
-        .post(format!("{}/api/checkpoints/import", s.base))
-        .body(file.to_string())
+        .post(format!("{}/api/checkpoints/import?resume=true", s.base))
+        .json(&file)
         .send()
         .await
         .expect("import");
@@ -282,6 +283,7 @@ async fn executions_control_checkpoints_and_import() {
     let r = s
         .client
         .post(format!("{}/api/checkpoints/import", s.base))
+        .header("content-type", "application/json")
         .body("{\"format\": \"nope\"}")
         .send()
         .await
