@@ -126,6 +126,12 @@ pub struct Browser {
 }
 
 pub async fn browser() -> Browser {
+    browser_with(&[]).await
+}
+
+/// A headless Chromium session with extra command-line switches (e.g.
+/// `--host-resolver-rules=…` to point a made-up name at 127.0.0.1).
+pub async fn browser_with(extra_args: &[&str]) -> Browser {
     let port = free_port();
     let driver_bin =
         std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".to_owned());
@@ -139,17 +145,22 @@ pub async fn browser() -> Browser {
         });
     let driver = Proc(child);
     let chrome = std::env::var("CHROME").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let mut args = vec![
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        "--window-size=1366,900",
+    ];
+    args.extend_from_slice(extra_args);
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".to_owned(),
-        json!({
-            "binary": chrome,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                "--disable-sync", "--window-size=1366,900"
-            ]
-        }),
+        json!({ "binary": chrome, "args": args }),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = loop {
