@@ -1531,6 +1531,7 @@ mod tests {
             retry_policy: None,
             output_schema: None,
             when: None,
+            ..Step::default()
         }
     }
 

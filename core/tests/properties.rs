@@ -204,6 +204,7 @@ fn workflow(spec: &RunSpec) -> Workflow {
                 }),
                 output_schema: None,
                 when: None,
+                ..Step::default()
             }
         })
         .collect();
@@ -220,6 +221,7 @@ fn workflow(spec: &RunSpec) -> Workflow {
         tags: vec![],
         author: None,
         inputs: BTreeMap::new(),
+        outputs: BTreeMap::new(),
     }
 }
 
