@@ -91,6 +91,8 @@ pub struct Simulator<F: FnMut(&StartStep) -> Reply> {
 
 impl<F: FnMut(&StartStep) -> Reply> Simulator<F> {
     pub fn new(exec: Execution, start_at: u64, reply: F) -> Simulator<F> {
+        // A restored execution may have a timer announced before its checkpoint.
+        let wake = exec.next_wakeup();
         Simulator {
             exec,
             now: start_at,
@@ -101,7 +103,7 @@ impl<F: FnMut(&StartStep) -> Reply> Simulator<F> {
             pending: BTreeMap::new(),
             controls: BinaryHeap::new(),
             control_events: BTreeMap::new(),
-            wake: None,
+            wake,
             seq: 0,
             log: Vec::new(),
             journal: Vec::new(),
@@ -365,12 +367,13 @@ impl<'f> TreeSimulator<'f> {
         start_at: u64,
         reply: impl FnMut(&Plan, &StartStep) -> Reply + 'f,
     ) -> TreeSimulator<'f> {
+        let wake = root.next_wakeup();
         TreeSimulator {
             runs: vec![TreeRun {
                 id: "root".into(),
                 exec: root,
                 parent: None,
-                wake: None,
+                wake,
             }],
             now: start_at,
             reply: Box::new(reply),

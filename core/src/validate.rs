@@ -562,19 +562,27 @@ fn check<'w>(wf: &'w Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> 
             let root_index = index.get(ph.root).copied();
             if ph.root == "item" || ph.root == "index" {
                 let named = root_index.is_some() || wf.inputs.contains_key(ph.root);
-                let per_item = s.for_each.is_some() && matches!(field, "prompt" | "inputs");
+                let per_item = has_for_each(s, i, map) && matches!(field, "prompt" | "inputs");
                 if per_item {
                     if named {
-                        let what = if root_index.is_some() {
-                            "a step"
+                        let (a, the) = if root_index.is_some() {
+                            ("a step", "the step")
                         } else {
-                            "an input"
+                            ("an input", "the input")
+                        };
+                        let meaning = if ph.root == "item" {
+                            "value"
+                        } else {
+                            "position"
                         };
                         sink.error(
                             Code::InvalidValue,
                             span_of(j),
                             label,
-                            format!("`{raw}` is ambiguous: in a forEach step `{}` is the item's {}, but {what} has that name too; rename {what}", ph.root, if ph.root == "item" { "value" } else { "position" }),
+                            format!(
+                                "`{raw}` is ambiguous: in a forEach step `{}` is the item's {meaning}, but {a} has that name too; rename {the}",
+                                ph.root
+                            ),
                         );
                     }
                     continue;
@@ -784,7 +792,7 @@ fn check_kind(s: &Step, i: usize, map: Option<&SourceMap>, loc: &Locator<'_>, si
             );
         }
     }
-    if s.for_each.is_none() {
+    if !has_for_each(s, i, map) {
         refuse("maxConcurrency", "only applies to a step with `forEach`");
         refuse("maxItems", "only applies to a step with `forEach`");
     }
@@ -825,6 +833,12 @@ fn check_kind(s: &Step, i: usize, map: Option<&SourceMap>, loc: &Locator<'_>, si
             }
         }
     }
+}
+
+/// The step has a `forEach` (written, even if its value is wrong: that is
+/// reported once, not again through `{{item}}` or `maxConcurrency`).
+fn has_for_each(s: &Step, i: usize, map: Option<&SourceMap>) -> bool {
+    s.for_each.is_some() || map.is_some_and(|m| m.step_field(i, "forEach").is_some())
 }
 
 /// Every text inside a value (in lists and mappings too), in order.
