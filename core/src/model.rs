@@ -438,7 +438,45 @@ pub fn json_schema() -> serde_json::Value {
         "type",
         json!(["object", "boolean", "null"]),
     );
+    set(
+        "/properties/outputs",
+        "propertyNames",
+        json!({"pattern": "^[A-Za-z0-9_-]{1,128}$"}),
+    );
+    set(
+        "/$defs/Step/properties/inputs",
+        "propertyNames",
+        json!({"pattern": "^[A-Za-z0-9_-]{1,128}$"}),
+    );
+    set("/$defs/Step/properties/workflow", "minLength", json!(1));
+    // What each step type needs and refuses (the validator says the same, with
+    // positions): a prompt step needs `agent` and `prompt`, an approval a
+    // `prompt` and no `agent`, a workflow step a `workflow` and no prompt.
+    let refuse = |fields: &[&str]| json!({"not": {"anyOf": fields.iter().map(|f| json!({"required": [f]})).collect::<Vec<_>>()}});
+    let mut approval = refuse(&["agent", "workflow", "inputs", "forEach", "retryPolicy"]);
+    approval["required"] = json!(["prompt"]);
+    let mut workflow = refuse(&["agent", "prompt", "onTimeout", "outputSchema"]);
+    workflow["required"] = json!(["workflow"]);
+    set(
+        "/$defs/Step",
+        "allOf",
+        json!([
+            {
+                "if": {"required": ["type"], "properties": {"type": {"enum": ["approval", "workflow"]}}},
+                "else": {"required": ["agent", "prompt"], "not": {"anyOf": [{"required": ["workflow"]}, {"required": ["inputs"]}, {"required": ["onTimeout"]}]}}
+            },
+            {"if": {"required": ["type"], "properties": {"type": {"const": "approval"}}}, "then": approval},
+            {"if": {"required": ["type"], "properties": {"type": {"const": "workflow"}}}, "then": workflow}
+        ]),
+    );
+    set(
+        "/$defs/Step",
+        "dependentRequired",
+        json!({"maxConcurrency": ["forEach"], "maxItems": ["forEach"]}),
+    );
     for p in [
+        "/$defs/Step/properties/maxConcurrency",
+        "/$defs/Step/properties/maxItems",
         "/$defs/Step/properties/timeoutMs",
         "/$defs/Config/properties/timeout",
         "/$defs/Config/properties/checkpointInterval",
