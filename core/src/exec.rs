@@ -1253,6 +1253,12 @@ impl Execution {
             let Some(&i) = self.ready.first() else {
                 break;
             };
+            // An approval that became ready in this loop (a failure unlocked it).
+            if self.plan.workflow.steps[i].kind == StepType::Approval {
+                self.ready.pop_first();
+                self.open_approval(i, now)?;
+                continue;
+            }
             let has_items = self.plan.workflow.steps[i].for_each.is_some();
             if has_items && self.steps[i].state == StepState::Ready {
                 self.ready.pop_first();
@@ -1840,10 +1846,12 @@ impl Execution {
                 error: snap.error.clone(),
                 reason: snap.reason.clone(),
                 skipped_by_condition: snap.skipped_by_condition,
-                request: if state == StepState::Waiting {
-                    snap.request.clone()
-                } else {
+                // What was asked stays with the decision; a request made under
+                // another definition is asked again.
+                request: if state == StepState::Ready {
                     None
+                } else {
+                    snap.request.clone()
                 },
                 items,
                 child: if state == StepState::Running {
