@@ -676,6 +676,7 @@ impl<'t> Loader<'_, 't> {
             .unwrap_or_default();
         let label = (!key.is_empty()).then_some(key.as_str());
         let mut seen = 0;
+        let mut unknown_type = false;
         for e in entries {
             let Some(at) = self.field_ok(e, &mut seen, STEP_FIELDS, "step", label) else {
                 continue;
@@ -689,11 +690,10 @@ impl<'t> Loader<'_, 't> {
                 "key" => src.key = Some(e.value.span),
                 "agent" => step.agent = self.string(e, label).unwrap_or_default(),
                 "prompt" => step.prompt = self.string(e, label).unwrap_or_default(),
-                "type" => {
-                    if let Some(kind) = self.step_type(e, label) {
-                        step.kind = kind;
-                    }
-                }
+                "type" => match self.step_type(e, label) {
+                    Some(kind) => step.kind = kind,
+                    None => unknown_type = true,
+                },
                 "workflow" => step.workflow = self.string(e, label),
                 "inputs" => step.inputs = self.step_inputs(e, label, map),
                 "forEach" => step.for_each = self.for_each(e, label),
@@ -757,6 +757,8 @@ impl<'t> Loader<'_, 't> {
                 .is_some_and(|at| seen & (1 << at) != 0)
         };
         let required: &[&str] = match step.kind {
+            // What a mistyped type needs is unknown: only its key is asked for.
+            _ if unknown_type => &["key"],
             StepType::Prompt => &["key", "agent", "prompt"],
             StepType::Approval => &["key", "prompt"],
             StepType::Workflow => &["key", "workflow"],

@@ -187,6 +187,9 @@ impl Tree<'_> {
         let mut height = 0;
         let mut found = Vec::new();
         for (i, step) in workflow.steps.iter().enumerate() {
+            if step.kind != crate::model::StepType::Workflow {
+                continue;
+            }
             let Some(reference) = step.workflow.as_deref().filter(|r| !r.trim().is_empty()) else {
                 continue;
             };

@@ -739,6 +739,13 @@ fn check_kind(s: &Step, i: usize, map: Option<&SourceMap>, loc: &Locator<'_>, si
             _ => false,
         },
     };
+    // A mistyped `type` was reported by the loader: do not guess what it takes.
+    let type_text = map
+        .and_then(|m| m.step_field(i, "type"))
+        .and_then(|f| sink.text().and_then(|t| t.get(f.value.range())));
+    if s.kind.is_prompt() && type_text.is_some_and(|t| t.trim_matches(['"', '\'']) != "prompt") {
+        return;
+    }
     let mut refuse = |field: &str, why: &str| {
         if present(field) {
             sink.error(

@@ -77,6 +77,21 @@ fn step_types_and_their_fields() {
     );
 }
 
+/// A mistyped `type` is one problem: what the step would need is not guessed,
+/// and no child is loaded for a step that is not `type: workflow`.
+#[test]
+fn a_mistyped_type_is_one_problem() {
+    let text = "name: x\nsteps:\n  - key: a\n    type: workfow\n    workflow: ./c.yaml\n  - key: b\n    type: aproval\n    prompt: ok?\n";
+    let r = tree("x.yaml", text, &[]);
+    assert_eq!(
+        lines(&r),
+        [
+            "4:11 invalid-value unknown step type `workfow`; did you mean `workflow`? types: prompt, approval, workflow (`prompt` when absent)",
+            "7:11 invalid-value unknown step type `aproval`; did you mean `approval`? types: prompt, approval, workflow (`prompt` when absent)",
+        ]
+    );
+}
+
 #[test]
 fn approval_timeouts() {
     let r = report(
