@@ -136,8 +136,9 @@ pub struct SubWorkflow {
 enum Node {
     Valid {
         sub: Arc<SubWorkflow>,
-        /// Levels of sub-workflows below it.
-        height: usize,
+        /// The deepest chain of sub-workflows below it (ids; `…` where the
+        /// search stopped).
+        below: Vec<String>,
     },
     Invalid(Vec<Problem>),
 }
@@ -174,17 +175,25 @@ pub fn analyze_tree(
     tree.analyze(text, opts).0
 }
 
+/// A workflow's steps run sub-workflows.
+fn runs_children(plan: &Plan) -> bool {
+    plan.workflow
+        .steps
+        .iter()
+        .any(|s| s.kind == crate::model::StepType::Workflow)
+}
+
 impl Tree<'_> {
-    /// Validate one workflow and its children; also returns how many levels of
-    /// sub-workflows lie below it.
-    fn analyze(&mut self, text: &str, opts: &Options) -> (Analysis, usize) {
+    /// Validate one workflow and its children; also returns the deepest chain of
+    /// sub-workflows below it.
+    fn analyze(&mut self, text: &str, opts: &Options) -> (Analysis, Vec<String>) {
         let mut analysis = analyze(text, opts);
         let Some(workflow) = analysis.workflow().cloned() else {
-            return (analysis, 0);
+            return (analysis, Vec::new());
         };
         let from = self.stack.last().cloned().unwrap_or_default();
         let mut sink = Sink::new(Some(text));
-        let mut height = 0;
+        let mut deepest: Vec<String> = Vec::new();
         let mut found = Vec::new();
         for (i, step) in workflow.steps.iter().enumerate() {
             if step.kind != crate::model::StepType::Workflow {
@@ -234,9 +243,12 @@ impl Tree<'_> {
                     ..self.opts.clone()
                 };
                 self.stack.push(loaded.id.clone());
-                let (child, child_height) = if depth > MAX_NESTING {
-                    // Do not descend further: the nesting is already too deep.
-                    (analyze(&loaded.text, &child_opts), 0)
+                let (child, below) = if depth > MAX_NESTING {
+                    // Do not descend further: the nesting is already too deep
+                    // (the workflow that is run says so).
+                    let child = analyze(&loaded.text, &child_opts);
+                    let more = child.plan.as_deref().is_some_and(runs_children);
+                    (child, if more { vec!["…".to_owned()] } else { Vec::new() })
                 } else {
                     self.analyze(&loaded.text, &child_opts)
                 };
@@ -249,7 +261,7 @@ impl Tree<'_> {
                             filename: loaded.filename.clone(),
                             plan,
                         }),
-                        height: child_height,
+                        below,
                     },
                     _ => Node::Invalid(child.report.errors),
                 };
@@ -280,22 +292,29 @@ impl Tree<'_> {
                         );
                     }
                 }
-                Node::Valid { sub, height: h } => {
-                    if depth + h > MAX_NESTING {
+                Node::Valid { sub, below } => {
+                    // How deep is counted from the workflow that is run.
+                    if depth == 1 && 1 + below.len() > MAX_NESTING {
+                        let chain: Vec<&str> = std::iter::once(from.as_str())
+                            .chain(std::iter::once(loaded.id.as_str()))
+                            .chain(below.iter().map(String::as_str))
+                            .collect();
                         sink.error(
                             Code::TooLarge,
                             at,
                             key,
                             format!(
-                                "sub-workflows nest {} levels deep here (at most {MAX_NESTING}): {} → {} and {h} more below it",
-                                depth + h,
-                                self.stack.join(" → "),
-                                loaded.id
+                                "sub-workflows nest more than {MAX_NESTING} levels deep below this workflow: {}; run fewer levels of workflows inside each other",
+                                chain.join(" → ")
                             ),
                         );
                         continue;
                     }
-                    height = height.max(h + 1);
+                    if 1 + below.len() > deepest.len() {
+                        deepest = std::iter::once(loaded.id.clone())
+                            .chain(below.iter().cloned())
+                            .collect();
+                    }
                     check_inputs(step, i, &analysis, sub, &mut sink);
                     found.push((i, Arc::clone(sub)));
                 }
@@ -313,7 +332,7 @@ impl Tree<'_> {
         } else if let Some(plan) = analysis.plan.take() {
             analysis.set_loaded(plan);
         }
-        (analysis, height)
+        (analysis, deepest)
     }
 }
 
