@@ -248,7 +248,14 @@ impl Tree<'_> {
                     // (the workflow that is run says so).
                     let child = analyze(&loaded.text, &child_opts);
                     let more = child.plan.as_deref().is_some_and(runs_children);
-                    (child, if more { vec!["…".to_owned()] } else { Vec::new() })
+                    (
+                        child,
+                        if more {
+                            vec!["…".to_owned()]
+                        } else {
+                            Vec::new()
+                        },
+                    )
                 } else {
                     self.analyze(&loaded.text, &child_opts)
                 };

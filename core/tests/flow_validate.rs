@@ -393,20 +393,36 @@ fn nesting_deeper_than_eight_is_refused() {
     );
     assert_eq!(
         lines(&r),
-        ["5:15 too-large sub-workflows nest more than 8 levels deep below this workflow: l0.yaml → l1.yaml → l2.yaml → l3.yaml → l4.yaml → l5.yaml → l6.yaml → l7.yaml → l8.yaml → l9.yaml; run fewer levels of workflows inside each other"]
+        [
+            "5:15 too-large sub-workflows nest more than 8 levels deep below this workflow: l0.yaml → l1.yaml → l2.yaml → l3.yaml → l4.yaml → l5.yaml → l6.yaml → l7.yaml → l8.yaml → l9.yaml; run fewer levels of workflows inside each other"
+        ]
     );
     // A much deeper chain is not searched to its end.
     let files: Vec<(String, String)> = (1..40).map(|n| (format!("l{n}.yaml"), level(n))).collect();
     let mut loader = DocumentLoader::new(files);
-    let r = analyze_tree(&level(0), &Options::for_file("l0.yaml"), "l0.yaml", &mut loader).report;
+    let r = analyze_tree(
+        &level(0),
+        &Options::for_file("l0.yaml"),
+        "l0.yaml",
+        &mut loader,
+    )
+    .report;
     has(&r, "l9.yaml → …; run fewer levels");
     // The same child run directly is fine: depth counts from the workflow run.
     let files: Vec<(String, String)> = (2..=MAX_NESTING)
         .map(|n| (format!("l{n}.yaml"), level(n)))
-        .chain(std::iter::once((format!("l{}.yaml", MAX_NESTING + 1), leaf(MAX_NESTING + 1))))
+        .chain(std::iter::once((
+            format!("l{}.yaml", MAX_NESTING + 1),
+            leaf(MAX_NESTING + 1),
+        )))
         .collect();
     let mut loader = DocumentLoader::new(files);
-    let ok = analyze_tree(&level(1), &Options::for_file("l1.yaml"), "l1.yaml", &mut loader);
+    let ok = analyze_tree(
+        &level(1),
+        &Options::for_file("l1.yaml"),
+        "l1.yaml",
+        &mut loader,
+    );
     assert!(ok.report.valid, "{:?}", lines(&ok.report));
 }
 
