@@ -721,6 +721,17 @@ fn check<'w>(wf: &'w Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> 
 /// The fields a step of each type takes, beyond the common ones: a field of
 /// another type is an error that says which type it belongs to.
 fn check_kind(s: &Step, i: usize, map: Option<&SourceMap>, loc: &Locator<'_>, sink: &mut Sink<'_>) {
+    // The common case, cheaply: a prompt step with none of the other types'
+    // fields (one written with a wrong value was reported by the loader).
+    let others = s.workflow.is_some()
+        || !s.inputs.is_empty()
+        || s.for_each.is_some()
+        || s.max_concurrency.is_some()
+        || s.max_items.is_some()
+        || s.on_timeout.is_some();
+    if s.kind.is_prompt() && !others && map.is_some() {
+        return;
+    }
     let label = (!s.key.is_empty()).then_some(s.key.as_str());
     // Written in the file (text), or set (a workflow that came as data).
     let present = |field: &str| match map {
