@@ -8,15 +8,28 @@
 //!
 //! The same format moves between the browser and the server; a
 //! [`CheckpointFile`] bundles a checkpoint with its outputs and the workflow text.
+//!
+//! Version 2 added approvals (the request; decisions are the step's output or
+//! error), `forEach` items (the list by hash, and each item that left its initial
+//! state) and child links. Version 1 checkpoints (written before) restore as they
+//! are: every field version 2 added is absent in them and means "none".
 
-use crate::exec::StepError;
+use crate::exec::{ChildLink, StepError};
 use crate::plan::{InputError, Plan, output_hash};
 use crate::state::{ExecutionState, StepState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// The version this build writes.
+pub const CHECKPOINT_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const CHECKPOINT_MIN_VERSION: u32 = 1;
+
+/// Can this build read checkpoints of `version`?
+pub fn readable_version(version: u32) -> bool {
+    (CHECKPOINT_MIN_VERSION..=CHECKPOINT_VERSION).contains(&version)
+}
 
 /// The execution-wide part of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,6 +96,72 @@ pub struct StepSnapshot {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub skipped_by_condition: bool,
+    /// An approval's request (its rendered prompt). Since version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// A `forEach` step's list and items. Since version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemsSnapshot>,
+    /// A `type: workflow` step's child in flight. Since version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<ChildLink>,
+}
+
+/// A `forEach` step's items in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemsSnapshot {
+    /// The list (a JSON array), stored once by hash like an output.
+    pub list: OutputRef,
+    pub count: u32,
+    /// Items that left their initial state, by index. In a delta: only the items
+    /// that changed (see [`Checkpoint::apply`]).
+    #[serde(default)]
+    pub items: BTreeMap<u32, ItemSnapshot>,
+}
+
+/// One item of a `forEach` step in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemSnapshot {
+    pub state: StepState,
+    #[serde(default)]
+    pub attempt: u32,
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<OutputRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<ChildLink>,
+}
+
+impl ItemSnapshot {
+    /// Ready and never started: what every item is when the list is computed.
+    pub fn is_initial(&self) -> bool {
+        self.state == StepState::Ready
+            && self.attempt == 0
+            && self.failures == 0
+            && self.started_at.is_none()
+            && self.finished_at.is_none()
+            && self.deadline.is_none()
+            && self.retry_at.is_none()
+            && self.output.is_none()
+            && self.error.is_none()
+            && self.reason.is_none()
+            && self.child.is_none()
+    }
 }
 
 impl StepSnapshot {
@@ -98,6 +177,9 @@ impl StepSnapshot {
             && self.error.is_none()
             && self.reason.is_none()
             && !self.skipped_by_condition
+            && self.request.is_none()
+            && self.items.is_none()
+            && self.child.is_none()
     }
 }
 
@@ -134,9 +216,26 @@ impl Checkpoint {
         for (k, s) in &delta.steps {
             if s.is_initial() {
                 self.steps.remove(k);
-            } else {
-                self.steps.insert(k.clone(), s.clone());
+                continue;
             }
+            // A delta carries only the items that changed: fold them onto the
+            // items of the same list (a new list replaces them all).
+            let mut s = s.clone();
+            if let (Some(new), Some(old)) = (
+                s.items.as_mut(),
+                self.steps.get_mut(k).and_then(|b| b.items.take()),
+            ) && new.list == old.list
+            {
+                let changed = std::mem::replace(&mut new.items, old.items);
+                for (j, item) in changed {
+                    if item.is_initial() {
+                        new.items.remove(&j);
+                    } else {
+                        new.items.insert(j, item);
+                    }
+                }
+            }
+            self.steps.insert(k.clone(), s);
         }
     }
 
@@ -149,13 +248,20 @@ impl Checkpoint {
             .collect()
     }
 
-    /// Hashes of every output the checkpoint refers to.
+    /// Hashes of every output the checkpoint refers to (items' lists and
+    /// outputs too).
     pub fn output_hashes(&self) -> BTreeSet<String> {
-        crate::sort::btree_set(
-            self.steps
-                .values()
-                .filter_map(|s| s.output.as_ref().map(|o| o.hash.clone())),
-        )
+        crate::sort::btree_set(self.output_refs().map(|(_, r)| r.hash.clone()))
+    }
+
+    /// Every output reference, with the step it belongs to.
+    pub fn output_refs(&self) -> impl Iterator<Item = (&str, &OutputRef)> {
+        self.steps.iter().flat_map(|(k, s)| {
+            let items = s.items.iter().flat_map(|it| {
+                std::iter::once(&it.list).chain(it.items.values().filter_map(|i| i.output.as_ref()))
+            });
+            s.output.iter().chain(items).map(move |r| (k.as_str(), r))
+        })
     }
 
     pub fn to_json(&self) -> String {
@@ -236,7 +342,7 @@ impl Compatibility {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RestoreError {
     #[error(
-        "checkpoint format version {found} is not supported (this build reads version {supported})"
+        "checkpoint format version {found} is not supported (this build reads versions 1 to {supported})"
     )]
     Version { found: u32, supported: u32 },
     #[error(
@@ -314,29 +420,27 @@ impl CheckpointFile {
                 file.format
             )));
         }
-        if file.version != CHECKPOINT_VERSION || file.checkpoint.version != CHECKPOINT_VERSION {
+        if !readable_version(file.version) || !readable_version(file.checkpoint.version) {
             return Err(RestoreError::Version {
                 found: file.version.max(file.checkpoint.version),
                 supported: CHECKPOINT_VERSION,
             });
         }
-        for (key, s) in &file.checkpoint.steps {
-            if let Some(r) = &s.output {
-                match file.outputs.get(&r.hash) {
-                    None => {
-                        return Err(RestoreError::MissingOutput {
-                            step: key.clone(),
-                            hash: r.hash.clone(),
-                        });
-                    }
-                    Some(text) if output_hash(text) != r.hash => {
-                        return Err(RestoreError::CorruptOutput {
-                            step: key.clone(),
-                            hash: r.hash.clone(),
-                        });
-                    }
-                    Some(_) => {}
+        for (key, r) in file.checkpoint.output_refs() {
+            match file.outputs.get(&r.hash) {
+                None => {
+                    return Err(RestoreError::MissingOutput {
+                        step: key.to_owned(),
+                        hash: r.hash.clone(),
+                    });
                 }
+                Some(text) if output_hash(text) != r.hash => {
+                    return Err(RestoreError::CorruptOutput {
+                        step: key.to_owned(),
+                        hash: r.hash.clone(),
+                    });
+                }
+                Some(_) => {}
             }
         }
         Ok(file)

@@ -661,11 +661,21 @@ fn indent_lines(s: &str, col: usize) -> String {
 
 /// A step's fields in the file format's order (serde_json maps sort their keys).
 fn step_fields(step: &Step) -> Vec<(&'static str, Value)> {
-    let mut out = vec![
-        ("key", Value::String(step.key.clone())),
-        ("agent", Value::String(step.agent.clone())),
-        ("prompt", Value::String(step.prompt.clone())),
-    ];
+    let mut out = vec![("key", Value::String(step.key.clone()))];
+    if !step.kind.is_prompt() {
+        out.push(("type", Value::String(step.kind.as_str().to_owned())));
+    }
+    if !step.agent.is_empty() || step.kind.is_prompt() {
+        out.push(("agent", Value::String(step.agent.clone())));
+    }
+    if !step.prompt.is_empty() || step.kind != crate::model::StepType::Workflow {
+        out.push(("prompt", Value::String(step.prompt.clone())));
+    }
+    for (name, value) in new_fields(step) {
+        if let Some(v) = value {
+            out.push((name, v));
+        }
+    }
     if !step.dependencies.is_empty() {
         out.push((
             "dependencies",
@@ -684,6 +694,9 @@ fn step_fields(step: &Step) -> Vec<(&'static str, Value)> {
     if let Some(t) = step.timeout_ms {
         out.push(("timeoutMs", Value::from(t)));
     }
+    if let Some(o) = step.on_timeout {
+        out.push(("onTimeout", Value::String(o.as_str().to_owned())));
+    }
     if let Some(p) = &step.retry_policy {
         out.push(("retryPolicy", Value::Object(retry_json(p))));
     }
@@ -694,6 +707,34 @@ fn step_fields(step: &Step) -> Vec<(&'static str, Value)> {
         out.push(("when", Value::String(w.clone())));
     }
     out
+}
+
+/// The fields of approvals, `forEach` and sub-workflows between `prompt` and
+/// `dependencies`, in the file format's order (`None` when absent).
+fn new_fields(step: &Step) -> [(&'static str, Option<Value>); 5] {
+    [
+        ("workflow", step.workflow.clone().map(Value::String)),
+        (
+            "inputs",
+            (!step.inputs.is_empty()).then(|| {
+                Value::Object(
+                    step.inputs
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                )
+            }),
+        ),
+        (
+            "forEach",
+            step.for_each.as_ref().map(|f| match f {
+                crate::model::ForEach::Template(t) => Value::String(t.clone()),
+                crate::model::ForEach::List(items) => Value::Array(items.clone()),
+            }),
+        ),
+        ("maxConcurrency", step.max_concurrency.map(Value::from)),
+        ("maxItems", step.max_items.map(Value::from)),
+    ]
 }
 
 /// A step as block YAML starting with `- ` at column `dash` (lines joined by
@@ -1007,8 +1048,22 @@ fn refers_to(value: &str, old: &str) -> bool {
     }
 }
 
+/// Every text node inside `n` (itself, or in its lists and mappings).
+fn text_nodes<'a, 't>(n: &'a Node<'t>, out: &mut Vec<&'a Node<'t>>) {
+    match &n.kind {
+        NodeKind::Scalar { .. } => {
+            if scalar_text(n).is_some() {
+                out.push(n);
+            }
+        }
+        NodeKind::Seq(items) => items.iter().for_each(|x| text_nodes(x, out)),
+        NodeKind::Map(entries) => entries.iter().for_each(|e| text_nodes(&e.value, out)),
+    }
+}
+
 /// Rename step `i` to `new_key`, updating every dependency on it and every
-/// `{{old.result…}}` placeholder in prompts and conditions.
+/// `{{old.result…}}` placeholder in prompts, conditions, `forEach` lists,
+/// sub-workflow `inputs` and the workflow's `outputs`.
 pub fn rename_step(text: &str, format: Option<Format>, i: usize, new_key: &str) -> Result<String> {
     if !valid_name(new_key) {
         return Err(EditError::InvalidKey(new_key.to_owned()));
@@ -1057,23 +1112,38 @@ pub fn rename_step(text: &str, format: Option<Format>, i: usize, new_key: &str) 
                 }
             }
         }
-        for field in ["prompt", "when"] {
-            let Some(e) = entries(step).iter().find(|e| e.key == field) else {
-                continue;
-            };
-            let Some(value) = scalar_text(&e.value) else {
-                continue;
-            };
-            if !refers_to(value, &old) {
-                continue;
-            }
-            let span = e.value.span.range();
-            for (s, t) in placeholder_roots(&doc.text[span.clone()], span.start, &old) {
-                splices.push(Splice::new(s, t, new_key));
+        let mut texts = Vec::new();
+        for field in ["prompt", "when", "forEach", "inputs"] {
+            if let Some(e) = entries(step).iter().find(|e| e.key == field) {
+                text_nodes(&e.value, &mut texts);
             }
         }
+        splices.extend(rename_in(&doc, &texts, &old, new_key));
+    }
+    if let Some(e) = doc.root_entries().iter().find(|e| e.key == "outputs") {
+        let mut texts = Vec::new();
+        text_nodes(&e.value, &mut texts);
+        splices.extend(rename_in(&doc, &texts, &old, new_key));
     }
     apply(text, splices)
+}
+
+/// Splices renaming the placeholder root `old` in these text nodes.
+fn rename_in(doc: &Doc<'_>, texts: &[&Node<'_>], old: &str, new_key: &str) -> Vec<Splice> {
+    let mut out = Vec::new();
+    for n in texts {
+        let Some(value) = scalar_text(n) else {
+            continue;
+        };
+        if !refers_to(value, old) {
+            continue;
+        }
+        let span = n.span.range();
+        for (s, t) in placeholder_roots(&doc.text[span.clone()], span.start, old) {
+            out.push(Splice::new(s, t, new_key));
+        }
+    }
+    out
 }
 
 /// Replace step `i` with `step`, re-emitted in the style of its context (the
@@ -1136,8 +1206,34 @@ fn update_in_place(
             set_field(text, format, i, name, &Value::String(n.to_owned()))
         }
     };
-    text = str_field(&text, "agent", &old.agent, &new.agent)?;
-    text = str_field(&text, "prompt", &old.prompt, &new.prompt)?;
+    if old.kind != new.kind {
+        text = if new.kind.is_prompt() {
+            remove_field(&text, format, i, "type")?
+        } else {
+            let kind = Value::String(new.kind.as_str().to_owned());
+            set_field(&text, format, i, "type", &kind)?
+        };
+    }
+    // A field that a step type does not take is removed rather than emptied.
+    let text_field = |text: &str, name: &str, o: &str, n: &str| -> Result<String> {
+        if o == n {
+            Ok(text.to_owned())
+        } else if n.is_empty() && !new.kind.is_prompt() {
+            remove_field(text, format, i, name)
+        } else {
+            str_field(text, name, o, n)
+        }
+    };
+    text = text_field(&text, "agent", &old.agent, &new.agent)?;
+    text = text_field(&text, "prompt", &old.prompt, &new.prompt)?;
+    for ((name, o), (_, n)) in new_fields(old).into_iter().zip(new_fields(new)) {
+        if o != n {
+            text = match n {
+                Some(v) => set_field(&text, format, i, name, &v)?,
+                None => remove_field(&text, format, i, name)?,
+            };
+        }
+    }
     if old.dependencies != new.dependencies {
         let keeps_order = old
             .dependencies
@@ -1189,6 +1285,15 @@ fn update_in_place(
         text = match new.timeout_ms {
             Some(t) => set_field(&text, format, i, "timeoutMs", &Value::from(t))?,
             None => remove_field(&text, format, i, "timeoutMs")?,
+        };
+    }
+    if old.on_timeout != new.on_timeout {
+        text = match new.on_timeout {
+            Some(o) => {
+                let v = Value::String(o.as_str().to_owned());
+                set_field(&text, format, i, "onTimeout", &v)?
+            }
+            None => remove_field(&text, format, i, "onTimeout")?,
         };
     }
     match (&old.retry_policy, &new.retry_policy) {
@@ -1531,6 +1636,7 @@ mod tests {
             retry_policy: None,
             output_schema: None,
             when: None,
+            ..Step::default()
         }
     }
 
@@ -1656,6 +1762,81 @@ mod tests {
         let t = update_step(&src_ok, None, 0, &s).expect("edit");
         assert_eq!(&wf(&t).steps[0], &s);
         let _ = src;
+    }
+
+    /// A step becomes an approval, a `forEach` step, a sub-workflow step, and
+    /// back: each in place, comments kept, reading back exactly.
+    #[test]
+    fn update_step_edits_the_new_step_types_in_place() {
+        use crate::model::{ForEach, OnTimeout, StepType};
+        let w = wf(YAML);
+        let mut s = step(&w, "build").clone();
+        s.kind = StepType::Approval;
+        s.agent.clear();
+        s.retry_policy = None;
+        s.timeout_ms = Some(3_600_000);
+        s.on_timeout = Some(OnTimeout::Approve);
+        let t = update_step(YAML, None, 1, &s).expect("to an approval");
+        assert_eq!(&wf(&t).steps[1], &s);
+        assert!(t.contains("  - key: build   # builds\n"), "{t}");
+        assert!(t.contains("type: approval"), "{t}");
+        assert!(!t.contains("agent: builder"), "{t}");
+        keeps_comments(YAML, &t, &["# twice"]);
+
+        let mut f = step(&w, "ship").clone();
+        f.for_each = Some(ForEach::Template("{{plan.result.parts}}".into()));
+        f.max_concurrency = Some(2);
+        f.prompt = "Ship {{item}} ({{index}})".into();
+        let t = update_step(YAML, None, 2, &f).expect("forEach");
+        assert_eq!(&wf(&t).steps[2], &f);
+
+        let mut c = step(&w, "ship").clone();
+        c.kind = StepType::Workflow;
+        c.agent.clear();
+        c.prompt.clear();
+        c.workflow = Some("./ship.yaml".into());
+        c.inputs = [("build".to_owned(), json!("{{build.result}}"))].into();
+        c.for_each = Some(ForEach::List(vec![json!("eu"), json!("us")]));
+        let t = update_step(YAML, None, 2, &c).expect("to a sub-workflow");
+        assert_eq!(&wf(&t).steps[2], &c);
+        let back = update_step(&t, None, 2, step(&w, "ship")).expect("back");
+        assert_eq!(&wf(&back).steps[2], step(&w, "ship"));
+        // A new step of each type, added and read back.
+        let t = add_step(YAML, None, &s).map(|_| ()).err();
+        assert_eq!(t, Some(EditError::DuplicateKey("build".into())));
+        let mut a = s.clone();
+        a.key = "sign-off".into();
+        a.dependencies = vec!["ship".into()];
+        let t = add_step(YAML, None, &a).expect("add");
+        assert_eq!(step(&wf(&t), "sign-off"), &a);
+        let mut c2 = c.clone();
+        c2.key = "regions".into();
+        let t = add_step(JSON, None, &c2).expect("add to JSON");
+        let a = analyze(&t, &Options::default());
+        assert_eq!(
+            a.workflow().and_then(|w| w.step("regions")),
+            Some(&c2),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn rename_updates_for_each_inputs_and_outputs() {
+        let src = "name: x\nsteps:\n  - {key: files, agent: w, prompt: p}\n  - key: each\n    agent: w\n    dependencies: [files]\n    forEach: \"{{files.result.list}}\"\n    prompt: \"{{item}}\"\n  - key: sub\n    type: workflow\n    workflow: c.yaml\n    dependencies: [files]\n    forEach: [\"{{files.result}}\", x]\n    inputs:\n      deep: {list: [\"{{ files.result.a }}\"]}\noutputs:\n  all: \"{{files.result}}\"\n";
+        let t = rename_step(src, None, 0, "paths").expect("edit");
+        let w = wf(&t);
+        assert_eq!(
+            step(&w, "each").for_each,
+            Some(crate::model::ForEach::Template(
+                "{{paths.result.list}}".into()
+            ))
+        );
+        assert_eq!(
+            step(&w, "sub").inputs["deep"],
+            json!({"list": ["{{ paths.result.a }}"]})
+        );
+        assert_eq!(w.outputs["all"], "{{paths.result}}");
+        assert!(!t.contains("files"), "{t}");
     }
 
     #[test]

@@ -259,6 +259,28 @@ config: {parallelism: 2, continueOnError: true}
 tags: [one, "two words", "3"]
 "#;
 
+    /// Approvals, `forEach` and sub-workflow steps, and `outputs`, written and
+    /// read back.
+    #[test]
+    fn new_step_types_round_trip() {
+        let src = "name: flows\ninputs:\n  topics: {default: [a, b]}\noutputs:\n  report: \"{{report.result}}\"\nsteps:\n  - key: research\n    type: workflow\n    workflow: ./topic.yaml\n    forEach: \"{{topics}}\"\n    maxConcurrency: 2\n    maxItems: 50\n    inputs: {topic: \"{{item}}\", depth: 3, tags: [x, \"{{index}}\"]}\n  - key: sign-off\n    type: approval\n    prompt: \"Publish? {{research.result}}\"\n    dependencies: [research]\n    timeoutMs: 60000\n    onTimeout: approve\n    outputSchema: {type: [object, \"null\"]}\n  - key: report\n    agent: writer\n    forEach: [one, \"{{sign-off.result.comment}}\"]\n    prompt: \"{{item}}\"\n    dependencies: [sign-off]\n";
+        let a = analyze(src, &Options::for_file("x.yaml"));
+        assert!(a.report.valid, "{:?}", a.report);
+        let wf = a.workflow().cloned().expect("workflow");
+        let yaml = to_yaml(&wf);
+        let b = analyze(&yaml, &Options::for_file("x.yaml"));
+        assert!(b.report.valid, "{yaml}\n{:?}", b.report);
+        assert_eq!(b.workflow(), Some(&wf), "{yaml}");
+        assert!(
+            yaml.contains("  - key: research\n    type: workflow\n    workflow: ./topic.yaml\n"),
+            "{yaml}"
+        );
+        assert!(!yaml.contains("agent: \"\""), "{yaml}");
+        let json = to_json(&wf);
+        let c = analyze(&json, &Options::for_file("x.json"));
+        assert_eq!(c.workflow(), Some(&wf), "{json}");
+    }
+
     #[test]
     fn yaml_and_json_round_trip() {
         let a = analyze(SRC, &Options::for_file("x.yaml"));

@@ -10,12 +10,27 @@
 //!
 //! `WakeAt` replaces any earlier wake-up; waking early or late is harmless (send
 //! `Tick` with the real time).
+//!
+//! Beyond prompt steps: an approval step waits for a decision event (`Approve`,
+//! `Reject`) and an execution with nothing to do but wait is `waiting`
+//! (`approval.rs`); a `forEach` step runs one attempt (or child) per item, each
+//! item retried on its own (`items.rs`); a `type: workflow` step runs a child
+//! execution that the driver starts, reports on and controls (`child.rs`).
+//! Attempt numbers count per step across its items, so `(key, attempt)` always
+//! names one attempt or one child.
+
+mod approval;
+mod child;
+mod items;
+
+pub use child::ChildControl;
+pub use items::{ItemRun, Items};
 
 use crate::checkpoint::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointDelta, Compatibility, Header, OutputRef,
     RestoreError, StepSnapshot,
 };
-use crate::model::{ErrorClass, RetryPolicy};
+use crate::model::{ErrorClass, RetryPolicy, StepType};
 use crate::plan::{InputError, Plan, output_hash};
 use crate::sort::VecSet;
 use crate::state::{ExecutionState, StepState, TransitionError};
@@ -51,6 +66,59 @@ impl StepError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Event {
+    /// A person approved an approval step that is waiting. `data` must satisfy
+    /// the step's `outputSchema` (when it has one).
+    #[serde(rename_all = "camelCase")]
+    Approve {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<Value>,
+        /// Who decided, when the driver knows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// A person rejected an approval step that is waiting: it fails with class
+    /// `rejected`.
+    #[serde(rename_all = "camelCase")]
+    Reject {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// The driver started the child execution that `StartChild` asked for
+    /// (recorded in checkpoints, so that a restore finds the child again).
+    #[serde(rename_all = "camelCase")]
+    ChildStarted {
+        key: String,
+        attempt: u32,
+        /// The child execution's id.
+        id: String,
+    },
+    /// A child execution began (or stopped) waiting for a decision.
+    #[serde(rename_all = "camelCase")]
+    ChildWaiting {
+        key: String,
+        attempt: u32,
+        waiting: bool,
+    },
+    /// A child execution completed; `result` is its [`Execution::outcome`].
+    #[serde(rename_all = "camelCase")]
+    ChildCompleted {
+        key: String,
+        attempt: u32,
+        result: Value,
+    },
+    /// A child execution failed or was cancelled (see [`Execution::outcome`]).
+    #[serde(rename_all = "camelCase")]
+    ChildFailed {
+        key: String,
+        attempt: u32,
+        error: StepError,
+    },
     /// Begin running (from idle).
     Start,
     /// An attempt answered.
@@ -110,6 +178,28 @@ pub struct StartStep {
     /// The step's `outputSchema`, for providers with structured output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<Arc<Value>>,
+    /// For a `forEach` step: the item (0-based) this attempt is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+}
+
+/// A request to start a child execution (`type: workflow`): run `workflow`
+/// (the step's reference as written; [`Plan::sub_workflow`] has it loaded when
+/// the plan was made with a loader) with `inputs`, then send `ChildCompleted` or
+/// `ChildFailed` with the same key and attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartChild {
+    pub key: String,
+    pub attempt: u32,
+    pub workflow: String,
+    pub inputs: BTreeMap<String, Value>,
+    /// The child is cancelled (and the attempt fails with `timeout`) at this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<u64>,
+    /// For a `forEach` step: the item (0-based) this child is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
 }
 
 /// What the driver must record or do.
@@ -139,6 +229,24 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Record: a `forEach` step computed its list; its items run from now on.
+    #[serde(rename_all = "camelCase")]
+    ItemsListed { key: String, count: u32, at: u64 },
+    /// Record: an item of a `forEach` step changed state.
+    #[serde(rename_all = "camelCase")]
+    ItemChanged {
+        key: String,
+        item: u32,
+        state: StepState,
+        attempt: u32,
+        at: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<StepError>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_hash: Option<String>,
+    },
     /// Record: take a checkpoint now (`snapshot()` or `take_delta()`).
     Checkpoint,
     /// Effect: abort an in-flight attempt.
@@ -150,6 +258,29 @@ pub enum Action {
     },
     /// Effect: start an attempt.
     StartStep(StartStep),
+    /// Effect: an approval step waits for a decision; show `prompt` to the
+    /// people who decide. At `deadline` (if any) the executor decides by the
+    /// step's `onTimeout`.
+    #[serde(rename_all = "camelCase")]
+    AwaitDecision {
+        key: String,
+        prompt: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<u64>,
+        /// What `data` given with an approval must satisfy.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output_schema: Option<Arc<Value>>,
+    },
+    /// Effect: start a child execution.
+    StartChild(StartChild),
+    /// Effect: pause, resume or cancel a child execution in flight (the parent
+    /// was paused, resumed or cancelled, failed, or the attempt timed out).
+    #[serde(rename_all = "camelCase")]
+    ControlChild {
+        key: String,
+        attempt: u32,
+        control: ChildControl,
+    },
     /// Effect: send `Tick` at (or after) this time.
     #[serde(rename_all = "camelCase")]
     WakeAt { at: u64 },
@@ -167,7 +298,11 @@ impl Action {
     pub fn is_record(&self) -> bool {
         matches!(
             self,
-            Action::StepChanged { .. } | Action::ExecutionChanged { .. } | Action::Checkpoint
+            Action::StepChanged { .. }
+                | Action::ExecutionChanged { .. }
+                | Action::ItemsListed { .. }
+                | Action::ItemChanged { .. }
+                | Action::Checkpoint
         )
     }
 }
@@ -190,6 +325,16 @@ pub enum ExecError {
         action: &'static str,
         state: ExecutionState,
     },
+    /// A decision for a step that is not waiting for one (HTTP 409).
+    #[error("step `{key}` is not waiting for a decision: it is {state}")]
+    NotWaiting { key: String, state: StepState },
+    /// A decision for a step that is not an approval, or a child's report for a
+    /// step that runs no child (and the like).
+    #[error("step `{key}` {why}")]
+    WrongStep { key: String, why: String },
+    /// Approval data that does not satisfy the step's `outputSchema` (HTTP 422).
+    #[error("the data does not satisfy the `outputSchema` of step `{key}`: {}", .problems.join("; "))]
+    InvalidDecision { key: String, problems: Vec<String> },
     #[error(transparent)]
     Transition(#[from] TransitionError),
     #[error(transparent)]
@@ -266,6 +411,32 @@ pub struct StepRun {
     pub reason: Option<String>,
     /// Skipped because its `when` condition was false (not because of a dependency).
     pub skipped_by_condition: bool,
+    /// An approval's request: its prompt, rendered when it began waiting.
+    pub request: Option<String>,
+    /// A `forEach` step's items, once its list is known.
+    pub items: Option<Box<Items>>,
+    /// A `type: workflow` step's child in flight (without `forEach`).
+    pub child: Option<ChildLink>,
+}
+
+/// What an attempt number names: a step's own attempt (or child), or one of
+/// its items'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Step(usize),
+    Item(usize, usize),
+}
+
+/// A child execution in flight, as its parent knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChildLink {
+    /// The child execution's id, once the driver reported it (`ChildStarted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The child waits for a decision (`ChildWaiting`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting: bool,
 }
 
 /// A run of a [`Plan`].
@@ -288,13 +459,26 @@ pub struct Execution {
     seq: u64,
     clock: u64,
     // Derived state, rebuilt on restore.
+    /// Attempts and children in flight (what `config.parallelism` caps).
     running: usize,
+    /// Children in flight, and those of them waiting for a decision.
+    children: usize,
+    waiting_children: usize,
+    /// Approval steps waiting for a decision.
+    waiting: usize,
+    /// Steps and items waiting to retry.
+    retrying: usize,
+    /// Steps that can start something: ready steps, and `forEach` steps with an
+    /// item to start (below their `maxConcurrency`).
     ready: VecSet<usize>,
     timers: VecSet<(u64, usize)>,
+    /// Deadlines and retry times of items: (time, step, item).
+    item_timers: VecSet<(u64, usize, u32)>,
     unsettled_deps: Vec<u32>,
     last_wake: Option<u64>,
     // Delta tracking.
     dirty: VecSet<usize>,
+    dirty_items: VecSet<(usize, u32)>,
     // Per-call output.
     actions: Vec<Action>,
     want_checkpoint: bool,
@@ -326,11 +510,17 @@ impl Execution {
             seq: 0,
             clock: 0,
             running: 0,
+            children: 0,
+            waiting_children: 0,
+            waiting: 0,
+            retrying: 0,
             ready: VecSet::new(),
             timers: VecSet::new(),
+            item_timers: VecSet::new(),
             unsettled_deps: Vec::new(),
             last_wake: None,
             dirty: VecSet::new(),
+            dirty_items: VecSet::new(),
             actions: Vec::new(),
             want_checkpoint: false,
             plan,
@@ -366,23 +556,34 @@ impl Execution {
     pub fn step(&self, key: &str) -> Option<&StepRun> {
         self.plan.index_of(key).map(|i| &self.steps[i])
     }
-    /// Attempts in flight.
+    /// Attempts and child executions in flight.
     pub fn in_flight(&self) -> usize {
         self.running
     }
-    /// Paused with nothing in flight, or ended: the driver has nothing to wait for.
+    /// Child executions in flight.
+    pub fn children_in_flight(&self) -> usize {
+        self.children
+    }
+    /// Paused or waiting with no attempt in flight, or ended: the driver has
+    /// nothing to wait for (children in flight report through their own runs).
     pub fn is_quiescent(&self) -> bool {
         self.state.is_terminal()
             || (matches!(
                 self.state,
-                ExecutionState::Paused | ExecutionState::Interrupted | ExecutionState::Idle
-            ) && self.running == 0)
+                ExecutionState::Paused
+                    | ExecutionState::Interrupted
+                    | ExecutionState::Idle
+                    | ExecutionState::Waiting
+            ) && self.running == self.children)
     }
 
     /// When the driver should next send `Tick`, if ever.
     pub fn next_wakeup(&self) -> Option<u64> {
         let mut next = self.timers.first().map(|(t, _)| *t);
         let mut consider = |t: u64| next = Some(next.map_or(t, |n| n.min(t)));
+        if let Some(&(t, _, _)) = self.item_timers.first() {
+            consider(t);
+        }
         if self.state == ExecutionState::Running
             && let Some(d) = self.run_deadline()
         {
@@ -490,44 +691,14 @@ impl Execution {
                 attempt,
                 output,
             } => {
-                let i = self.running_attempt(&key, attempt)?;
-                self.finish_attempt(i);
-                let schema = self.plan.schemas[i].as_ref();
-                let text: Arc<str> = Arc::from(output);
-                let outcome = match schema {
-                    None => Ok(Output::new(text)),
-                    Some(schema) => match parse_output_json(&text) {
-                        None => Err(StepError::new(
-                            ErrorClass::OutputInvalid,
-                            "the output is not JSON, but the step has an outputSchema",
-                        )),
-                        Some(json) => {
-                            let problems = schema.validate(&json, 5);
-                            if problems.is_empty() {
-                                Ok(Output::with_json(text, Some(json)))
-                            } else {
-                                Err(StepError::new(
-                                    ErrorClass::OutputInvalid,
-                                    format!(
-                                        "the output does not match outputSchema: {}",
-                                        problems.join("; ")
-                                    ),
-                                ))
-                            }
-                        }
-                    },
+                let i = match self.attempt_slot(&key, attempt, StepType::Prompt)? {
+                    Slot::Item(i, j) => return self.item_succeeded(i, j, output, now),
+                    Slot::Step(i) => i,
                 };
+                self.finish_attempt(i);
                 let mut work = Vec::new();
-                match outcome {
-                    Ok(out) => {
-                        let hash = out.hash.clone();
-                        let s = &mut self.steps[i];
-                        s.output = Some(out);
-                        s.error = None;
-                        s.finished_at = Some(now);
-                        self.set_step(i, StepState::Completed, now, None, None, Some(hash))?;
-                        work.push(i);
-                    }
+                match self.check_output(i, output) {
+                    Ok(out) => self.complete_step(i, out, now, &mut work)?,
                     Err(err) => self.fail_attempt(i, err, now, &mut work)?,
                 }
                 self.drain(work, now)
@@ -537,17 +708,47 @@ impl Execution {
                 attempt,
                 error,
             } => {
-                let i = self.running_attempt(&key, attempt)?;
+                let i = match self.attempt_slot(&key, attempt, StepType::Prompt)? {
+                    Slot::Item(i, j) => return self.item_failed(i, j, error, now),
+                    Slot::Step(i) => i,
+                };
                 self.finish_attempt(i);
                 let mut work = Vec::new();
                 self.fail_attempt(i, error, now, &mut work)?;
                 self.drain(work, now)
             }
+            Event::Approve {
+                key,
+                comment,
+                data,
+                by,
+            } => self.approve(&key, comment, data, by, now),
+            Event::Reject { key, comment, by } => self.reject(&key, comment, by, now),
+            Event::ChildStarted { key, attempt, id } => self.child_started(&key, attempt, id),
+            Event::ChildWaiting {
+                key,
+                attempt,
+                waiting,
+            } => self.child_waiting(&key, attempt, waiting),
+            Event::ChildCompleted {
+                key,
+                attempt,
+                result,
+            } => self.child_completed(&key, attempt, result, now),
+            Event::ChildFailed {
+                key,
+                attempt,
+                error,
+            } => self.child_failed(&key, attempt, error, now),
             Event::Tick => Ok(()),
             Event::Pause { immediate } => {
                 match self.state {
                     ExecutionState::Running => {
                         self.accumulate_active(now);
+                        self.set_state(ExecutionState::Paused, now, None)?;
+                        self.pause_settled = false;
+                    }
+                    ExecutionState::Waiting => {
                         self.set_state(ExecutionState::Paused, now, None)?;
                         self.pause_settled = false;
                     }
@@ -561,25 +762,9 @@ impl Execution {
                     }
                 }
                 if immediate {
-                    for i in self.running_steps() {
-                        let attempt = self.steps[i].attempt;
-                        self.finish_attempt(i);
-                        self.set_step(
-                            i,
-                            StepState::Ready,
-                            now,
-                            Some("aborted by pause; runs again on resume".into()),
-                            None,
-                            None,
-                        )?;
-                        self.ready.insert(i);
-                        self.actions.push(Action::AbortStep {
-                            key: self.plan.key(i).to_owned(),
-                            attempt,
-                            reason: AbortReason::Paused,
-                        });
-                    }
+                    self.abort_in_flight(now, AbortReason::Paused, "aborted by pause")?;
                 }
+                self.control_children(ChildControl::Pause { immediate });
                 Ok(())
             }
             Event::Resume => {
@@ -600,6 +785,7 @@ impl Execution {
                 if from == ExecutionState::Failed {
                     self.reset_failures(now)?;
                 }
+                self.control_children(ChildControl::Resume);
                 Ok(())
             }
             Event::Cancel { reason } => {
@@ -627,14 +813,8 @@ impl Execution {
             self.timers.pop_first();
             let s = &self.steps[i];
             if s.state == StepState::Running && s.deadline == Some(t) {
-                let attempt = s.attempt;
                 let limit = self.plan.workflow.steps[i].timeout_ms.unwrap_or(0);
-                self.finish_attempt(i);
-                self.actions.push(Action::AbortStep {
-                    key: self.plan.key(i).to_owned(),
-                    attempt,
-                    reason: AbortReason::Timeout,
-                });
+                self.abort_attempt(i, AbortReason::Timeout);
                 let mut work = Vec::new();
                 self.fail_attempt(
                     i,
@@ -650,7 +830,15 @@ impl Execution {
                 self.steps[i].retry_at = None;
                 self.set_step(i, StepState::Ready, now, None, None, None)?;
                 self.ready.insert(i);
+            } else if s.state == StepState::Waiting && s.deadline == Some(t) {
+                self.approval_timed_out(i, now)?;
             }
+        }
+        self.fire_item_timers(now)?;
+        // A decision arrived (or a child stopped waiting): on with the run.
+        if self.state == ExecutionState::Waiting && !self.blocked_on_decisions() {
+            self.set_state(ExecutionState::Running, now, None)?;
+            self.running_since = Some(now);
         }
         // The run's time limit.
         if self.state == ExecutionState::Running
@@ -664,9 +852,19 @@ impl Execution {
             self.end(ExecutionState::Failed, now, Some(reason))?;
         }
         self.schedule(now)?;
+        // Nothing can move without a decision: wait (the time does not count
+        // against `config.timeout`, as paused time does not).
+        if self.state == ExecutionState::Running && self.blocked_on_decisions() {
+            self.accumulate_active(now);
+            self.set_state(ExecutionState::Waiting, now, Some(self.waiting_reason()))?;
+            self.want_checkpoint = true;
+        }
         self.check_done(now)?;
-        // Paused and nothing left in flight: a checkpoint marks the pause.
-        if self.state == ExecutionState::Paused && self.running == 0 && !self.pause_settled {
+        // Paused and no attempt left in flight: a checkpoint marks the pause.
+        if self.state == ExecutionState::Paused
+            && self.running == self.children
+            && !self.pause_settled
+        {
             self.pause_settled = true;
             self.want_checkpoint = true;
         }
@@ -678,6 +876,155 @@ impl Execution {
                 (Some(iv), Some(last)) if now < last.saturating_add(iv) => {}
                 _ => self.want_checkpoint = true,
             }
+        }
+        Ok(())
+    }
+
+    /// The attempt (or child) that an answer is for: a step's, or one of its
+    /// items'. `kind` is the step type the answer fits.
+    fn attempt_slot(&self, key: &str, attempt: u32, kind: StepType) -> Result<Slot, ExecError> {
+        let i = self
+            .plan
+            .index_of(key)
+            .ok_or_else(|| ExecError::UnknownStep(key.to_owned()))?;
+        let step_kind = self.plan.workflow.steps[i].kind;
+        if step_kind != kind {
+            let why = match kind {
+                StepType::Workflow => format!(
+                    "runs no child workflow (it is a `{step_kind}` step); this report is not for it"
+                ),
+                _ => format!("is a `{step_kind}` step: it has no provider attempts"),
+            };
+            return Err(ExecError::WrongStep {
+                key: key.to_owned(),
+                why,
+            });
+        }
+        let Some(items) = &self.steps[i].items else {
+            return self.running_attempt(key, attempt).map(Slot::Step);
+        };
+        match items
+            .runs
+            .iter()
+            .position(|r| r.state == StepState::Running && r.attempt == attempt)
+        {
+            Some(j) => Ok(Slot::Item(i, j)),
+            None => Err(ExecError::Stale {
+                key: key.to_owned(),
+                attempt,
+                why: "no item of the step is running this attempt".into(),
+            }),
+        }
+    }
+
+    /// A succeeded attempt's output, checked against the step's `outputSchema`.
+    fn check_output(&self, i: usize, output: String) -> Result<Output, StepError> {
+        let text: Arc<str> = Arc::from(output);
+        let Some(schema) = self.plan.schemas[i].as_ref() else {
+            return Ok(Output::new(text));
+        };
+        let Some(json) = parse_output_json(&text) else {
+            return Err(StepError::new(
+                ErrorClass::OutputInvalid,
+                "the output is not JSON, but the step has an outputSchema",
+            ));
+        };
+        let problems = schema.validate(&json, 5);
+        if problems.is_empty() {
+            Ok(Output::with_json(text, Some(json)))
+        } else {
+            Err(StepError::new(
+                ErrorClass::OutputInvalid,
+                format!(
+                    "the output does not match outputSchema: {}",
+                    problems.join("; ")
+                ),
+            ))
+        }
+    }
+
+    /// Step `i` completed with `out`.
+    fn complete_step(
+        &mut self,
+        i: usize,
+        out: Output,
+        now: u64,
+        work: &mut Vec<usize>,
+    ) -> Result<(), ExecError> {
+        let hash = out.hash.clone();
+        let s = &mut self.steps[i];
+        s.output = Some(out);
+        s.error = None;
+        s.finished_at = Some(now);
+        self.set_step(i, StepState::Completed, now, None, None, Some(hash))?;
+        work.push(i);
+        Ok(())
+    }
+
+    /// Step `i` failed for good (no retry), with `err`.
+    fn fail_step(
+        &mut self,
+        i: usize,
+        err: StepError,
+        now: u64,
+        work: &mut Vec<usize>,
+    ) -> Result<(), ExecError> {
+        let s = &mut self.steps[i];
+        s.error = Some(err.clone());
+        s.finished_at = Some(now);
+        self.set_step(i, StepState::Failed, now, None, Some(err), None)?;
+        work.push(i);
+        Ok(())
+    }
+
+    /// Stop step `i`'s attempt in flight (a provider call or a child).
+    fn abort_attempt(&mut self, i: usize, reason: AbortReason) {
+        let attempt = self.steps[i].attempt;
+        self.finish_attempt(i);
+        let key = self.plan.key(i).to_owned();
+        match self.steps[i].child.take() {
+            Some(link) => {
+                self.release_child(&link);
+                self.actions.push(Action::ControlChild {
+                    key,
+                    attempt,
+                    control: ChildControl::Cancel { reason },
+                });
+            }
+            None => self.actions.push(Action::AbortStep {
+                key,
+                attempt,
+                reason,
+            }),
+        }
+    }
+
+    /// Abort every provider attempt in flight (children are paused instead);
+    /// they go back to ready and run again, without using a retry.
+    fn abort_in_flight(
+        &mut self,
+        now: u64,
+        reason: AbortReason,
+        why: &str,
+    ) -> Result<(), ExecError> {
+        for i in self.running_steps() {
+            if self.steps[i].items.is_some() {
+                self.requeue_items(i, now, reason, why)?;
+                continue;
+            }
+            if self.steps[i].child.is_some() {
+                continue;
+            }
+            self.abort_attempt(i, reason);
+            self.set_step(
+                i,
+                StepState::Ready,
+                now,
+                Some(format!("{why}; runs again on resume")),
+                None,
+                None,
+            )?;
+            self.ready.insert(i);
         }
         Ok(())
     }
@@ -880,67 +1227,102 @@ impl Execution {
     }
 
     /// Start ready steps, lowest declaration index first, up to `parallelism`.
+    /// Approvals begin waiting and `forEach` steps compute their lists without
+    /// taking a slot; items and children take one each, like attempts.
     fn schedule(&mut self, now: u64) -> Result<(), ExecError> {
         if self.state != ExecutionState::Running {
             return Ok(());
         }
+        if self.plan.has_approvals() {
+            let approvals: Vec<usize> = self
+                .ready
+                .iter()
+                .copied()
+                .filter(|&i| self.plan.workflow.steps[i].kind == StepType::Approval)
+                .collect();
+            for i in approvals {
+                if self.state != ExecutionState::Running {
+                    return Ok(());
+                }
+                self.ready.remove(&i);
+                self.open_approval(i, now)?;
+            }
+        }
         let cap = self.plan.workflow.config.parallelism.max(1) as usize;
-        while self.running < cap && self.state == ExecutionState::Running {
-            let Some(i) = self.ready.pop_first() else {
+        while self.state == ExecutionState::Running {
+            let Some(&i) = self.ready.first() else {
                 break;
             };
-            let rendered = self.plan.prompt(i).and_then(|t| {
-                t.render(self).map_err(|errors| {
-                    errors
-                        .iter()
-                        .map(|e| e.message.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                })
-            });
-            let prompt = match rendered {
-                Ok(p) => p,
-                Err(msg) => {
-                    let err = StepError::new(ErrorClass::Template, msg);
-                    self.steps[i].error = Some(err.clone());
-                    self.steps[i].finished_at = Some(now);
-                    self.set_step(i, StepState::Failed, now, None, Some(err), None)?;
-                    self.drain(vec![i], now)?;
-                    continue;
-                }
-            };
-            let prompt = match &self.steps[i].error {
-                // Tell the model what was wrong with its last answer.
-                Some(e) if e.class == ErrorClass::OutputInvalid => format!(
-                    "{prompt}\n\n(Your previous answer was rejected: {}. Answer again, following the required format exactly.)",
-                    e.message
-                ),
-                _ => prompt,
-            };
-            let plan = Arc::clone(&self.plan);
-            let step = &plan.workflow.steps[i];
-            let deadline = step.timeout_ms.map(|t| now.saturating_add(t));
-            let s = &mut self.steps[i];
-            s.attempt = s.attempt.saturating_add(1);
-            s.started_at = Some(now);
-            s.finished_at = None;
-            s.deadline = deadline;
-            s.reason = None;
-            let attempt = s.attempt;
-            if let Some(d) = deadline {
-                self.timers.insert((d, i));
+            // An approval that became ready in this loop (a failure unlocked it).
+            if self.plan.workflow.steps[i].kind == StepType::Approval {
+                self.ready.pop_first();
+                self.open_approval(i, now)?;
+                continue;
             }
-            self.running += 1;
-            self.set_step(i, StepState::Running, now, None, None, None)?;
-            self.actions.push(Action::StartStep(StartStep {
-                key: step.key.clone(),
-                attempt,
-                agent: step.agent.clone(),
-                prompt,
-                deadline,
-                output_schema: plan.output_schemas[i].clone(),
-            }));
+            let has_items = self.plan.workflow.steps[i].for_each.is_some();
+            if has_items && self.steps[i].state == StepState::Ready {
+                self.ready.pop_first();
+                self.list_items(i, now)?;
+                continue;
+            }
+            if self.running >= cap {
+                break;
+            }
+            self.ready.pop_first();
+            if has_items {
+                self.start_item(i, now)?;
+            } else if self.plan.workflow.steps[i].kind == StepType::Workflow {
+                self.start_child(i, now)?;
+            } else {
+                self.start_attempt(i, now)?;
+            }
         }
+        Ok(())
+    }
+
+    /// Start an attempt of prompt step `i`.
+    fn start_attempt(&mut self, i: usize, now: u64) -> Result<(), ExecError> {
+        let rendered = self.plan.prompt(i).and_then(|t| {
+            t.render(self).map_err(|errors| {
+                errors
+                    .iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        });
+        let prompt = match rendered {
+            Ok(p) => with_feedback(p, self.steps[i].error.as_ref()),
+            Err(msg) => {
+                let mut work = Vec::new();
+                self.fail_step(i, StepError::new(ErrorClass::Template, msg), now, &mut work)?;
+                return self.drain(work, now);
+            }
+        };
+        let plan = Arc::clone(&self.plan);
+        let step = &plan.workflow.steps[i];
+        let deadline = step.timeout_ms.map(|t| now.saturating_add(t));
+        let s = &mut self.steps[i];
+        s.attempt = s.attempt.saturating_add(1);
+        s.started_at = Some(now);
+        s.finished_at = None;
+        s.deadline = deadline;
+        s.reason = None;
+        let attempt = s.attempt;
+        if let Some(d) = deadline {
+            self.timers.insert((d, i));
+        }
+        self.running += 1;
+        self.set_step(i, StepState::Running, now, None, None, None)?;
+        self.actions.push(Action::StartStep(StartStep {
+            key: step.key.clone(),
+            attempt,
+            agent: step.agent.clone(),
+            prompt,
+            deadline,
+            output_schema: plan.output_schemas[i].clone(),
+            item: None,
+        }));
         Ok(())
     }
 
@@ -981,23 +1363,26 @@ impl Execution {
         for i in 0..self.steps.len() {
             let st = self.steps[i].state;
             let cancel = match st {
-                StepState::Running => {
-                    let attempt = self.steps[i].attempt;
-                    self.finish_attempt(i);
-                    self.actions.push(Action::AbortStep {
-                        key: self.plan.key(i).to_owned(),
-                        attempt,
-                        reason: why,
-                    });
+                StepState::Running if self.steps[i].items.is_some() => {
+                    self.cancel_items(i, now, why, reason)?;
                     true
                 }
-                StepState::Ready | StepState::WaitingRetry => true,
+                StepState::Running => {
+                    self.abort_attempt(i, why);
+                    true
+                }
+                StepState::Ready | StepState::WaitingRetry | StepState::Waiting => true,
                 StepState::Pending => cancel_all,
                 _ => false,
             };
             if cancel {
                 if let Some(t) = self.steps[i].retry_at.take() {
                     self.timers.remove(&(t, i));
+                }
+                if st == StepState::Waiting
+                    && let Some(d) = self.steps[i].deadline.take()
+                {
+                    self.timers.remove(&(d, i));
                 }
                 self.ready.remove(&i);
                 self.set_step(
@@ -1059,6 +1444,10 @@ impl Execution {
             s.retry_at = None;
             s.skipped_by_condition = false;
             s.finished_at = None;
+            s.request = None;
+            // Completed items keep their results: the list is computed again and,
+            // when it is the same, only the other items run.
+            self.reset_items(i, now)?;
             self.set_step(
                 i,
                 StepState::Pending,
@@ -1108,6 +1497,7 @@ impl Execution {
         output_hash: Option<String>,
     ) -> Result<(), ExecError> {
         let s = &mut self.steps[i];
+        let from = s.state;
         s.state = s.state.transition(to)?;
         if to != StepState::Skipped {
             s.skipped_by_condition = false;
@@ -1129,6 +1519,7 @@ impl Execution {
         if matches!(to, StepState::Skipped | StepState::Cancelled) {
             s.finished_at = Some(now);
         }
+        self.count_transition(from, to);
         self.dirty.insert(i);
         self.actions.push(Action::StepChanged {
             key: self.plan.key(i).to_owned(),
@@ -1142,18 +1533,45 @@ impl Execution {
         Ok(())
     }
 
+    /// Keep the counters of waiting and retrying steps and items.
+    fn count_transition(&mut self, from: StepState, to: StepState) {
+        if from == to {
+            return;
+        }
+        match from {
+            StepState::Waiting => self.waiting = self.waiting.saturating_sub(1),
+            StepState::WaitingRetry => self.retrying = self.retrying.saturating_sub(1),
+            _ => {}
+        }
+        match to {
+            StepState::Waiting => self.waiting += 1,
+            StepState::WaitingRetry => self.retrying += 1,
+            _ => {}
+        }
+    }
+
     /// Recompute the caches that follow from step states.
     fn rebuild_derived(&mut self) {
         let n = self.steps.len();
         self.running = 0;
+        self.children = 0;
+        self.waiting_children = 0;
+        self.waiting = 0;
+        self.retrying = 0;
         self.ready.clear();
         self.timers.clear();
+        self.item_timers.clear();
         self.unsettled_deps = vec![0; n];
         for i in 0..n {
             let s = &self.steps[i];
             match s.state {
+                StepState::Running if s.items.is_some() => {}
                 StepState::Running => {
                     self.running += 1;
+                    if let Some(link) = &s.child {
+                        self.children += 1;
+                        self.waiting_children += usize::from(link.waiting);
+                    }
                     if let Some(d) = s.deadline {
                         self.timers.insert((d, i));
                     }
@@ -1162,8 +1580,15 @@ impl Execution {
                     self.ready.insert(i);
                 }
                 StepState::WaitingRetry => {
+                    self.retrying += 1;
                     if let Some(t) = s.retry_at {
                         self.timers.insert((t, i));
+                    }
+                }
+                StepState::Waiting => {
+                    self.waiting += 1;
+                    if let Some(d) = s.deadline {
+                        self.timers.insert((d, i));
                     }
                 }
                 _ => {}
@@ -1176,6 +1601,7 @@ impl Execution {
                 .filter(|&&d| !self.steps[d].state.is_settled())
                 .count() as u32;
         }
+        self.rebuild_items();
     }
 
     /// The process that ran this execution is gone: attempts in flight are lost.
@@ -1185,18 +1611,10 @@ impl Execution {
         self.clock = self.clock.max(now);
         let now = self.clock;
         self.actions.clear();
-        for i in self.running_steps() {
-            self.finish_attempt(i);
-            self.set_step(
-                i,
-                StepState::Ready,
-                now,
-                Some("interrupted; runs again on resume".into()),
-                None,
-                None,
-            )?;
-            self.ready.insert(i);
-        }
+        // Attempts in flight are lost; children are executions of their own and
+        // carry on (the driver finds them again through their link).
+        self.abort_in_flight(now, AbortReason::Paused, "interrupted")?;
+        self.actions.retain(Action::is_record);
         if matches!(self.state, ExecutionState::Running | ExecutionState::Paused) {
             self.accumulate_active(now);
             self.set_state(
@@ -1230,6 +1648,11 @@ impl Execution {
     }
 
     fn step_snapshot(&self, i: usize) -> StepSnapshot {
+        self.step_snapshot_of(i, None)
+    }
+
+    /// Step `i`'s snapshot; of its items only those in `only` (a delta's), or all.
+    fn step_snapshot_of(&self, i: usize, only: Option<&[u32]>) -> StepSnapshot {
         let s = &self.steps[i];
         StepSnapshot {
             state: s.state,
@@ -1243,10 +1666,14 @@ impl Execution {
                 hash: o.hash.clone(),
                 bytes: o.text.len() as u64,
             }),
-            step_hash: (s.state == StepState::Completed).then(|| self.plan.step_hash(i)),
+            step_hash: (s.state == StepState::Completed || s.items.is_some())
+                .then(|| self.plan.step_hash(i)),
             error: s.error.clone(),
             reason: s.reason.clone(),
             skipped_by_condition: s.skipped_by_condition,
+            request: s.request.clone(),
+            items: self.items_snapshot(i, only),
+            child: s.child.clone(),
         }
     }
 
@@ -1254,6 +1681,7 @@ impl Execution {
     pub fn snapshot(&mut self) -> Checkpoint {
         self.seq = self.seq.saturating_add(1);
         self.dirty.clear();
+        self.dirty_items.clear();
         self.peek_snapshot()
     }
 
@@ -1278,16 +1706,29 @@ impl Execution {
     /// size of the workflow. Fold deltas onto a snapshot with `Checkpoint::apply`.
     pub fn take_delta(&mut self) -> CheckpointDelta {
         self.seq = self.seq.saturating_add(1);
-        let dirty = std::mem::take(&mut self.dirty);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        // Items that changed, by step (ascending: `dirty_items` is sorted).
+        let mut changed: Vec<(usize, Vec<u32>)> = Vec::new();
+        for (i, j) in std::mem::take(&mut self.dirty_items).into_ascending() {
+            match changed.last_mut() {
+                Some((last, items)) if *last == i => items.push(j),
+                _ => changed.push((i, vec![j])),
+            }
+            dirty.insert(i);
+        }
         CheckpointDelta {
             seq: self.seq,
             taken_at: self.clock,
             header: self.header(self.clock),
-            steps: crate::sort::btree_map(
-                dirty
-                    .into_ascending()
-                    .map(|i| (self.plan.key(i).to_owned(), self.step_snapshot(i))),
-            ),
+            steps: crate::sort::btree_map(dirty.into_ascending().map(|i| {
+                let only = changed
+                    .binary_search_by_key(&i, |(s, _)| *s)
+                    .map_or(&[][..], |at| changed[at].1.as_slice());
+                (
+                    self.plan.key(i).to_owned(),
+                    self.step_snapshot_of(i, Some(only)),
+                )
+            })),
         }
     }
 
@@ -1302,7 +1743,14 @@ impl Execution {
         let mut v: Vec<(String, Arc<str>)> = self
             .steps
             .iter()
-            .filter_map(|s| s.output.as_ref().map(|o| (o.hash.clone(), o.text.clone())))
+            .flat_map(|s| {
+                let items = s.items.iter().flat_map(|it| {
+                    std::iter::once(&it.list)
+                        .chain(it.runs.iter().filter_map(|r| r.output.as_ref()))
+                });
+                s.output.iter().chain(items)
+            })
+            .map(|o| (o.hash.clone(), o.text.clone()))
             .collect();
         crate::sort::sort_by(&mut v, |a, b| a.0.cmp(&b.0));
         // The last of equal hashes, as collecting into a map keeps.
@@ -1327,7 +1775,7 @@ impl Execution {
         cp: &Checkpoint,
         output: &dyn Fn(&str) -> Option<Arc<str>>,
     ) -> Result<(Execution, Compatibility), RestoreError> {
-        if cp.version != CHECKPOINT_VERSION {
+        if !crate::checkpoint::readable_version(cp.version) {
             return Err(RestoreError::Version {
                 found: cp.version,
                 supported: CHECKPOINT_VERSION,
@@ -1353,19 +1801,7 @@ impl Execution {
             }
             let out = match &snap.output {
                 None => None,
-                Some(r) => {
-                    let text = output(&r.hash).ok_or_else(|| RestoreError::MissingOutput {
-                        step: key.clone(),
-                        hash: r.hash.clone(),
-                    })?;
-                    if output_hash(&text) != r.hash {
-                        return Err(RestoreError::CorruptOutput {
-                            step: key.clone(),
-                            hash: r.hash.clone(),
-                        });
-                    }
-                    Some(Output::new(text))
-                }
+                Some(r) => Some(restore_output(key, r, output)?),
             };
             if snap.state == StepState::Completed && out.is_none() {
                 return Err(RestoreError::MissingOutput {
@@ -1373,11 +1809,26 @@ impl Execution {
                     hash: String::new(),
                 });
             }
-            // An edited definition may change what is in flight: treat it as lost.
-            let state = if !same && snap.state == StepState::Running {
-                StepState::Ready
-            } else {
-                snap.state
+            // An edited definition may change what is in flight (an attempt, or
+            // the request of an approval): treat it as lost. Children run on.
+            // Items stay if the step is what it was (its hash is kept while it
+            // has items); else the list is computed again and every item runs.
+            let items = match &snap.items {
+                Some(it)
+                    if plan.workflow.steps[i].for_each.is_some()
+                        && (same || snap.step_hash.as_deref() == Some(&plan.step_hash(i))) =>
+                {
+                    Some(Box::new(items::restore_items(key, it, same, output)?))
+                }
+                _ => None,
+            };
+            let state = match snap.state {
+                StepState::Running if snap.items.is_some() && items.is_none() => StepState::Ready,
+                StepState::Running if !same && snap.child.is_none() && snap.items.is_none() => {
+                    StepState::Ready
+                }
+                StepState::Waiting if !same => StepState::Ready,
+                state => state,
             };
             steps[i] = StepRun {
                 state,
@@ -1385,7 +1836,7 @@ impl Execution {
                 failures: snap.failures,
                 started_at: snap.started_at,
                 finished_at: snap.finished_at,
-                deadline: if state == StepState::Running {
+                deadline: if matches!(state, StepState::Running | StepState::Waiting) {
                     snap.deadline
                 } else {
                     None
@@ -1395,6 +1846,19 @@ impl Execution {
                 error: snap.error.clone(),
                 reason: snap.reason.clone(),
                 skipped_by_condition: snap.skipped_by_condition,
+                // What was asked stays with the decision; a request made under
+                // another definition is asked again.
+                request: if state == StepState::Ready {
+                    None
+                } else {
+                    snap.request.clone()
+                },
+                items,
+                child: if state == StepState::Running {
+                    snap.child.clone()
+                } else {
+                    None
+                },
             };
         }
         let h = &cp.header;
@@ -1422,11 +1886,17 @@ impl Execution {
             seq: cp.seq,
             clock: h.clock,
             running: 0,
+            children: 0,
+            waiting_children: 0,
+            waiting: 0,
+            retrying: 0,
             ready: VecSet::new(),
             timers: VecSet::new(),
+            item_timers: VecSet::new(),
             unsettled_deps: Vec::new(),
             last_wake: h.last_wake,
             dirty: VecSet::new(),
+            dirty_items: VecSet::new(),
             actions: Vec::new(),
             want_checkpoint: false,
             plan,
@@ -1487,6 +1957,17 @@ impl Context for Execution {
     }
 }
 
+/// A retry's prompt after an invalid answer tells the model what was wrong.
+fn with_feedback(prompt: String, last_error: Option<&StepError>) -> String {
+    match last_error {
+        Some(e) if e.class == ErrorClass::OutputInvalid => format!(
+            "{prompt}\n\n(Your previous answer was rejected: {}. Answer again, following the required format exactly.)",
+            e.message
+        ),
+        _ => prompt,
+    }
+}
+
 /// Counters a run only ever increments must leave room to count on: a
 /// checkpoint with more checkpoints or attempts than any run can make is
 /// corrupt (and past 2^53 a JavaScript reader would round it).
@@ -1500,15 +1981,49 @@ fn check_counters(cp: &Checkpoint) -> Result<(), RestoreError> {
         )));
     }
     for (key, s) in &cp.steps {
-        for (what, n) in [("attempt", s.attempt), ("failure count", s.failures)] {
-            if n > MAX_COUNT {
-                return Err(RestoreError::Invalid(format!(
-                    "the checkpoint is not valid: step `{key}` has {what} {n}, past {MAX_COUNT}; it is corrupt"
-                )));
+        let items = s.items.iter().flat_map(|it| it.items.values());
+        let counts = [(s.attempt, s.failures)]
+            .into_iter()
+            .chain(items.map(|i| (i.attempt, i.failures)));
+        for (attempt, failures) in counts {
+            for (what, n) in [("attempt", attempt), ("failure count", failures)] {
+                if n > MAX_COUNT {
+                    return Err(RestoreError::Invalid(format!(
+                        "the checkpoint is not valid: step `{key}` has {what} {n}, past {MAX_COUNT}; it is corrupt"
+                    )));
+                }
             }
+        }
+        if let Some(it) = &s.items
+            && let Some((&j, _)) = it.items.iter().next_back()
+            && j >= it.count
+        {
+            return Err(RestoreError::Invalid(format!(
+                "the checkpoint is not valid: step `{key}` has item {j} of a list of {}; it is corrupt",
+                it.count
+            )));
         }
     }
     Ok(())
+}
+
+/// An output text by its reference, checked against its hash.
+pub(crate) fn restore_output(
+    key: &str,
+    r: &OutputRef,
+    output: &dyn Fn(&str) -> Option<Arc<str>>,
+) -> Result<Output, RestoreError> {
+    let text = output(&r.hash).ok_or_else(|| RestoreError::MissingOutput {
+        step: key.to_owned(),
+        hash: r.hash.clone(),
+    })?;
+    if output_hash(&text) != r.hash {
+        return Err(RestoreError::CorruptOutput {
+            step: key.to_owned(),
+            hash: r.hash.clone(),
+        });
+    }
+    Ok(Output::new(text))
 }
 
 /// A reproducible number in [0, 1) from (seed, step, attempt).

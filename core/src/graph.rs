@@ -4,7 +4,7 @@
 //!
 //! Nodes are step indices (declaration order); an edge `d → s` means "s depends on d".
 
-use crate::model::Workflow;
+use crate::model::{StepType, Workflow};
 use petgraph::Direction;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde::Serialize;
@@ -272,22 +272,37 @@ impl Graph {
         #[serde(rename_all = "camelCase")]
         struct NodeOut<'a> {
             key: &'a str,
+            /// `approval` or `workflow`; absent for prompt steps.
+            #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+            kind: Option<&'static str>,
             agent: &'a str,
             level: usize,
             dependencies: Vec<&'a str>,
             optional: bool,
             #[serde(skip_serializing_if = "Option::is_none")]
             when: Option<&'a str>,
+            /// Runs once per item.
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            for_each: bool,
+            /// The sub-workflow a `type: workflow` step runs.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            workflow: Option<&'a str>,
         }
         let key = |i: usize| wf.steps[i].key.as_str();
         let nodes: Vec<NodeOut<'_>> = (0..self.len())
-            .map(|i| NodeOut {
-                key: key(i),
-                agent: &wf.steps[i].agent,
-                level: self.level_of[i],
-                dependencies: self.dependencies(i).iter().map(|&d| key(d)).collect(),
-                optional: wf.steps[i].optional,
-                when: wf.steps[i].when.as_deref(),
+            .map(|i| {
+                let s = &wf.steps[i];
+                NodeOut {
+                    key: key(i),
+                    kind: (!s.kind.is_prompt()).then(|| s.kind.as_str()),
+                    agent: &s.agent,
+                    level: self.level_of[i],
+                    dependencies: self.dependencies(i).iter().map(|&d| key(d)).collect(),
+                    optional: s.optional,
+                    when: s.when.as_deref(),
+                    for_each: s.for_each.is_some(),
+                    workflow: s.workflow.as_deref(),
+                }
             })
             .collect();
         let edges: Vec<serde_json::Value> = self
@@ -311,15 +326,19 @@ impl Graph {
     pub fn to_mermaid(&self, wf: &Workflow) -> String {
         let mut out = String::from("flowchart TD\n");
         for (i, s) in wf.steps.iter().enumerate().take(self.len()) {
+            let each = if s.for_each.is_some() { " ×each" } else { "" };
             let label = format!(
-                "{}<br/><i>{}</i>",
+                "{}{each}<br/><i>{}</i>",
                 mermaid_escape(&s.key),
-                mermaid_escape(&s.agent)
+                mermaid_escape(&step_subtitle(s))
             );
-            let shape = if s.when.is_some() {
-                format!("{{\"{label}\"}}")
-            } else {
-                format!("[\"{label}\"]")
+            // Approvals are hexagons, sub-workflows subroutines, conditional
+            // steps diamonds.
+            let shape = match s.kind {
+                StepType::Approval => format!("{{{{\"{label}\"}}}}"),
+                StepType::Workflow => format!("[[\"{label}\"]]"),
+                StepType::Prompt if s.when.is_some() => format!("{{\"{label}\"}}"),
+                StepType::Prompt => format!("[\"{label}\"]"),
             };
             out.push_str(&format!("    s{i}{shape}\n"));
         }
@@ -344,11 +363,17 @@ impl Graph {
             } else {
                 ""
             };
+            let shape = match s.kind {
+                StepType::Prompt => "",
+                StepType::Approval => ", shape=hexagon",
+                StepType::Workflow => ", shape=box3d",
+            };
+            let each = if s.for_each.is_some() { " ×each" } else { "" };
             out.push_str(&format!(
-                "    \"{}\" [label=\"{}\\n({})\"{style}];\n",
+                "    \"{}\" [label=\"{}{each}\\n({})\"{style}{shape}];\n",
                 dot_escape(&s.key),
                 dot_escape(&s.key),
-                dot_escape(&s.agent)
+                dot_escape(&step_subtitle(s))
             ));
         }
         for level in self.levels() {
@@ -371,6 +396,15 @@ impl Graph {
         }
         out.push_str("}\n");
         out
+    }
+}
+
+/// What a node shows under its key: the agent, or what else the step does.
+fn step_subtitle(s: &crate::model::Step) -> String {
+    match s.kind {
+        StepType::Prompt => s.agent.clone(),
+        StepType::Approval => "approval".to_owned(),
+        StepType::Workflow => format!("workflow {}", s.workflow.as_deref().unwrap_or("")),
     }
 }
 
@@ -502,6 +536,31 @@ mod tests {
         // 0 depends on 2, 1 depends on 0, 2 depends on 1: 0 → 2 → 1 → 0.
         let err = Graph::build(4, [(2, 0), (0, 1), (1, 2), (3, 3)]).expect_err("cycle");
         assert_eq!(err, vec![vec![0, 2, 1]]);
+    }
+
+    #[test]
+    fn step_types_have_their_own_shapes() {
+        let text = "name: x\nsteps:\n  - {key: a, agent: w, prompt: p, forEach: [1]}\n  - {key: ok, type: approval, prompt: p, dependencies: [a]}\n  - {key: sub, type: workflow, workflow: c.yaml, dependencies: [ok]}\n";
+        let plan = crate::Plan::from_text(text, None).expect("valid");
+        let json = plan.to_json();
+        assert_eq!(json["nodes"][0]["forEach"], true);
+        assert_eq!(json["nodes"][0].get("type"), None);
+        assert_eq!(json["nodes"][1]["type"], "approval");
+        assert_eq!(json["nodes"][2]["type"], "workflow");
+        assert_eq!(json["nodes"][2]["workflow"], "c.yaml");
+        let m = plan.to_mermaid();
+        assert!(m.contains("s0[\"a ×each<br/><i>w</i>\"]"), "{m}");
+        assert!(m.contains("s1{{\"ok<br/><i>approval</i>\"}}"), "{m}");
+        assert!(
+            m.contains("s2[[\"sub<br/><i>workflow c.yaml</i>\"]]"),
+            "{m}"
+        );
+        let d = plan.to_dot();
+        assert!(
+            d.contains("\"ok\" [label=\"ok\\n(approval)\", shape=hexagon];"),
+            "{d}"
+        );
+        assert!(d.contains("shape=box3d"), "{d}");
     }
 
     #[test]

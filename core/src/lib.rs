@@ -27,14 +27,19 @@ pub mod sim;
 pub mod sort;
 pub mod source;
 pub mod state;
+pub mod subworkflow;
 pub mod template;
 pub mod validate;
 #[cfg(all(target_arch = "wasm32", feature = "wasm-api"))]
 pub mod wasm;
 
 pub use checkpoint::{Checkpoint, CheckpointDelta, CheckpointFile, Compatibility, RestoreError};
-pub use exec::{Action, Event, ExecError, Execution, StartStep, StepError};
-pub use model::{Config, ErrorClass, InputSpec, RetryPolicy, Step, Workflow};
+pub use exec::{
+    Action, ChildControl, Event, ExecError, Execution, StartChild, StartStep, StepError,
+};
+pub use model::{
+    Config, ErrorClass, ForEach, InputSpec, OnTimeout, RetryPolicy, Step, StepType, Workflow,
+};
 pub use plan::Plan;
 pub use report::{Code, Problem, Report};
 pub use state::{ExecutionState, StepState};

@@ -6,8 +6,9 @@
 //! loaded (with the field empty) so that graph and placeholder checks can run too.
 
 use crate::model::{
-    Config, ErrorClass, InputSpec, RetryPolicy, Step, Workflow, default_max_retries,
-    default_multiplier, default_parallelism, default_retry_delay, default_version,
+    Config, ErrorClass, ForEach, InputSpec, OnTimeout, RetryPolicy, Step, StepType, Workflow,
+    default_max_retries, default_multiplier, default_parallelism, default_retry_delay,
+    default_version,
 };
 use crate::parse::{Entry, Format, Node, NodeKind, Scalar};
 use crate::report::{Code, Sink, suggest};
@@ -26,15 +27,23 @@ pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
     "tags",
     "author",
     "inputs",
+    "outputs",
 ];
 pub(crate) const STEP_FIELDS: &[&str] = &[
     "key",
     "agent",
     "prompt",
+    "type",
+    "workflow",
+    "inputs",
+    "forEach",
+    "maxConcurrency",
+    "maxItems",
     "dependencies",
     "parallel",
     "optional",
     "timeoutMs",
+    "onTimeout",
     "retryPolicy",
     "outputSchema",
     "when",
@@ -76,6 +85,10 @@ pub struct StepSource {
     pub fields: Range<u32>,
     /// Its dependency list items in [`SourceMap::dependency_spans`].
     pub dependencies: Range<u32>,
+    /// The entries of its `inputs` (a `type: workflow` step) in
+    /// [`SourceMap::step_inputs`].
+    #[serde(default)]
+    pub inputs: Range<u32>,
 }
 
 impl StepSource {
@@ -100,6 +113,12 @@ pub struct SourceMap {
     /// The span of the `steps` list itself.
     pub steps_list: Option<Span>,
     pub inputs: Vec<FieldSource>,
+    /// The entries of every step's `inputs` (see [`StepSource::inputs`]).
+    #[serde(default)]
+    pub step_inputs: Vec<FieldSource>,
+    /// The entries of the top-level `outputs`.
+    #[serde(default)]
+    pub outputs: Vec<FieldSource>,
 }
 
 impl SourceMap {
@@ -111,6 +130,15 @@ impl SourceMap {
     pub fn step_field(&self, i: usize, name: &str) -> Option<&FieldSource> {
         let r = &self.steps.get(i)?.fields;
         self.step_fields
+            .get(r.start as usize..r.end as usize)?
+            .iter()
+            .find(|f| f.name == name)
+    }
+
+    /// The entry `name` of step `i`'s `inputs`.
+    pub fn step_input(&self, i: usize, name: &str) -> Option<&FieldSource> {
+        let r = &self.steps.get(i)?.inputs;
+        self.step_inputs
             .get(r.start as usize..r.end as usize)?
             .iter()
             .find(|f| f.name == name)
@@ -151,6 +179,7 @@ pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Wor
         tags: Vec::new(),
         author: None,
         inputs: BTreeMap::new(),
+        outputs: BTreeMap::new(),
     };
     let NodeKind::Map(entries) = &root.kind else {
         l.sink.error(
@@ -198,6 +227,7 @@ pub(crate) fn load(root: &Node<'_>, format: Format, sink: &mut Sink<'_>) -> (Wor
             "tags" => l.string_list(e, None, &mut |s, _| wf.tags.push(s)),
             "config" => wf.config = l.config(&e.value),
             "inputs" => wf.inputs = l.inputs(&e.value, &mut map),
+            "outputs" => wf.outputs = l.outputs(&e.value, &mut map),
             "steps" => {
                 saw_steps = true;
                 map.steps_list = Some(e.value.span);
@@ -615,24 +645,15 @@ impl<'t> Loader<'_, 't> {
     fn step(&mut self, item: &Node<'_>, map: &mut SourceMap) -> Step {
         let fields_start = u32_len(&map.step_fields);
         let deps_start = u32_len(&map.dependency_spans);
+        let inputs_start = u32_len(&map.step_inputs);
         let mut src = StepSource {
             span: item.span,
             key: None,
             fields: fields_start..fields_start,
             dependencies: deps_start..deps_start,
+            inputs: inputs_start..inputs_start,
         };
-        let mut step = Step {
-            key: String::new(),
-            agent: String::new(),
-            prompt: String::new(),
-            dependencies: Vec::new(),
-            parallel: false,
-            optional: false,
-            timeout_ms: None,
-            retry_policy: None,
-            output_schema: None,
-            when: None,
-        };
+        let mut step = Step::default();
         let NodeKind::Map(entries) = &item.kind else {
             self.sink.error(
                 Code::Schema,
@@ -655,6 +676,7 @@ impl<'t> Loader<'_, 't> {
             .unwrap_or_default();
         let label = (!key.is_empty()).then_some(key.as_str());
         let mut seen = 0;
+        let mut unknown_type = false;
         for e in entries {
             let Some(at) = self.field_ok(e, &mut seen, STEP_FIELDS, "step", label) else {
                 continue;
@@ -668,6 +690,31 @@ impl<'t> Loader<'_, 't> {
                 "key" => src.key = Some(e.value.span),
                 "agent" => step.agent = self.string(e, label).unwrap_or_default(),
                 "prompt" => step.prompt = self.string(e, label).unwrap_or_default(),
+                "type" => match self.step_type(e, label) {
+                    Some(kind) => step.kind = kind,
+                    None => unknown_type = true,
+                },
+                "workflow" => step.workflow = self.string(e, label),
+                "inputs" => step.inputs = self.step_inputs(e, label, map),
+                "forEach" => step.for_each = self.for_each(e, label),
+                "maxConcurrency" | "maxItems" => {
+                    let v = self.u32_field(e, label).filter(|&v| {
+                        v > 0 || {
+                            self.sink.error(
+                                Code::InvalidValue,
+                                Some(e.value.span),
+                                label,
+                                format!("`{}` must be at least 1", e.key),
+                            );
+                            false
+                        }
+                    });
+                    if e.key == "maxItems" {
+                        step.max_items = v;
+                    } else {
+                        step.max_concurrency = v;
+                    }
+                }
                 "dependencies" => {
                     if let NodeKind::Seq(items) = &e.value.kind {
                         step.dependencies.reserve_exact(items.len());
@@ -680,6 +727,7 @@ impl<'t> Loader<'_, 't> {
                 "parallel" => step.parallel = self.boolean(e, label).unwrap_or(false),
                 "optional" => step.optional = self.boolean(e, label).unwrap_or(false),
                 "timeoutMs" => step.timeout_ms = self.positive_ms(e, label),
+                "onTimeout" => step.on_timeout = self.on_timeout(e, label),
                 "retryPolicy" => step.retry_policy = self.retry(&e.value, label),
                 "outputSchema" => match &e.value.kind {
                     NodeKind::Map(_) => step.output_schema = Some(e.value.to_json()),
@@ -700,27 +748,206 @@ impl<'t> Loader<'_, 't> {
                 _ => {}
             }
         }
-        // `key`, `agent` and `prompt` are the first three of `STEP_FIELDS`.
-        for (r, required) in ["key", "agent", "prompt"].into_iter().enumerate() {
-            if seen & (1 << r) == 0 {
-                let example = match required {
+        // What each type needs (fields a type does not take are validation's
+        // business: it reports them for workflows that did not come from text too).
+        let has = |name: &str| {
+            STEP_FIELDS
+                .iter()
+                .position(|f| *f == name)
+                .is_some_and(|at| seen & (1 << at) != 0)
+        };
+        let required: &[&str] = match step.kind {
+            // What a mistyped type needs is unknown: only its key is asked for.
+            _ if unknown_type => &["key"],
+            StepType::Prompt => &["key", "agent", "prompt"],
+            StepType::Approval => &["key", "prompt"],
+            StepType::Workflow => &["key", "workflow"],
+        };
+        for &field in required {
+            if !has(field) {
+                let example = match field {
                     "key" => "key: my-step",
                     "agent" => "agent: backend",
+                    "workflow" => "workflow: ./child.yaml",
+                    _ if step.kind == StepType::Approval => {
+                        "prompt: \"…\" (what the approver reads)"
+                    }
                     _ => "prompt: \"…\"",
+                };
+                let of = if step.kind.is_prompt() {
+                    String::new()
+                } else {
+                    format!(" (a `type: {}` step needs it)", step.kind)
                 };
                 self.sink.error(
                     Code::Schema,
                     Some(src.anchor()),
                     label,
-                    format!("the step has no `{required}`; add `{example}`"),
+                    format!("the step has no `{field}`; add `{example}`{of}"),
                 );
             }
         }
         step.key = key;
         src.fields.end = u32_len(&map.step_fields);
         src.dependencies.end = u32_len(&map.dependency_spans);
+        src.inputs.end = u32_len(&map.step_inputs);
         map.steps.push(src);
         step
+    }
+
+    fn step_type(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<StepType> {
+        let name = self.string(e, step)?;
+        if let Some(kind) = StepType::parse(&name) {
+            return Some(kind);
+        }
+        let names = StepType::ALL.map(StepType::as_str);
+        let hint = suggest(&name, names)
+            .map(|s| format!("did you mean `{s}`? "))
+            .unwrap_or_default();
+        self.sink.error(
+            Code::InvalidValue,
+            Some(e.value.span),
+            step,
+            format!(
+                "unknown step type `{name}`; {hint}types: {} (`prompt` when absent)",
+                names.join(", ")
+            ),
+        );
+        None
+    }
+
+    fn on_timeout(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<OnTimeout> {
+        let name = self.string(e, step)?;
+        match name.as_str() {
+            "reject" => Some(OnTimeout::Reject),
+            "approve" => Some(OnTimeout::Approve),
+            _ => {
+                self.sink.error(
+                    Code::InvalidValue,
+                    Some(e.value.span),
+                    step,
+                    format!("`onTimeout` is `reject` or `approve`, not `{name}`"),
+                );
+                None
+            }
+        }
+    }
+
+    /// `forEach`: a placeholder (text) or a list written out.
+    fn for_each(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<ForEach> {
+        match &e.value.kind {
+            NodeKind::Seq(_) => match e.value.to_json() {
+                serde_json::Value::Array(items) => Some(ForEach::List(items)),
+                _ => None,
+            },
+            NodeKind::Scalar { .. } if matches!(e.value.scalar(), Some(Scalar::Str(_))) => {
+                self.string(e, step).map(ForEach::Template)
+            }
+            _ => {
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.value.span),
+                    step,
+                    format!(
+                        "`forEach` takes one placeholder that renders a list (`\"{{{{step.result.items}}}}\"`) or a list, not {}",
+                        e.value.type_name()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A `type: workflow` step's `inputs`: names to values (text values are templates).
+    fn step_inputs(
+        &mut self,
+        e: &Entry<'_>,
+        step: Option<&str>,
+        map: &mut SourceMap,
+    ) -> BTreeMap<String, serde_json::Value> {
+        let mut out = BTreeMap::new();
+        let entries = match &e.value.kind {
+            NodeKind::Map(entries) => entries,
+            NodeKind::Scalar { .. } if e.value.scalar() == Some(Scalar::Null) => return out,
+            _ => {
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.value.span),
+                    step,
+                    format!(
+                        "a step's `inputs` maps the child workflow's input names to values, not {}",
+                        e.value.type_name()
+                    ),
+                );
+                return out;
+            }
+        };
+        for f in entries {
+            if out.contains_key(f.key.as_ref()) {
+                self.sink.error(
+                    Code::Schema,
+                    Some(f.key_span),
+                    step,
+                    format!("input `{}` is given twice; keep one", f.key),
+                );
+                continue;
+            }
+            map.step_inputs.push(FieldSource {
+                name: Cow::Owned(f.key.to_string()),
+                key: f.key_span,
+                value: f.value.span,
+            });
+            out.insert(f.key.to_string(), f.value.to_json());
+        }
+        out
+    }
+
+    /// Top-level `outputs`: names to templates.
+    fn outputs(&mut self, n: &Node<'_>, map: &mut SourceMap) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let NodeKind::Map(entries) = &n.kind else {
+            self.sink.error(
+                Code::Schema,
+                Some(n.span),
+                None,
+                format!(
+                    "`outputs` maps result names to templates (`summary: \"{{{{report.result}}}}\"`), not {}",
+                    n.type_name()
+                ),
+            );
+            return out;
+        };
+        for e in entries {
+            if out.contains_key(e.key.as_ref()) {
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.key_span),
+                    None,
+                    format!("output `{}` is declared twice; keep one", e.key),
+                );
+                continue;
+            }
+            if !valid_name(&e.key) {
+                self.sink.error(
+                    Code::InvalidValue,
+                    Some(e.key_span),
+                    None,
+                    format!(
+                        "output name `{}` may only hold letters, digits, `_` and `-`",
+                        e.key
+                    ),
+                );
+            }
+            map.outputs.push(FieldSource {
+                name: Cow::Owned(e.key.to_string()),
+                key: e.key_span,
+                value: e.value.span,
+            });
+            if let Some(t) = self.string_node(&e.value, &e.key, None) {
+                out.insert(e.key.to_string(), t);
+            }
+        }
+        out
     }
 
     fn retry(&mut self, n: &Node<'_>, step: Option<&str>) -> Option<RetryPolicy> {
@@ -836,10 +1063,9 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    /// `step` checks the required fields by their bits in `seen`: the first three.
+    /// `step` tracks the fields it saw by their bits in `seen`.
     #[test]
-    fn required_step_fields_come_first() {
-        assert_eq!(&STEP_FIELDS[..3], ["key", "agent", "prompt"]);
+    fn field_lists_fit_the_seen_bits() {
         assert!(
             [
                 STEP_FIELDS,

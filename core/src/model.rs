@@ -31,6 +31,11 @@ pub struct Workflow {
     /// Declared run inputs, used in prompts as `{{name}}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, InputSpec>,
+    /// The run's result, by name: templates over its steps' results (what a parent
+    /// workflow gets from this one). Without it, the result is an object of the
+    /// final steps' results keyed by step key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// A declared run input.
@@ -50,17 +55,44 @@ pub struct InputSpec {
     pub default: Option<serde_json::Value>,
 }
 
-/// One step: a prompt sent to an agent once its dependencies are done.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One step: a prompt sent to an agent once its dependencies are done; or a
+/// person's decision (`type: approval`); or another workflow (`type: workflow`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Step {
     /// Unique key: letters, digits, `_` and `-`.
     pub key: String,
-    /// The agent that answers the prompt (mapped to a provider and model by the agents config).
+    /// What the step does: `prompt` (the default) asks an agent, `approval` waits
+    /// for a person's decision, `workflow` runs another workflow.
+    #[serde(default, rename = "type", skip_serializing_if = "StepType::is_prompt")]
+    pub kind: StepType,
+    /// The agent that answers the prompt (mapped to a provider and model by the
+    /// agents config). Prompt steps only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent: String,
-    /// The prompt; `{{input}}`, `{{step.result}}` and `{{step.result.field}}` are filled in.
+    /// The prompt; `{{input}}`, `{{step.result}}` and `{{step.result.field}}` are
+    /// filled in. For an approval step, what the approver reads.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prompt: String,
+    /// The workflow a `type: workflow` step runs: a path relative to this file
+    /// (on the server also a stored workflow's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+    /// The child workflow's inputs (`type: workflow`); text values are templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, serde_json::Value>,
+    /// Run the step once per item of a list: one placeholder that renders a JSON
+    /// list (`"{{files.result.files}}"`), or a list written out. `{{item}}` and
+    /// `{{index}}` name the item and its position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<ForEach>,
+    /// Items of this step in flight at once, at most (within `config.parallelism`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// More items than this fail the step (default 1,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_items: Option<u32>,
     /// Keys of the steps that must finish first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<String>,
@@ -72,18 +104,96 @@ pub struct Step {
     /// dependency was skipped or failed.
     #[serde(default, skip_serializing_if = "is_false")]
     pub optional: bool,
-    /// Time limit of one attempt, in milliseconds.
+    /// Time limit of one attempt (of one child run for `type: workflow`), in
+    /// milliseconds; for an approval, how long to wait for the decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The decision when an approval's `timeoutMs` passes (default `reject`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_policy: Option<RetryPolicy>,
-    /// JSON Schema that the step's output must satisfy (the output is parsed as JSON).
+    /// JSON Schema that the step's output must satisfy (the output is parsed as
+    /// JSON); for an approval, what the `data` given with it must satisfy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_schema: Option<serde_json::Value>,
     /// Condition on upstream results; when false the step is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
 }
+
+/// What a step does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum StepType {
+    /// Send the prompt to the agent.
+    #[default]
+    Prompt,
+    /// Wait for a person to approve or reject.
+    Approval,
+    /// Run another workflow as a child execution.
+    Workflow,
+}
+
+impl StepType {
+    pub const ALL: [StepType; 3] = [StepType::Prompt, StepType::Approval, StepType::Workflow];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepType::Prompt => "prompt",
+            StepType::Approval => "approval",
+            StepType::Workflow => "workflow",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<StepType> {
+        StepType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn is_prompt(&self) -> bool {
+        *self == StepType::Prompt
+    }
+}
+
+impl std::fmt::Display for StepType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The decision an approval takes when nobody decided within its `timeoutMs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    #[default]
+    Reject,
+    Approve,
+}
+
+impl OnTimeout {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Reject => "reject",
+            OnTimeout::Approve => "approve",
+        }
+    }
+}
+
+/// The list a `forEach` step runs over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum ForEach {
+    /// One placeholder that renders a JSON list: `"{{parse.result.files}}"`.
+    Template(String),
+    /// The items written out; text items are templates.
+    List(Vec<serde_json::Value>),
+}
+
+/// `maxItems` when a forEach step does not set it.
+pub const DEFAULT_MAX_ITEMS: u32 = 1000;
 
 /// How a step is retried after a retryable failure.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,12 +292,14 @@ pub enum ErrorClass {
     Unavailable,
     /// A placeholder or condition could not be evaluated.
     Template,
+    /// A person rejected an approval step.
+    Rejected,
     /// Anything else.
     Other,
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 11] = [
+    pub const ALL: [ErrorClass; 12] = [
         ErrorClass::RateLimit,
         ErrorClass::Timeout,
         ErrorClass::Network,
@@ -198,6 +310,7 @@ impl ErrorClass {
         ErrorClass::InvalidRequest,
         ErrorClass::Unavailable,
         ErrorClass::Template,
+        ErrorClass::Rejected,
         ErrorClass::Other,
     ];
 
@@ -213,6 +326,7 @@ impl ErrorClass {
             ErrorClass::InvalidRequest => "invalid-request",
             ErrorClass::Unavailable => "unavailable",
             ErrorClass::Template => "template",
+            ErrorClass::Rejected => "rejected",
             ErrorClass::Other => "other",
         }
     }
@@ -271,6 +385,13 @@ impl Workflow {
     }
 }
 
+impl Step {
+    /// `maxItems`, or its default.
+    pub fn max_items(&self) -> u32 {
+        self.max_items.unwrap_or(DEFAULT_MAX_ITEMS)
+    }
+}
+
 /// The JSON Schema of the file format, generated from these types.
 #[cfg(feature = "schema")]
 pub fn json_schema() -> serde_json::Value {
@@ -317,7 +438,45 @@ pub fn json_schema() -> serde_json::Value {
         "type",
         json!(["object", "boolean", "null"]),
     );
+    set(
+        "/properties/outputs",
+        "propertyNames",
+        json!({"pattern": "^[A-Za-z0-9_-]{1,128}$"}),
+    );
+    set(
+        "/$defs/Step/properties/inputs",
+        "propertyNames",
+        json!({"pattern": "^[A-Za-z0-9_-]{1,128}$"}),
+    );
+    set("/$defs/Step/properties/workflow", "minLength", json!(1));
+    // What each step type needs and refuses (the validator says the same, with
+    // positions): a prompt step needs `agent` and `prompt`, an approval a
+    // `prompt` and no `agent`, a workflow step a `workflow` and no prompt.
+    let refuse = |fields: &[&str]| json!({"not": {"anyOf": fields.iter().map(|f| json!({"required": [f]})).collect::<Vec<_>>()}});
+    let mut approval = refuse(&["agent", "workflow", "inputs", "forEach", "retryPolicy"]);
+    approval["required"] = json!(["prompt"]);
+    let mut workflow = refuse(&["agent", "prompt", "onTimeout", "outputSchema"]);
+    workflow["required"] = json!(["workflow"]);
+    set(
+        "/$defs/Step",
+        "allOf",
+        json!([
+            {
+                "if": {"required": ["type"], "properties": {"type": {"enum": ["approval", "workflow"]}}},
+                "else": {"required": ["agent", "prompt"], "not": {"anyOf": [{"required": ["workflow"]}, {"required": ["inputs"]}, {"required": ["onTimeout"]}]}}
+            },
+            {"if": {"required": ["type"], "properties": {"type": {"const": "approval"}}}, "then": approval},
+            {"if": {"required": ["type"], "properties": {"type": {"const": "workflow"}}}, "then": workflow}
+        ]),
+    );
+    set(
+        "/$defs/Step",
+        "dependentRequired",
+        json!({"maxConcurrency": ["forEach"], "maxItems": ["forEach"]}),
+    );
     for p in [
+        "/$defs/Step/properties/maxConcurrency",
+        "/$defs/Step/properties/maxItems",
         "/$defs/Step/properties/timeoutMs",
         "/$defs/Config/properties/timeout",
         "/$defs/Config/properties/checkpointInterval",

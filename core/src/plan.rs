@@ -4,9 +4,11 @@
 
 use crate::condition::Condition;
 use crate::graph::Graph;
+use crate::model::StepType;
 use crate::model::Workflow;
 use crate::report::{Report, suggest};
 use crate::schema::CompiledSchema;
+use crate::subworkflow::SubWorkflow;
 use crate::template::Template;
 use crate::validate::{Options, analyze};
 use serde_json::Value;
@@ -32,6 +34,10 @@ pub struct Plan {
     input_names: BTreeSet<String>,
     /// Structural hashes, computed on first use (validation alone needs none).
     hashes: OnceLock<Hashes>,
+    /// The workflows that `type: workflow` steps run, when the plan was made with a
+    /// loader ([`crate::subworkflow::analyze_tree`]); by step index.
+    sub_workflows: Vec<Option<Arc<SubWorkflow>>>,
+    has_approvals: bool,
 }
 
 #[derive(Debug)]
@@ -82,7 +88,11 @@ impl Plan {
             .map(|s| s.output_schema.clone().map(Arc::new))
             .collect();
         let prompts = workflow.steps.iter().map(|_| OnceLock::new()).collect();
+        let has_approvals = workflow.steps.iter().any(|s| s.kind == StepType::Approval);
+        let sub_workflows = vec![None; workflow.steps.len()];
         Plan {
+            sub_workflows,
+            has_approvals,
             workflow,
             graph,
             index: OnceLock::new(),
@@ -112,6 +122,23 @@ impl Plan {
                 .join("; ")
         })?;
         Ok(cell.get_or_init(|| t))
+    }
+
+    /// The workflow step `i` runs (`type: workflow`), when the plan was made with a
+    /// loader.
+    pub fn sub_workflow(&self, i: usize) -> Option<&Arc<SubWorkflow>> {
+        self.sub_workflows.get(i)?.as_ref()
+    }
+
+    pub(crate) fn set_sub_workflow(&mut self, i: usize, sub: Arc<SubWorkflow>) {
+        if let Some(slot) = self.sub_workflows.get_mut(i) {
+            *slot = Some(sub);
+        }
+    }
+
+    /// Whether any step is an approval.
+    pub fn has_approvals(&self) -> bool {
+        self.has_approvals
     }
 
     /// Parse and validate text into a plan, or the report of what is wrong.
@@ -168,6 +195,21 @@ impl Plan {
             h.update(b"ax-definition-v1\n");
             for sh in &steps {
                 h.update(hex(sh).as_bytes());
+                h.update(b"\n");
+            }
+            // Added only when present, so that a workflow without them keeps the
+            // hash it had before they existed (and its checkpoints restore exactly).
+            if !self.workflow.outputs.is_empty() {
+                buf.clear();
+                let outputs: serde_json::Map<String, Value> = self
+                    .workflow
+                    .outputs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                canonical_json(&Value::Object(outputs), &mut buf);
+                h.update(b"outputs ");
+                h.update(buf.as_bytes());
                 h.update(b"\n");
             }
             Hashes {
@@ -276,6 +318,29 @@ fn step_hash(s: &crate::model::Step, canon: &mut String) -> [u8; 16] {
     match &s.output_schema {
         Some(v) => canonical_json(v, canon),
         None => canon.push_str("null"),
+    }
+    // What else decides a step's result, only when set: steps without it keep the
+    // hash they had before these fields existed.
+    let mut extra = serde_json::Map::new();
+    if !s.kind.is_prompt() {
+        extra.insert("type".into(), Value::String(s.kind.as_str().into()));
+    }
+    if let Some(w) = &s.workflow {
+        extra.insert("workflow".into(), Value::String(w.clone()));
+    }
+    if !s.inputs.is_empty() {
+        let inputs = s.inputs.iter().map(|(k, v)| (k.clone(), v.clone()));
+        extra.insert("inputs".into(), Value::Object(inputs.collect()));
+    }
+    if let Some(f) = &s.for_each {
+        extra.insert(
+            "forEach".into(),
+            serde_json::to_value(f).unwrap_or(Value::Null),
+        );
+    }
+    if !extra.is_empty() {
+        canon.push(',');
+        canonical_json(&Value::Object(extra), canon);
     }
     canon.push(']');
     let digest = Sha256::digest(canon.as_bytes());

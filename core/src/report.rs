@@ -28,8 +28,17 @@ pub enum Code {
     PlaceholderNotUpstream,
     /// A value is out of range or malformed (key format, condition syntax, …).
     InvalidValue,
-    /// The file, its nesting or its alias expansion exceeds a limit.
+    /// The file, its nesting or its alias expansion exceeds a limit (also
+    /// sub-workflows nested deeper than 8).
     TooLarge,
+    /// `{{item}}` or `{{index}}` outside a step with `forEach`.
+    ItemOutsideForeach,
+    /// A `type: workflow` step names a file or stored workflow that cannot be loaded.
+    MissingWorkflow,
+    /// A `type: workflow` step gives an input the child workflow does not take.
+    UnknownInput,
+    /// A `type: workflow` step does not give an input the child workflow requires.
+    MissingInput,
     // Warnings.
     /// `{{name}}` that is not a declared input: allowed, supplied at run time.
     UndeclaredInput,
@@ -55,6 +64,10 @@ impl Code {
             Code::PlaceholderNotUpstream => "placeholder-not-upstream",
             Code::InvalidValue => "invalid-value",
             Code::TooLarge => "too-large",
+            Code::ItemOutsideForeach => "item-outside-foreach",
+            Code::MissingWorkflow => "missing-workflow",
+            Code::UnknownInput => "unknown-input",
+            Code::MissingInput => "missing-input",
             Code::UndeclaredInput => "undeclared-input",
             Code::UnusedInput => "unused-input",
             Code::DuplicateDependency => "duplicate-dependency",
@@ -63,7 +76,7 @@ impl Code {
     }
 
     /// Every code, errors first (for documentation and tests).
-    pub const ALL: [Code; 15] = [
+    pub const ALL: [Code; 19] = [
         Code::Syntax,
         Code::Schema,
         Code::EmptyWorkflow,
@@ -75,6 +88,10 @@ impl Code {
         Code::PlaceholderNotUpstream,
         Code::InvalidValue,
         Code::TooLarge,
+        Code::ItemOutsideForeach,
+        Code::MissingWorkflow,
+        Code::UnknownInput,
+        Code::MissingInput,
         Code::UndeclaredInput,
         Code::UnusedInput,
         Code::DuplicateDependency,
@@ -212,6 +229,18 @@ impl<'t> Sink<'t> {
 
     pub fn has_errors(&self) -> bool {
         !self.errors.is_empty()
+    }
+
+    /// Add these problems to a report made earlier (from the same text), keeping
+    /// the report's order.
+    pub fn merge_into(self, report: &mut Report) {
+        let mut more = self.into_report();
+        report.errors.append(&mut more.errors);
+        report.warnings.append(&mut more.warnings);
+        let key = |p: &Problem| (p.line.unwrap_or(0), p.column.unwrap_or(0), p.code);
+        crate::sort::sort_by_key(&mut report.errors, key);
+        crate::sort::sort_by_key(&mut report.warnings, key);
+        report.valid = report.errors.is_empty();
     }
 
     pub fn into_report(mut self) -> Report {

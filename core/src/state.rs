@@ -14,6 +14,10 @@ pub enum ExecutionState {
     Running,
     /// Nothing new starts; in-flight steps may still finish.
     Paused,
+    /// Nothing can make progress without a decision (an approval, or a child
+    /// execution waiting for one). Not terminal: it leaves this state on its own
+    /// when a decision arrives (or an approval times out). Nothing is in flight.
+    Waiting,
     Completed,
     Failed,
     Cancelled,
@@ -23,11 +27,12 @@ pub enum ExecutionState {
 }
 
 impl ExecutionState {
-    pub const ALL: [ExecutionState; 8] = [
+    pub const ALL: [ExecutionState; 9] = [
         ExecutionState::Idle,
         ExecutionState::Validating,
         ExecutionState::Running,
         ExecutionState::Paused,
+        ExecutionState::Waiting,
         ExecutionState::Completed,
         ExecutionState::Failed,
         ExecutionState::Cancelled,
@@ -40,6 +45,7 @@ impl ExecutionState {
             ExecutionState::Validating => "validating",
             ExecutionState::Running => "running",
             ExecutionState::Paused => "paused",
+            ExecutionState::Waiting => "waiting",
             ExecutionState::Completed => "completed",
             ExecutionState::Failed => "failed",
             ExecutionState::Cancelled => "cancelled",
@@ -76,12 +82,15 @@ impl ExecutionState {
                 | (Validating, Running | Failed | Cancelled)
                 | (
                     Running,
-                    Paused | Completed | Failed | Cancelled | Interrupted
+                    Paused | Waiting | Completed | Failed | Cancelled | Interrupted
                 )
                 | (
                     Paused,
                     Running | Completed | Failed | Cancelled | Interrupted
                 )
+                // A decision (or a child's) arrives: running again; a rejection
+                // can fail the run at once.
+                | (Waiting, Running | Paused | Failed | Cancelled | Interrupted)
                 | (Interrupted, Running | Paused | Cancelled)
                 | (Failed, Running)
         )
@@ -118,6 +127,8 @@ pub enum StepState {
     Running,
     /// Failed with a retryable error; the next attempt starts at a set time.
     WaitingRetry,
+    /// An approval step waiting for a person's decision.
+    Waiting,
     Completed,
     Failed,
     /// Not run: its condition was false, or something it needs did not complete.
@@ -126,11 +137,12 @@ pub enum StepState {
 }
 
 impl StepState {
-    pub const ALL: [StepState; 8] = [
+    pub const ALL: [StepState; 9] = [
         StepState::Pending,
         StepState::Ready,
         StepState::Running,
         StepState::WaitingRetry,
+        StepState::Waiting,
         StepState::Completed,
         StepState::Failed,
         StepState::Skipped,
@@ -143,6 +155,7 @@ impl StepState {
             StepState::Ready => "ready",
             StepState::Running => "running",
             StepState::WaitingRetry => "waiting-retry",
+            StepState::Waiting => "waiting",
             StepState::Completed => "completed",
             StepState::Failed => "failed",
             StepState::Skipped => "skipped",
@@ -167,7 +180,9 @@ impl StepState {
         matches!(
             (self, to),
             (Pending, Ready | Skipped | Cancelled | Failed)
-                | (Ready, Running | Cancelled | Failed | Skipped | Pending)
+                | (Ready, Running | Waiting | Cancelled | Failed | Skipped | Pending)
+                // A decision; a restore under an edited definition asks again.
+                | (Waiting, Completed | Failed | Cancelled | Ready | Pending)
                 | (Running, Completed | Failed | WaitingRetry | Cancelled | Ready)
                 | (WaitingRetry, Ready | Cancelled | Pending)
                 // Resume after a failure, restore, or a changed definition.

@@ -3,6 +3,9 @@
 //! step's output parsed as JSON). `{{x ?? "fallback"}}` gives a value to use when
 //! `x` has none (a skipped step, a missing field). `\{{` writes a literal `{{`.
 //!
+//! In a `forEach` step, `{{item}}` (and `{{item.field}}`) is the current item and
+//! `{{index}}` its 0-based position.
+//!
 //! Rendering a placeholder without a value and without a fallback is an error that
 //! names the placeholder: nothing is silently replaced by an empty string.
 
@@ -162,6 +165,21 @@ impl Template {
         } else {
             Err(errors)
         }
+    }
+
+    /// The template's one placeholder, when the template is nothing else (spaces
+    /// around it allowed): such a template renders to the placeholder's value
+    /// itself where a value is wanted (`forEach`, a child's `inputs`, `outputs`).
+    pub fn as_single(&self) -> Option<&Placeholder> {
+        let mut found = None;
+        for part in &self.parts {
+            match part {
+                Part::Placeholder(p) if found.is_none() => found = Some(p),
+                Part::Text(s) if s.trim().is_empty() => {}
+                _ => return None,
+            }
+        }
+        found
     }
 
     pub fn placeholders(&self) -> impl Iterator<Item = &Placeholder> {
@@ -496,6 +514,101 @@ pub trait Context {
     fn missing_reason(&self, _key: &str) -> Option<String> {
         None
     }
+    /// In a `forEach` step: the current item and its 0-based position.
+    fn item(&self) -> Option<(&Value, usize)> {
+        None
+    }
+}
+
+/// A context that adds a `forEach` item to another.
+pub struct WithItem<'c> {
+    pub base: &'c dyn Context,
+    pub item: &'c Value,
+    pub index: usize,
+}
+
+impl Context for WithItem<'_> {
+    fn input(&self, name: &str) -> Option<&Value> {
+        self.base.input(name)
+    }
+    fn output(&self, key: &str) -> Option<&str> {
+        self.base.output(key)
+    }
+    fn output_json(&self, key: &str) -> Option<Cow<'_, Value>> {
+        self.base.output_json(key)
+    }
+    fn is_step(&self, key: &str) -> bool {
+        self.base.is_step(key)
+    }
+    fn missing_reason(&self, key: &str) -> Option<String> {
+        self.base.missing_reason(key)
+    }
+    fn item(&self) -> Option<(&Value, usize)> {
+        Some((self.item, self.index))
+    }
+}
+
+/// Render a value whose texts are templates (in lists and mappings too): a text
+/// that is one placeholder becomes that placeholder's value (a list stays a list,
+/// a step's output text stays text), any other text is rendered as text.
+pub fn render_value(v: &Value, ctx: &dyn Context) -> Result<Value, Vec<RenderError>> {
+    let mut errors = Vec::new();
+    let out = render_value_in(v, ctx, &mut errors);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn render_value_in(v: &Value, ctx: &dyn Context, errors: &mut Vec<RenderError>) -> Value {
+    match v {
+        Value::String(s) if s.contains("{{") => match Template::parse(s) {
+            Err(errs) => {
+                errors.extend(errs.into_iter().map(|e| RenderError {
+                    placeholder: s.get(e.range.clone()).unwrap_or_default().to_owned(),
+                    message: e.message,
+                }));
+                Value::Null
+            }
+            Ok(t) => match t.as_single() {
+                Some(ph) => match resolve(ph, ctx) {
+                    Ok(r) => r.into_json(),
+                    Err(e) => {
+                        errors.push(e);
+                        Value::Null
+                    }
+                },
+                None => match t.render(ctx) {
+                    Ok(text) => Value::String(text),
+                    Err(errs) => {
+                        errors.extend(errs);
+                        Value::Null
+                    }
+                },
+            },
+        },
+        // `\{{` in a text without placeholders is still an escape.
+        Value::String(s) if s.contains("\\{{") => match Template::parse(s) {
+            Ok(t) => t.render(ctx).map(Value::String).unwrap_or_else(|errs| {
+                errors.extend(errs);
+                Value::Null
+            }),
+            Err(_) => v.clone(),
+        },
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|x| render_value_in(x, ctx, errors))
+                .collect(),
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), render_value_in(x, ctx, errors)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// A placeholder that has no value.
@@ -549,6 +662,23 @@ pub fn resolve<'c>(ph: &Placeholder, ctx: &'c dyn Context) -> Result<Resolved<'c
             }),
         }
     };
+    if let Some((item, index)) = ctx.item() {
+        match ph.root.as_str() {
+            "item" => {
+                return match walk(item, &ph.path) {
+                    Ok(v) => Ok(Resolved::Json(Cow::Borrowed(v))),
+                    Err(m) => fail(format!("`{}` has no value: item {index} {m}", ph.raw)),
+                };
+            }
+            "index" => {
+                return match walk(&Value::from(index), &ph.path) {
+                    Ok(v) => Ok(Resolved::Json(Cow::Owned(v.clone()))),
+                    Err(m) => fail(format!("`{}` has no value: the index {m}", ph.raw)),
+                };
+            }
+            _ => {}
+        }
+    }
     let reference = match ph.classify(|k| ctx.is_step(k)) {
         Ok(r) => r,
         Err(m) => {

@@ -7,13 +7,14 @@
 use crate::condition::Condition;
 use crate::graph::{BitSet, Graph};
 use crate::load::{SourceMap, load, valid_name};
-use crate::model::Workflow;
+use crate::model::{ForEach, OnTimeout, Step, StepType, Workflow};
 use crate::parse::{Format, Limits, decode, parse};
 use crate::plan::Plan;
 use crate::report::{Code, Report, Sink, suggest};
 use crate::schema::CompiledSchema;
 use crate::source::Span;
 use crate::template::{PlaceholderRef, Template};
+use serde_json::Value;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -75,6 +76,14 @@ impl Analysis {
             report.levels = Some(g.levels().map(|l| l.iter().map(key).collect()).collect());
         }
         report
+    }
+
+    /// The plan turned out invalid after all (a sub-workflow's problem): keep its
+    /// workflow and graph, as for any invalid file.
+    pub(crate) fn set_loaded(&mut self, plan: Arc<Plan>) {
+        self.graph = Some(plan.graph.clone());
+        self.loaded =
+            Some(Arc::try_unwrap(plan).map_or_else(|p| p.workflow.clone(), |p| p.workflow));
     }
 
     pub fn into_workflow(self) -> Option<Workflow> {
@@ -252,7 +261,7 @@ impl Locator<'_> {
     }
 }
 
-fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked {
+fn check<'w>(wf: &'w Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked {
     let loc = Locator { map };
     let n = wf.steps.len();
     let text = sink.text();
@@ -303,14 +312,21 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                 "`agent` is blank; name an agent such as `backend`".into(),
             );
         }
-        if s.prompt.trim().is_empty() && map.is_none_or(|m| m.step_field(i, "prompt").is_some()) {
+        let prompt_given = map.is_none_or(|m| m.step_field(i, "prompt").is_some());
+        if s.kind != StepType::Workflow && s.prompt.trim().is_empty() && prompt_given {
+            let what = if s.kind == StepType::Approval {
+                "write what the approver decides"
+            } else {
+                "write what the agent should do"
+            };
             sink.error(
                 Code::InvalidValue,
                 loc.step_field(i, "prompt"),
                 Some(&s.key),
-                "`prompt` is empty; write what the agent should do".into(),
+                format!("`prompt` is empty; {what}"),
             );
         }
+        check_kind(s, i, map, &loc, sink);
     }
     for name in wf.inputs.keys() {
         if let Some(&i) = index.get(name.as_str()) {
@@ -406,24 +422,52 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     // Prompts are only scanned here (every placeholder checked, none built): a plan
     // parses a prompt when its step first runs.
     let mut prompts_ok = true;
-    let mut prompt_refs: Vec<(usize, PlaceholderRef<'_>)> = Vec::with_capacity(n);
+    // Every placeholder of a step's prompt, `forEach` and `inputs`, with the field
+    // it is in, step after step.
+    let mut prompt_refs: Vec<(usize, PlaceholderRef<'_>, &'static str)> = Vec::with_capacity(n);
     let mut conditions: Vec<Option<Box<Condition>>> = Vec::with_capacity(n);
     let mut schemas = Vec::with_capacity(n);
     for (i, s) in wf.steps.iter().enumerate() {
         let label = (!s.key.is_empty()).then_some(s.key.as_str());
-        let scanned = Template::scan(&s.prompt, |ph| prompt_refs.push((i, ph)));
-        if let Err(errs) = scanned {
-            prompts_ok = false;
-            for e in errs {
-                let raw = &s.prompt[e.range.clone()];
-                let span = loc.inside(text, loc.step_field(i, "prompt"), raw, &mut 0);
-                sink.error(
-                    Code::InvalidValue,
-                    span,
-                    label,
-                    format!("in `prompt`: {}", e.message),
-                );
+        let mut scan_field = |field: &'static str, t: &'w str, sink: &mut Sink<'_>| {
+            if let Err(errs) = Template::scan(t, |ph| prompt_refs.push((i, ph, field))) {
+                prompts_ok = false;
+                for e in errs {
+                    let raw = &t[e.range.clone()];
+                    let span = loc.inside(text, loc.step_field(i, field), raw, &mut 0);
+                    sink.error(
+                        Code::InvalidValue,
+                        span,
+                        label,
+                        format!("in `{field}`: {}", e.message),
+                    );
+                }
             }
+        };
+        scan_field("prompt", &s.prompt, sink);
+        match &s.for_each {
+            Some(ForEach::Template(t)) => {
+                if Template::parse(t).is_ok_and(|t| t.as_single().is_none()) {
+                    sink.error(
+                        Code::InvalidValue,
+                        loc.step_field(i, "forEach"),
+                        label,
+                        format!(
+                            "`forEach` must be one placeholder that renders a list, like `\"{{{{parse.result.files}}}}\"`, or a list of items; `{t}` is not one placeholder"
+                        ),
+                    );
+                }
+                scan_field("forEach", t, sink);
+            }
+            Some(ForEach::List(items)) => {
+                for v in items {
+                    each_text(v, &mut |t| scan_field("forEach", t, sink));
+                }
+            }
+            None => {}
+        }
+        for v in s.inputs.values() {
+            each_text(v, &mut |t| scan_field("inputs", t, sink));
         }
         conditions.push(match &s.when {
             None => None,
@@ -464,6 +508,18 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
                 }
             },
         });
+        if s.kind == StepType::Approval
+            && s.on_timeout == Some(OnTimeout::Approve)
+            && let Some(Some(schema)) = schemas.last()
+            && !schema.is_valid(&Value::Null)
+        {
+            sink.error(
+                Code::InvalidValue,
+                loc.step_field(i, "onTimeout"),
+                label,
+                "`onTimeout: approve` approves without data, but `outputSchema` does not accept null; let the schema accept null (`type: [object, \"null\"]`) or use `onTimeout: reject`".into(),
+            );
+        }
     }
 
     // Placeholder references.
@@ -476,10 +532,10 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
     for (i, s) in wf.steps.iter().enumerate() {
         let label = (!s.key.is_empty()).then_some(s.key.as_str());
         refs.clear();
-        while let Some(&(step, ph)) = prompt_refs.get(next_prompt_ref)
+        while let Some(&(step, ph, field)) = prompt_refs.get(next_prompt_ref)
             && step == i
         {
-            refs.push((ph, "prompt"));
+            refs.push((ph, field));
             next_prompt_ref += 1;
         }
         if let Some(c) = &conditions[i] {
@@ -500,10 +556,52 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
             }
             span
         };
-        for (j, &(ph, _)) in refs.iter().enumerate() {
+        for (j, &(ph, field)) in refs.iter().enumerate() {
             let raw = ph.raw;
             // One lookup: whether the root is a step, and which.
             let root_index = index.get(ph.root).copied();
+            if ph.root == "item" || ph.root == "index" {
+                let named = root_index.is_some() || wf.inputs.contains_key(ph.root);
+                let per_item = has_for_each(s, i, map) && matches!(field, "prompt" | "inputs");
+                if per_item {
+                    if named {
+                        let (a, the) = if root_index.is_some() {
+                            ("a step", "the step")
+                        } else {
+                            ("an input", "the input")
+                        };
+                        let meaning = if ph.root == "item" {
+                            "value"
+                        } else {
+                            "position"
+                        };
+                        sink.error(
+                            Code::InvalidValue,
+                            span_of(j),
+                            label,
+                            format!(
+                                "`{raw}` is ambiguous: in a forEach step `{}` is the item's {meaning}, but {a} has that name too; rename {the}",
+                                ph.root
+                            ),
+                        );
+                    }
+                    continue;
+                }
+                if !named {
+                    let why = match field {
+                        "when" => "the condition decides about the whole step, before any item; filter the list upstream instead".to_owned(),
+                        "forEach" => "`forEach` computes the list the items come from".to_owned(),
+                        _ => format!("it is only defined in a step with `forEach`; add `forEach` to `{}` or use an input or a step result", s.key),
+                    };
+                    sink.error(
+                        Code::ItemOutsideForeach,
+                        span_of(j),
+                        label,
+                        format!("`{raw}` cannot be used here: {why}"),
+                    );
+                    continue;
+                }
+            }
             match ph.classify(|_| root_index.is_some()) {
                 Err(m) => sink.error(Code::InvalidValue, span_of(j), label, m),
                 Ok(true) => {
@@ -564,6 +662,15 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
             }
         }
     }
+    check_outputs(
+        wf,
+        map,
+        &index,
+        &mut used_inputs,
+        &mut undeclared,
+        sink,
+        &mut prompts_ok,
+    );
     for name in wf.inputs.keys() {
         if used_inputs.binary_search(&name.as_str()).is_err() {
             let span = map
@@ -608,6 +715,248 @@ fn check(wf: &Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> Checked
         prompts_ok,
         conditions,
         schemas,
+    }
+}
+
+/// The fields a step of each type takes, beyond the common ones: a field of
+/// another type is an error that says which type it belongs to.
+fn check_kind(s: &Step, i: usize, map: Option<&SourceMap>, loc: &Locator<'_>, sink: &mut Sink<'_>) {
+    // The common case, cheaply: a prompt step with none of the other types'
+    // fields (one written with a wrong value was reported by the loader).
+    let others = s.workflow.is_some()
+        || !s.inputs.is_empty()
+        || s.for_each.is_some()
+        || s.max_concurrency.is_some()
+        || s.max_items.is_some()
+        || s.on_timeout.is_some();
+    if s.kind.is_prompt() && !others && map.is_some() {
+        return;
+    }
+    let label = (!s.key.is_empty()).then_some(s.key.as_str());
+    // Written in the file (text), or set (a workflow that came as data).
+    let present = |field: &str| match map {
+        Some(m) => m.step_field(i, field).is_some(),
+        None => match field {
+            "agent" => !s.agent.is_empty(),
+            "prompt" => !s.prompt.is_empty(),
+            "workflow" => s.workflow.is_some(),
+            "inputs" => !s.inputs.is_empty(),
+            "forEach" => s.for_each.is_some(),
+            "maxConcurrency" => s.max_concurrency.is_some(),
+            "maxItems" => s.max_items.is_some(),
+            "onTimeout" => s.on_timeout.is_some(),
+            "retryPolicy" => s.retry_policy.is_some(),
+            "outputSchema" => s.output_schema.is_some(),
+            _ => false,
+        },
+    };
+    // A mistyped `type` was reported by the loader: do not guess what it takes.
+    let type_text = map
+        .and_then(|m| m.step_field(i, "type"))
+        .and_then(|f| sink.text().and_then(|t| t.get(f.value.range())));
+    if s.kind.is_prompt() && type_text.is_some_and(|t| t.trim_matches(['"', '\'']) != "prompt") {
+        return;
+    }
+    let mut refuse = |field: &str, why: &str| {
+        if present(field) {
+            sink.error(
+                Code::InvalidValue,
+                loc.step_field_key(i, field),
+                label,
+                format!("`{field}` {why}"),
+            );
+        }
+    };
+    match s.kind {
+        StepType::Prompt => {
+            let other = "belongs to `type: workflow` steps; add `type: workflow` or remove it";
+            refuse("workflow", other);
+            refuse("inputs", other);
+            refuse(
+                "onTimeout",
+                "belongs to `type: approval` steps; add `type: approval` or remove it",
+            );
+        }
+        StepType::Approval => {
+            refuse(
+                "agent",
+                "does not apply to an approval step: a person decides; remove it",
+            );
+            let other = "belongs to `type: workflow` steps; remove it";
+            refuse("workflow", other);
+            refuse("inputs", other);
+            refuse(
+                "forEach",
+                "is not supported on approval steps (a decision is about the whole step); ask once about the list, or run a sub-workflow with an approval per item",
+            );
+            refuse(
+                "retryPolicy",
+                "does not apply to an approval step: a decision is not retried; remove it",
+            );
+        }
+        StepType::Workflow => {
+            refuse(
+                "agent",
+                "does not apply to a `type: workflow` step: the child workflow's steps name their agents; remove it",
+            );
+            refuse(
+                "prompt",
+                "does not apply to a `type: workflow` step: pass values with `inputs`; remove it",
+            );
+            refuse("onTimeout", "belongs to `type: approval` steps; remove it");
+            refuse(
+                "outputSchema",
+                "does not apply to a `type: workflow` step: the child's result is its `outputs`; remove it",
+            );
+        }
+    }
+    if !has_for_each(s, i, map) {
+        refuse("maxConcurrency", "only applies to a step with `forEach`");
+        refuse("maxItems", "only applies to a step with `forEach`");
+    }
+    if s.kind == StepType::Approval && s.timeout_ms.is_none() {
+        refuse(
+            "onTimeout",
+            "needs `timeoutMs` (how long to wait for the decision)",
+        );
+    }
+    if let Some(w) = &s.workflow
+        && w.trim().is_empty()
+    {
+        sink.error(
+            Code::InvalidValue,
+            loc.step_field(i, "workflow"),
+            label,
+            "`workflow` is blank; give a path such as `./child.yaml`".into(),
+        );
+    }
+    if map.is_none() {
+        // A workflow that came as data: the loader did not check what is required.
+        let required: &[(&str, bool)] = match s.kind {
+            StepType::Prompt => &[
+                ("agent", s.agent.is_empty()),
+                ("prompt", s.prompt.is_empty()),
+            ],
+            StepType::Approval => &[("prompt", s.prompt.is_empty())],
+            StepType::Workflow => &[("workflow", s.workflow.is_none())],
+        };
+        for (field, missing) in required {
+            if *missing {
+                sink.error(
+                    Code::Schema,
+                    None,
+                    label,
+                    format!("the step has no `{field}`"),
+                );
+            }
+        }
+    }
+}
+
+/// The step has a `forEach` (written, even if its value is wrong: that is
+/// reported once, not again through `{{item}}` or `maxConcurrency`).
+fn has_for_each(s: &Step, i: usize, map: Option<&SourceMap>) -> bool {
+    s.for_each.is_some() || map.is_some_and(|m| m.step_field(i, "forEach").is_some())
+}
+
+/// Every text inside a value (in lists and mappings too), in order.
+fn each_text<'v>(v: &'v Value, f: &mut dyn FnMut(&'v str)) {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter().for_each(|x| each_text(x, f)),
+        Value::Object(m) => m.values().for_each(|x| each_text(x, f)),
+        _ => {}
+    }
+}
+
+/// Top-level `outputs`: templates over any step's result (they are rendered when
+/// the run completes) and the inputs.
+#[allow(clippy::too_many_arguments)]
+fn check_outputs<'w>(
+    wf: &'w Workflow,
+    map: Option<&SourceMap>,
+    index: &KeyIndex<'_>,
+    used_inputs: &mut Vec<&'w str>,
+    undeclared: &mut Vec<&'w str>,
+    sink: &mut Sink<'_>,
+    templates_ok: &mut bool,
+) {
+    let text = sink.text();
+    for (name, template) in &wf.outputs {
+        let field = map
+            .and_then(|m| m.outputs.iter().find(|f| f.name == name.as_str()))
+            .map(|f| f.value);
+        let loc = Locator { map };
+        let mut refs = Vec::new();
+        if let Err(errs) = Template::scan(template, |ph| refs.push(ph)) {
+            *templates_ok = false;
+            for e in errs {
+                let raw = &template[e.range.clone()];
+                let span = loc.inside(text, field, raw, &mut 0);
+                sink.error(
+                    Code::InvalidValue,
+                    span,
+                    None,
+                    format!("in output `{name}`: {}", e.message),
+                );
+            }
+        }
+        let mut cursor = 0;
+        for ph in refs {
+            let span = loc.inside(text, field, ph.raw, &mut cursor);
+            let raw = ph.raw;
+            let is_step = index.contains_key(ph.root);
+            if !is_step && !wf.inputs.contains_key(ph.root) && matches!(ph.root, "item" | "index") {
+                sink.error(
+                    Code::ItemOutsideForeach,
+                    span,
+                    None,
+                    format!("`{raw}` cannot be used in `outputs`: it is only defined in a step with `forEach`"),
+                );
+                continue;
+            }
+            match ph.classify(|_| is_step) {
+                Err(m) => sink.error(
+                    Code::InvalidValue,
+                    span,
+                    None,
+                    format!("in output `{name}`: {m}"),
+                ),
+                Ok(true) => {}
+                Ok(false) => {
+                    let root = ph.root;
+                    if wf.inputs.contains_key(root) {
+                        insert_sorted(used_inputs, root);
+                    } else if ph.first_is_result {
+                        let keys = wf
+                            .steps
+                            .iter()
+                            .map(|s| s.key.as_str())
+                            .filter(|k| !k.is_empty());
+                        let hint = match suggest(root, keys) {
+                            Some(k) => format!("did you mean `{{{{{k}.result}}}}`?"),
+                            None => "name a step of this workflow".to_owned(),
+                        };
+                        sink.error(
+                            Code::UnknownPlaceholder,
+                            span,
+                            None,
+                            format!("`{raw}` in output `{name}` refers to `{root}`, which is no step and no declared input; {hint}"),
+                        );
+                    } else {
+                        insert_sorted(used_inputs, root);
+                        if insert_sorted(undeclared, root) {
+                            sink.warn(
+                                Code::UndeclaredInput,
+                                span,
+                                None,
+                                format!("`{raw}` uses input `{root}`, which `inputs` does not declare; it must be supplied at run time (declare it to document it or give a default)"),
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -29,6 +29,26 @@ pub fn validate(text: &str, filename: Option<String>) -> String {
     serde_json::to_string(&a.full_report()).unwrap_or_default()
 }
 
+/// Validate a workflow text together with the sub-workflows its `type: workflow`
+/// steps run, found among `documents` (a JSON object of path → text; paths are
+/// relative to `filename`): the same report as `validate`, with the
+/// sub-workflows' problems at the parent's positions.
+#[wasm_bindgen(js_name = validateWith)]
+pub fn validate_with(
+    text: &str,
+    filename: Option<String>,
+    documents_json: &str,
+) -> Result<String, JsValue> {
+    let documents: BTreeMap<String, String> =
+        serde_json::from_str(documents_json).map_err(js_err)?;
+    let id = filename
+        .clone()
+        .unwrap_or_else(|| "workflow.yaml".to_owned());
+    let mut loader = crate::subworkflow::DocumentLoader::new(documents);
+    let a = crate::subworkflow::analyze_tree(text, &options(filename), &id, &mut loader);
+    Ok(serde_json::to_string(&a.full_report()).unwrap_or_default())
+}
+
 /// The plan of a valid workflow: `{nodes, edges, order, levels, criticalPath}`;
 /// throws the validation report (JSON) when the workflow is invalid.
 #[wasm_bindgen]

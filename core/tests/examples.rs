@@ -1,13 +1,16 @@
-//! The workflows in `examples/`: each one is valid without warnings, and each one
-//! runs to its end with the sans-IO executor against simulated agents whose answers
-//! satisfy the steps' `outputSchema`s, JSON paths and `when` conditions.
+//! The workflows in `examples/`: each one is valid without warnings (with the
+//! sub-workflows it runs), and each one runs to its end with the sans-IO executor
+//! against simulated agents whose answers satisfy the steps' `outputSchema`s, JSON
+//! paths and `when` conditions; approvals are decided and sub-workflows run as
+//! child executions of their own.
 //!
 //! The files are embedded with `include_str!` so that the same tests run as wasm in
 //! a browser, where there is no filesystem. Natively, a test also reads the
 //! directory and fails when a workflow file is missing from [`EXAMPLES`], so the
 //! list cannot drift; and every file in the directory is validated from disk.
 
-use ax_core::exec::{Action, Event, Execution, StartStep, StepError};
+use ax_core::exec::{Action, Event, Execution, StartChild, StartStep, StepError};
+use ax_core::subworkflow::{DocumentLoader, analyze_tree};
 use ax_core::template::Template;
 use ax_core::{ErrorClass, ExecutionState, Options, Plan, StepState, analyze};
 use serde_json::{Value, json};
@@ -24,6 +27,10 @@ const EXAMPLES: &[(&str, &str)] = &[
     (
         "code-review.yaml",
         include_str!("../../examples/code-review.yaml"),
+    ),
+    (
+        "code-review-signoff.yaml",
+        include_str!("../../examples/code-review-signoff.yaml"),
     ),
     (
         "content-localization.yaml",
@@ -46,8 +53,16 @@ const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../examples/product-launch.json"),
     ),
     (
+        "research-briefing.yaml",
+        include_str!("../../examples/research-briefing.yaml"),
+    ),
+    (
         "research-report.yaml",
         include_str!("../../examples/research-report.yaml"),
+    ),
+    (
+        "research-topic.yaml",
+        include_str!("../../examples/research-topic.yaml"),
     ),
     (
         "support-triage.json",
@@ -65,9 +80,15 @@ fn example(name: &str) -> &'static str {
         .unwrap_or_else(|| panic!("no example `{name}` in EXAMPLES"))
 }
 
-/// Validate one file: no errors, no warnings, a plan.
+/// Validate one file with the sub-workflows it runs (found among the examples):
+/// no errors, no warnings, a plan.
 fn check_valid(name: &str, text: &str) -> Arc<Plan> {
-    let analysis = analyze(text, &Options::for_file(name));
+    let mut loader = DocumentLoader::new(
+        EXAMPLES
+            .iter()
+            .map(|(n, t)| ((*n).to_owned(), (*t).to_owned())),
+    );
+    let analysis = analyze_tree(text, &Options::for_file(name), name, &mut loader);
     let report = &analysis.report;
     let problems: Vec<String> = report
         .errors
@@ -212,17 +233,29 @@ fn ok(v: Value) -> Reply {
     Reply::Ok(v.to_string())
 }
 
+/// How a simulated person decides an approval.
+#[derive(Clone)]
+enum Decision {
+    Approve(&'static str),
+    Reject(&'static str),
+}
+
 /// One simulated run of an example.
 struct Scenario {
     file: &'static str,
     name: &'static str,
     inputs: Value,
-    /// Answers by step key, one per attempt (the last one repeats). Steps not
-    /// listed answer with plain text.
+    /// Answers by step key (`workflow-name/key` for a sub-workflow's step), one
+    /// per attempt of an item (the last one repeats). Steps not listed answer
+    /// with plain text.
     replies: Vec<(&'static str, Vec<Reply>)>,
+    /// Decisions by approval step key.
+    decisions: Vec<(&'static str, Decision)>,
     expect: ExecutionState,
     skipped: &'static [&'static str],
     failed: &'static [&'static str],
+    /// Steps the run never reached (it failed first).
+    pending: &'static [&'static str],
     /// Text that the rendered prompt of a step must contain (last attempt).
     prompt_contains: Vec<(&'static str, &'static str)>,
 }
@@ -234,9 +267,11 @@ impl Scenario {
             name,
             inputs,
             replies: Vec::new(),
+            decisions: Vec::new(),
             expect: ExecutionState::Completed,
             skipped: &[],
             failed: &[],
+            pending: &[],
             prompt_contains: Vec::new(),
         }
     }
@@ -247,8 +282,16 @@ impl Scenario {
     fn json(self, key: &'static str, v: Value) -> Scenario {
         self.reply(key, vec![ok(v)])
     }
+    fn decide(mut self, key: &'static str, decision: Decision) -> Scenario {
+        self.decisions.push((key, decision));
+        self
+    }
     fn skipped(mut self, keys: &'static [&'static str]) -> Scenario {
         self.skipped = keys;
+        self
+    }
+    fn pending(mut self, keys: &'static [&'static str]) -> Scenario {
+        self.pending = keys;
         self
     }
     fn failed(mut self, keys: &'static [&'static str]) -> Scenario {
@@ -268,85 +311,180 @@ impl Scenario {
 /// What a simulated run produced.
 struct Outcome {
     exec: Execution,
-    /// Rendered prompts by step key, one per attempt.
+    /// Rendered prompts by step key (`workflow-name/key` in children), one per
+    /// attempt.
     prompts: BTreeMap<String, Vec<String>>,
+    /// Child executions, in the order they ended.
+    children: Vec<Execution>,
+}
+
+/// What the simulated run is waiting to do next.
+enum Work {
+    Attempt(StartStep),
+    Child(StartChild),
+    Decide(String),
 }
 
 /// Drive an execution to its end: answer every `StartStep` in order (250 ms per
-/// answer), and when nothing is in flight, tick to the next wake-up (retries).
+/// answer), decide approvals as the scenario says, run each child execution to
+/// its end (recursively) and report it, and when nothing is in flight, tick to
+/// the next wake-up (retries).
 fn simulate(plan: Arc<Plan>, s: &Scenario) -> Outcome {
     let inputs: BTreeMap<String, Value> = match &s.inputs {
         Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         _ => BTreeMap::new(),
     };
-    let label = format!("{} / {}", s.file, s.name);
-    let mut exec =
-        Execution::new(plan, inputs, 42).unwrap_or_else(|e| panic!("{label}: inputs refused: {e}"));
-    let mut prompts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut queue: VecDeque<StartStep> = VecDeque::new();
+    let mut out = Outcome {
+        exec: Execution::new(plan, inputs, 42)
+            .unwrap_or_else(|e| panic!("{} / {}: inputs refused: {e}", s.file, s.name)),
+        prompts: BTreeMap::new(),
+        children: Vec::new(),
+    };
+    drive(&mut out, s, "");
+    out
+}
+
+/// Run `out.exec` to its end. `prefix` names the workflow in reply keys
+/// (`""` for the example itself).
+fn drive(out: &mut Outcome, s: &Scenario, prefix: &str) {
+    let label = format!("{} / {} {prefix}", s.file, s.name);
+    let mut queue: VecDeque<Work> = VecDeque::new();
+    // Attempts per (key, item), for the scenario's per-attempt answers.
+    let mut tries: BTreeMap<(String, Option<u32>), usize> = BTreeMap::new();
     let mut now = 1_000u64;
-    let mut absorb = |actions: Vec<Action>, queue: &mut VecDeque<StartStep>| {
+    let absorb = |actions: Vec<Action>,
+                  queue: &mut VecDeque<Work>,
+                  prompts: &mut BTreeMap<String, Vec<String>>| {
         for a in actions {
-            if let Action::StartStep(start) = a {
-                prompts
-                    .entry(start.key.clone())
-                    .or_default()
-                    .push(start.prompt.clone());
-                queue.push_back(start);
+            match a {
+                Action::StartStep(start) => {
+                    prompts
+                        .entry(format!("{prefix}{}", start.key))
+                        .or_default()
+                        .push(start.prompt.clone());
+                    queue.push_back(Work::Attempt(start));
+                }
+                Action::StartChild(c) => queue.push_back(Work::Child(c)),
+                Action::AwaitDecision { key, prompt, .. } => {
+                    prompts
+                        .entry(format!("{prefix}{key}"))
+                        .or_default()
+                        .push(prompt);
+                    queue.push_back(Work::Decide(key));
+                }
+                _ => {}
             }
         }
     };
-    let actions = exec
+    let actions = out
+        .exec
         .handle(Event::Start, now)
         .unwrap_or_else(|e| panic!("{label}: start: {e}"));
-    absorb(actions, &mut queue);
+    absorb(actions, &mut queue, &mut out.prompts);
     for _ in 0..10_000 {
-        if exec.state().is_terminal() {
+        if out.exec.state().is_terminal() {
             break;
         }
-        let event = if let Some(start) = queue.pop_front() {
-            now += 250;
-            let answers = s
-                .replies
-                .iter()
-                .find(|(k, _)| *k == start.key)
-                .map(|(_, a)| a.as_slice());
-            let reply = match answers {
-                Some(list) if !list.is_empty() => {
-                    list[(start.attempt as usize - 1).min(list.len() - 1)].clone()
+        let event = match queue.pop_front() {
+            Some(Work::Attempt(start)) => {
+                now += 250;
+                let n = tries.entry((start.key.clone(), start.item)).or_default();
+                *n += 1;
+                let scoped = format!("{prefix}{}", start.key);
+                let answers = s
+                    .replies
+                    .iter()
+                    .find(|(k, _)| *k == scoped)
+                    .map(|(_, a)| a.as_slice());
+                let reply = match answers {
+                    Some(list) if !list.is_empty() => list[(*n - 1).min(list.len() - 1)].clone(),
+                    _ => Reply::Ok(format!(
+                        "[{}] Simulated answer for `{}` (attempt {}): the requested analysis, in prose.",
+                        start.agent, start.key, start.attempt
+                    )),
+                };
+                match reply {
+                    Reply::Ok(output) => Event::StepSucceeded {
+                        key: start.key,
+                        attempt: start.attempt,
+                        output,
+                    },
+                    Reply::Fail(error) => Event::StepFailed {
+                        key: start.key,
+                        attempt: start.attempt,
+                        error,
+                    },
                 }
-                _ => Reply::Ok(format!(
-                    "[{}] Simulated answer for `{}` (attempt {}): the requested analysis, in prose.",
-                    start.agent, start.key, start.attempt
-                )),
-            };
-            match reply {
-                Reply::Ok(output) => Event::StepSucceeded {
-                    key: start.key,
-                    attempt: start.attempt,
-                    output,
-                },
-                Reply::Fail(error) => Event::StepFailed {
-                    key: start.key,
-                    attempt: start.attempt,
-                    error,
-                },
             }
-        } else if let Some(at) = exec.next_wakeup() {
-            now = now.max(at);
-            Event::Tick
-        } else {
-            panic!(
-                "{label}: stuck in {} with nothing in flight and nothing scheduled",
-                exec.state()
-            );
+            Some(Work::Decide(key)) => {
+                now += 60_000;
+                match s.decisions.iter().find(|(k, _)| *k == key).map(|(_, d)| d) {
+                    Some(Decision::Approve(comment)) => Event::Approve {
+                        key,
+                        comment: Some((*comment).to_owned()),
+                        data: None,
+                        by: Some("reviewer".into()),
+                    },
+                    Some(Decision::Reject(comment)) => Event::Reject {
+                        key,
+                        comment: Some((*comment).to_owned()),
+                        by: Some("reviewer".into()),
+                    },
+                    None => panic!("{label}: approval `{key}` has no decision in the scenario"),
+                }
+            }
+            Some(Work::Child(c)) => {
+                now += 250;
+                let i = out.exec.plan().index_of(&c.key).expect("the child's step");
+                let sub = out
+                    .exec
+                    .plan()
+                    .sub_workflow(i)
+                    .unwrap_or_else(|| panic!("{label}: `{}` has no loaded sub-workflow", c.key))
+                    .clone();
+                let exec = Execution::new(sub.plan.clone(), c.inputs.clone(), 7)
+                    .unwrap_or_else(|e| panic!("{label}: the child's inputs were refused: {e}"));
+                let mut child = Outcome {
+                    exec,
+                    prompts: std::mem::take(&mut out.prompts),
+                    children: std::mem::take(&mut out.children),
+                };
+                drive(&mut child, s, &format!("{}/", sub.plan.workflow.name));
+                out.prompts = std::mem::take(&mut child.prompts);
+                out.children = std::mem::take(&mut child.children);
+                let ended = match child.exec.outcome() {
+                    Some(Ok(result)) => Event::ChildCompleted {
+                        key: c.key,
+                        attempt: c.attempt,
+                        result,
+                    },
+                    Some(Err(error)) => Event::ChildFailed {
+                        key: c.key,
+                        attempt: c.attempt,
+                        error,
+                    },
+                    None => panic!("{label}: the child did not end"),
+                };
+                out.children.push(child.exec);
+                ended
+            }
+            None => match out.exec.next_wakeup() {
+                Some(at) => {
+                    now = now.max(at);
+                    Event::Tick
+                }
+                None => panic!(
+                    "{label}: stuck in {} with nothing in flight and nothing scheduled",
+                    out.exec.state()
+                ),
+            },
         };
-        let actions = exec
+        let actions = out
+            .exec
             .handle(event, now)
             .unwrap_or_else(|e| panic!("{label}: {e}"));
-        absorb(actions, &mut queue);
+        absorb(actions, &mut queue, &mut out.prompts);
     }
-    Outcome { exec, prompts }
 }
 
 fn describe_steps(exec: &Execution) -> String {
@@ -406,10 +544,18 @@ fn run_scenario(s: &Scenario) -> Outcome {
         "{label}: failed steps\n{}",
         describe_steps(exec)
     );
+    let want_pending: BTreeSet<&str> = s.pending.iter().copied().collect();
+    assert_eq!(
+        in_state(StepState::Pending),
+        want_pending,
+        "{label}: pending steps\n{}",
+        describe_steps(exec)
+    );
     // Everything else completed.
     for i in 0..plan.len() {
         let key = plan.key(i);
-        if !want_skipped.contains(key) && !want_failed.contains(key) {
+        if !want_skipped.contains(key) && !want_failed.contains(key) && !want_pending.contains(key)
+        {
             assert_eq!(
                 exec.steps()[i].state,
                 StepState::Completed,
@@ -496,6 +642,53 @@ fn scenarios() -> Vec<Scenario> {
         .skipped(&["migration-review", "rollout-runbook", "release-announcement"])
         .prompt("test-plan", "eu-production with a blue-green rollout")
         .prompt("test-plan", "these feature flags:\nnone."),
+        // -- code-review-signoff.yaml --
+        Scenario::new(
+            "code-review-signoff.yaml",
+            "per-file audits, approved",
+            json!({"git_diff": review_diff()}),
+        )
+        .json("parse-changes", review_files())
+        .json("security-audit", json!({"path": "src/auth/session.rs", "severity": "low", "findings": [{"line": 42, "issue": "TTL read from config without an upper bound", "fix": "clamp to 86400"}]}))
+        .decide("sign-off", Decision::Approve("LGTM once the TTL is clamped"))
+        .prompt("security-audit", "`web/login.ts` (language unknown)")
+        .prompt("security-audit", "Audit file 2 of this change")
+        .prompt("sign-off", "Security audit, per file: [{\"findings\"")
+        .prompt("aggregate-results", "with the comment:\nLGTM once the TTL is clamped."),
+        Scenario::new(
+            "code-review-signoff.yaml",
+            "rejected at sign-off",
+            json!({"git_diff": review_diff()}),
+        )
+        .json("parse-changes", review_files())
+        .json("security-audit", json!({"path": "x", "severity": "high", "findings": [{"issue": "SQL built from user input"}]}))
+        .decide("sign-off", Decision::Reject("fix the SQL injection first"))
+        .failed(&["sign-off"])
+        .pending(&["aggregate-results"])
+        .ends(ExecutionState::Failed),
+        // -- research-briefing.yaml (runs research-topic.yaml per topic) --
+        Scenario::new(
+            "research-briefing.yaml",
+            "one child run per topic",
+            json!({"question": "Should we offer an on-premise edition of our analytics product in 2026?"}),
+        )
+        .json("frame", json!({"topics": [
+            {"name": "on-premise demand", "question": "How many of our enterprise prospects require on-premise deployment?"},
+            {"name": "packaging effort", "question": "What would it take to package our stack for customer data centers?"},
+            {"name": "competitor offers", "question": "Which competitors sell on-premise analytics, and at what price?"}
+        ]}))
+        .json("research-topic/gather-sources", json!({"sources": [{"title": "Enterprise deployment survey", "publisher": "Analyst Co", "date": "2025-06", "claim": "31% of regulated buyers require on-premise"}]}))
+        .json("research-topic/fact-check", json!({"confidence": "high", "issues": []}))
+        .prompt("research-topic/gather-sources", "on \"competitor offers\" that help\nanswer: Which competitors")
+        .prompt("synthesize", "\"confidence\":\"high\""),
+        // -- research-topic.yaml, on its own --
+        Scenario::new(
+            "research-topic.yaml",
+            "one topic",
+            json!({"topic": "on-premise demand", "question": "How many prospects require on-premise deployment?"}),
+        )
+        .json("gather-sources", json!({"sources": [{"title": "Survey", "claim": "31% require on-premise"}]}))
+        .json("fact-check", json!({"confidence": "medium", "issues": [{"claim": "most buyers", "problem": "the survey says 31%"}]})),
         // -- research-report.yaml --
         Scenario::new(
             "research-report.yaml",
@@ -678,6 +871,18 @@ fn localization_inputs(locales: Option<Value>) -> Value {
         v["locales"] = l;
     }
     v
+}
+
+fn review_diff() -> &'static str {
+    "diff --git a/src/auth/session.rs b/src/auth/session.rs\n@@ -40 +40 @@\n-    let ttl = 3600;\n+    let ttl = config.session_ttl;\ndiff --git a/src/billing/invoice.rs b/src/billing/invoice.rs\n@@ -1 +1 @@\n-fn total() {}\n+fn total(c: Currency) {}\ndiff --git a/web/login.ts b/web/login.ts\n@@ -9 +9 @@\n-const t = 1;\n+const t = 2;\n"
+}
+
+fn review_files() -> Value {
+    json!({"files": [
+        {"path": "src/auth/session.rs", "language": "rust", "diff": "-    let ttl = 3600;\n+    let ttl = config.session_ttl;"},
+        {"path": "src/billing/invoice.rs", "language": "rust", "diff": "-fn total() {}\n+fn total(c: Currency) {}"},
+        {"path": "web/login.ts", "diff": "-const t = 1;\n+const t = 2;"}
+    ]})
 }
 
 fn localization_source() -> Value {

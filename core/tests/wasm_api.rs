@@ -1,7 +1,7 @@
 //! The JavaScript-facing exports, in the browser (`wasm-api` feature).
 #![cfg(target_arch = "wasm32")]
 
-use ax_core::wasm::{Executor, plan, render, validate};
+use ax_core::wasm::{Executor, plan, render, validate, validate_with};
 use serde_json::Value;
 use wasm_bindgen_test::wasm_bindgen_test as test;
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
@@ -65,4 +65,22 @@ fn executor_steps_through_a_run_and_restores() {
             .is_some_and(|a| a.iter().any(|x| x["type"] == "finished"))
     );
     assert_eq!(r.state(), "completed");
+}
+
+#[test]
+fn validate_with_loads_sub_workflows_from_the_documents() {
+    let parent = "name: p\nsteps:\n  - key: run\n    type: workflow\n    workflow: ./child.yaml\n    inputs: {txt: hi}\n";
+    let docs = r#"{"flows/child.yaml": "name: c\ninputs:\n  text:\nsteps:\n  - {key: a, agent: w, prompt: \"{{text}}\"}\n"}"#;
+    let r: Value = serde_json::from_str(
+        &validate_with(parent, Some("flows/p.yaml".into()), docs).expect("documents parse"),
+    )
+    .expect("json");
+    assert_eq!(r["valid"], false);
+    let codes: Vec<&str> = r["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|p| p["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(codes, ["missing-input", "unknown-input"]);
+    assert_eq!(r["errors"][1]["line"], 6);
+    assert!(validate_with(parent, None, "not json").is_err());
 }

@@ -244,6 +244,14 @@ impl Driver {
                     assert!(state.is_terminal());
                     assert!(matches!(actions.last(), Some(Action::Finished { .. })));
                 }
+                // The fixtures have no forEach, approval or sub-workflow steps.
+                Action::ItemsListed { .. }
+                | Action::ItemChanged { .. }
+                | Action::AwaitDecision { .. }
+                | Action::StartChild(_)
+                | Action::ControlChild { .. } => {
+                    panic!("the fixtures have no forEach, approval or sub-workflow steps: {a:?}")
+                }
             }
         }
         for (h, t) in self.exec.outputs() {

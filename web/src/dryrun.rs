@@ -313,6 +313,25 @@ impl Driver {
                 Action::Finished { state, reason } => {
                     effects.push(Effect::Finished { state, reason })
                 }
+                // forEach items arrive as attempts (`StartStep` with an item);
+                // an approval waits for a decision (the run is `waiting`).
+                Action::ItemsListed { .. }
+                | Action::ItemChanged { .. }
+                | Action::AwaitDecision { .. }
+                | Action::ControlChild { .. } => {}
+                Action::StartChild(c) => effects.push(Effect::Reply {
+                    key: c.key.clone(),
+                    attempt: c.attempt,
+                    after_ms: 0,
+                    event: Event::ChildFailed {
+                        key: c.key,
+                        attempt: c.attempt,
+                        error: StepError::new(
+                            ErrorClass::Unavailable,
+                            "the dry run does not run sub-workflows yet",
+                        ),
+                    },
+                }),
             }
         }
         records.extend(effects);
@@ -511,6 +530,7 @@ mod tests {
                     prompt: "p".into(),
                     deadline: None,
                     output_schema: None,
+                    item: None,
                 };
                 simulate(&p, &s, &settings)
             })

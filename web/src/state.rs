@@ -460,6 +460,7 @@ impl Designer {
             retry_policy: None,
             output_schema: None,
             when: None,
+            ..Step::default()
         };
         if self.apply_edit(|t, f| edit::add_step(t, f, &step)) {
             self.selected.set(Some(key.clone()));

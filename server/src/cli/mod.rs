@@ -335,6 +335,7 @@ fn exit_for(state: ExecutionState) -> i32 {
     match state {
         ExecutionState::Completed => EXIT_OK,
         ExecutionState::Paused
+        | ExecutionState::Waiting
         | ExecutionState::Interrupted
         | ExecutionState::Idle
         | ExecutionState::Running

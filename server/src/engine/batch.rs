@@ -189,6 +189,14 @@ impl BatchBuilder {
                 | Action::StartStep(_)
                 | Action::WakeAt { .. }
                 | Action::Finished { .. } => {}
+                // Approvals, forEach items and children (issue 11): the core and
+                // its checkpoints carry them; rows and events for them come with
+                // the server's part of that issue.
+                Action::ItemsListed { .. }
+                | Action::ItemChanged { .. }
+                | Action::AwaitDecision { .. }
+                | Action::StartChild(_)
+                | Action::ControlChild { .. } => {}
             }
         }
     }
