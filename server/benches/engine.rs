@@ -85,7 +85,7 @@ fn engine(
         "[defaults]\nprovider = \"mock\"\n[providers.mock]\nkind = \"echo\"\n",
     )
     .expect("agents");
-    let store = Store::open_with(&dir.join("bench.db"), durability).expect("store");
+    let store = Store::open_sqlite(&dir.join("bench.db"), durability).expect("store");
     let router = Router::new(AgentsConfig::load(Some(&agents)).expect("config"), &|_| {
         None
     })
@@ -149,17 +149,7 @@ async fn run_once(
     } else {
         Duration::ZERO
     };
-    let checkpoints: i64 = e
-        .store()
-        .read(|c| {
-            Ok(
-                c.query_row("SELECT COUNT(*) FROM workflow_checkpoints", [], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
-        .await
-        .expect("count");
+    let checkpoints = e.store().footprint().await.expect("count").checkpoint_rows as i64;
     let db_bytes = ["bench.db", "bench.db-wal"]
         .iter()
         .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())

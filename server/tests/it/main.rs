@@ -6,3 +6,4 @@ mod api;
 mod cli;
 mod common;
 mod engine;
+mod store;
