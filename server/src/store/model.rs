@@ -453,6 +453,8 @@ pub struct Footprint {
     pub events: u64,
     pub outputs: u64,
     pub executions: u64,
+    /// The database's size on disk (SQLite: the main file without its WAL).
+    pub database_bytes: u64,
 }
 
 // ---------------------------------------------------------------- events

@@ -22,8 +22,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-/// Batches committed together at most.
-const GROUP_LIMIT: usize = 256;
+/// Batches committed together at most (`AX_PG_GROUP` lowers it: 1 turns
+/// group commit off, to measure what it buys).
+fn group_limit() -> usize {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        std::env::var("AX_PG_GROUP")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .map_or(256, |n| n.clamp(1, 256))
+    })
+}
 
 pub struct Job {
     pub batch: Box<Batch>,
@@ -66,7 +75,7 @@ pub async fn committer(pool: Pool, queue: Arc<Mutex<mpsc::UnboundedReceiver<Job>
 /// an execution already in it is kept back for the next group.
 fn take_more(rx: &mut mpsc::UnboundedReceiver<Job>, group: &mut Vec<Job>, held: &mut Option<Job>) {
     let mut seen: HashSet<String> = group.iter().map(|j| j.batch.execution_id.clone()).collect();
-    while group.len() < GROUP_LIMIT {
+    while group.len() < group_limit() {
         match rx.try_recv() {
             Ok(j) if seen.insert(j.batch.execution_id.clone()) => group.push(j),
             Ok(j) => {

@@ -902,7 +902,8 @@ pub async fn footprint(c: &Object) -> Result<Footprint> {
                     (SELECT count(*) FROM workflow_step_executions),
                     (SELECT count(*) FROM workflow_events),
                     (SELECT count(*) FROM step_outputs),
-                    (SELECT count(*) FROM workflow_executions)",
+                    (SELECT count(*) FROM workflow_executions),
+                    pg_database_size(current_database())",
             &[],
         )
         .await?;
@@ -915,5 +916,6 @@ pub async fn footprint(c: &Object) -> Result<Footprint> {
         events: n(4),
         outputs: n(5),
         executions: n(6),
+        database_bytes: n(7),
     })
 }

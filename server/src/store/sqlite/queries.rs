@@ -961,7 +961,8 @@ pub fn footprint(conn: &Connection) -> Result<Footprint> {
                 (SELECT COUNT(*) FROM workflow_step_executions),
                 (SELECT COUNT(*) FROM workflow_events),
                 (SELECT COUNT(*) FROM step_outputs),
-                (SELECT COUNT(*) FROM workflow_executions)",
+                (SELECT COUNT(*) FROM workflow_executions),
+                (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size())",
         [],
         |r| {
             let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
@@ -973,6 +974,7 @@ pub fn footprint(conn: &Connection) -> Result<Footprint> {
                 events: n(4)?,
                 outputs: n(5)?,
                 executions: n(6)?,
+                database_bytes: n(7)?,
             })
         },
     )?)
