@@ -66,7 +66,7 @@ fn engine(dir: &Path, db: &str, latency_ms: u64, durability: Durability) -> Resu
         &agents,
         "[defaults]\nprovider = \"mock\"\n[providers.mock]\nkind = \"echo\"\n",
     )?;
-    let store = Store::open_with(&dir.join(db), durability)?;
+    let store = Store::open_sqlite(&dir.join(db), durability)?;
     let slept_ns = Arc::new(AtomicU64::new(0));
     let calls = Arc::new(AtomicU64::new(0));
     let router = Router::new(AgentsConfig::load(Some(&agents))?, &|_| None)?.with_provider(
@@ -172,21 +172,14 @@ pub fn main(args: &Args) -> Result<()> {
         }
         let b = engine(&dir, "ax.db", latency_ms, sync)?;
         let wall = run(&b, &yaml, executions, concurrent, inputs).await?;
-        let (written, kept, kept_bytes, attempts, events): (i64, i64, i64, i64, i64) = b
-            .engine
-            .store()
-            .read(|c| {
-                Ok(c.query_row(
-                    "SELECT (SELECT COALESCE(MAX(id), 0) FROM workflow_checkpoints),
-                            (SELECT COUNT(*) FROM workflow_checkpoints),
-                            (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM workflow_checkpoints),
-                            (SELECT COUNT(*) FROM workflow_step_executions),
-                            (SELECT COUNT(*) FROM workflow_events)",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )?)
-            })
-            .await?;
+        let f = b.engine.store().footprint().await?;
+        let (written, kept, kept_bytes, attempts, events) = (
+            f.checkpoint_rows_written,
+            f.checkpoint_rows,
+            f.checkpoint_bytes,
+            f.attempts,
+            f.events,
+        );
         let steps = b.calls.load(Ordering::Relaxed);
         let slept_ns = b.slept_ns.load(Ordering::Relaxed);
         // Close the database (as the peer does at the end of its run) before

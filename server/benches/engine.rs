@@ -2,6 +2,8 @@
 //! included, with the offline `echo` provider as the mock step.
 //!
 //! `cargo bench -p ax-server --bench engine` (add `-- --quick` for a smoke run).
+//! With `AX_BENCH_PG=postgres://…` (e.g. under `cargo xtask pg -- …`) every
+//! scenario also runs on PostgreSQL, each run on a fresh database.
 //! Overhead per step = (wall time − the time the mock steps themselves take on
 //! the critical path) ÷ steps.
 
@@ -73,10 +75,38 @@ impl Provider for Mock {
     }
 }
 
-fn engine(
+/// Where a run stores its data.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(Durability),
+    /// The server's URL; each run creates its own database.
+    Postgres(String),
+}
+
+async fn open_store(dir: &std::path::Path, backend: &Backend) -> Store {
+    match backend {
+        Backend::Sqlite(d) => Store::open_sqlite(&dir.join("bench.db"), *d).expect("store"),
+        Backend::Postgres(url) => {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("AX_BENCH_PG: cannot connect");
+            tokio::spawn(conn);
+            let name = format!("ax_bench_{}", ax_server::ids::new_id().to_lowercase());
+            client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create a database");
+            let base = url.rsplit_once('/').map_or(url.as_str(), |(b, _)| b);
+            let target = ax_server::store::DbTarget::Postgres(format!("{base}/{name}"));
+            Store::open(&target).await.expect("store")
+        }
+    }
+}
+
+async fn engine(
     dir: &std::path::Path,
     latency_ms: u64,
-    durability: Durability,
+    backend: &Backend,
     slept: Arc<std::sync::atomic::AtomicU64>,
 ) -> Arc<Engine> {
     let agents = dir.join("agents.toml");
@@ -85,7 +115,7 @@ fn engine(
         "[defaults]\nprovider = \"mock\"\n[providers.mock]\nkind = \"echo\"\n",
     )
     .expect("agents");
-    let store = Store::open_with(&dir.join("bench.db"), durability).expect("store");
+    let store = open_store(dir, backend).await;
     let router = Router::new(AgentsConfig::load(Some(&agents)).expect("config"), &|_| {
         None
     })
@@ -118,11 +148,11 @@ async fn run_once(
     executions: usize,
     latency_ms: u64,
     sequential: bool,
-    durability: Durability,
+    backend: &Backend,
 ) -> Row {
     let dir = tempfile::tempdir().expect("tempdir");
     let slept = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let e = engine(dir.path(), latency_ms, durability, slept.clone());
+    let e = engine(dir.path(), latency_ms, backend, slept.clone()).await;
     let wf = e
         .create_workflow(yaml.to_owned(), Some("bench.yaml".into()))
         .await
@@ -149,22 +179,15 @@ async fn run_once(
     } else {
         Duration::ZERO
     };
-    let checkpoints: i64 = e
-        .store()
-        .read(|c| {
-            Ok(
-                c.query_row("SELECT COUNT(*) FROM workflow_checkpoints", [], |r| {
-                    r.get(0)
-                })?,
-            )
-        })
-        .await
-        .expect("count");
-    let db_bytes = ["bench.db", "bench.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
-        .map(|m| m.len())
-        .sum();
+    let checkpoints = e.store().footprint().await.expect("count").checkpoint_rows as i64;
+    let db_bytes = match backend {
+        Backend::Sqlite(_) => ["bench.db", "bench.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.path().join(f)).ok())
+            .map(|m| m.len())
+            .sum(),
+        Backend::Postgres(_) => e.store().footprint().await.map_or(0, |f| f.database_bytes),
+    };
     Row {
         name: name.to_owned(),
         steps: steps_per * executions,
@@ -242,21 +265,45 @@ fn main() {
             Durability::Normal,
         ),
     ];
+    let pg = std::env::var("AX_BENCH_PG").ok().filter(|u| !u.is_empty());
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | steps | wall (best of {repeats}) | overhead / step | checkpoint rows | db+wal |"
+        "| scenario | database | steps | wall (best of {repeats}) | overhead / step | checkpoint rows | database size |"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+    let mut runs: Vec<(String, &'static str, String, usize, u64, bool, Backend)> = Vec::new();
     for (name, yaml, execs, latency, sequential, durability) in scenarios {
         if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
             continue;
         }
+        runs.push((
+            name.clone(),
+            "SQLite",
+            yaml.clone(),
+            execs,
+            latency,
+            sequential,
+            Backend::Sqlite(durability),
+        ));
+        // PostgreSQL's own durability (fsync) is the server's setting, not ours.
+        if let (Some(url), Durability::Normal) = (&pg, durability) {
+            runs.push((
+                name,
+                "PostgreSQL",
+                yaml,
+                execs,
+                latency,
+                sequential,
+                Backend::Postgres(url.clone()),
+            ));
+        }
+    }
+    for (name, database, yaml, execs, latency, sequential, backend) in runs {
         let mut best: Option<Row> = None;
         for _ in 0..repeats {
-            let row = runtime.block_on(run_once(
-                &name, &yaml, execs, latency, sequential, durability,
-            ));
+            let row =
+                runtime.block_on(run_once(&name, &yaml, execs, latency, sequential, &backend));
             if best.as_ref().is_none_or(|b| row.wall < b.wall) {
                 best = Some(row);
             }
@@ -265,7 +312,7 @@ fn main() {
         let overhead = r.wall.saturating_sub(r.ideal).as_secs_f64() * 1000.0 / r.steps as f64;
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} ms | {:.3} ms | {} | {:.1} MiB |",
+            "| {} | {database} | {} | {:.1} ms | {:.3} ms | {} | {:.1} MiB |",
             r.name,
             r.steps,
             r.wall.as_secs_f64() * 1000.0,
@@ -274,7 +321,7 @@ fn main() {
             r.db_bytes as f64 / (1024.0 * 1024.0)
         );
         eprintln!(
-            "{}: {:.1} ms, {overhead:.3} ms/step",
+            "{} ({database}): {:.1} ms, {overhead:.3} ms/step",
             r.name,
             r.wall.as_secs_f64() * 1000.0
         );
@@ -313,7 +360,7 @@ fn main() {
         let md = format!(
             "### The durable engine: orchestration overhead per step\n\nMachine: {cores} × {cpu}, {date}; load average at start {load}. \
              Command: `cargo bench -p ax-server --bench engine` (run by `cargo xtask bench-core`). A mock step answers a fixed short text after the given latency; \
-             every step is committed to a real SQLite file (WAL) before the next one starts. Overhead per step = (wall − the mock's measured sleeping on the critical path) ÷ steps.\n\n{out}"
+             every step is committed to the database (a real SQLite file in WAL mode; with `AX_BENCH_PG` set, also a PostgreSQL server on this machine, each run on a fresh database) before the next one starts. Overhead per step = (wall − the mock's measured sleeping on the critical path) ÷ steps.\n\n{out}"
         );
         let _ = std::fs::write(dir.join("engine.md"), md);
         let _ = std::fs::write(dir.join("engine.json"), format!("{{\"quick\": {quick}}}"));

@@ -7,10 +7,12 @@
 //! cargo xtask web                build the web UI with trunk
 //! cargo xtask bench-core|bench-peer|soak|load|growth   the long measurements (bench/, BENCHMARKS.md, RELIABILITY.md)
 //! cargo xtask fuzz [TARGET…]     the cargo-fuzz targets of fuzz/ (nightly), a summary per target
+//! cargo xtask pg [-- CMD…]       a throwaway PostgreSQL server (AX_TEST_PG) for tests and benchmarks
 //! ```
 
 mod bench;
 mod fuzz;
+mod pg;
 mod run;
 mod setup;
 mod stages;
@@ -51,6 +53,11 @@ commands:
                            a summary line per target; crashes land in fuzz/artifacts/
       --seconds N          per target (default 300)
       --list               list the targets and exit
+  pg [--fast] [-- CMD…]    a throwaway PostgreSQL server (Debian's `postgresql`, installed if
+                           missing): a cluster in a temporary directory on a free port of
+                           127.0.0.1, removed afterwards. Alone: prints its URL and waits for
+                           Enter; with CMD: runs it with AX_TEST_PG=URL set (e.g. `cargo xtask
+                           pg -- cargo test -p ax-server`). --fast: fsync off (as `test` does)
   help                     this text
 
 environment:
@@ -112,6 +119,7 @@ fn dispatch(ctx: &Ctx, args: &[String], report: &mut Report) -> Result<ExitCode>
         "load" => bench::load(ctx, rest)?,
         "growth" => bench::growth(ctx, rest)?,
         "fuzz" => fuzz::fuzz(ctx, rest)?,
+        "pg" => return pg::command(ctx, rest, report),
         "help" | "-h" | "--help" => println!("{USAGE}"),
         other => {
             return Err(format!("unknown command `{other}`: try `cargo xtask help`"));
@@ -156,6 +164,9 @@ fn test(ctx: &Ctx, args: &[String], report: &mut Report) -> Result<()> {
     } else {
         setup::setup(ctx, report)?
     };
+    if !skip_setup && stages::need_postgres(&selected) {
+        pg::ensure_installed(ctx, report)?;
+    }
     say!("wasm builds and tests use {}", env.describe_toolchain());
     stages::run(ctx, &env, &selected, report)
 }

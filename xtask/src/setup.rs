@@ -113,7 +113,7 @@ pub fn detect(ctx: &Ctx) -> Result<Env> {
 // ---------------------------------------------------------------- Debian packages
 
 /// Install the missing ones of `packages` with apt-get; a note on what was done.
-fn ensure_packages(ctx: &Ctx, packages: &[&str]) -> Result<String> {
+pub(crate) fn ensure_packages(ctx: &Ctx, packages: &[&str]) -> Result<String> {
     if ctx.which("dpkg-query").is_none() {
         return Ok(format!(
             "not a Debian system: skipped the check for {}",

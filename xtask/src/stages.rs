@@ -29,6 +29,8 @@ pub struct Stage {
     pub timeout: Duration,
     /// How to fix a failure, when there is a mechanical fix.
     pub fix: Option<&'static str>,
+    /// Runs with a throwaway PostgreSQL server (`AX_TEST_PG`), and must use it.
+    pub postgres: bool,
 }
 
 impl Stage {
@@ -39,7 +41,12 @@ impl Stage {
             needs: None,
             timeout: Duration::from_secs(60 * 60),
             fix: None,
+            postgres: false,
         }
+    }
+    const fn with_postgres(mut self) -> Stage {
+        self.postgres = true;
+        self
     }
     const fn fix(mut self, how: &'static str) -> Stage {
         self.fix = Some(how);
@@ -57,7 +64,8 @@ impl Stage {
 pub const STAGES: &[Stage] = &[
     Stage::new("fmt", Kind::Cargo(&["fmt", "--all", "--", "--check"])).fix("cargo fmt --all"),
     Stage::new("clippy", Kind::Cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])),
-    Stage::new("native", Kind::Cargo(&["test", "--workspace"])),
+    // The store and engine suites run on SQLite and on a real PostgreSQL server.
+    Stage::new("native", Kind::Cargo(&["test", "--workspace"])).with_postgres(),
     Stage::new("wasm-core", Kind::WasmTest("core")),
     Stage::new("wasm-web", Kind::WasmTest("web")),
     Stage::new("web-build", Kind::Trunk).needs("web/Cargo.toml"),
@@ -192,6 +200,11 @@ fn write_webdriver_json(ctx: &Ctx, env: &Env) -> Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// Do any of these stages need PostgreSQL?
+pub fn need_postgres(stages: &[&Stage]) -> bool {
+    stages.iter().any(|s| s.postgres)
+}
+
 /// Run the stages in order; stop at the first failure with a line on how to rerun it.
 pub fn run(ctx: &Ctx, env: &Env, stages: &[&Stage], report: &mut Report) -> Result<()> {
     for stage in stages {
@@ -203,7 +216,20 @@ pub fn run(ctx: &Ctx, env: &Env, stages: &[&Stage], report: &mut Report) -> Resu
         say!("==> {}", stage.name);
         let start = Instant::now();
         let res = command(ctx, env, stage)
-            .and_then(|cmd| cmd.run())
+            .and_then(|mut cmd| {
+                // Stopped and removed when this scope ends, whatever happened.
+                let pg = if stage.postgres {
+                    let pg = crate::pg::running(ctx, crate::pg::Mode::Fast)?;
+                    cmd.env(crate::pg::URL_VAR, pg.cluster.url())
+                        .env(crate::pg::REQUIRE_VAR, "1");
+                    Some(pg)
+                } else {
+                    None
+                };
+                let r = cmd.run();
+                drop(pg);
+                r
+            })
             .and_then(|()| after(ctx, stage));
         let took = start.elapsed();
         match res {

@@ -2,8 +2,8 @@
 
 use super::AppState;
 use super::error::{ApiError, ApiJson, JsonText, SourceText};
-use crate::store::{self, Control, DeleteOutcome};
-use ax_core::checkpoint::{CheckpointFile, WorkflowSource};
+use crate::store::{Control, DeleteOutcome, ExecutionFilter};
+use ax_core::checkpoint::CheckpointFile;
 use ax_core::{Options, analyze};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -17,11 +17,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 pub async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     // Answer only when the database answers.
-    state
-        .engine
-        .store()
-        .read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-        .await?;
+    state.engine.store().ping().await?;
     Ok(Json(
         json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
     ))
@@ -57,11 +53,7 @@ pub async fn list_workflows(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     let n = limit(&q);
-    let rows = state
-        .engine
-        .store()
-        .read(move |c| store::list_workflows(c, n))
-        .await?;
+    let rows = state.engine.store().list_workflows(n).await?;
     Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
 }
 
@@ -80,11 +72,10 @@ pub async fn get_workflow(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let id2 = id.clone();
     let rec = state
         .engine
         .store()
-        .read(move |c| store::get_workflow(c, &id2, true))
+        .get_workflow(&id, true)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no workflow {id}")))?;
     Ok(Json(serde_json::to_value(rec).unwrap_or_default()))
@@ -94,13 +85,7 @@ pub async fn delete_workflow(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id2 = id.clone();
-    match state
-        .engine
-        .store()
-        .write(move |c| store::delete_workflow(c, &id2))
-        .await?
-    {
+    match state.engine.store().delete_workflow(&id).await? {
         DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT),
         DeleteOutcome::NotFound => Err(ApiError::not_found(format!("no workflow {id}"))),
         DeleteOutcome::Active(n) => Err(ApiError::conflict(format!(
@@ -161,27 +146,18 @@ pub async fn list_executions(
     let rows = state
         .engine
         .store()
-        .read(move |c| store::list_executions(c, q.state.as_deref(), q.workflow_id.as_deref(), n))
+        .list_executions(ExecutionFilter {
+            state: q.state,
+            workflow_id: q.workflow_id,
+            limit: n,
+        })
         .await?;
     Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
 }
 
 /// An execution with its steps (outputs included).
 pub async fn execution_json(state: &AppState, id: &str) -> ApiResult<Value> {
-    let id2 = id.to_owned();
-    let (rec, steps) = state
-        .engine
-        .store()
-        .read(move |c| {
-            let rec = store::get_execution(c, &id2)?;
-            let steps = match &rec {
-                Some(_) => store::execution_steps(c, &id2, true)?,
-                None => Vec::new(),
-            };
-            Ok((rec, steps))
-        })
-        .await?;
-    let rec = rec.ok_or_else(|| ApiError::not_found(format!("no execution {id}")))?;
+    let (rec, steps) = state.engine.execution_with_steps(id, true).await?;
     let mut v = serde_json::to_value(rec).unwrap_or_default();
     v["steps"] = serde_json::to_value(steps).unwrap_or_default();
     Ok(v)
@@ -250,11 +226,7 @@ pub async fn list_checkpoints(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     state.engine.execution(&id).await?;
-    let rows = state
-        .engine
-        .store()
-        .read(move |c| store::list_checkpoints(c, &id))
-        .await?;
+    let rows = state.engine.store().list_checkpoints(&id).await?;
     Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
 }
 
@@ -271,40 +243,7 @@ pub async fn export_checkpoint(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    let row: i64 = id
-        .parse()
-        .map_err(|_| ApiError::not_found(format!("no checkpoint {id}")))?;
-    let file = state
-        .engine
-        .store()
-        .read(move |c| {
-            let Some(exec_id) = store::checkpoint_execution(c, row)? else {
-                return Ok(None);
-            };
-            let exec = store::get_execution(c, &exec_id)?
-                .ok_or_else(|| anyhow::anyhow!("execution {exec_id} vanished"))?;
-            let wf = store::get_workflow(c, &exec.workflow_id, true)?
-                .ok_or_else(|| anyhow::anyhow!("workflow vanished"))?;
-            let cp = store::folded_checkpoint(c, &exec_id, Some(row))?;
-            let outputs = store::outputs(c, &cp.output_hashes())?;
-            let mut file = CheckpointFile::new(
-                WorkflowSource {
-                    name: wf.name,
-                    source: wf.source.unwrap_or_default(),
-                    filename: wf.filename,
-                },
-                cp,
-                outputs
-                    .into_iter()
-                    .map(|(h, t)| (h, t.to_string()))
-                    .collect(),
-            );
-            file.origin = Some("server".to_owned());
-            file.execution_id = Some(exec_id);
-            Ok(Some(file))
-        })
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no checkpoint {id}")))?;
+    let file = state.engine.export_checkpoint(&id).await?;
     let name = format!(
         "ax-checkpoint-{}-{id}.json",
         file.execution_id.clone().unwrap_or_default()

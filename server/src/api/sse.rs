@@ -3,7 +3,7 @@
 
 use super::AppState;
 use super::error::ApiError;
-use crate::store::{self, EventRecord};
+use crate::store::EventRecord;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
@@ -42,11 +42,7 @@ pub async fn events(
     let after = last_event_id.or(q.after).unwrap_or(0);
     if !wants_stream {
         let n = q.limit.unwrap_or(1000).clamp(1, 10_000);
-        let rows = state
-            .engine
-            .store()
-            .read(move |c| store::events_after(c, &id, after, n))
-            .await?;
+        let rows = state.engine.store().events_after(&id, after, n).await?;
         return Ok(Json(rows).into_response());
     }
     let rx = state.engine.subscribe();
@@ -100,31 +96,23 @@ fn stream_events(
             if c.done {
                 // The last event was a final state: end, unless more came after it
                 // (a resumed run) or the execution is not finished after all.
-                let id2 = id.clone();
-                let finished = c
-                    .state
-                    .engine
-                    .store()
-                    .read(move |conn| {
-                        let more = !store::events_after(conn, &id2, after, 1)?.is_empty();
-                        let terminal = store::get_execution(conn, &id2)?
-                            .is_none_or(|e| e.state().is_terminal());
-                        Ok(!more && terminal)
-                    })
-                    .await
-                    .unwrap_or(true);
+                let store = c.state.engine.store();
+                let finished = async {
+                    let more = !store.events_after(&id, after, 1).await?.is_empty();
+                    let terminal = store
+                        .get_execution(&id)
+                        .await?
+                        .is_none_or(|e| e.state().is_terminal());
+                    anyhow::Ok(!more && terminal)
+                }
+                .await
+                .unwrap_or(true);
                 if finished {
                     return None;
                 }
                 c.done = false;
             }
-            match c
-                .state
-                .engine
-                .store()
-                .read(move |conn| store::events_after(conn, &id, after, 500))
-                .await
-            {
+            match c.state.engine.store().events_after(&id, after, 500).await {
                 Ok(rows) if !rows.is_empty() => {
                     c.after = rows.last().map_or(c.after, |r| r.id);
                     c.buffer.extend(rows);

@@ -10,7 +10,7 @@ use crate::api::{self, AppState};
 use crate::config::AgentsConfig;
 use crate::engine::{Engine, EngineError, RunEnd, Settings};
 use crate::providers::Router;
-use crate::store::{self, Control, Store, now_ms};
+use crate::store::{self, Control, DbTarget, ExecutionFilter, PruneOptions, Store, now_ms};
 use anyhow::{Context as _, Result, anyhow, bail};
 use ax_core::{ExecutionState, Options, Report};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -42,9 +42,11 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 struct Global {
-    /// The SQLite database (default: $AX_DB, else ~/.local/share/ax/ax.db).
-    #[arg(long, global = true, value_name = "PATH")]
-    db: Option<PathBuf>,
+    /// The database: a SQLite file, or postgres://USER@HOST:PORT/DB to share one
+    /// PostgreSQL database between many ax processes (default: $AX_DB, else
+    /// ~/.local/share/ax/ax.db).
+    #[arg(long, global = true, value_name = "PATH|URL")]
+    db: Option<String>,
     /// The agents config file, TOML or YAML (default: $AX_AGENTS, else ~/.config/ax/agents.toml if present).
     #[arg(long, global = true, value_name = "PATH", env = "AX_AGENTS")]
     agents: Option<PathBuf>,
@@ -286,13 +288,15 @@ fn init_logging(serve: bool) {
         .try_init();
 }
 
-fn db_path(g: &Global) -> PathBuf {
-    g.db.clone().unwrap_or_else(store::default_db_path)
+fn db_target(g: &Global) -> Result<DbTarget> {
+    match &g.db {
+        Some(db) => DbTarget::parse(db).context("--db"),
+        None => DbTarget::from_env_or_default().context("AX_DB"),
+    }
 }
 
 async fn open_engine(g: &Global) -> Result<Arc<Engine>> {
-    let path = db_path(g);
-    let store = tokio::task::spawn_blocking(move || Store::open(&path)).await??;
+    let store = Store::open(&db_target(g)?).await?;
     let config = AgentsConfig::load(g.agents.as_deref())?;
     let router = Router::from_env(config)?;
     let engine = Engine::new(store, router, Settings::default());
@@ -410,8 +414,8 @@ async fn serve(g: &Global, args: ServeArgs) -> Result<i32> {
     })?;
     let local = listener.local_addr()?;
     eprintln!(
-        "ax serving on http://{local}  (database {}, providers: default {})",
-        engine.store().path().display(),
+        "ax serving on http://{local}  (database: {}, providers: default {})",
+        engine.store().describe(),
         engine.router().default_provider()
     );
     eprintln!("{}", state.access.describe());
@@ -556,11 +560,7 @@ fn parse_inputs(pairs: &[String], file: Option<&Path>) -> Result<BTreeMap<String
 }
 
 async fn resolve_id(engine: &Engine, given: &str) -> Result<String> {
-    let prefix = given.to_owned();
-    let found = engine
-        .store()
-        .read(move |c| store::find_execution_ids(c, &prefix))
-        .await?;
+    let found = engine.store().find_execution_ids(given).await?;
     match found.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!("no execution matches `{given}`; `ax workflow list` shows them"),
@@ -621,7 +621,11 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
             }
             let rows = engine
                 .store()
-                .read(move |c| store::list_executions(c, state.as_deref(), None, limit))
+                .list_executions(ExecutionFilter {
+                    state,
+                    workflow_id: None,
+                    limit,
+                })
                 .await?;
             match fmt.format {
                 Format::Json => {
@@ -736,10 +740,7 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
         WorkflowCommand::Checkpoints { id, fmt } => {
             let engine = open_engine(g).await?;
             let id = resolve_id(&engine, &id).await?;
-            let rows = engine
-                .store()
-                .read(move |c| store::list_checkpoints(c, &id))
-                .await?;
+            let rows = engine.store().list_checkpoints(&id).await?;
             match fmt.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
                 Format::Text => {
@@ -802,7 +803,12 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
             }
             let report = engine
                 .store()
-                .write(move |c| store::prune(c, keep.max(1), age, delete_finished, now_ms()))
+                .prune(PruneOptions {
+                    keep: keep.max(1),
+                    older_than: age,
+                    delete_finished,
+                    now: now_ms(),
+                })
                 .await?;
             match fmt.format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -871,16 +877,10 @@ async fn status_of(
     engine: &Engine,
     id: &str,
 ) -> Result<(store::ExecutionRecord, Vec<store::StepRecord>)> {
-    let id2 = id.to_owned();
     engine
-        .store()
-        .read(move |c| {
-            let rec =
-                store::get_execution(c, &id2)?.ok_or_else(|| anyhow!("no execution {id2}"))?;
-            let steps = store::execution_steps(c, &id2, true)?;
-            Ok((rec, steps))
-        })
+        .execution_with_steps(id, true)
         .await
+        .map_err(engine_err)
 }
 
 fn status_json(rec: &store::ExecutionRecord, steps: &[store::StepRecord]) -> Value {
@@ -903,11 +903,13 @@ async fn report_started(engine: &Engine, id: &str, format: Format) -> Result<i32
 /// Start `ax __drive ID` detached from this terminal, logging to a file.
 fn spawn_driver(g: &Global, id: &str) -> Result<()> {
     use std::os::unix::process::CommandExt;
-    let db = db_path(g);
-    let log_dir = db
-        .parent()
-        .map(|p| p.join("logs"))
-        .unwrap_or_else(|| PathBuf::from("logs"));
+    let db = db_target(g)?;
+    // Beside the SQLite file; for PostgreSQL, in the user's data directory.
+    let log_dir = match &db {
+        DbTarget::Sqlite(path) => path.parent().map(|p| p.join("logs")),
+        DbTarget::Postgres(_) => store::default_db_path().parent().map(|p| p.join("logs")),
+    }
+    .unwrap_or_else(|| PathBuf::from("logs"));
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
     let log_path = log_dir.join(format!("{id}.log"));
@@ -915,7 +917,7 @@ fn spawn_driver(g: &Global, id: &str) -> Result<()> {
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find the ax executable")?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg("__drive").arg(id).arg("--db").arg(&db);
+    cmd.arg("__drive").arg(id).arg("--db").arg(db.as_arg());
     if let Some(a) = &g.agents {
         cmd.arg("--agents").arg(a);
     }

@@ -96,11 +96,10 @@ impl Display {
     }
 
     async fn drain(&mut self) {
-        let (id, after) = (self.id.clone(), self.after);
         let Ok(events) = self
             .engine
             .store()
-            .read(move |c| store::events_after(c, &id, after, 1000))
+            .events_after(&self.id, self.after, 1000)
             .await
         else {
             return;
@@ -182,11 +181,10 @@ impl Display {
     }
 
     async fn step_detail(&self, key: &str) -> String {
-        let id = self.id.clone();
         let steps = self
             .engine
             .store()
-            .read(move |c| store::execution_steps(c, &id, false))
+            .execution_steps(&self.id, false)
             .await
             .unwrap_or_default();
         let Some(s) = steps.into_iter().find(|s| s.key == key) else {
@@ -357,11 +355,7 @@ pub async fn print_events(engine: &Engine, id: &str, follow: bool, json: bool) -
     let mut after = 0;
     let mut rx = engine.subscribe();
     loop {
-        let (i, a) = (id.to_owned(), after);
-        let events = engine
-            .store()
-            .read(move |c| store::events_after(c, &i, a, 1000))
-            .await?;
+        let events = engine.store().events_after(id, after, 1000).await?;
         for ev in &events {
             after = ev.id;
             if json {

@@ -19,18 +19,7 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     pub fn new(execution_id: &str, now: u64, owner: Option<String>) -> BatchBuilder {
         BatchBuilder {
-            batch: Batch {
-                execution_id: execution_id.to_owned(),
-                now,
-                outputs: Vec::new(),
-                starts: Vec::new(),
-                ends: Vec::new(),
-                steps: Vec::new(),
-                execution: None,
-                events: Vec::new(),
-                checkpoint: None,
-                owner,
-            },
+            batch: Batch::new(execution_id, now, owner),
             answer_hash: None,
         }
     }

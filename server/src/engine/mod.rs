@@ -17,7 +17,8 @@ mod batch;
 
 use crate::providers::{CallOutcome, Router};
 use crate::store::{
-    self, CheckpointWrite, Control, ExecutionRecord, Owner, Store, WorkflowRecord, now_ms,
+    self, CheckpointWrite, Control, ExecutionRecord, Maintenance, Owner, Store, WorkflowRecord,
+    now_ms,
 };
 use anyhow::{Context as _, Result, anyhow};
 use ax_core::checkpoint::CheckpointFile;
@@ -98,11 +99,17 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(store: Store, router: Router, settings: Settings) -> Arc<Engine> {
+        Engine::with_owner(store, router, settings, Owner::this_process())
+    }
+
+    /// An engine that records `me` as the process driving its runs (tests
+    /// stand in for other processes this way).
+    pub fn with_owner(store: Store, router: Router, settings: Settings, me: Owner) -> Arc<Engine> {
         let (notify, _) = broadcast::channel(4096);
         Arc::new(Engine {
             store,
             router: Arc::new(router),
-            me: Owner::this_process(),
+            me,
             settings,
             runs: Mutex::new(HashMap::new()),
             plans: Mutex::new(HashMap::new()),
@@ -174,18 +181,13 @@ impl Engine {
             .unwrap_or(ax_core::parse::Format::Yaml);
         let rec = self
             .store
-            .write(move |c| {
-                store::insert_workflow(
-                    c,
-                    store::NewWorkflow {
-                        id: crate::ids::new_id(),
-                        source: &source,
-                        filename: filename.as_deref(),
-                        plan: &plan,
-                        format,
-                        now: now_ms(),
-                    },
-                )
+            .insert_workflow(store::NewWorkflow {
+                id: crate::ids::new_id(),
+                source,
+                filename,
+                plan,
+                format,
+                now: now_ms(),
             })
             .await?;
         Ok(rec)
@@ -194,7 +196,6 @@ impl Engine {
     /// The compiled plan of a stored workflow (workflows never change once
     /// stored, so plans are cached by id).
     async fn plan_of(&self, workflow_id: &str) -> EngineResult<(WorkflowRecord, Arc<Plan>)> {
-        let id = workflow_id.to_owned();
         let cached = self
             .plans
             .lock()
@@ -202,7 +203,7 @@ impl Engine {
             .and_then(|m| m.get(workflow_id).cloned());
         let wf = self
             .store
-            .read(move |c| store::get_workflow(c, &id, cached.is_none()))
+            .get_workflow(workflow_id, cached.is_none())
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no workflow {workflow_id}")))?;
         if let Some(p) = self
@@ -259,30 +260,20 @@ impl Engine {
         let id = crate::ids::new_id();
         let initial = exec.snapshot();
         let keys: Vec<String> = plan.workflow.steps.iter().map(|s| s.key.clone()).collect();
-        let wid = workflow_id.to_owned();
-        let inputs = exec.inputs().clone();
-        let id2 = id.clone();
-        let me = self.me.clone();
         self.store
-            .write(move |c| {
-                let now = now_ms();
-                store::insert_execution(
-                    c,
-                    store::NewExecution {
-                        id: id2.clone(),
-                        workflow_id: &wid,
-                        inputs: &inputs,
-                        seed,
-                        keys: keys.iter().map(String::as_str).collect(),
-                        initial: &initial,
-                        now,
-                    },
-                )?;
-                if claim {
-                    store::claim(c, &id2, &me, now)?;
-                }
-                Ok(())
-            })
+            .insert_execution(
+                store::NewExecution {
+                    id: id.clone(),
+                    workflow_id: workflow_id.to_owned(),
+                    inputs: serde_json::to_string(exec.inputs()).map_err(anyhow::Error::from)?,
+                    seed,
+                    keys,
+                    initial,
+                    now: now_ms(),
+                },
+                claim.then(|| self.me.clone()),
+                None,
+            )
             .await?;
         Ok((id, exec))
     }
@@ -310,13 +301,7 @@ impl Engine {
                 ))),
             };
         }
-        let me = self.me.clone();
-        let id2 = id.to_owned();
-        if !self
-            .store
-            .write(move |c| store::claim(c, &id2, &me, now_ms()))
-            .await?
-        {
+        if !self.store.claim(id, &self.me, now_ms()).await? {
             return Err(EngineError::Conflict(format!(
                 "execution {id} is driven by another process ({})",
                 rec.owner.as_deref().unwrap_or("unknown")
@@ -327,11 +312,7 @@ impl Engine {
 
     /// Give up ownership of an execution this process does not drive.
     pub async fn release(&self, id: &str) -> EngineResult<()> {
-        let me = self.me.clone();
-        let id2 = id.to_owned();
-        self.store
-            .write(move |c| store::release(c, &id2, &me))
-            .await?;
+        self.store.release(id, &self.me).await?;
         Ok(())
     }
 
@@ -353,61 +334,74 @@ impl Engine {
     }
 
     pub async fn execution(&self, id: &str) -> EngineResult<ExecutionRecord> {
-        let id2 = id.to_owned();
         self.store
-            .read(move |c| store::get_execution(c, &id2))
+            .get_execution(id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no execution {id}")))
+    }
+
+    /// An execution and its steps (with outputs when asked).
+    pub async fn execution_with_steps(
+        &self,
+        id: &str,
+        with_output: bool,
+    ) -> EngineResult<(ExecutionRecord, Vec<store::StepRecord>)> {
+        let rec = self.execution(id).await?;
+        let steps = self.store.execution_steps(id, with_output).await?;
+        Ok((rec, steps))
+    }
+
+    /// A restore point as a checkpoint file: the workflow text, the state at
+    /// that point and the outputs it refers to.
+    pub async fn export_checkpoint(&self, checkpoint_id: &str) -> EngineResult<CheckpointFile> {
+        let not_found = || EngineError::NotFound(format!("no checkpoint {checkpoint_id}"));
+        let row: i64 = checkpoint_id.parse().map_err(|_| not_found())?;
+        let exec_id = self
+            .store
+            .checkpoint_execution(row)
+            .await?
+            .ok_or_else(not_found)?;
+        let exec = self.execution(&exec_id).await?;
+        let wf = self
+            .store
+            .get_workflow(&exec.workflow_id, true)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("no workflow {}", exec.workflow_id)))?;
+        let state = self.store.checkpoint_state(&exec_id, Some(row)).await?;
+        let mut file = CheckpointFile::new(
+            ax_core::checkpoint::WorkflowSource {
+                name: wf.name,
+                source: wf.source.unwrap_or_default(),
+                filename: wf.filename,
+            },
+            state.checkpoint,
+            state
+                .outputs
+                .into_iter()
+                .map(|(h, t)| (h, t.to_string()))
+                .collect(),
+        );
+        file.origin = Some("server".to_owned());
+        file.execution_id = Some(exec_id);
+        Ok(file)
     }
 
     /// Rebuild an execution from its durable state.
     async fn load(&self, id: &str) -> EngineResult<(ExecutionRecord, Execution)> {
         let rec = self.execution(id).await?;
         let (_, plan) = self.plan_of(&rec.workflow_id).await?;
-        let id2 = id.to_owned();
-        let (cp, outputs) = self
-            .store
-            .read(move |c| {
-                let cp = store::folded_checkpoint(c, &id2, None)?;
-                let outputs = store::outputs(c, &cp.output_hashes())?;
-                Ok((cp, outputs))
-            })
-            .await?;
+        let state = self.store.checkpoint_state(id, None).await?;
         let (exec, _) =
-            Execution::restore(plan, &cp, &|h| outputs.get(h).cloned()).map_err(|e| {
-                EngineError::Internal(anyhow!("execution {id} cannot be restored: {e}"))
-            })?;
+            Execution::restore(plan, &state.checkpoint, &|h| state.outputs.get(h).cloned())
+                .map_err(|e| {
+                    EngineError::Internal(anyhow!("execution {id} cannot be restored: {e}"))
+                })?;
         Ok((rec, exec))
     }
 
     /// Mark executions whose driving process is gone as interrupted.
     pub async fn recover_orphans(&self) -> Result<Vec<String>> {
-        let me = self.me.clone();
-        let ids = self
-            .store
-            .write(move |c| {
-                let now = now_ms();
-                let orphans = store::orphaned_executions(c, &me, now)?;
-                let mut ids = Vec::new();
-                for e in orphans {
-                    let why = match (&e.owner, e.heartbeat_at) {
-                        (Some(o), Some(h)) => format!(
-                            "the process driving it ({o}) stopped; its last heartbeat was {} s ago",
-                            now.saturating_sub(h) / 1000
-                        ),
-                        (Some(o), None) => format!("the process driving it ({o}) stopped"),
-                        (None, _) => "no process was driving it any more".to_owned(),
-                    };
-                    store::set_execution_state(c, &e.id, ExecutionState::Interrupted, Some(&why), now)?;
-                    c.execute(
-                        "UPDATE workflow_executions SET owner = NULL, owner_host = NULL, owner_pid = NULL WHERE id = ?1",
-                        [&e.id],
-                    )?;
-                    ids.push(e.id);
-                }
-                Ok(ids)
-            })
-            .await?;
+        let ids = self.store.interrupt_orphans(&self.me, now_ms()).await?;
         for id in &ids {
             let _ = self.notify.send(id.clone());
         }
@@ -457,18 +451,11 @@ impl Engine {
             && rec.owner.as_deref() != Some(self.me.id.as_str())
         {
             // Another live process drives it: leave a request and wait until it is taken.
-            let id2 = id.to_owned();
-            self.store
-                .write(move |c| store::request_control(c, &id2, control, now_ms()))
-                .await?;
+            self.store.request_control(id, control, now_ms()).await?;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             loop {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let id2 = id.to_owned();
-                let pending = self
-                    .store
-                    .read(move |c| store::pending_control(c, &id2))
-                    .await?;
+                let pending = self.store.pending_control(id).await?;
                 if !pending {
                     break;
                 }
@@ -484,13 +471,7 @@ impl Engine {
         }
         // Nobody drives it: act here.
         let (_, mut exec) = self.load(id).await?;
-        let claimed = {
-            let me = self.me.clone();
-            let id2 = id.to_owned();
-            self.store
-                .write(move |c| store::claim(c, &id2, &me, now_ms()))
-                .await?
-        };
+        let claimed = self.store.claim(id, &self.me, now_ms()).await?;
         if !claimed {
             return Err(EngineError::Conflict(format!(
                 "execution {id} was just taken over by another process"
@@ -538,11 +519,7 @@ impl Engine {
             Err(e) => return Err(EngineError::Conflict(e.to_string())),
         }
         self.commit_records(id, &mut exec, actions, now).await?;
-        let me = self.me.clone();
-        let id2 = id.to_owned();
-        self.store
-            .write(move |c| store::release(c, &id2, &me))
-            .await?;
+        self.store.release(id, &self.me).await?;
         Ok((self.execution(id).await?, None))
     }
 
@@ -560,7 +537,7 @@ impl Engine {
         let completed = batch::completed_count(exec);
         let visible = actions.iter().any(|a| matches!(a, Action::Checkpoint));
         let batch = b.finish(Some((CheckpointWrite::Delta(delta), visible, completed)));
-        self.store.write(move |c| store::commit(c, &batch)).await?;
+        self.store.commit(batch, None).await?;
         let _ = self.notify.send(id.to_owned());
         Ok(())
     }
@@ -577,7 +554,7 @@ impl Engine {
             .map_err(|_| EngineError::NotFound(format!("no checkpoint {checkpoint_id}")))?;
         let id = self
             .store
-            .read(move |c| store::checkpoint_execution(c, row))
+            .checkpoint_execution(row)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("no checkpoint {checkpoint_id}")))?;
         // Stop it first if it runs here; refuse if another process drives it.
@@ -595,15 +572,11 @@ impl Engine {
             )));
         }
         let (_, plan) = self.plan_of(&rec.workflow_id).await?;
-        let id2 = id.clone();
-        let (cp, outputs) = self
-            .store
-            .read(move |c| {
-                let cp = store::folded_checkpoint(c, &id2, Some(row))?;
-                let outputs = store::outputs(c, &cp.output_hashes())?;
-                Ok((cp, outputs))
-            })
-            .await?;
+        let store::CheckpointState {
+            checkpoint: cp,
+            outputs,
+        } = self.store.checkpoint_state(&id, Some(row)).await?;
+        let rewind = store::kept_attempts(&cp, plan.workflow.steps.iter().map(|s| s.key.as_str()));
         let (mut exec, _) =
             Execution::restore(plan, &cp, &|h| outputs.get(h).cloned()).map_err(|e| {
                 EngineError::Internal(anyhow!(
@@ -616,39 +589,32 @@ impl Engine {
             .map_err(|e| EngineError::Internal(anyhow!(e)))?;
         let state = exec.state();
         let full = exec.snapshot();
-        let me = self.me.clone();
-        let id2 = id.clone();
         let message = format!("restored to checkpoint {checkpoint_id}");
-        let snapshot_rows = batch::step_rows(&exec);
         let (finished_at, reason) = (exec.finished_at(), exec.reason().map(str::to_owned));
-        self.store
-            .write(move |c| {
-                if !store::claim(c, &id2, &me, now)? {
-                    return Err(anyhow!("execution {id2} was taken over by another process"));
-                }
-                let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                // Attempts after the checkpoint (the one rewound) become history.
-                store::supersede_attempts_after(&tx, &id2, &cp)?;
-                tx.commit()?;
-                let mut b = BatchBuilder::new(&id2, now, Some(me.id.clone()));
-                b.log(&message);
-                let completed = full.completed_steps().len() as u64;
-                let mut batch = b.finish(Some((CheckpointWrite::Full(full), false, completed)));
-                batch.steps = snapshot_rows;
-                batch.execution = Some(store::ExecutionUpdate {
-                    state,
-                    reason: if state.is_terminal() {
-                        reason
-                    } else {
-                        Some(message.clone())
-                    },
-                    started_at: None,
-                    finished_at,
-                });
-                store::commit(c, &batch)?;
-                Ok(())
-            })
-            .await?;
+        if !self.store.claim(&id, &self.me, now).await? {
+            return Err(EngineError::Conflict(format!(
+                "execution {id} was taken over by another process"
+            )));
+        }
+        // One transaction: attempts after the checkpoint (the ones rewound)
+        // become history, and the rewound state is recorded.
+        let mut b = BatchBuilder::new(&id, now, Some(self.me.id.clone()));
+        b.log(&message);
+        let completed = full.completed_steps().len() as u64;
+        let mut batch = b.finish(Some((CheckpointWrite::Full(full), false, completed)));
+        batch.rewind = rewind;
+        batch.steps = batch::step_rows(&exec);
+        batch.execution = Some(store::ExecutionUpdate {
+            state,
+            reason: if state.is_terminal() {
+                reason
+            } else {
+                Some(message.clone())
+            },
+            started_at: None,
+            finished_at,
+        });
+        self.store.commit(batch, None).await?;
         if !run_here || !state.is_resumable() {
             self.release(&id).await?;
             return Ok((self.execution(&id).await?, None));
@@ -697,12 +663,6 @@ impl Engine {
         let id = crate::ids::new_id();
         let full = exec.snapshot();
         let keys: Vec<String> = plan.workflow.steps.iter().map(|s| s.key.clone()).collect();
-        let inputs = exec.inputs().clone();
-        let seed = exec.seed();
-        let me = self.me.clone();
-        let id2 = id.clone();
-        let wid = wf.id.clone();
-        let rows = batch::step_rows(&exec);
         let origin = file.origin.clone().unwrap_or_else(|| "a file".to_owned());
         let mut message = format!("imported from {origin}");
         if !compat.same_definition {
@@ -711,47 +671,37 @@ impl Engine {
                 compat.rerun.len()
             ));
         }
-        let stored_outputs: Vec<(String, Arc<str>)> = outputs.into_iter().collect();
-        let state = exec.state();
+        let mut b = BatchBuilder::new(&id, now, Some(self.me.id.clone()));
+        b.log(&message);
+        let mut batch = b.finish(None);
+        batch.outputs = outputs.into_iter().collect();
+        batch.steps = batch::step_rows(&exec);
+        batch.execution = Some(store::ExecutionUpdate {
+            state: exec.state(),
+            reason: Some(message.clone()),
+            started_at: None,
+            finished_at: None,
+        });
         self.store
-            .write(move |c| {
-                store::insert_execution(
-                    c,
-                    store::NewExecution {
-                        id: id2.clone(),
-                        workflow_id: &wid,
-                        inputs: &inputs,
-                        seed,
-                        keys: keys.iter().map(String::as_str).collect(),
-                        initial: &full,
-                        now,
-                    },
-                )?;
-                store::claim(c, &id2, &me, now)?;
-                let mut b = BatchBuilder::new(&id2, now, Some(me.id.clone()));
-                b.log(&message);
-                let mut batch = b.finish(None);
-                batch.outputs = stored_outputs;
-                batch.steps = rows;
-                batch.execution = Some(store::ExecutionUpdate {
-                    state,
-                    reason: Some(message.clone()),
-                    started_at: None,
-                    finished_at: None,
-                });
-                store::commit(c, &batch)?;
-                Ok(())
-            })
+            .insert_execution(
+                store::NewExecution {
+                    id: id.clone(),
+                    workflow_id: wf.id.clone(),
+                    inputs: serde_json::to_string(exec.inputs()).map_err(anyhow::Error::from)?,
+                    seed: exec.seed(),
+                    keys,
+                    initial: full,
+                    now,
+                },
+                Some(self.me.clone()),
+                Some(batch),
+            )
             .await?;
         if resume && exec.state().is_resumable() {
             let handle = self.spawn_runner(id.clone(), exec, Some(Event::Resume));
             return Ok((self.execution(&id).await?, Some(handle)));
         }
-        let me = self.me.clone();
-        let id2 = id.clone();
-        self.store
-            .write(move |c| store::release(c, &id2, &me))
-            .await?;
+        self.store.release(&id, &self.me).await?;
         Ok((self.execution(&id).await?, None))
     }
 
@@ -783,12 +733,7 @@ impl Engine {
             if let Ok(mut runs) = engine.runs.lock() {
                 runs.remove(&id);
             }
-            let me = engine.me.clone();
-            let id2 = id.clone();
-            let _ = engine
-                .store
-                .write(move |c| store::release(c, &id2, &me))
-                .await;
+            let _ = engine.store.release(&id, &engine.me).await;
             let _ = engine.notify.send(id);
             end
         })
@@ -855,16 +800,14 @@ impl Runner {
                     let mut r = Ok(());
                     if now.saturating_sub(last_beat) >= self.engine.settings.heartbeat_interval.as_millis() as u64 {
                         last_beat = now;
-                        let (id, me) = (self.id.clone(), self.engine.me.clone());
-                        match self.engine.store.write(move |c| store::heartbeat(c, &id, &me, now)).await {
+                        match self.engine.store.heartbeat(&self.id, &self.engine.me, now).await {
                             Ok(true) => {}
                             Ok(false) => r = Err(anyhow!("another process took over execution {}", self.id)),
                             Err(e) => r = Err(e),
                         }
                     }
                     if r.is_ok() {
-                        let (id, me) = (self.id.clone(), self.engine.me.clone());
-                        match self.engine.store.write(move |c| store::take_control(c, &id, &me)).await {
+                        match self.engine.store.take_control(&self.id, &self.engine.me).await {
                             Ok(Some(c)) => r = self.control(c).await,
                             Ok(None) => {}
                             Err(e) => r = Err(e),
@@ -940,10 +883,7 @@ impl Runner {
                 let mut b = BatchBuilder::new(&self.id, now, Some(self.engine.me.id.clone()));
                 b.log(&e.to_string());
                 let batch = b.finish(None);
-                self.engine
-                    .store
-                    .write(move |c| store::commit(c, &batch))
-                    .await?;
+                self.engine.store.commit(batch, None).await?;
                 let _ = self.engine.notify.send(self.id.clone());
                 return Ok(());
             }
@@ -977,19 +917,13 @@ impl Runner {
         let hide = self.journal.0 > keep + keep / 2;
         let compact = self.journal.1 > COMPACT_AFTER_ROWS
             || (self.exec.state().is_terminal() && self.journal.1 > keep);
-        let id = self.id.clone();
-        let maintenance: Option<store::Exclusive> = (compact || hide).then(|| {
-            Box::new(move |c: &mut rusqlite::Connection| {
-                let r = if compact {
-                    store::retain_checkpoints(c, &id, keep).map(|_| ())
-                } else {
-                    store::hide_old_checkpoints(c, &id, keep)
-                };
-                if let Err(e) = r {
-                    tracing::warn!(execution = %id, "checkpoint retention failed (retried later): {e:#}");
-                }
-            }) as store::Exclusive
-        });
+        let maintenance = if compact {
+            Some(Maintenance::Retain { keep })
+        } else if hide {
+            Some(Maintenance::Hide { keep })
+        } else {
+            None
+        };
         self.engine
             .store
             .commit(batch, maintenance)

@@ -1,327 +1,288 @@
-//! The SQLite store: migrations, connections and every query ax runs.
+//! Storage: one interface, two backends. SQLite (a file on one machine, the
+//! embedded default) and PostgreSQL (shared by many ax processes on many hosts).
+//! The engine, the API and the CLI call the typed methods of [`Store`] and do
+//! not know which backend they have; SQL lives only below this module.
 //!
-//! All writes go through one writer thread that owns the writer connection
-//! (SQLite has one writer anyway); reads use a small pool of read-only
-//! connections through `spawn_blocking`. The async runtime never waits on disk.
-//! WAL, foreign keys, a busy timeout, incremental auto-vacuum.
+//! Every multi-row change is one transaction: a step's transition, its event,
+//! its output and the checkpoint delta commit together, before the engine acts
+//! on them. Both backends group-commit engine batches: batches that many
+//! executions queue at the same moment share one transaction.
 //!
-//! Every multi-row change is one transaction: a step's transition, its event, its
-//! output and the checkpoint delta commit together, before the engine acts on
-//! them. Engine batches are *group-committed*: batches queued by many executions
-//! at the same moment share one transaction (each in its own savepoint, so one
-//! refused batch does not affect the others) — the durability of one commit at
-//! the cost of one commit.
+//! `Store` is an enum over the two concrete stores rather than a trait object:
+//! the set of backends is closed, every method is async (a `dyn` trait would
+//! box a future per call), and a `match` in each method makes the compiler
+//! check that both backends implement the whole interface.
 
-mod migrate;
-pub mod queries;
+pub mod journal;
+pub mod model;
+pub mod owner;
+pub mod postgres;
+pub mod sqlite;
 
-use anyhow::{Context as _, Result, anyhow};
-use rusqlite::{Connection, OpenFlags};
+pub use model::*;
+pub use owner::*;
+pub use postgres::PgStore;
+pub use sqlite::{Durability, SqliteStore};
+
+use anyhow::{Result, anyhow, bail};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
 
-pub use queries::*;
+/// Where the data lives: `--db` / `AX_DB`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    Sqlite(PathBuf),
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres(String),
+}
+
+impl DbTarget {
+    /// A `postgres://…` URL selects PostgreSQL; anything else is a SQLite path.
+    pub fn parse(s: &str) -> Result<DbTarget> {
+        let t = s.trim();
+        if t.is_empty() {
+            bail!("the database is empty: give a file path or a postgres:// URL");
+        }
+        let lower = t.to_ascii_lowercase();
+        if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
+            return Ok(DbTarget::Postgres(t.to_owned()));
+        }
+        if let Some((scheme, _)) = t.split_once("://") {
+            bail!(
+                "unsupported database URL scheme `{scheme}://`: use a file path (SQLite) or postgres://USER@HOST:PORT/DB"
+            );
+        }
+        Ok(DbTarget::Sqlite(PathBuf::from(t)))
+    }
+
+    /// `$AX_DB`, else the SQLite file in the user's data directory.
+    pub fn from_env_or_default() -> Result<DbTarget> {
+        match std::env::var("AX_DB") {
+            Ok(v) if !v.trim().is_empty() => DbTarget::parse(&v),
+            _ => Ok(DbTarget::Sqlite(default_db_path())),
+        }
+    }
+
+    /// For logs and messages: a path, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            DbTarget::Sqlite(p) => p.display().to_string(),
+            DbTarget::Postgres(url) => postgres::redact(url),
+        }
+    }
+
+    /// As given on a command line (for a child `ax` process).
+    pub fn as_arg(&self) -> std::ffi::OsString {
+        match self {
+            DbTarget::Sqlite(p) => p.clone().into_os_string(),
+            DbTarget::Postgres(url) => url.into(),
+        }
+    }
+}
 
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
-pub struct Store {
-    inner: Arc<Inner>,
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
-struct Inner {
-    path: PathBuf,
-    writer: Mutex<std_mpsc::Sender<Job>>,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: std::sync::atomic::AtomicUsize,
-}
-
-/// Work run alone on the writer connection.
-pub type Exclusive = Box<dyn FnOnce(&mut Connection) + Send>;
-
-/// Work for the writer thread.
-enum Job {
-    /// An engine batch, group-committable, then optional maintenance that runs
-    /// on its own after the group's commit.
-    Batch {
-        batch: Box<Batch>,
-        after: Option<Exclusive>,
-        reply: oneshot::Sender<Result<Option<i64>>>,
-    },
-    /// Anything else, run alone (it manages its own transaction).
-    Exclusive(Exclusive),
-}
-
-/// How durable a commit is (`PRAGMA synchronous`). `Normal` survives a killed
-/// process (the WAL is in the OS's hands); `Full` also survives power loss.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    Normal,
-    Full,
-}
-
-impl Durability {
-    pub fn from_env() -> Durability {
-        match std::env::var("AX_SYNC").as_deref() {
-            Ok("full") | Ok("FULL") => Durability::Full,
-            _ => Durability::Normal,
+/// Call the same method on whichever backend this is.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(s) => s.$method($($arg),*).await,
+            Store::Postgres(s) => s.$method($($arg),*).await,
         }
-    }
-}
-
-fn configure(conn: &Connection, durability: Durability) -> Result<()> {
-    conn.busy_timeout(std::time::Duration::from_secs(10))?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    let sync = match durability {
-        Durability::Normal => "NORMAL",
-        Durability::Full => "FULL",
     };
-    conn.pragma_update(None, "synchronous", sync)?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    Ok(())
 }
-
-/// Batches committed together at most.
-const GROUP_LIMIT: usize = 256;
 
 impl Store {
-    /// Open (creating if needed) the database at `path` and bring its schema up to date.
-    pub fn open(path: &Path) -> Result<Store> {
-        Store::open_with(path, Durability::from_env())
-    }
-
-    pub fn open_with(path: &Path, durability: Durability) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the database folder {}", dir.display()))?;
-        }
-        let mut writer = Connection::open(path)
-            .with_context(|| format!("cannot open the database {}", path.display()))?;
-        // Must precede the first table to take effect.
-        writer.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
-        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(anyhow!(
-                "the database {} cannot use WAL mode (got {mode}); use a local file system",
-                path.display()
-            ));
-        }
-        configure(&writer, durability)?;
-        // Checkpoints (WAL → database file, with its fsync) run on a background
-        // thread, not inside the commits on the engine's path; after each reset
-        // the WAL file is cut back to 16 MiB.
-        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
-        writer.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
-        migrate::apply(&mut writer)
-            .with_context(|| format!("while migrating {}", path.display()))?;
-        let mut readers = Vec::new();
-        for _ in 0..4 {
-            let r = Connection::open_with_flags(
-                path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY
-                    | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                    | OpenFlags::SQLITE_OPEN_URI,
-            )?;
-            configure(&r, durability)?;
-            readers.push(Mutex::new(r));
-        }
-        let (tx, rx) = std_mpsc::channel();
-        std::thread::Builder::new()
-            .name("ax-db-writer".into())
-            .spawn(move || writer_loop(writer, rx))
-            .context("cannot start the database writer thread")?;
-        let inner = Arc::new(Inner {
-            path: path.to_owned(),
-            writer: Mutex::new(tx),
-            readers,
-            next_reader: std::sync::atomic::AtomicUsize::new(0),
-        });
-        spawn_checkpointer(Arc::downgrade(&inner), path.to_owned(), durability)?;
-        Ok(Store { inner })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.inner.path
-    }
-
-    fn send(&self, job: Job) -> Result<()> {
-        self.inner
-            .writer
-            .lock()
-            .map_err(|_| anyhow!("the database writer is poisoned"))?
-            .send(job)
-            .map_err(|_| anyhow!("the database writer has stopped"))
-    }
-
-    /// Run `f` with the writer connection on the writer thread.
-    pub async fn write<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    {
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Exclusive(Box::new(move |c| {
-            let _ = reply.send(f(c));
-        })))?;
-        rx.await
-            .map_err(|_| anyhow!("the database writer dropped a request"))?
-    }
-
-    /// Commit an engine batch (group-committed with others queued at the same
-    /// time), then run `after` on its own. Returns the checkpoint row id.
-    pub async fn commit(&self, batch: Batch, after: Option<Exclusive>) -> Result<Option<i64>> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Job::Batch {
-            batch: Box::new(batch),
-            after,
-            reply,
-        })?;
-        rx.await
-            .map_err(|_| anyhow!("the database writer dropped a commit"))?
-    }
-
-    /// Run `f` with a reader connection, off the async runtime.
-    pub async fn read<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.with_reader(f))
-            .await
-            .map_err(|e| anyhow!("database task failed: {e}"))?
-    }
-}
-
-fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<Job>) {
-    let mut held: Option<Job> = None;
-    loop {
-        let job = match held.take() {
-            Some(j) => j,
-            None => match rx.recv() {
-                Ok(j) => j,
-                Err(_) => return, // every Store handle is gone
-            },
-        };
-        match job {
-            Job::Exclusive(f) => f(&mut conn),
-            Job::Batch {
-                batch,
-                after,
-                reply,
-            } => {
-                let mut group = vec![(batch, after, reply)];
-                while group.len() < GROUP_LIMIT {
-                    match rx.try_recv() {
-                        Ok(Job::Batch {
-                            batch,
-                            after,
-                            reply,
-                        }) => group.push((batch, after, reply)),
-                        Ok(other) => {
-                            held = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                group_commit(&mut conn, group);
+    /// Open (creating the schema if needed) the database `target` names.
+    pub async fn open(target: &DbTarget) -> Result<Store> {
+        match target {
+            DbTarget::Sqlite(path) => {
+                let path = path.clone();
+                let durability = Durability::from_env();
+                tokio::task::spawn_blocking(move || SqliteStore::open(&path, durability))
+                    .await
+                    .map_err(|e| anyhow!("opening the database failed: {e}"))?
+                    .map(Store::Sqlite)
             }
+            DbTarget::Postgres(url) => PgStore::open(url).await.map(Store::Postgres),
         }
     }
-}
 
-type Grouped = (
-    Box<Batch>,
-    Option<Exclusive>,
-    oneshot::Sender<Result<Option<i64>>>,
-);
-
-fn group_commit(conn: &mut Connection, group: Vec<Grouped>) {
-    let mut results: Vec<Result<Option<i64>>> = Vec::with_capacity(group.len());
-    let outcome = (|| -> Result<()> {
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for (batch, _, _) in &group {
-            tx.execute_batch("SAVEPOINT batch")?;
-            match queries::commit_in(&tx, batch) {
-                Ok(id) => {
-                    tx.execute_batch("RELEASE batch")?;
-                    results.push(Ok(id));
-                }
-                Err(e) => {
-                    tx.execute_batch("ROLLBACK TO batch; RELEASE batch")?;
-                    results.push(Err(e));
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    })();
-    if let Err(e) = outcome {
-        // The transaction itself failed: nothing of the group is committed.
-        let msg = format!("{e:#}");
-        results = group
-            .iter()
-            .map(|_| Err(anyhow!("could not commit: {msg}")))
-            .collect();
+    /// Open a SQLite file (blocking; benchmarks and tools).
+    pub fn open_sqlite(path: &Path, durability: Durability) -> Result<Store> {
+        SqliteStore::open(path, durability).map(Store::Sqlite)
     }
-    for ((_, after, reply), result) in group.into_iter().zip(results) {
-        let committed = result.is_ok();
-        let _ = reply.send(result);
-        if let (true, Some(f)) = (committed, after) {
-            f(conn);
+
+    /// For logs: the file, or the server and database (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(s) => format!("SQLite {}", s.path().display()),
+            Store::Postgres(s) => format!("PostgreSQL {}", s.describe()),
         }
     }
-}
 
-/// Copies the WAL into the database file every 500 ms (and truncates it when it
-/// has grown past 16 MiB), until the store is dropped.
-fn spawn_checkpointer(
-    store: std::sync::Weak<Inner>,
-    path: PathBuf,
-    durability: Durability,
-) -> Result<()> {
-    let conn = Connection::open(&path)?;
-    configure(&conn, durability)?;
-    conn.pragma_update(None, "journal_size_limit", 16 * 1024 * 1024)?;
-    std::thread::Builder::new()
-        .name("ax-wal-checkpoint".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(std::time::Duration::from_millis(500));
-                if store.upgrade().is_none() {
-                    break;
-                }
-                let wal_pages: i64 = conn
-                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
-                    .unwrap_or(0);
-                if wal_pages > 4_096 {
-                    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                        r.get::<_, i64>(0)
-                    });
-                }
-            }
-        })?;
-    Ok(())
-}
-
-impl Inner {
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let n = self.readers.len();
-        let start = self
-            .next_reader
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Take a free reader if there is one, else wait for the next in turn.
-        for k in 0..n {
-            if let Ok(conn) = self.readers[(start + k) % n].try_lock() {
-                return f(&conn);
-            }
+    /// The SQLite file, if this is SQLite.
+    pub fn sqlite_path(&self) -> Option<&Path> {
+        match self {
+            Store::Sqlite(s) => Some(s.path()),
+            Store::Postgres(_) => None,
         }
-        let conn = self.readers[start % n]
-            .lock()
-            .map_err(|_| anyhow!("a database reader lock is poisoned"))?;
-        f(&conn)
+    }
+
+    /// Does the database answer?
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self.ping())
+    }
+
+    // ------------------------------------------------------------ workflows
+
+    /// Store a valid workflow (steps and dependencies too); an identical source
+    /// already stored is returned instead.
+    pub async fn insert_workflow(&self, w: NewWorkflow) -> Result<WorkflowRecord> {
+        let rows = w.rows()?;
+        dispatch!(self.insert_workflow(rows))
+    }
+
+    pub async fn get_workflow(
+        &self,
+        id: &str,
+        with_source: bool,
+    ) -> Result<Option<WorkflowRecord>> {
+        dispatch!(self.get_workflow(id, with_source))
+    }
+
+    /// Newest first, archived ones left out.
+    pub async fn list_workflows(&self, limit: u32) -> Result<Vec<WorkflowRecord>> {
+        dispatch!(self.list_workflows(limit))
+    }
+
+    /// Delete a workflow and its finished executions; refused while one is active.
+    pub async fn delete_workflow(&self, id: &str) -> Result<DeleteOutcome> {
+        dispatch!(self.delete_workflow(id))
+    }
+
+    // ------------------------------------------------------------ executions
+
+    /// Create an execution (every step pending, its initial checkpoint); with
+    /// `claim`, owned by that process, and with `then`, that batch committed:
+    /// all in one transaction. Returns the id of the batch's checkpoint row.
+    pub async fn insert_execution(
+        &self,
+        e: NewExecution,
+        claim: Option<Owner>,
+        then: Option<Batch>,
+    ) -> Result<Option<i64>> {
+        dispatch!(self.insert_execution(e, claim, then))
+    }
+
+    pub async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {
+        dispatch!(self.get_execution(id))
+    }
+
+    /// Newest first.
+    pub async fn list_executions(&self, f: ExecutionFilter) -> Result<Vec<ExecutionRecord>> {
+        dispatch!(self.list_executions(f))
+    }
+
+    /// Executions whose id starts with `prefix` (short ids on the command line); at most 5.
+    pub async fn find_execution_ids(&self, prefix: &str) -> Result<Vec<String>> {
+        dispatch!(self.find_execution_ids(prefix))
+    }
+
+    /// The steps of an execution in declaration order, with their latest
+    /// attempt's provider data and tokens summed over all attempts.
+    pub async fn execution_steps(&self, id: &str, with_output: bool) -> Result<Vec<StepRecord>> {
+        dispatch!(self.execution_steps(id, with_output))
+    }
+
+    /// Every attempt of an execution's steps, oldest first.
+    pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>> {
+        dispatch!(self.attempts(id))
+    }
+
+    /// Events with ids after `after`, oldest first.
+    pub async fn events_after(&self, id: &str, after: i64, limit: u32) -> Result<Vec<EventRecord>> {
+        dispatch!(self.events_after(id, after, limit))
+    }
+
+    /// Commit an engine batch in one transaction (shared with batches other
+    /// executions queued at the same moment), then `after` off the commit's
+    /// path. Returns the id of the checkpoint row written.
+    pub async fn commit(&self, batch: Batch, after: Option<Maintenance>) -> Result<Option<i64>> {
+        dispatch!(self.commit(batch, after))
+    }
+
+    // ------------------------------------------------------------ checkpoints
+
+    /// Which execution a restore point belongs to.
+    pub async fn checkpoint_execution(&self, row: i64) -> Result<Option<String>> {
+        dispatch!(self.checkpoint_execution(row))
+    }
+
+    /// The journal folded into one checkpoint (the latest state, or the state
+    /// at row `until`) and the outputs it refers to.
+    pub async fn checkpoint_state(&self, id: &str, until: Option<i64>) -> Result<CheckpointState> {
+        dispatch!(self.checkpoint_state(id, until))
+    }
+
+    /// Restore points, newest first.
+    pub async fn list_checkpoints(&self, id: &str) -> Result<Vec<CheckpointRecord>> {
+        dispatch!(self.list_checkpoints(id))
+    }
+
+    /// Keep the newest restore points, drop old ones (and old finished
+    /// executions if asked), remove unreferenced outputs, give space back.
+    pub async fn prune(&self, o: PruneOptions) -> Result<PruneReport> {
+        dispatch!(self.prune(o))
+    }
+
+    /// A consistency check: "ok", or what is wrong.
+    pub async fn check(&self) -> Result<String> {
+        dispatch!(self.check())
+    }
+
+    /// Row counts and checkpoint bytes (benchmarks, growth runs).
+    pub async fn footprint(&self) -> Result<Footprint> {
+        dispatch!(self.footprint())
+    }
+
+    // ------------------------------------------------------------ ownership
+
+    /// Take ownership unless another live process holds it.
+    pub async fn claim(&self, id: &str, me: &Owner, now: u64) -> Result<bool> {
+        dispatch!(self.claim(id, me, now))
+    }
+
+    /// Refresh the owner's heartbeat; false if another process took over.
+    pub async fn heartbeat(&self, id: &str, me: &Owner, now: u64) -> Result<bool> {
+        dispatch!(self.heartbeat(id, me, now))
+    }
+
+    pub async fn release(&self, id: &str, me: &Owner) -> Result<()> {
+        dispatch!(self.release(id, me))
+    }
+
+    /// Leave a control request for the process that drives the execution.
+    pub async fn request_control(&self, id: &str, control: Control, now: u64) -> Result<()> {
+        dispatch!(self.request_control(id, control, now))
+    }
+
+    /// Read and clear a pending control request (the owner only).
+    pub async fn take_control(&self, id: &str, me: &Owner) -> Result<Option<Control>> {
+        dispatch!(self.take_control(id, me))
+    }
+
+    pub async fn pending_control(&self, id: &str) -> Result<bool> {
+        dispatch!(self.pending_control(id))
+    }
+
+    /// Mark executions left running by processes that are gone as interrupted.
+    pub async fn interrupt_orphans(&self, me: &Owner, now: u64) -> Result<Vec<String>> {
+        dispatch!(self.interrupt_orphans(me, now))
     }
 }
 
@@ -333,15 +294,42 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// The default database path: `$AX_DB`, else the user's data directory.
+/// The default SQLite file: in the user's data directory.
 pub fn default_db_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("AX_DB").filter(|p| !p.is_empty()) {
-        return PathBuf::from(p);
-    }
     let base = std::env::var_os("XDG_DATA_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."));
     base.join("ax").join("ax.db")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            DbTarget::parse("postgres://ax@db:5432/ax").unwrap(),
+            DbTarget::Postgres("postgres://ax@db:5432/ax".into())
+        );
+        assert!(matches!(
+            DbTarget::parse("PostgreSQL://h/d").unwrap(),
+            DbTarget::Postgres(_)
+        ));
+        assert_eq!(
+            DbTarget::parse("./data/ax.db").unwrap(),
+            DbTarget::Sqlite("./data/ax.db".into())
+        );
+        let err = DbTarget::parse("mysql://h/d").unwrap_err().to_string();
+        assert!(err.contains("mysql://"), "{err}");
+        assert!(DbTarget::parse("  ").is_err());
+        assert_eq!(
+            DbTarget::parse("postgres://ax:secret@db/ax")
+                .unwrap()
+                .describe(),
+            "postgres://ax:***@db/ax"
+        );
+    }
 }

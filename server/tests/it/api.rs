@@ -1,6 +1,6 @@
 //! Every route over real HTTP on 127.0.0.1.
 
-use super::common::engine;
+use super::common::{Backend, engine};
 use ax_server::api::{Access, AppState, app};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -14,7 +14,11 @@ struct Server {
 }
 
 async fn serve(token: Option<&str>) -> Server {
-    let t = engine().await;
+    serve_on(Backend::Sqlite, token).await
+}
+
+async fn serve_on(backend: Backend, token: Option<&str>) -> Server {
+    let t = engine(backend).await;
     let state = AppState {
         engine: t.engine.clone(),
         token: token.map(Arc::from),
@@ -82,9 +86,8 @@ fn assert_error(body: &Value, code: &str) {
     );
 }
 
-#[tokio::test]
-async fn health_validate_and_workflows() {
-    let s = serve(None).await;
+async fn health_validate_and_workflows(b: Backend) {
+    let s = serve_on(b, None).await;
     let (st, h) = s.get("/healthz").await;
     assert_eq!((st, h["status"].as_str()), (200, Some("ok")));
     let (st, r) = s.post("/api/validate", json!({"source": WF})).await;
@@ -134,9 +137,8 @@ async fn health_validate_and_workflows() {
 
 /// The workflow file itself as the body: YAML by content type, a JSON workflow
 /// object, the file name from `?filename=`; clear errors for the rest.
-#[tokio::test]
-async fn workflow_files_as_request_bodies() {
-    let s = serve(None).await;
+async fn workflow_files_as_request_bodies(b: Backend) {
+    let s = serve_on(b, None).await;
     let raw = |path: &str, content_type: &str, body: &str| {
         let req = s
             .client
@@ -219,9 +221,8 @@ async fn workflow_files_as_request_bodies() {
     assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
 }
 
-#[tokio::test]
-async fn executions_control_checkpoints_and_import() {
-    let s = serve(None).await;
+async fn executions_control_checkpoints_and_import(b: Backend) {
+    let s = serve_on(b, None).await;
     let (st, e) = s.post("/api/executions", json!({"source": WF})).await;
     assert_eq!(st, 201, "{e}");
     let id = e["id"].as_str().expect("id").to_owned();
@@ -291,9 +292,8 @@ async fn executions_control_checkpoints_and_import() {
     assert_eq!(r.status().as_u16(), 400);
 }
 
-#[tokio::test]
-async fn pause_resume_cancel_over_http() {
-    let s = serve(None).await;
+async fn pause_resume_cancel_over_http(b: Backend) {
+    let s = serve_on(b, None).await;
     let wf = "name: slow\nconfig: {parallelism: 1}\nsteps:\n  - {key: a, agent: backend, prompt: \"a [sleep:300]\"}\n  - {key: b, agent: backend, prompt: \"b [sleep:300]\", dependencies: [a]}\n";
     let (_, e) = s.post("/api/executions", json!({"source": wf})).await;
     let id = e["id"].as_str().expect("id").to_owned();
@@ -318,9 +318,8 @@ async fn pause_resume_cancel_over_http() {
     assert_eq!(st, 409);
 }
 
-#[tokio::test]
-async fn events_as_json_and_server_sent_events_in_order() {
-    let s = serve(None).await;
+async fn events_as_json_and_server_sent_events_in_order(b: Backend) {
+    let s = serve_on(b, None).await;
     let (_, e) = s.post("/api/executions", json!({"source": WF})).await;
     let id = e["id"].as_str().expect("id").to_owned();
     // The stream replays from the start and ends after the final state.
@@ -505,3 +504,11 @@ async fn openapi_describes_every_route() {
         }
     }
 }
+
+crate::on_both_backends!(
+    health_validate_and_workflows,
+    workflow_files_as_request_bodies,
+    executions_control_checkpoints_and_import,
+    pause_resume_cancel_over_http,
+    events_as_json_and_server_sent_events_in_order,
+);

@@ -1,6 +1,8 @@
 //! The `ax` binary as a user runs it: exit codes, output shapes, runs of every
 //! example on the offline provider, control from another process, and crashes.
 
+use super::common::Backend;
+use ax_server::store::{DbTarget, Store};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,26 +24,45 @@ fn ax() -> Command {
     c
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 struct Env {
     dir: tempfile::TempDir,
+    db: DbTarget,
 }
 
 impl Env {
     fn new(echo_latency_ms: u64) -> Env {
+        Env::on(Backend::Sqlite, echo_latency_ms)
+    }
+    fn on(backend: Backend, echo_latency_ms: u64) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("agents.toml"),
             format!("[defaults]\nprovider = \"echo\"\n\n[providers.echo]\nkind = \"echo\"\nlatency_ms = {echo_latency_ms}\n"),
         )
         .expect("agents");
-        Env { dir }
+        let db = runtime().block_on(backend.fresh(dir.path()));
+        Env { dir, db }
     }
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("ax.db")
+    fn db(&self) -> std::ffi::OsString {
+        self.db.as_arg()
+    }
+    /// The database as the library sees it (to check what the processes wrote).
+    fn store<T>(&self, f: impl AsyncFnOnce(Store) -> T) -> T {
+        runtime().block_on(async {
+            let store = Store::open(&self.db).await.expect("open the database");
+            f(store).await
+        })
     }
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = ax();
@@ -347,9 +368,8 @@ fn wait_completed_steps(env: &Env, id: &str, n: u64) {
     }
 }
 
-#[test]
-fn pause_and_cancel_from_another_process() {
-    let env = Env::new(300);
+fn pause_and_cancel_from_another_process(b: Backend) {
+    let env = Env::on(b, 300);
     let f = env.write("slow.yaml", SLOW);
     let (mut child, id) = spawn_run(&env, &f);
     wait_completed_steps(&env, &id, 1);
@@ -405,9 +425,8 @@ fn pause_and_cancel_from_another_process() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cancelled"));
 }
 
-#[test]
-fn detached_runs_finish_in_the_background() {
-    let env = Env::new(20);
+fn detached_runs_finish_in_the_background(b: Backend) {
+    let env = Env::on(b, 20);
     let f = env.write("slow.yaml", SLOW);
     let v = env.json(&["workflow", "run", &f, "--detach", "--format", "json"]);
     let id = v["id"].as_str().expect("id").to_owned();
@@ -430,9 +449,8 @@ fn detached_runs_finish_in_the_background() {
 
 /// Kill -9 a running `ax workflow run` at random moments, resume, and check that
 /// no completed step ran twice and no result was lost.
-#[test]
-fn crash_and_resume_loses_nothing() {
-    let env = Env::new(15);
+fn crash_and_resume_loses_nothing(b: Backend) {
+    let env = Env::on(b, 15);
     let mut yaml = String::from("name: crash\nconfig: {parallelism: 3}\nsteps:\n");
     for i in 0..24 {
         let deps = if i < 3 {
@@ -486,28 +504,31 @@ fn crash_and_resume_loses_nothing() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let db = rusqlite::Connection::open(env.db()).expect("open");
-        let dup: i64 = db
-            .query_row(
-                "SELECT COUNT(*) FROM (SELECT step_key FROM workflow_step_executions WHERE execution_id = ?1 AND state = 'completed'
-                  GROUP BY step_key HAVING COUNT(*) > 1)",
-                [&id],
-                |r| r.get(0),
+        let (attempts, steps, check) = env.store(async |store| {
+            (
+                store.attempts(&id).await.expect("attempts"),
+                store.execution_steps(&id, true).await.expect("steps"),
+                store.check().await.expect("check"),
             )
-            .expect("query");
-        assert_eq!(dup, 0, "a completed step ran again in {id}");
-        let done: i64 = db
-            .query_row(
-                "SELECT COUNT(*) FROM execution_steps s JOIN step_outputs o ON o.hash = s.output_hash
-                  WHERE s.execution_id = ?1 AND s.state = 'completed'",
-                [&id],
-                |r| r.get(0),
-            )
-            .expect("query");
+        });
+        let mut completed: Vec<&str> = attempts
+            .iter()
+            .filter(|a| a.state == "completed")
+            .map(|a| a.step.as_str())
+            .collect();
+        completed.sort_unstable();
+        let before = completed.len();
+        completed.dedup();
+        assert_eq!(
+            before,
+            completed.len(),
+            "a completed step ran again in {id}"
+        );
+        let done = steps
+            .iter()
+            .filter(|s| s.state == "completed" && s.output.is_some())
+            .count();
         assert_eq!(done, 24, "every step completed with its output stored");
-        let check: String = db
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("check");
         assert_eq!(check, "ok");
     }
 }
@@ -525,9 +546,8 @@ fn serve_refuses_a_public_bind_without_a_token() {
     assert!(err.contains("AX_TOKEN"), "{err}");
 }
 
-#[test]
-fn serve_answers_healthz_and_pauses_runs_on_shutdown() {
-    let env = Env::new(200);
+fn serve_answers_healthz_and_pauses_runs_on_shutdown(b: Backend) {
+    let env = Env::on(b, 200);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -624,3 +644,54 @@ fn api_keys_never_reach_the_database_or_logs() {
         }
     }
 }
+
+/// Several processes opening the same fresh database at once: every one of
+/// them finds (or makes) the schema, none fails in the migrations. The
+/// processes wait at a barrier (a file appearing) so that they really start
+/// together.
+fn concurrent_first_opens(b: Backend) {
+    let env = Env::on(b, 0);
+    let go = env.dir.path().join("go");
+    let mut children: Vec<Child> = (0..12)
+        .map(|_| {
+            let ax = env.cmd(&["workflow", "list", "--format", "json"]);
+            let mut line = format!("while [ ! -e '{}' ]; do :; done; exec", go.display());
+            line.push_str(&format!(" '{}'", ax.get_program().to_string_lossy()));
+            for a in ax.get_args() {
+                line.push_str(&format!(" '{}'", a.to_string_lossy()));
+            }
+            let mut sh = Command::new("sh");
+            sh.arg("-c").arg(line);
+            for (k, v) in ax.get_envs() {
+                match v {
+                    Some(v) => sh.env(k, v),
+                    None => sh.env_remove(k),
+                };
+            }
+            sh.stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&go, "").expect("go");
+    for child in &mut children {
+        let code = wait_exit(child, Duration::from_secs(60));
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut stderr);
+        }
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+    assert_eq!(env.store(async |s| s.check().await.expect("check")), "ok");
+}
+
+crate::on_both_backends_sync!(
+    pause_and_cancel_from_another_process,
+    detached_runs_finish_in_the_background,
+    crash_and_resume_loses_nothing,
+    serve_answers_healthz_and_pauses_runs_on_shutdown,
+    concurrent_first_opens,
+);

@@ -1,10 +1,11 @@
 //! Shared fixtures: a scripted OpenAI-compatible LLM server on 127.0.0.1, and an
-//! engine on a real SQLite file in a temporary directory.
+//! engine on a real database: a SQLite file in a temporary directory, or a
+//! fresh database on the PostgreSQL server that `AX_TEST_PG` names.
 
 use ax_server::config::AgentsConfig;
 use ax_server::engine::{Engine, Settings};
 use ax_server::providers::Router;
-use ax_server::store::Store;
+use ax_server::store::{DbTarget, Owner, Store};
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -153,22 +154,153 @@ pub fn agents_toml(addr: SocketAddr) -> String {
     )
 }
 
+/// Which database a test runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Sqlite,
+    /// The server's URL (`AX_TEST_PG`); each test gets its own database.
+    Postgres(String),
+}
+
+/// Set by `cargo xtask test`: a missing PostgreSQL server is then an error,
+/// never a silent skip.
+const REQUIRE_PG: &str = "AX_REQUIRE_PG";
+/// `postgres://USER@HOST:PORT/DB` of a server tests may create databases on
+/// (`cargo xtask pg` starts a throwaway one and sets it).
+const TEST_PG: &str = "AX_TEST_PG";
+
+impl Backend {
+    /// The PostgreSQL backend, or None (with a message on the terminal, not
+    /// captured by the test harness) when `AX_TEST_PG` is not set.
+    pub fn postgres() -> Option<Backend> {
+        match std::env::var(TEST_PG) {
+            Ok(url) if !url.trim().is_empty() => Some(Backend::Postgres(url)),
+            _ => {
+                assert!(
+                    std::env::var_os(REQUIRE_PG).is_none(),
+                    "{TEST_PG} is not set but {REQUIRE_PG} is: the PostgreSQL tests must run \
+                     (cargo xtask test starts a server for them)"
+                );
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "note: {TEST_PG} is not set: skipping the PostgreSQL variants of the tests \
+                         (run them with `cargo xtask pg -- cargo test -p ax-server`)"
+                    );
+                });
+                None
+            }
+        }
+    }
+
+    /// A fresh, empty database of this backend; `dir` holds SQLite files.
+    pub async fn fresh(&self, dir: &std::path::Path) -> DbTarget {
+        match self {
+            Backend::Sqlite => DbTarget::Sqlite(dir.join("ax.db")),
+            Backend::Postgres(url) => DbTarget::Postgres(create_database(url).await),
+        }
+    }
+}
+
+/// Create a database named after a fresh id on the server at `url`; returns its URL.
+pub async fn create_database(url: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {TEST_PG}={url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let name = format!("ax_t_{}", ax_server::ids::new_id().to_lowercase());
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot create a test database: {e}"));
+    with_database(url, &name)
+}
+
+/// `url` with its database replaced by `name`.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    format!("{}/{name}{query}", &base[..authority_end])
+}
+
+/// Run each listed `async fn NAME(backend: Backend)` as two tests,
+/// `sqlite::NAME` and `postgres::NAME`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(b) = $crate::common::Backend::postgres() {
+                        super::$name(b).await
+                    }
+                }
+            )+
+        }
+    };
+}
+
+/// As [`on_both_backends`], for plain (not async) test functions.
+#[macro_export]
+macro_rules! on_both_backends_sync {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name($crate::common::Backend::Sqlite)
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    if let Some(b) = $crate::common::Backend::postgres() {
+                        super::$name(b)
+                    }
+                }
+            )+
+        }
+    };
+}
+
 pub struct TestEngine {
     pub engine: Arc<Engine>,
     pub fake: FakeLlm,
     /// Keeps the database directory alive.
     pub _dir: tempfile::TempDir,
-    pub db: PathBuf,
+    pub db: DbTarget,
     pub agents: PathBuf,
 }
 
-pub async fn engine() -> TestEngine {
+pub async fn engine(backend: Backend) -> TestEngine {
     let (fake, addr) = fake_llm().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("ax.db");
+    let db = backend.fresh(dir.path()).await;
     let agents = dir.path().join("agents.toml");
     std::fs::write(&agents, agents_toml(addr)).expect("write agents");
-    let engine = engine_on(&db, &agents);
+    let engine = engine_on(&db, &agents).await;
     TestEngine {
         engine,
         fake,
@@ -178,18 +310,23 @@ pub async fn engine() -> TestEngine {
     }
 }
 
-pub fn engine_on(db: &std::path::Path, agents: &std::path::Path) -> Arc<Engine> {
-    let store = Store::open(db).expect("open store");
+pub fn test_settings() -> Settings {
+    Settings {
+        poll_interval: Duration::from_millis(50),
+        ..Settings::default()
+    }
+}
+
+pub async fn engine_on(db: &DbTarget, agents: &std::path::Path) -> Arc<Engine> {
+    engine_as(db, agents, Owner::this_process()).await
+}
+
+/// An engine that records `owner` as the process driving its runs.
+pub async fn engine_as(db: &DbTarget, agents: &std::path::Path, owner: Owner) -> Arc<Engine> {
+    let store = Store::open(db).await.expect("open store");
     let config = AgentsConfig::load(Some(agents)).expect("agents config");
     let router = Router::new(config, &|_| None).expect("router");
-    Engine::new(
-        store,
-        router,
-        Settings {
-            poll_interval: Duration::from_millis(50),
-            ..Settings::default()
-        },
-    )
+    Engine::with_owner(store, router, test_settings(), owner)
 }
 
 /// Poll until `f` is true (or panic after `secs`).

@@ -1,8 +1,8 @@
 //! The durable engine against a real SQLite file and a real HTTP provider.
 
-use super::common::{engine, engine_on, wait_for};
+use super::common::{Backend, engine, engine_as, engine_on, wait_for};
 use ax_core::ExecutionState;
-use ax_server::store::{self, Control};
+use ax_server::store::{self, Control, Owner, PruneOptions};
 use serde_json::json;
 use std::collections::BTreeMap;
 
@@ -22,10 +22,9 @@ async fn run(t: &super::common::TestEngine, yaml: &str) -> (String, ExecutionSta
 }
 
 async fn steps(t: &super::common::TestEngine, id: &str) -> Vec<store::StepRecord> {
-    let id = id.to_owned();
     t.engine
         .store()
-        .read(move |c| store::execution_steps(c, &id, true))
+        .execution_steps(id, true)
         .await
         .expect("steps")
 }
@@ -38,9 +37,8 @@ fn state_of(steps: &[store::StepRecord], key: &str) -> String {
         .unwrap_or_default()
 }
 
-#[tokio::test]
-async fn fan_out_fan_in_records_everything() {
-    let t = engine().await;
+async fn fan_out_fan_in_records_everything(b: Backend) {
+    let t = engine(b).await;
     let yaml = r#"
 name: fan
 steps:
@@ -67,25 +65,14 @@ steps:
     assert_eq!(join.model.as_deref(), Some("fake-1"));
     assert!(join.cost_usd.is_some_and(|c| c > 0.0));
     // Restore points: one at the start, one per settled step (the last one is also the end).
-    let cps = t
-        .engine
-        .store()
-        .read({
-            let id = id.clone();
-            move |c| store::list_checkpoints(c, &id)
-        })
-        .await
-        .expect("cps");
+    let cps = t.engine.store().list_checkpoints(&id).await.expect("cps");
     assert_eq!(cps.len(), 5);
     assert_eq!(cps[0].completed_steps.len(), 4);
     // Every transition has an event, in order.
     let events = t
         .engine
         .store()
-        .read({
-            let id = id.clone();
-            move |c| store::events_after(c, &id, 0, 1000)
-        })
+        .events_after(&id, 0, 1000)
         .await
         .expect("events");
     let last = events
@@ -99,9 +86,8 @@ steps:
     assert!(rec.owner.is_none(), "ownership is released at the end");
 }
 
-#[tokio::test]
-async fn retries_then_succeeds_and_exhausts() {
-    let t = engine().await;
+async fn retries_then_succeeds_and_exhausts(b: Backend) {
+    let t = engine(b).await;
     let yaml = r#"
 name: retry
 steps:
@@ -129,27 +115,18 @@ steps:
     assert_eq!(doomed.error_class.as_deref(), Some("server-error"));
     assert_eq!(t.fake.calls_for("doomed"), 3);
     // Every attempt has its own row.
-    let n: i64 = t
+    let n = t
         .engine
         .store()
-        .read({
-            let id = id.clone();
-            move |c| {
-                Ok(c.query_row(
-                    "SELECT COUNT(*) FROM workflow_step_executions WHERE execution_id = ?1",
-                    [&id],
-                    |r| r.get(0),
-                )?)
-            }
-        })
+        .attempts(&id)
         .await
-        .expect("count");
+        .expect("attempts")
+        .len();
     assert_eq!(n, 6);
 }
 
-#[tokio::test]
-async fn bad_request_fails_the_run_without_retry() {
-    let t = engine().await;
+async fn bad_request_fails_the_run_without_retry(b: Backend) {
+    let t = engine(b).await;
     let yaml = "name: bad\nsteps:\n  - {key: a, agent: backend, prompt: \"a [fail:400 x1000]\", retryPolicy: {maxRetries: 5}}\n  - {key: b, agent: backend, prompt: b, dependencies: [a]}\n";
     let (id, state) = run(&t, yaml).await;
     assert_eq!(state, ExecutionState::Failed);
@@ -175,9 +152,8 @@ async fn bad_request_fails_the_run_without_retry() {
     assert_eq!(state_of(&s, "b"), "pending");
 }
 
-#[tokio::test]
-async fn continue_on_error_and_when_skips() {
-    let t = engine().await;
+async fn continue_on_error_and_when_skips(b: Backend) {
+    let t = engine(b).await;
     let yaml = r#"
 name: branches
 config: {continueOnError: true}
@@ -198,9 +174,8 @@ steps:
     assert_eq!(t.fake.calls_for("report low"), 1);
 }
 
-#[tokio::test]
-async fn step_timeout_aborts_the_call() {
-    let t = engine().await;
+async fn step_timeout_aborts_the_call(b: Backend) {
+    let t = engine(b).await;
     let yaml = "name: slow\nsteps:\n  - {key: a, agent: backend, prompt: \"a [sleep:3000]\", timeoutMs: 150}\n";
     let started = std::time::Instant::now();
     let (id, state) = run(&t, yaml).await;
@@ -213,9 +188,8 @@ async fn step_timeout_aborts_the_call() {
     assert_eq!(s[0].error_class.as_deref(), Some("timeout"));
 }
 
-#[tokio::test]
-async fn pause_resume_and_cancel_mid_step() {
-    let t = engine().await;
+async fn pause_resume_and_cancel_mid_step(b: Backend) {
+    let t = engine(b).await;
     let yaml = r#"
 name: long
 config: {parallelism: 1}
@@ -268,21 +242,12 @@ steps:
     assert!(t.engine.control(&rec.id, Control::Resume).await.is_err());
 }
 
-#[tokio::test]
-async fn restore_rewinds_and_keeps_history() {
-    let t = engine().await;
+async fn restore_rewinds_and_keeps_history(b: Backend) {
+    let t = engine(b).await;
     let yaml = "name: chain\nsteps:\n  - {key: a, agent: backend, prompt: a}\n  - {key: b, agent: backend, prompt: \"b {{a.result}}\", dependencies: [a]}\n  - {key: c, agent: backend, prompt: \"c {{b.result}}\", dependencies: [b]}\n";
     let (id, state) = run(&t, yaml).await;
     assert_eq!(state, ExecutionState::Completed);
-    let cps = t
-        .engine
-        .store()
-        .read({
-            let id = id.clone();
-            move |c| store::list_checkpoints(c, &id)
-        })
-        .await
-        .expect("cps");
+    let cps = t.engine.store().list_checkpoints(&id).await.expect("cps");
     // The restore point where only `a` had completed.
     let after_a = cps
         .iter()
@@ -296,67 +261,62 @@ async fn restore_rewinds_and_keeps_history() {
     assert_eq!(t.fake.calls_exact("a"), 1, "a is not run again");
     assert_eq!(t.fake.calls_exact("b answer(a)"), 2);
     // History: the first attempts of b and c are kept, superseded.
-    let rows: Vec<(String, i64, i64)> = t
-        .engine
-        .store()
-        .read({
-            let id = id.clone();
-            move |c| {
-                let mut st = c.prepare("SELECT step_key, attempt, superseded FROM workflow_step_executions WHERE execution_id = ?1 ORDER BY id")?;
-                let rows = st.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-            }
-        })
-        .await
-        .expect("rows");
-    assert_eq!(rows.iter().filter(|r| r.2 == 1).count(), 2, "{rows:?}");
+    let rows = t.engine.store().attempts(&id).await.expect("rows");
+    assert_eq!(rows.iter().filter(|r| r.superseded).count(), 2, "{rows:?}");
     assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter()
+            .filter(|r| r.superseded)
+            .all(|r| r.step != "a" && r.attempt == 1),
+        "{rows:?}"
+    );
     let rec = t.engine.execution(&id).await.expect("rec");
     assert_eq!(rec.state, "completed");
 }
 
-#[tokio::test]
-async fn a_new_process_resumes_an_interrupted_run() {
-    let t = engine().await;
+/// An owner whose process is gone: the pid of a child that has exited.
+fn dead_owner() -> Owner {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("wait");
+    let me = Owner::this_process();
+    Owner {
+        id: format!("{}/{pid}/gone", me.host),
+        host: me.host,
+        pid,
+    }
+}
+
+async fn a_new_process_resumes_an_interrupted_run(b: Backend) {
+    let t = engine(b).await;
     let yaml = "name: crash\nconfig: {parallelism: 1}\nsteps:\n  - {key: a, agent: backend, prompt: a}\n  - {key: b, agent: backend, prompt: \"b [sleep:5000]\", dependencies: [a]}\n  - {key: c, agent: backend, prompt: c, dependencies: [b]}\n";
-    let wf = t
-        .engine
+    // The first process: its runs are recorded under a process that is gone.
+    let first = engine_as(&t.db, &t.agents, dead_owner()).await;
+    let wf = first
         .create_workflow(yaml.to_owned(), None)
         .await
         .expect("wf");
-    let (rec, handle) = t
-        .engine
-        .start(&wf.id, BTreeMap::new())
-        .await
-        .expect("start");
+    let (rec, handle) = first.start(&wf.id, BTreeMap::new()).await.expect("start");
     let id = rec.id.clone();
-    let e = t.engine.clone();
+    let e = first.clone();
     wait_for(10, "b to start", || {
         let e = e.clone();
         let id = id.clone();
         async move {
             e.store()
-                .read(move |c| store::execution_steps(c, &id, false))
+                .execution_steps(&id, false)
                 .await
                 .map(|s| s[1].state == "running")
                 .unwrap_or(false)
         }
     })
     .await;
-    // Simulate the process dying: stop the runner without letting it record anything.
+    // The process dies: the runner stops without recording anything.
     handle.abort();
-    // Forge a dead owner (another pid on this host, stale heartbeat).
-    let id2 = id.clone();
-    t.engine
-        .store()
-        .write(move |c| {
-            c.execute("UPDATE workflow_executions SET owner = 'h/1/x', owner_pid = 999999999, heartbeat_at = 0 WHERE id = ?1", [&id2])?;
-            Ok(())
-        })
-        .await
-        .expect("forge");
     // A new engine (another process) sees it interrupted and resumes it.
-    let other = engine_on(&t.db, &t.agents);
+    let other = engine_on(&t.db, &t.agents).await;
     let recovered = other.recover_orphans().await.expect("recover");
     assert_eq!(recovered, vec![id.clone()]);
     assert_eq!(
@@ -374,30 +334,18 @@ async fn a_new_process_resumes_an_interrupted_run() {
     let s = steps(&t, &id).await;
     assert!(s.iter().all(|x| x.state == "completed"));
     // The attempt that died with the process is closed, not left running.
-    let id2 = id.clone();
-    let rows: Vec<(String, i64, String)> = t
-        .engine
-        .store()
-        .read(move |c| {
-            let mut st = c.prepare("SELECT step_key, attempt, state FROM workflow_step_executions WHERE execution_id = ?1 ORDER BY id")?;
-            let rows = st.query_map([&id2], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-        .expect("rows");
-    assert!(rows.iter().all(|r| r.2 != "running"), "{rows:?}");
+    let rows = t.engine.store().attempts(&id).await.expect("rows");
+    assert!(rows.iter().all(|r| r.state != "running"), "{rows:?}");
     assert!(
-        rows.contains(&("b".to_owned(), 1, "aborted".to_owned())),
+        rows.iter()
+            .any(|r| r.step == "b" && r.attempt == 1 && r.state == "aborted"),
         "{rows:?}"
     );
     // One `interrupted` event, not two.
     let events = t
         .engine
         .store()
-        .read({
-            let id = id.clone();
-            move |c| store::events_after(c, &id, 0, 1000)
-        })
+        .events_after(&id, 0, 1000)
         .await
         .expect("events");
     let interrupted = events
@@ -410,9 +358,8 @@ async fn a_new_process_resumes_an_interrupted_run() {
     assert_eq!((rec.progress.completed, rec.progress.running), (3, 0));
 }
 
-#[tokio::test]
-async fn an_execution_nobody_started_can_be_resumed() {
-    let t = engine().await;
+async fn an_execution_nobody_started_can_be_resumed(b: Backend) {
+    let t = engine(b).await;
     let yaml = "name: idle\nsteps:\n  - {key: a, agent: backend, prompt: a}\n";
     let wf = t
         .engine
@@ -436,9 +383,8 @@ async fn an_execution_nobody_started_can_be_resumed() {
     );
 }
 
-#[tokio::test]
-async fn prune_keeps_the_newest_restore_points_and_shrinks() {
-    let t = engine().await;
+async fn prune_keeps_the_newest_restore_points_and_shrinks(b: Backend) {
+    let t = engine(b).await;
     let mut yaml = String::from("name: many\nconfig: {parallelism: 4}\nsteps:\n");
     for i in 0..60 {
         yaml.push_str(&format!(
@@ -451,25 +397,24 @@ async fn prune_keeps_the_newest_restore_points_and_shrinks() {
     let report = t
         .engine
         .store()
-        .write(|c| store::prune(c, 5, Some(0), true, store::now_ms() + 1000))
+        .prune(PruneOptions {
+            keep: 5,
+            older_than: Some(0),
+            delete_finished: true,
+            now: store::now_ms() + 1000,
+        })
         .await
         .expect("prune");
     assert_eq!(report.executions_deleted, 1);
     assert!(report.bytes_after < report.bytes_before, "{report:?}");
     let exists = t.engine.execution(&id).await.is_ok();
     assert!(!exists);
-    let integrity = t
-        .engine
-        .store()
-        .read(store::integrity_check)
-        .await
-        .expect("check");
+    let integrity = t.engine.store().check().await.expect("check");
     assert_eq!(integrity, "ok");
 }
 
-#[tokio::test]
-async fn checkpoints_are_retained_during_a_run() {
-    let t = engine().await;
+async fn checkpoints_are_retained_during_a_run(b: Backend) {
+    let t = engine(b).await;
     let mut yaml = String::from("name: chain\nsteps:\n");
     for i in 0..50 {
         let dep = if i == 0 {
@@ -483,15 +428,7 @@ async fn checkpoints_are_retained_during_a_run() {
     }
     let (id, state) = run(&t, &yaml).await;
     assert_eq!(state, ExecutionState::Completed);
-    let cps = t
-        .engine
-        .store()
-        .read({
-            let id = id.clone();
-            move |c| store::list_checkpoints(c, &id)
-        })
-        .await
-        .expect("cps");
+    let cps = t.engine.store().list_checkpoints(&id).await.expect("cps");
     assert!(cps.len() <= 31, "{} restore points kept", cps.len());
     assert_eq!(cps[0].completed_steps.len(), 50);
     // The oldest kept one is still restorable.
@@ -507,9 +444,8 @@ async fn checkpoints_are_retained_during_a_run() {
     );
 }
 
-#[tokio::test]
-async fn inputs_are_checked_before_anything_runs() {
-    let t = engine().await;
+async fn inputs_are_checked_before_anything_runs(b: Backend) {
+    let t = engine(b).await;
     let yaml = "name: inputs\ninputs:\n  topic: {description: what}\nsteps:\n  - {key: a, agent: writer, prompt: \"about {{topic}}\"}\n";
     let wf = t
         .engine
@@ -535,3 +471,18 @@ async fn inputs_are_checked_before_anything_runs() {
     assert_eq!(h.await.expect("runner").state, ExecutionState::Completed);
     assert_eq!(t.fake.calls_for("about rust"), 1);
 }
+
+crate::on_both_backends!(
+    fan_out_fan_in_records_everything,
+    retries_then_succeeds_and_exhausts,
+    bad_request_fails_the_run_without_retry,
+    continue_on_error_and_when_skips,
+    step_timeout_aborts_the_call,
+    pause_resume_and_cancel_mid_step,
+    restore_rewinds_and_keeps_history,
+    a_new_process_resumes_an_interrupted_run,
+    an_execution_nobody_started_can_be_resumed,
+    prune_keeps_the_newest_restore_points_and_shrinks,
+    checkpoints_are_retained_during_a_run,
+    inputs_are_checked_before_anything_runs,
+);

@@ -7,3 +7,4 @@ mod cli;
 mod common;
 mod engine;
 mod security;
+mod store;

@@ -3,7 +3,7 @@
 //! (CSRF), the content types a form can send, CORS only for named origins, and
 //! checkpoint imports that do not spend provider keys unasked.
 
-use super::common::{TestEngine, engine};
+use super::common::{Backend, TestEngine, engine};
 use ax_server::api::{Access, AppState, app};
 use reqwest::{Method, RequestBuilder};
 use serde_json::{Value, json};
@@ -19,7 +19,7 @@ struct Server {
 }
 
 async fn serve(token: Option<&str>, hosts: &[&str], cors: &[&str]) -> Server {
-    let t = engine().await;
+    let t = engine(Backend::Sqlite).await;
     let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let access =
         Access::new("127.0.0.1".parse().expect("ip"), &own(hosts), &own(cors)).expect("access");

@@ -1,120 +1,80 @@
-//! Every query, as blocking functions over a connection. Callers run them through
-//! `Store::read`/`Store::write`.
+//! Every SQLite query, as blocking functions over a connection. `SqliteStore`
+//! runs reads on its reader pool and writes on its writer thread.
 
-use anyhow::{Context as _, Result, anyhow, bail};
-use ax_core::checkpoint::{Checkpoint, CheckpointDelta};
-use ax_core::{ExecutionState, StepState};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use serde::Serialize;
+use crate::store::journal::{self, JournalRow};
+use crate::store::model::*;
+use crate::store::owner::{Control, Owner, owner_alive};
+use anyhow::{Result, anyhow, bail};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-fn ms(v: Option<i64>) -> Option<u64> {
-    v.map(|x| x.max(0) as u64)
-}
-
-fn opt_i64(v: Option<u64>) -> Option<i64> {
-    v.map(|x| x.min(i64::MAX as u64) as i64)
-}
-
 // ---------------------------------------------------------------- workflows
-
-/// A stored workflow definition.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkflowRecord {
-    pub id: String,
-    pub name: String,
-    pub version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-    pub hash: String,
-    pub step_count: u64,
-    pub created_at: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub filename: Option<String>,
-    pub format: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    pub total_executions: u64,
-    pub successful_executions: u64,
-    pub failed_executions: u64,
-}
-
-pub struct NewWorkflow<'a> {
-    pub id: String,
-    pub source: &'a str,
-    pub filename: Option<&'a str>,
-    pub plan: &'a ax_core::Plan,
-    pub format: ax_core::parse::Format,
-    pub now: u64,
-}
 
 /// Store a valid workflow (its steps and dependencies too). An identical source
 /// already stored is reused.
-pub fn insert_workflow(conn: &mut Connection, w: NewWorkflow<'_>) -> Result<WorkflowRecord> {
-    let existing: Option<String> = conn
+pub fn insert_workflow(conn: &mut Connection, w: &WorkflowRows) -> Result<WorkflowRecord> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let existing: Option<String> = tx
         .query_row(
             "SELECT id FROM workflows WHERE hash = ?1 AND source = ?2 AND archived = 0 ORDER BY created_at DESC LIMIT 1",
-            params![w.plan.hash(), w.source],
+            params![w.hash, w.source],
             |r| r.get(0),
         )
         .optional()?;
-    if let Some(id) = existing {
-        return get_workflow(conn, &id, true)?.ok_or_else(|| anyhow!("workflow {id} vanished"));
-    }
-    let wf = &w.plan.workflow;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute(
-        "INSERT INTO workflows (id, name, version, description, author, tags, source, format, filename,
-                                definition, hash, step_count, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
-        params![
-            w.id,
-            wf.name,
-            wf.version,
-            wf.description,
-            wf.author,
-            serde_json::to_string(&wf.tags)?,
-            w.source,
-            match w.format {
-                ax_core::parse::Format::Json => "json",
-                ax_core::parse::Format::Yaml => "yaml",
-            },
-            w.filename,
-            serde_json::to_string(wf)?,
-            w.plan.hash(),
-            wf.steps.len() as i64,
-            w.now as i64
-        ],
-    )?;
-    {
-        let mut step = tx.prepare(
-            "INSERT INTO workflow_steps (workflow_id, key, position, level, agent, prompt, optional, definition)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?;
-        let mut dep = tx.prepare(
-            "INSERT OR IGNORE INTO workflow_dependencies (workflow_id, step_key, depends_on) VALUES (?1, ?2, ?3)",
-        )?;
-        for (i, s) in wf.steps.iter().enumerate() {
-            step.execute(params![
-                w.id,
-                s.key,
-                i as i64,
-                w.plan.graph.level_of(i) as i64,
-                s.agent,
-                s.prompt,
-                s.optional,
-                serde_json::to_string(s)?
-            ])?;
-            for d in &s.dependencies {
-                dep.execute(params![w.id, s.key, d])?;
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            tx.execute(
+                "INSERT INTO workflows (id, name, version, description, author, tags, source, format, filename,
+                                        definition, hash, step_count, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+                params![
+                    w.id,
+                    w.name,
+                    w.version,
+                    w.description,
+                    w.author,
+                    w.tags,
+                    w.source,
+                    w.format,
+                    w.filename,
+                    w.definition,
+                    w.hash,
+                    w.steps.len() as i64,
+                    to_i64(w.now)
+                ],
+            )?;
+            let mut step = tx.prepare(
+                "INSERT INTO workflow_steps (workflow_id, key, position, level, agent, prompt, optional, definition)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            let mut dep = tx.prepare(
+                "INSERT INTO workflow_dependencies (workflow_id, step_key, depends_on) VALUES (?1, ?2, ?3)",
+            )?;
+            for s in &w.steps {
+                step.execute(params![
+                    w.id,
+                    s.key,
+                    s.position,
+                    s.level,
+                    s.agent,
+                    s.prompt,
+                    s.optional,
+                    s.definition
+                ])?;
+                for d in &s.dependencies {
+                    dep.execute(params![w.id, s.key, d])?;
+                }
             }
+            drop((step, dep));
+            w.id.clone()
         }
-    }
+    };
+    let rec = get_workflow(&tx, &id, true)?.ok_or_else(|| anyhow!("workflow {id} vanished"))?;
     tx.commit()?;
-    get_workflow(conn, &w.id, true)?.ok_or_else(|| anyhow!("workflow {} vanished", w.id))
+    Ok(rec)
 }
 
 fn workflow_row(r: &rusqlite::Row<'_>, with_source: bool) -> rusqlite::Result<WorkflowRecord> {
@@ -184,60 +144,7 @@ pub fn delete_workflow(conn: &mut Connection, id: &str) -> Result<DeleteOutcome>
     Ok(DeleteOutcome::Deleted)
 }
 
-pub enum DeleteOutcome {
-    Deleted,
-    NotFound,
-    Active(u64),
-}
-
 // ---------------------------------------------------------------- executions
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ExecutionRecord {
-    pub id: String,
-    pub workflow_id: String,
-    pub workflow: String,
-    pub state: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub created_at: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<u64>,
-    pub inputs: Value,
-    #[serde(skip)]
-    pub seed: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub owner: Option<String>,
-    #[serde(skip)]
-    pub owner_host: Option<String>,
-    #[serde(skip)]
-    pub owner_pid: Option<i64>,
-    #[serde(skip)]
-    pub heartbeat_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub control: Option<String>,
-    pub progress: Progress,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Progress {
-    pub total: u64,
-    pub completed: u64,
-    pub failed: u64,
-    pub running: u64,
-    pub skipped: u64,
-}
-
-impl ExecutionRecord {
-    pub fn state(&self) -> ExecutionState {
-        ExecutionState::parse(&self.state).unwrap_or(ExecutionState::Interrupted)
-    }
-}
 
 const EXECUTION_SELECT: &str = "
     SELECT e.*, w.name AS workflow_name
@@ -272,29 +179,26 @@ fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     })
 }
 
-pub struct NewExecution<'a> {
-    pub id: String,
-    pub workflow_id: &'a str,
-    pub inputs: &'a BTreeMap<String, Value>,
-    pub seed: u64,
-    pub keys: Vec<&'a str>,
-    pub initial: &'a Checkpoint,
-    pub now: u64,
-}
-
-/// Create an execution with every step pending and its initial checkpoint.
-pub fn insert_execution(conn: &mut Connection, e: NewExecution<'_>) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+/// Create an execution with every step pending and its initial checkpoint;
+/// with `claim`, owned by that process, and with `then`, that batch committed
+/// too: all in one transaction.
+pub fn insert_execution(
+    conn: &mut Connection,
+    e: &NewExecution,
+    claim_for: Option<&Owner>,
+    then: Option<&Batch>,
+) -> Result<Option<i64>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at)
          VALUES (?1, ?2, 'idle', ?3, ?4, ?5, ?6, ?6)",
         params![
             e.id,
             e.workflow_id,
-            serde_json::to_string(e.inputs)?,
+            e.inputs,
             (e.seed & (i64::MAX as u64)) as i64,
             e.keys.len() as i64,
-            e.now as i64
+            to_i64(e.now)
         ],
     )?;
     {
@@ -302,16 +206,23 @@ pub fn insert_execution(conn: &mut Connection, e: NewExecution<'_>) -> Result<()
             "INSERT INTO execution_steps (execution_id, step_key, position, state, updated_at) VALUES (?1, ?2, ?3, 'pending', ?4)",
         )?;
         for (i, k) in e.keys.iter().enumerate() {
-            stmt.execute(params![e.id, k, i as i64, e.now as i64])?;
+            stmt.execute(params![e.id, k, i as i64, to_i64(e.now)])?;
         }
     }
     tx.execute(
         "INSERT INTO workflow_checkpoints (execution_id, kind, visible, data, completed_steps, created_at)
          VALUES (?1, 'full', 0, ?2, 0, ?3)",
-        params![e.id, e.initial.to_json(), e.now as i64],
+        params![e.id, e.initial.to_json(), to_i64(e.now)],
     )?;
+    if let Some(me) = claim_for {
+        set_owner(&tx, &e.id, me, e.now)?;
+    }
+    let checkpoint = match then {
+        Some(b) => commit_in(&tx, b)?,
+        None => None,
+    };
     tx.commit()?;
-    Ok(())
+    Ok(checkpoint)
 }
 
 pub fn get_execution(conn: &Connection, id: &str) -> Result<Option<ExecutionRecord>> {
@@ -325,18 +236,13 @@ pub fn get_execution(conn: &Connection, id: &str) -> Result<Option<ExecutionReco
 }
 
 /// Newest first; `state` filters.
-pub fn list_executions(
-    conn: &Connection,
-    state: Option<&str>,
-    workflow: Option<&str>,
-    limit: u32,
-) -> Result<Vec<ExecutionRecord>> {
+pub fn list_executions(conn: &Connection, f: &ExecutionFilter) -> Result<Vec<ExecutionRecord>> {
     let mut stmt = conn.prepare(&format!(
         "{EXECUTION_SELECT}
          WHERE (?1 IS NULL OR e.state = ?1) AND (?2 IS NULL OR e.workflow_id = ?2)
          ORDER BY e.created_at DESC, e.id DESC LIMIT ?3"
     ))?;
-    let rows = stmt.query_map(params![state, workflow, limit], execution_row)?;
+    let rows = stmt.query_map(params![f.state, f.workflow_id, f.limit], execution_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -351,35 +257,6 @@ pub fn find_execution_ids(conn: &Connection, prefix: &str) -> Result<Vec<String>
         .replace('_', "\\_");
     let rows = stmt.query_map([escaped], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
-}
-
-/// One step of an execution, as `status` shows it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StepRecord {
-    pub key: String,
-    pub agent: String,
-    pub state: String,
-    pub attempts: u64,
-    pub provider: Option<String>,
-    pub model: Option<String>,
-    pub output: Option<String>,
-    pub error: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error_class: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cost_usd: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub finished_at: Option<u64>,
-    pub dependencies: Vec<String>,
 }
 
 /// The steps of an execution in declaration order, with their latest attempt's
@@ -453,82 +330,6 @@ pub fn execution_steps(conn: &Connection, id: &str, with_output: bool) -> Result
 
 // ---------------------------------------------------------------- commits
 
-/// A step attempt starting.
-pub struct AttemptStart {
-    pub key: String,
-    pub attempt: u32,
-    pub prompt: String,
-    pub at: u64,
-}
-
-/// A step attempt ending (success, failure, timeout, abort).
-#[derive(Default)]
-pub struct AttemptEnd {
-    pub key: String,
-    pub attempt: u32,
-    pub state: String,
-    pub provider: Option<String>,
-    pub model: Option<String>,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    pub cost_usd: Option<f64>,
-    pub latency_ms: Option<u64>,
-    pub output_hash: Option<String>,
-    pub error_class: Option<String>,
-    pub error: Option<String>,
-    pub at: u64,
-}
-
-/// The current state of one step.
-pub struct StepStateRow {
-    pub key: String,
-    pub state: StepState,
-    pub attempts: u32,
-    pub reason: Option<String>,
-    pub error_class: Option<String>,
-    pub error: Option<String>,
-    pub output_hash: Option<String>,
-    pub started_at: Option<u64>,
-    pub finished_at: Option<u64>,
-}
-
-pub struct ExecutionUpdate {
-    pub state: ExecutionState,
-    pub reason: Option<String>,
-    pub started_at: Option<u64>,
-    pub finished_at: Option<u64>,
-}
-
-pub struct NewEvent {
-    pub at: u64,
-    pub kind: &'static str,
-    pub step: Option<String>,
-    pub state: Option<String>,
-    pub attempt: Option<u32>,
-    pub message: Option<String>,
-    pub data: Option<Value>,
-}
-
-pub enum CheckpointWrite {
-    Delta(CheckpointDelta),
-    Full(Checkpoint),
-}
-
-/// Everything one engine step changes, committed atomically.
-pub struct Batch {
-    pub execution_id: String,
-    pub now: u64,
-    pub outputs: Vec<(String, Arc<str>)>,
-    pub starts: Vec<AttemptStart>,
-    pub ends: Vec<AttemptEnd>,
-    pub steps: Vec<StepStateRow>,
-    pub execution: Option<ExecutionUpdate>,
-    pub events: Vec<NewEvent>,
-    pub checkpoint: Option<(CheckpointWrite, bool, u64)>,
-    /// The writer must still own the execution (a stale owner's commit is refused).
-    pub owner: Option<String>,
-}
-
 /// Commit a batch in one transaction; returns the id of the checkpoint row written.
 pub fn commit(conn: &mut Connection, b: &Batch) -> Result<Option<i64>> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -556,7 +357,16 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
             );
         }
     }
-    let now = b.now as i64;
+    let now = to_i64(b.now);
+    if !b.rewind.is_empty() {
+        let mut stmt = tx.prepare_cached(
+            "UPDATE workflow_step_executions SET superseded = 1
+              WHERE execution_id = ?1 AND step_key = ?2 AND attempt > ?3",
+        )?;
+        for (key, kept) in &b.rewind {
+            stmt.execute(params![b.execution_id, key, kept])?;
+        }
+    }
     if !b.outputs.is_empty() {
         let mut stmt = tx.prepare_cached(
             "INSERT OR IGNORE INTO step_outputs (hash, text, bytes, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -646,15 +456,18 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
     }
     let mut checkpoint_id = None;
     if let Some((cp, visible, completed)) = &b.checkpoint {
-        let (kind, data) = match cp {
-            CheckpointWrite::Delta(d) => ("delta", serde_json::to_string(d)?),
-            CheckpointWrite::Full(c) => ("full", c.to_json()),
-        };
         tx.prepare_cached(
             "INSERT INTO workflow_checkpoints (execution_id, kind, visible, data, completed_steps, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![b.execution_id, kind, visible, data, *completed as i64, now])?;
+        .execute(params![
+            b.execution_id,
+            cp.kind(),
+            visible,
+            cp.to_json()?,
+            to_i64(*completed),
+            now
+        ])?;
         checkpoint_id = Some(tx.last_insert_rowid());
     }
     if !b.events.is_empty() {
@@ -663,21 +476,15 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for e in &b.events {
-            let mut data = e.data.clone();
-            if e.kind == "checkpoint"
-                && let Some(id) = checkpoint_id
-            {
-                data = Some(serde_json::json!({ "checkpointId": id.to_string() }));
-            }
             stmt.execute(params![
                 b.execution_id,
-                e.at as i64,
+                to_i64(e.at),
                 e.kind,
                 e.step,
                 e.state,
                 e.attempt,
                 e.message,
-                data.map(|d| d.to_string())
+                Batch::event_data(e, checkpoint_id).map(|d| d.to_string())
             ])?;
         }
     }
@@ -686,66 +493,22 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
 
 // ---------------------------------------------------------------- ownership and control
 
-/// Who drives an execution: this host, this process, a random token.
-#[derive(Debug, Clone)]
-pub struct Owner {
-    pub id: String,
-    pub host: String,
-    pub pid: u32,
-}
-
-impl Owner {
-    pub fn this_process() -> Owner {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "localhost".to_owned());
-        let pid = std::process::id();
-        let mut token = [0u8; 6];
-        let _ = getrandom::fill(&mut token);
-        let token: String = token.iter().map(|b| format!("{b:02x}")).collect();
-        Owner {
-            id: format!("{host}/{pid}/{token}"),
-            host,
-            pid,
-        }
-    }
-}
-
-/// Heartbeats older than this mean the owner is gone.
-pub const HEARTBEAT_STALE_MS: u64 = 5_000;
-
-/// Is the recorded owner of `e` alive? Same host: its process must exist and its
-/// heartbeat be fresh. Other hosts: a fresh heartbeat.
-pub fn owner_alive(e: &ExecutionRecord, me: &Owner, now: u64) -> bool {
-    let Some(owner) = &e.owner else { return false };
-    if owner == &me.id {
-        return true;
-    }
-    let fresh = e
-        .heartbeat_at
-        .is_some_and(|h| now.saturating_sub(h) < HEARTBEAT_STALE_MS);
-    if e.owner_host.as_deref() == Some(me.host.as_str()) {
-        let pid_alive = e.owner_pid.is_some_and(|pid| {
-            std::path::Path::new(&format!("/proc/{pid}")).exists()
-                || !std::path::Path::new("/proc/self").exists()
-        });
-        return pid_alive && fresh;
-    }
-    fresh
+fn set_owner(tx: &Connection, id: &str, me: &Owner, now: u64) -> Result<()> {
+    tx.execute(
+        "UPDATE workflow_executions SET owner = ?2, owner_host = ?3, owner_pid = ?4, heartbeat_at = ?5 WHERE id = ?1",
+        params![id, me.id, me.host, me.pid, to_i64(now)],
+    )?;
+    Ok(())
 }
 
 /// Take ownership if nobody alive holds it. Returns false if another live process owns it.
 pub fn claim(conn: &mut Connection, id: &str, me: &Owner, now: u64) -> Result<bool> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let e = get_execution(&tx, id)?.ok_or_else(|| anyhow!("no execution {id}"))?;
     if owner_alive(&e, me, now) && e.owner.as_deref() != Some(me.id.as_str()) {
         return Ok(false);
     }
-    tx.execute(
-        "UPDATE workflow_executions SET owner = ?2, owner_host = ?3, owner_pid = ?4, heartbeat_at = ?5 WHERE id = ?1",
-        params![id, me.id, me.host, me.pid, now as i64],
-    )?;
+    set_owner(&tx, id, me, now)?;
     tx.commit()?;
     Ok(true)
 }
@@ -754,7 +517,7 @@ pub fn claim(conn: &mut Connection, id: &str, me: &Owner, now: u64) -> Result<bo
 pub fn heartbeat(conn: &Connection, id: &str, me: &Owner, now: u64) -> Result<bool> {
     let n = conn.execute(
         "UPDATE workflow_executions SET heartbeat_at = ?3 WHERE id = ?1 AND owner = ?2",
-        params![id, me.id, now as i64],
+        params![id, me.id, to_i64(now)],
     )?;
     Ok(n == 1)
 }
@@ -768,39 +531,10 @@ pub fn release(conn: &Connection, id: &str, me: &Owner) -> Result<()> {
     Ok(())
 }
 
-/// A control request from any process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    Pause,
-    PauseNow,
-    Resume,
-    Cancel,
-}
-
-impl Control {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Control::Pause => "pause",
-            Control::PauseNow => "pause-now",
-            Control::Resume => "resume",
-            Control::Cancel => "cancel",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Control> {
-        Some(match s {
-            "pause" => Control::Pause,
-            "pause-now" => Control::PauseNow,
-            "resume" => Control::Resume,
-            "cancel" => Control::Cancel,
-            _ => return None,
-        })
-    }
-}
-
 pub fn request_control(conn: &Connection, id: &str, c: Control, now: u64) -> Result<()> {
     conn.execute(
         "UPDATE workflow_executions SET control = ?2, control_at = ?3 WHERE id = ?1",
-        params![id, c.as_str(), now as i64],
+        params![id, c.as_str(), to_i64(now)],
     )?;
     Ok(())
 }
@@ -837,39 +571,39 @@ pub fn pending_control(conn: &Connection, id: &str) -> Result<bool> {
         .unwrap_or(false))
 }
 
-/// Executions left running or paused by processes that are gone.
-pub fn orphaned_executions(
-    conn: &Connection,
-    me: &Owner,
-    now: u64,
-) -> Result<Vec<ExecutionRecord>> {
-    let mut stmt = conn.prepare(&format!(
-        "{EXECUTION_SELECT} WHERE e.state IN ('running', 'validating')"
-    ))?;
-    let rows = stmt.query_map([], execution_row)?;
-    let all: Vec<ExecutionRecord> = rows.collect::<rusqlite::Result<_>>()?;
-    Ok(all
-        .into_iter()
-        .filter(|e| !owner_alive(e, me, now))
-        .collect())
+/// Mark executions left running by processes that are gone as interrupted
+/// (with an event saying why) and clear their owner. Returns their ids.
+pub fn interrupt_orphans(conn: &mut Connection, me: &Owner, now: u64) -> Result<Vec<String>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let orphans: Vec<ExecutionRecord> = {
+        let mut stmt = tx.prepare(&format!(
+            "{EXECUTION_SELECT} WHERE e.state IN ('running', 'validating')"
+        ))?;
+        let rows = stmt.query_map([], execution_row)?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .filter(|e| !owner_alive(e, me, now))
+            .collect()
+    };
+    let mut ids = Vec::with_capacity(orphans.len());
+    for e in orphans {
+        let why = crate::store::owner::orphan_reason(&e, now);
+        tx.execute(
+            "UPDATE workflow_executions SET state = 'interrupted', reason = ?2, updated_at = ?3,
+                    owner = NULL, owner_host = NULL, owner_pid = NULL WHERE id = ?1",
+            params![e.id, why, to_i64(now)],
+        )?;
+        tx.execute(
+            "INSERT INTO workflow_events (execution_id, at, type, state, message) VALUES (?1, ?2, 'execution', 'interrupted', ?3)",
+            params![e.id, to_i64(now), why],
+        )?;
+        ids.push(e.id);
+    }
+    tx.commit()?;
+    Ok(ids)
 }
 
 // ---------------------------------------------------------------- checkpoints
-
-/// One row of the checkpoint journal.
-struct JournalRow {
-    id: i64,
-    kind: String,
-    visible: bool,
-    data: String,
-    created_at: u64,
-}
-
-impl JournalRow {
-    fn is_full(&self) -> bool {
-        self.kind == "full"
-    }
-}
 
 /// The journal rows of an execution from its latest full snapshot at or before
 /// `until` (all rows when `until` is None and `from_base` is false).
@@ -890,7 +624,7 @@ fn journal(
             .optional()?
             .flatten();
         let Some(base) = base else {
-            bail!("execution {id} has no base checkpoint (its history was pruned past this point)");
+            return Err(journal::no_base(id));
         };
         base
     } else {
@@ -912,62 +646,32 @@ fn journal(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Apply one journal row to the state folded so far.
-fn fold(cp: &mut Option<Checkpoint>, row: &JournalRow) -> Result<()> {
-    if row.is_full() {
-        *cp = Some(
-            Checkpoint::from_json(&row.data)
-                .with_context(|| format!("checkpoint row {} is unreadable", row.id))?,
-        );
-        return Ok(());
-    }
-    let delta: CheckpointDelta = serde_json::from_str(&row.data)
-        .with_context(|| format!("checkpoint row {} is unreadable", row.id))?;
-    match cp.as_mut() {
-        Some(c) => c.apply(&delta),
-        None => bail!("checkpoint row {} has no base", row.id),
-    }
-    Ok(())
-}
-
 /// Fold the journal into one checkpoint: the latest state, or the state at row `until`.
-pub fn folded_checkpoint(conn: &Connection, id: &str, until: Option<i64>) -> Result<Checkpoint> {
-    let mut cp: Option<Checkpoint> = None;
-    for row in journal(conn, id, until, true)? {
-        fold(&mut cp, &row)?;
-    }
-    cp.ok_or_else(|| anyhow!("execution {id} has no checkpoint"))
+pub fn folded_checkpoint(
+    conn: &Connection,
+    id: &str,
+    until: Option<i64>,
+) -> Result<ax_core::checkpoint::Checkpoint> {
+    journal::fold_all(id, &journal(conn, id, until, true)?)
 }
 
-/// A restore point as listed to users.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckpointRecord {
-    pub id: String,
-    pub execution_id: String,
-    pub created_at: u64,
-    pub state: String,
-    pub completed_steps: Vec<String>,
+/// A folded checkpoint and the outputs it refers to.
+pub fn checkpoint_state(
+    conn: &Connection,
+    id: &str,
+    until: Option<i64>,
+) -> Result<CheckpointState> {
+    let checkpoint = folded_checkpoint(conn, id, until)?;
+    let outputs = outputs(conn, &checkpoint.output_hashes())?;
+    Ok(CheckpointState {
+        checkpoint,
+        outputs,
+    })
 }
 
 /// Restore points of an execution, newest first (one pass over the journal).
 pub fn list_checkpoints(conn: &Connection, id: &str) -> Result<Vec<CheckpointRecord>> {
-    let mut out = Vec::new();
-    let mut cp: Option<Checkpoint> = None;
-    for row in journal(conn, id, None, false)? {
-        fold(&mut cp, &row)?;
-        if let (true, Some(c)) = (row.visible, &cp) {
-            out.push(CheckpointRecord {
-                id: row.id.to_string(),
-                execution_id: id.to_owned(),
-                created_at: row.created_at,
-                state: c.header.state.as_str().to_owned(),
-                completed_steps: c.completed_steps(),
-            });
-        }
-    }
-    out.reverse();
-    Ok(out)
+    journal::restore_points(id, &journal(conn, id, None, false)?)
 }
 
 /// Which execution a checkpoint row belongs to (visible restore points only).
@@ -991,30 +695,6 @@ pub fn outputs(conn: &Connection, hashes: &BTreeSet<String>) -> Result<BTreeMap<
         }
     }
     Ok(out)
-}
-
-/// After a restore: attempts newer than the checkpoint become history.
-pub fn supersede_attempts_after(tx: &Transaction<'_>, id: &str, cp: &Checkpoint) -> Result<()> {
-    let mut stmt = tx.prepare(
-        "UPDATE workflow_step_executions SET superseded = 1 WHERE execution_id = ?1 AND step_key = ?2 AND attempt > ?3",
-    )?;
-    let mut all = tx.prepare("SELECT step_key FROM execution_steps WHERE execution_id = ?1")?;
-    let keys: Vec<String> = all
-        .query_map([id], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    for k in keys {
-        // Attempts after the checkpoint are history; so is one that was in flight
-        // at the checkpoint (its answer belongs to the rewound timeline).
-        let kept = cp.steps.get(&k).map_or(0, |s| {
-            if s.state == StepState::Running {
-                s.attempt.saturating_sub(1)
-            } else {
-                s.attempt
-            }
-        });
-        stmt.execute(params![id, k, kept])?;
-    }
-    Ok(())
 }
 
 /// Replace the journal of an execution before row `from` with one full snapshot
@@ -1067,48 +747,18 @@ pub fn hide_old_checkpoints(conn: &Connection, id: &str, keep: usize) -> Result<
     Ok(())
 }
 
-/// (restore points, journal rows after the newest full snapshot) of an execution.
-pub fn journal_counts(conn: &Connection, id: &str) -> Result<(usize, usize)> {
-    let (visible, since): (i64, i64) = conn.query_row(
-        "SELECT
-           (SELECT COUNT(*) FROM workflow_checkpoints WHERE execution_id = ?1 AND visible = 1),
-           (SELECT COUNT(*) FROM workflow_checkpoints WHERE execution_id = ?1 AND id >
-              COALESCE((SELECT MAX(id) FROM workflow_checkpoints WHERE execution_id = ?1 AND kind = 'full'), 0))",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    Ok((visible as usize, since as usize))
-}
-
-/// What `prune` did.
-#[derive(Debug, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PruneReport {
-    pub executions_compacted: usize,
-    pub checkpoints_removed: usize,
-    pub executions_deleted: usize,
-    pub outputs_removed: usize,
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-}
-
 /// Keep the newest `keep` restore points per execution; with `older_than`, also
 /// drop restore points older than that (each execution keeps its newest one), and
 /// with `delete_finished`, delete finished executions older than that. Then
 /// remove unreferenced outputs and give the space back to the file system.
-pub fn prune(
-    conn: &mut Connection,
-    keep: usize,
-    older_than: Option<u64>,
-    delete_finished: bool,
-    now: u64,
-) -> Result<PruneReport> {
+pub fn prune(conn: &mut Connection, o: &PruneOptions) -> Result<PruneReport> {
+    let keep = o.keep.max(1);
     let mut report = PruneReport {
         bytes_before: file_bytes(conn)?,
         ..PruneReport::default()
     };
-    let cutoff = older_than.map(|age| now.saturating_sub(age) as i64);
-    if let (Some(cutoff), true) = (cutoff, delete_finished) {
+    let cutoff = o.older_than.map(|age| to_i64(o.now.saturating_sub(age)));
+    if let (Some(cutoff), true) = (cutoff, o.delete_finished) {
         report.executions_deleted = conn.execute(
             "DELETE FROM workflow_executions WHERE state IN ('completed', 'failed', 'cancelled')
                AND COALESCE(finished_at, updated_at) < ?1",
@@ -1216,26 +866,6 @@ fn delete_orphan_outputs(tx: &Transaction<'_>) -> Result<usize> {
 
 // ---------------------------------------------------------------- events
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EventRecord {
-    pub id: i64,
-    pub execution_id: String,
-    pub at: u64,
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
-}
-
 pub fn events_after(
     conn: &Connection,
     id: &str,
@@ -1263,29 +893,89 @@ pub fn events_after(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Set an execution's state directly (for transitions outside a run, e.g. a
-/// crashed run becoming interrupted), with an event.
-pub fn set_execution_state(
-    conn: &mut Connection,
-    id: &str,
-    state: ExecutionState,
-    reason: Option<&str>,
-    now: u64,
-) -> Result<()> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute(
-        "UPDATE workflow_executions SET state = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
-        params![id, state.as_str(), reason, now as i64],
-    )?;
-    tx.execute(
-        "INSERT INTO workflow_events (execution_id, at, type, state, message) VALUES (?1, ?2, 'execution', ?3, ?4)",
-        params![id, now as i64, state.as_str(), reason],
-    )?;
-    tx.commit()?;
-    Ok(())
+/// A consistency check of the file: `PRAGMA integrity_check` and
+/// `foreign_key_check`; "ok" when sound, else what is wrong.
+pub fn check(conn: &Connection) -> Result<String> {
+    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    if integrity != "ok" {
+        return Ok(integrity);
+    }
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
+    let problems: Vec<String> = stmt
+        .query_map([], |r| {
+            Ok(format!(
+                "a row of {} refers to a missing row of {}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(2)?
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(if problems.is_empty() {
+        "ok".to_owned()
+    } else {
+        problems.join("; ")
+    })
 }
 
-/// Integrity check (`PRAGMA integrity_check`): "ok" when sound.
-pub fn integrity_check(conn: &Connection) -> Result<String> {
-    Ok(conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+/// Every attempt of an execution's steps, oldest first.
+pub fn attempts(conn: &Connection, id: &str) -> Result<Vec<AttemptRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, step_key, attempt, state, provider, model, tokens_in, tokens_out, error_class, superseded
+           FROM workflow_step_executions WHERE execution_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(AttemptRecord {
+            id: r.get(0)?,
+            step: r.get(1)?,
+            attempt: r.get(2)?,
+            state: r.get(3)?,
+            provider: r.get(4)?,
+            model: r.get(5)?,
+            tokens_in: r.get::<_, i64>(6)?.max(0) as u64,
+            tokens_out: r.get::<_, i64>(7)?.max(0) as u64,
+            error_class: r.get(8)?,
+            superseded: r.get(9)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Checkpoint retention after a commit. Failures are logged: the next run of
+/// it (or `prune`) does the same work.
+pub fn maintain(conn: &mut Connection, id: &str, m: Maintenance) {
+    let r = match m {
+        Maintenance::Retain { keep } => retain_checkpoints(conn, id, keep).map(|_| ()),
+        Maintenance::Hide { keep } => hide_old_checkpoints(conn, id, keep),
+    };
+    if let Err(e) = r {
+        tracing::warn!(execution = %id, "checkpoint retention failed (retried later): {e:#}");
+    }
+}
+
+/// Row counts and checkpoint bytes.
+pub fn footprint(conn: &Connection) -> Result<Footprint> {
+    Ok(conn.query_row(
+        "SELECT (SELECT COALESCE(MAX(id), 0) FROM workflow_checkpoints),
+                (SELECT COUNT(*) FROM workflow_checkpoints),
+                (SELECT COALESCE(SUM(LENGTH(data)), 0) FROM workflow_checkpoints),
+                (SELECT COUNT(*) FROM workflow_step_executions),
+                (SELECT COUNT(*) FROM workflow_events),
+                (SELECT COUNT(*) FROM step_outputs),
+                (SELECT COUNT(*) FROM workflow_executions),
+                (SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size())",
+        [],
+        |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            Ok(Footprint {
+                checkpoint_rows_written: n(0)?,
+                checkpoint_rows: n(1)?,
+                checkpoint_bytes: n(2)?,
+                attempts: n(3)?,
+                events: n(4)?,
+                outputs: n(5)?,
+                executions: n(6)?,
+                database_bytes: n(7)?,
+            })
+        },
+    )?)
 }

@@ -1,25 +1,31 @@
-//! Forward-only migrations, embedded from the top-level `migrations/` folder and
-//! tracked in `schema_migrations`.
+//! Forward-only migrations, embedded from `migrations/sqlite/` and tracked in
+//! `schema_migrations`.
 
 use anyhow::{Result, bail};
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 /// (version, name, SQL) in order. Append only; never edit a released migration.
+/// `migrations/postgres/` has the same versions.
 const MIGRATIONS: &[(i64, &str, &str)] = &[(
     1,
     "0001_workflows",
-    include_str!("../../../migrations/0001_workflows.sql"),
+    include_str!("../../../../migrations/sqlite/0001_workflows.sql"),
 )];
 
+/// Bring the schema up to date. The version check and every pending migration
+/// run in one `BEGIN IMMEDIATE` transaction: a second process opening a fresh
+/// file at the same moment waits for the first (busy timeout) and then finds
+/// the schema in place, instead of failing on `CREATE TABLE`.
 pub fn apply(conn: &mut Connection) -> Result<()> {
-    conn.execute_batch(
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    INTEGER PRIMARY KEY,
              name       TEXT NOT NULL,
              applied_at INTEGER NOT NULL
          )",
     )?;
-    let current: i64 = conn.query_row(
+    let current: i64 = tx.query_row(
         "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
         [],
         |r| r.get(0),
@@ -34,14 +40,13 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
         if version <= current {
             continue;
         }
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(sql)
             .map_err(|e| anyhow::anyhow!("migration {name} failed: {e}"))?;
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-            rusqlite::params![version, name, super::now_ms() as i64],
+            rusqlite::params![version, name, crate::store::now_ms() as i64],
         )?;
-        tx.commit()?;
     }
+    tx.commit()?;
     Ok(())
 }

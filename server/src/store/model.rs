@@ -1,0 +1,494 @@
+//! What the store reads and writes, the same for every backend: records as the
+//! API and the CLI show them, and the rows an engine step commits.
+
+use ax_core::checkpoint::{Checkpoint, CheckpointDelta};
+use ax_core::{ExecutionState, StepState};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+// ---------------------------------------------------------------- workflows
+
+/// A stored workflow definition.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowRecord {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub hash: String,
+    pub step_count: u64,
+    pub created_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filename: Option<String>,
+    pub format: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    pub total_executions: u64,
+    pub successful_executions: u64,
+    pub failed_executions: u64,
+}
+
+/// A valid workflow to store.
+pub struct NewWorkflow {
+    pub id: String,
+    pub source: String,
+    pub filename: Option<String>,
+    pub plan: Arc<ax_core::Plan>,
+    pub format: ax_core::parse::Format,
+    pub now: u64,
+}
+
+/// The rows of a new workflow, as every backend writes them.
+pub struct WorkflowRows {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub author: Option<String>,
+    /// JSON array.
+    pub tags: String,
+    pub source: String,
+    pub format: &'static str,
+    pub filename: Option<String>,
+    /// The parsed workflow (JSON).
+    pub definition: String,
+    pub hash: String,
+    pub now: u64,
+    pub steps: Vec<StepDefinitionRow>,
+}
+
+pub struct StepDefinitionRow {
+    pub key: String,
+    pub position: u32,
+    pub level: u32,
+    pub agent: String,
+    pub prompt: String,
+    pub optional: bool,
+    /// The step (JSON).
+    pub definition: String,
+    pub dependencies: Vec<String>,
+}
+
+impl NewWorkflow {
+    pub fn rows(&self) -> anyhow::Result<WorkflowRows> {
+        let wf = &self.plan.workflow;
+        let mut steps = Vec::with_capacity(wf.steps.len());
+        for (i, s) in wf.steps.iter().enumerate() {
+            // Declaration order, each once.
+            let mut deps: Vec<String> = Vec::with_capacity(s.dependencies.len());
+            for d in &s.dependencies {
+                if !deps.contains(d) {
+                    deps.push(d.clone());
+                }
+            }
+            steps.push(StepDefinitionRow {
+                key: s.key.clone(),
+                position: i as u32,
+                level: self.plan.graph.level_of(i) as u32,
+                agent: s.agent.clone(),
+                prompt: s.prompt.clone(),
+                optional: s.optional,
+                definition: serde_json::to_string(s)?,
+                dependencies: deps,
+            });
+        }
+        Ok(WorkflowRows {
+            id: self.id.clone(),
+            name: wf.name.clone(),
+            version: wf.version.clone(),
+            description: wf.description.clone(),
+            author: wf.author.clone(),
+            tags: serde_json::to_string(&wf.tags)?,
+            source: self.source.clone(),
+            format: match self.format {
+                ax_core::parse::Format::Json => "json",
+                ax_core::parse::Format::Yaml => "yaml",
+            },
+            filename: self.filename.clone(),
+            definition: serde_json::to_string(wf)?,
+            hash: self.plan.hash().to_owned(),
+            now: self.now,
+            steps,
+        })
+    }
+}
+
+/// What deleting a workflow did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    NotFound,
+    /// Refused: this many executions are still active.
+    Active(u64),
+}
+
+// ---------------------------------------------------------------- executions
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionRecord {
+    pub id: String,
+    pub workflow_id: String,
+    pub workflow: String,
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub created_at: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    pub inputs: Value,
+    #[serde(skip)]
+    pub seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(skip)]
+    pub owner_host: Option<String>,
+    #[serde(skip)]
+    pub owner_pid: Option<i64>,
+    #[serde(skip)]
+    pub heartbeat_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control: Option<String>,
+    pub progress: Progress,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub total: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub running: u64,
+    pub skipped: u64,
+}
+
+impl ExecutionRecord {
+    pub fn state(&self) -> ExecutionState {
+        ExecutionState::parse(&self.state).unwrap_or(ExecutionState::Interrupted)
+    }
+}
+
+/// A new execution: every step pending, and its initial checkpoint.
+pub struct NewExecution {
+    pub id: String,
+    pub workflow_id: String,
+    /// JSON object.
+    pub inputs: String,
+    pub seed: u64,
+    pub keys: Vec<String>,
+    pub initial: Checkpoint,
+    pub now: u64,
+}
+
+/// Which executions to list (newest first).
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub state: Option<String>,
+    pub workflow_id: Option<String>,
+    pub limit: u32,
+}
+
+/// One step of an execution, as `status` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRecord {
+    pub key: String,
+    pub agent: String,
+    pub state: String,
+    pub attempts: u64,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+    pub dependencies: Vec<String>,
+}
+
+/// One attempt of a step (a row of `workflow_step_executions`), oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    pub id: i64,
+    pub step: String,
+    pub attempt: u32,
+    pub state: String,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub error_class: Option<String>,
+    /// Rewound by a restore: history, not the step's current attempt.
+    pub superseded: bool,
+}
+
+// ---------------------------------------------------------------- commits
+
+/// A step attempt starting.
+pub struct AttemptStart {
+    pub key: String,
+    pub attempt: u32,
+    pub prompt: String,
+    pub at: u64,
+}
+
+/// A step attempt ending (success, failure, timeout, abort).
+#[derive(Default)]
+pub struct AttemptEnd {
+    pub key: String,
+    pub attempt: u32,
+    pub state: String,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: Option<u64>,
+    pub output_hash: Option<String>,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub at: u64,
+}
+
+/// The current state of one step.
+pub struct StepStateRow {
+    pub key: String,
+    pub state: StepState,
+    pub attempts: u32,
+    pub reason: Option<String>,
+    pub error_class: Option<String>,
+    pub error: Option<String>,
+    pub output_hash: Option<String>,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+}
+
+pub struct ExecutionUpdate {
+    pub state: ExecutionState,
+    pub reason: Option<String>,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+}
+
+pub struct NewEvent {
+    pub at: u64,
+    pub kind: &'static str,
+    pub step: Option<String>,
+    pub state: Option<String>,
+    pub attempt: Option<u32>,
+    pub message: Option<String>,
+    pub data: Option<Value>,
+}
+
+pub enum CheckpointWrite {
+    Delta(CheckpointDelta),
+    Full(Checkpoint),
+}
+
+impl CheckpointWrite {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CheckpointWrite::Delta(_) => "delta",
+            CheckpointWrite::Full(_) => "full",
+        }
+    }
+
+    pub fn to_json(&self) -> anyhow::Result<String> {
+        Ok(match self {
+            CheckpointWrite::Delta(d) => serde_json::to_string(d)?,
+            CheckpointWrite::Full(c) => c.to_json(),
+        })
+    }
+}
+
+/// Everything one engine step changes, committed atomically.
+pub struct Batch {
+    pub execution_id: String,
+    pub now: u64,
+    /// Attempts after these (step, attempt) become history first (a restore).
+    pub rewind: Vec<(String, u32)>,
+    pub outputs: Vec<(String, Arc<str>)>,
+    pub starts: Vec<AttemptStart>,
+    pub ends: Vec<AttemptEnd>,
+    pub steps: Vec<StepStateRow>,
+    pub execution: Option<ExecutionUpdate>,
+    pub events: Vec<NewEvent>,
+    /// The checkpoint row, whether it is a restore point, and the completed steps.
+    pub checkpoint: Option<(CheckpointWrite, bool, u64)>,
+    /// The writer must still own the execution (a stale owner's commit is refused).
+    pub owner: Option<String>,
+}
+
+impl Batch {
+    pub fn new(execution_id: &str, now: u64, owner: Option<String>) -> Batch {
+        Batch {
+            execution_id: execution_id.to_owned(),
+            now,
+            rewind: Vec::new(),
+            outputs: Vec::new(),
+            starts: Vec::new(),
+            ends: Vec::new(),
+            steps: Vec::new(),
+            execution: None,
+            events: Vec::new(),
+            checkpoint: None,
+            owner,
+        }
+    }
+
+    /// The event data to store: a checkpoint event names the row it announces.
+    pub fn event_data(e: &NewEvent, checkpoint_id: Option<i64>) -> Option<Value> {
+        match (e.kind, checkpoint_id) {
+            ("checkpoint", Some(id)) => Some(serde_json::json!({ "checkpointId": id.to_string() })),
+            _ => e.data.clone(),
+        }
+    }
+}
+
+/// The attempt of each step that a restore to `cp` keeps: later ones, and one
+/// that was in flight at the checkpoint (its answer belongs to the rewound
+/// timeline), become history. Steps absent from `cp` keep none.
+pub fn kept_attempts<'a>(
+    cp: &Checkpoint,
+    keys: impl Iterator<Item = &'a str>,
+) -> Vec<(String, u32)> {
+    keys.map(|k| {
+        let kept = cp.steps.get(k).map_or(0, |s| {
+            if s.state == StepState::Running {
+                s.attempt.saturating_sub(1)
+            } else {
+                s.attempt
+            }
+        });
+        (k.to_owned(), kept)
+    })
+    .collect()
+}
+
+/// Work on an execution's checkpoint journal after a commit, off the
+/// commit's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Maintenance {
+    /// Fold the journal before the oldest of the newest `keep` restore points
+    /// into one full snapshot.
+    Retain { keep: usize },
+    /// Hide restore points beyond the newest `keep` (cheap; rows stay until the
+    /// next compaction).
+    Hide { keep: usize },
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+/// A restore point as listed to users.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRecord {
+    pub id: String,
+    pub execution_id: String,
+    pub created_at: u64,
+    pub state: String,
+    pub completed_steps: Vec<String>,
+}
+
+/// A folded checkpoint and the outputs it refers to.
+pub struct CheckpointState {
+    pub checkpoint: Checkpoint,
+    pub outputs: BTreeMap<String, Arc<str>>,
+}
+
+/// What `prune` is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneOptions {
+    /// Restore points kept per execution.
+    pub keep: usize,
+    /// Also drop restore points older than this (ms); each execution keeps its newest.
+    pub older_than: Option<u64>,
+    /// With `older_than`: delete finished executions older than that.
+    pub delete_finished: bool,
+    pub now: u64,
+}
+
+/// What `prune` did.
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    pub executions_compacted: usize,
+    pub checkpoints_removed: usize,
+    pub executions_deleted: usize,
+    pub outputs_removed: usize,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// How much the database holds (benchmarks, growth runs).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Footprint {
+    /// Checkpoint rows ever written (the largest row id).
+    pub checkpoint_rows_written: u64,
+    /// Checkpoint rows kept.
+    pub checkpoint_rows: u64,
+    /// Bytes of checkpoint data kept (as JSON text).
+    pub checkpoint_bytes: u64,
+    pub attempts: u64,
+    pub events: u64,
+    pub outputs: u64,
+    pub executions: u64,
+    /// The database's size on disk (SQLite: the main file without its WAL).
+    pub database_bytes: u64,
+}
+
+// ---------------------------------------------------------------- events
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    pub id: i64,
+    pub execution_id: String,
+    pub at: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+// ---------------------------------------------------------------- conversions
+
+pub(crate) fn ms(v: Option<i64>) -> Option<u64> {
+    v.map(|x| x.max(0) as u64)
+}
+
+pub(crate) fn opt_i64(v: Option<u64>) -> Option<i64> {
+    v.map(|x| x.min(i64::MAX as u64) as i64)
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}

@@ -1,0 +1,921 @@
+//! Every PostgreSQL query but the group commit (`commit.rs`).
+
+use super::commit;
+use super::db::Db;
+use super::db_err;
+use crate::store::journal::{self, JournalRow};
+use crate::store::model::*;
+use crate::store::owner::{Control, Owner, orphan_reason, owner_alive};
+use anyhow::{Result, anyhow};
+use deadpool_postgres::Object;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use tokio_postgres::Row;
+
+fn u(v: i64) -> u64 {
+    v.max(0) as u64
+}
+
+// ---------------------------------------------------------------- workflows
+
+/// Store a valid workflow (its steps and dependencies too). An identical source
+/// already stored is reused.
+pub async fn insert_workflow(c: &mut Object, w: &WorkflowRows) -> Result<WorkflowRecord> {
+    let tx = c.transaction().await.map_err(db_err)?;
+    let db = Db::Tx(&tx);
+    // Two processes storing the same text at once store it once.
+    db.exec("SELECT pg_advisory_xact_lock(hashtext($1))", &[&w.hash])
+        .await?;
+    let existing = db
+        .opt(
+            "SELECT id FROM workflows WHERE hash = $1 AND source = $2 AND NOT archived
+              ORDER BY created_at DESC LIMIT 1",
+            &[&w.hash, &w.source],
+        )
+        .await?;
+    let id: String = match existing {
+        Some(row) => row.get(0),
+        None => {
+            let now = to_i64(w.now);
+            db.exec(
+                "INSERT INTO workflows (id, name, version, description, author, tags, source, format, filename,
+                                        definition, hash, step_count, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6::text::jsonb, $7, $8, $9, $10::text::jsonb, $11, $12, $13, $13)",
+                &[
+                    &w.id,
+                    &w.name,
+                    &w.version,
+                    &w.description,
+                    &w.author,
+                    &w.tags,
+                    &w.source,
+                    &w.format,
+                    &w.filename,
+                    &w.definition,
+                    &w.hash,
+                    &(w.steps.len() as i32),
+                    &now,
+                ],
+            )
+            .await?;
+            let keys: Vec<&str> = w.steps.iter().map(|s| s.key.as_str()).collect();
+            let positions: Vec<i32> = w.steps.iter().map(|s| s.position as i32).collect();
+            let levels: Vec<i32> = w.steps.iter().map(|s| s.level as i32).collect();
+            let agents: Vec<&str> = w.steps.iter().map(|s| s.agent.as_str()).collect();
+            let prompts: Vec<&str> = w.steps.iter().map(|s| s.prompt.as_str()).collect();
+            let optional: Vec<bool> = w.steps.iter().map(|s| s.optional).collect();
+            let defs: Vec<&str> = w.steps.iter().map(|s| s.definition.as_str()).collect();
+            db.exec(
+                "INSERT INTO workflow_steps (workflow_id, key, position, level, agent, prompt, optional, definition)
+                 SELECT $1, k, p, l, a, pr, o, d::jsonb
+                   FROM unnest($2::text[], $3::int4[], $4::int4[], $5::text[], $6::text[], $7::bool[], $8::text[])
+                        AS t(k, p, l, a, pr, o, d)",
+                &[&w.id, &keys, &positions, &levels, &agents, &prompts, &optional, &defs],
+            )
+            .await?;
+            let mut dep_keys = Vec::new();
+            let mut dep_on = Vec::new();
+            let mut dep_pos = Vec::new();
+            for s in &w.steps {
+                for (i, d) in s.dependencies.iter().enumerate() {
+                    dep_keys.push(s.key.as_str());
+                    dep_on.push(d.as_str());
+                    dep_pos.push(i as i32);
+                }
+            }
+            if !dep_keys.is_empty() {
+                db.exec(
+                    "INSERT INTO workflow_dependencies (workflow_id, step_key, depends_on, position)
+                     SELECT $1, k, d, p FROM unnest($2::text[], $3::text[], $4::int4[]) AS t(k, d, p)",
+                    &[&w.id, &dep_keys, &dep_on, &dep_pos],
+                )
+                .await?;
+            }
+            w.id.clone()
+        }
+    };
+    let rec = get_workflow_in(db, &id, true)
+        .await?
+        .ok_or_else(|| anyhow!("workflow {id} vanished"))?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(rec)
+}
+
+fn workflow_select(with_source: bool) -> String {
+    format!(
+        "SELECT id, name, version, description, hash, step_count, created_at, filename, format,
+                {} AS source, total_executions, successful_executions, failed_executions
+           FROM workflows",
+        if with_source { "source" } else { "NULL::text" }
+    )
+}
+
+fn workflow_row(r: &Row) -> WorkflowRecord {
+    WorkflowRecord {
+        id: r.get("id"),
+        name: r.get("name"),
+        version: r.get("version"),
+        description: r.get("description"),
+        hash: r.get("hash"),
+        step_count: r.get::<_, i32>("step_count").max(0) as u64,
+        created_at: u(r.get("created_at")),
+        filename: r.get("filename"),
+        format: r.get("format"),
+        source: r.get("source"),
+        total_executions: u(r.get("total_executions")),
+        successful_executions: u(r.get("successful_executions")),
+        failed_executions: u(r.get("failed_executions")),
+    }
+}
+
+async fn get_workflow_in(
+    db: Db<'_, '_>,
+    id: &str,
+    with_source: bool,
+) -> Result<Option<WorkflowRecord>> {
+    let row = db
+        .opt(
+            &format!("{} WHERE id = $1", workflow_select(with_source)),
+            &[&id],
+        )
+        .await?;
+    Ok(row.as_ref().map(workflow_row))
+}
+
+pub async fn get_workflow(
+    c: &Object,
+    id: &str,
+    with_source: bool,
+) -> Result<Option<WorkflowRecord>> {
+    get_workflow_in(Db::Conn(c), id, with_source).await
+}
+
+pub async fn list_workflows(c: &Object, limit: u32) -> Result<Vec<WorkflowRecord>> {
+    let rows = Db::Conn(c)
+        .query(
+            &format!(
+                "{} WHERE NOT archived ORDER BY created_at DESC, id DESC LIMIT $1",
+                workflow_select(false)
+            ),
+            &[&i64::from(limit)],
+        )
+        .await?;
+    Ok(rows.iter().map(workflow_row).collect())
+}
+
+/// Delete a workflow and its finished executions. Refused while one is active.
+pub async fn delete_workflow(c: &mut Object, id: &str) -> Result<DeleteOutcome> {
+    let tx = c.transaction().await.map_err(db_err)?;
+    let db = Db::Tx(&tx);
+    if db
+        .opt("SELECT 1 FROM workflows WHERE id = $1 FOR UPDATE", &[&id])
+        .await?
+        .is_none()
+    {
+        return Ok(DeleteOutcome::NotFound);
+    }
+    let active: i64 = db
+        .one(
+            "SELECT count(*) FROM workflow_executions WHERE workflow_id = $1
+               AND state IN ('idle', 'validating', 'running', 'paused', 'interrupted')",
+            &[&id],
+        )
+        .await?
+        .get(0);
+    if active > 0 {
+        return Ok(DeleteOutcome::Active(active as u64));
+    }
+    db.exec(
+        "DELETE FROM workflow_executions WHERE workflow_id = $1",
+        &[&id],
+    )
+    .await?;
+    db.exec("DELETE FROM workflows WHERE id = $1", &[&id])
+        .await?;
+    delete_orphan_outputs(db).await?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(DeleteOutcome::Deleted)
+}
+
+// ---------------------------------------------------------------- executions
+
+const EXECUTION_SELECT: &str = "
+    SELECT e.id, e.workflow_id, w.name AS workflow_name, e.state, e.reason, e.created_at, e.started_at,
+           e.finished_at, e.duration_ms, e.inputs, e.seed, e.owner, e.owner_host, e.owner_pid,
+           e.heartbeat_at, e.control, e.total_steps, e.steps_completed, e.steps_failed,
+           e.steps_running, e.steps_skipped
+    FROM workflow_executions e JOIN workflows w ON w.id = e.workflow_id";
+
+fn execution_row(r: &Row) -> ExecutionRecord {
+    let count = |c: &str| r.get::<_, i32>(c).max(0) as u64;
+    ExecutionRecord {
+        id: r.get("id"),
+        workflow_id: r.get("workflow_id"),
+        workflow: r.get("workflow_name"),
+        state: r.get("state"),
+        reason: r.get("reason"),
+        created_at: u(r.get("created_at")),
+        started_at: ms(r.get("started_at")),
+        finished_at: ms(r.get("finished_at")),
+        duration_ms: ms(r.get("duration_ms")),
+        inputs: r.get::<_, Option<Value>>("inputs").unwrap_or(Value::Null),
+        seed: u(r.get("seed")),
+        owner: r.get("owner"),
+        owner_host: r.get("owner_host"),
+        owner_pid: r.get("owner_pid"),
+        heartbeat_at: ms(r.get("heartbeat_at")),
+        control: r.get("control"),
+        progress: Progress {
+            total: count("total_steps"),
+            completed: count("steps_completed"),
+            failed: count("steps_failed"),
+            running: count("steps_running"),
+            skipped: count("steps_skipped"),
+        },
+    }
+}
+
+/// Create an execution with every step pending and its initial checkpoint;
+/// with `claim`, owned by that process, and with `then`, that batch committed
+/// too: all in one transaction.
+pub async fn insert_execution(
+    c: &mut Object,
+    e: &NewExecution,
+    claim_for: Option<&Owner>,
+    then: Option<Batch>,
+) -> Result<Option<i64>> {
+    let tx = c.transaction().await.map_err(db_err)?;
+    let db = Db::Tx(&tx);
+    let now = to_i64(e.now);
+    db.exec(
+        "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at)
+         VALUES ($1, $2, 'idle', $3::text::jsonb, $4, $5, $6, $6)",
+        &[
+            &e.id,
+            &e.workflow_id,
+            &e.inputs,
+            &((e.seed & (i64::MAX as u64)) as i64),
+            &(e.keys.len() as i32),
+            &now,
+        ],
+    )
+    .await?;
+    let positions: Vec<i32> = (0..e.keys.len() as i32).collect();
+    db.exec(
+        "INSERT INTO execution_steps (execution_id, step_key, position, state, updated_at)
+         SELECT $1, k, p, 'pending', $4 FROM unnest($2::text[], $3::int4[]) AS t(k, p)",
+        &[&e.id, &e.keys, &positions, &now],
+    )
+    .await?;
+    db.exec(
+        "INSERT INTO workflow_checkpoints (execution_id, kind, visible, data, completed_steps, created_at)
+         VALUES ($1, 'full', false, $2::text::jsonb, 0, $3)",
+        &[&e.id, &e.initial.to_json(), &now],
+    )
+    .await?;
+    if let Some(me) = claim_for {
+        set_owner(db, &e.id, me, e.now).await?;
+    }
+    let checkpoint = match then {
+        Some(b) => commit::apply(&tx, &[&b])
+            .await?
+            .pop()
+            .ok_or_else(|| anyhow!("the batch had no result"))??,
+        None => None,
+    };
+    tx.commit().await.map_err(db_err)?;
+    Ok(checkpoint)
+}
+
+pub async fn get_execution(c: &Object, id: &str) -> Result<Option<ExecutionRecord>> {
+    let row = Db::Conn(c)
+        .opt(&format!("{EXECUTION_SELECT} WHERE e.id = $1"), &[&id])
+        .await?;
+    Ok(row.as_ref().map(execution_row))
+}
+
+/// Newest first; `state` and `workflow_id` filter.
+pub async fn list_executions(c: &Object, f: &ExecutionFilter) -> Result<Vec<ExecutionRecord>> {
+    let rows = Db::Conn(c)
+        .query(
+            &format!(
+                "{EXECUTION_SELECT}
+                 WHERE ($1::text IS NULL OR e.state = $1) AND ($2::text IS NULL OR e.workflow_id = $2)
+                 ORDER BY e.created_at DESC, e.id DESC LIMIT $3"
+            ),
+            &[&f.state, &f.workflow_id, &i64::from(f.limit)],
+        )
+        .await?;
+    Ok(rows.iter().map(execution_row).collect())
+}
+
+/// Executions whose id starts with `prefix` (for short ids on the command line).
+pub async fn find_execution_ids(c: &Object, prefix: &str) -> Result<Vec<String>> {
+    let pattern = format!(
+        "{}%",
+        prefix
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    );
+    let rows = Db::Conn(c)
+        .query(
+            "SELECT id FROM workflow_executions WHERE id LIKE $1 ESCAPE '\\' ORDER BY id LIMIT 5",
+            &[&pattern],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// The steps of an execution in declaration order, with their latest attempt's
+/// provider data and tokens summed over all attempts.
+pub async fn execution_steps(c: &Object, id: &str, with_output: bool) -> Result<Vec<StepRecord>> {
+    let db = Db::Conn(c);
+    let mut deps: HashMap<String, Vec<String>> = HashMap::new();
+    for r in db
+        .query(
+            "SELECT d.step_key, d.depends_on FROM workflow_dependencies d
+               JOIN workflow_executions e ON e.workflow_id = d.workflow_id
+              WHERE e.id = $1 ORDER BY d.step_key, d.position",
+            &[&id],
+        )
+        .await?
+    {
+        deps.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    let rows = db
+        .query(
+            "SELECT s.step_key, ws.agent, s.state, s.attempts, s.reason, s.error_class, s.error,
+                    s.started_at, s.finished_at, la.provider, la.model, la.latency_ms,
+                    COALESCE(t.tokens_in, 0)::bigint AS tokens_in, COALESCE(t.tokens_out, 0)::bigint AS tokens_out,
+                    t.cost_usd,
+                    CASE WHEN $2 THEN (SELECT o.text FROM step_outputs o WHERE o.hash = s.output_hash) END AS output
+               FROM execution_steps s
+               JOIN workflow_executions e ON e.id = s.execution_id
+               JOIN workflow_steps ws ON ws.workflow_id = e.workflow_id AND ws.key = s.step_key
+               LEFT JOIN LATERAL (
+                    SELECT a.provider, a.model, a.latency_ms FROM workflow_step_executions a
+                     WHERE a.execution_id = s.execution_id AND a.step_key = s.step_key AND NOT a.superseded
+                     ORDER BY a.attempt DESC LIMIT 1) la ON true
+               LEFT JOIN LATERAL (
+                    SELECT sum(a.tokens_in) AS tokens_in, sum(a.tokens_out) AS tokens_out, sum(a.cost_usd) AS cost_usd
+                      FROM workflow_step_executions a
+                     WHERE a.execution_id = s.execution_id AND a.step_key = s.step_key AND NOT a.superseded) t ON true
+              WHERE s.execution_id = $1
+              ORDER BY s.position",
+            &[&id, &with_output],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let key: String = r.get("step_key");
+            StepRecord {
+                dependencies: deps.remove(&key).unwrap_or_default(),
+                agent: r.get("agent"),
+                state: r.get("state"),
+                attempts: r.get::<_, i32>("attempts").max(0) as u64,
+                reason: r.get("reason"),
+                error_class: r.get("error_class"),
+                error: r.get("error"),
+                started_at: ms(r.get("started_at")),
+                finished_at: ms(r.get("finished_at")),
+                provider: r.get("provider"),
+                model: r.get("model"),
+                latency_ms: ms(r.get("latency_ms")),
+                tokens_in: u(r.get("tokens_in")),
+                tokens_out: u(r.get("tokens_out")),
+                cost_usd: r.get("cost_usd"),
+                output: r.get("output"),
+                key,
+            }
+        })
+        .collect())
+}
+
+/// Every attempt of an execution's steps, oldest first.
+pub async fn attempts(c: &Object, id: &str) -> Result<Vec<AttemptRecord>> {
+    let rows = Db::Conn(c)
+        .query(
+            "SELECT id, step_key, attempt, state, provider, model, tokens_in, tokens_out, error_class, superseded
+               FROM workflow_step_executions WHERE execution_id = $1 ORDER BY id",
+            &[&id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| AttemptRecord {
+            id: r.get("id"),
+            step: r.get("step_key"),
+            attempt: r.get::<_, i32>("attempt").max(0) as u32,
+            state: r.get("state"),
+            provider: r.get("provider"),
+            model: r.get("model"),
+            tokens_in: u(r.get("tokens_in")),
+            tokens_out: u(r.get("tokens_out")),
+            error_class: r.get("error_class"),
+            superseded: r.get("superseded"),
+        })
+        .collect())
+}
+
+pub async fn events_after(
+    c: &Object,
+    id: &str,
+    after: i64,
+    limit: u32,
+) -> Result<Vec<EventRecord>> {
+    let rows = Db::Conn(c)
+        .query(
+            "SELECT id, execution_id, at, type, step_key, state, attempt, message, data FROM workflow_events
+              WHERE execution_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&id, &after, &i64::from(limit)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| EventRecord {
+            id: r.get("id"),
+            execution_id: r.get("execution_id"),
+            at: u(r.get("at")),
+            kind: r.get("type"),
+            step: r.get("step_key"),
+            state: r.get("state"),
+            attempt: r.get::<_, Option<i32>>("attempt").map(|a| a.max(0) as u32),
+            message: r.get("message"),
+            data: r.get("data"),
+        })
+        .collect())
+}
+
+// ---------------------------------------------------------------- ownership and control
+
+async fn set_owner(db: Db<'_, '_>, id: &str, me: &Owner, now: u64) -> Result<()> {
+    db.exec(
+        "UPDATE workflow_executions SET owner = $2, owner_host = $3, owner_pid = $4, heartbeat_at = $5 WHERE id = $1",
+        &[&id, &me.id, &me.host, &i64::from(me.pid), &to_i64(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Take ownership if nobody alive holds it. Returns false if another live process owns it.
+pub async fn claim(c: &mut Object, id: &str, me: &Owner, now: u64) -> Result<bool> {
+    let tx = c.transaction().await.map_err(db_err)?;
+    let db = Db::Tx(&tx);
+    let row = db
+        .opt(
+            &format!("{EXECUTION_SELECT} WHERE e.id = $1 FOR UPDATE OF e"),
+            &[&id],
+        )
+        .await?
+        .ok_or_else(|| anyhow!("no execution {id}"))?;
+    let e = execution_row(&row);
+    if owner_alive(&e, me, now) && e.owner.as_deref() != Some(me.id.as_str()) {
+        return Ok(false);
+    }
+    set_owner(db, id, me, now).await?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(true)
+}
+
+/// Refresh the heartbeat; false if someone else took the execution over.
+pub async fn heartbeat(c: &Object, id: &str, me: &Owner, now: u64) -> Result<bool> {
+    let n = Db::Conn(c)
+        .exec(
+            "UPDATE workflow_executions SET heartbeat_at = $3 WHERE id = $1 AND owner = $2",
+            &[&id, &me.id, &to_i64(now)],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn release(c: &Object, id: &str, me: &Owner) -> Result<()> {
+    Db::Conn(c)
+        .exec(
+            "UPDATE workflow_executions SET owner = NULL, owner_host = NULL, owner_pid = NULL, heartbeat_at = NULL
+              WHERE id = $1 AND owner = $2",
+            &[&id, &me.id],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn request_control(c: &Object, id: &str, control: Control, now: u64) -> Result<()> {
+    Db::Conn(c)
+        .exec(
+            "UPDATE workflow_executions SET control = $2, control_at = $3 WHERE id = $1",
+            &[&id, &control.as_str(), &to_i64(now)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Read and clear a pending control request (owner only), in one statement.
+pub async fn take_control(c: &Object, id: &str, me: &Owner) -> Result<Option<Control>> {
+    let row = Db::Conn(c)
+        .opt(
+            "WITH pending AS (
+                 SELECT id, control FROM workflow_executions
+                  WHERE id = $1 AND owner = $2 AND control IS NOT NULL FOR UPDATE)
+             UPDATE workflow_executions e SET control = NULL, control_at = NULL
+               FROM pending p WHERE e.id = p.id
+             RETURNING p.control",
+            &[&id, &me.id],
+        )
+        .await?;
+    Ok(row.and_then(|r| Control::parse(r.get::<_, &str>(0))))
+}
+
+pub async fn pending_control(c: &Object, id: &str) -> Result<bool> {
+    Ok(Db::Conn(c)
+        .opt(
+            "SELECT control IS NOT NULL FROM workflow_executions WHERE id = $1",
+            &[&id],
+        )
+        .await?
+        .is_some_and(|r| r.get::<_, bool>(0)))
+}
+
+/// Mark executions left running by processes that are gone as interrupted
+/// (with an event saying why) and clear their owner. Rows another transaction
+/// holds (a live committer) are skipped.
+pub async fn interrupt_orphans(c: &mut Object, me: &Owner, now: u64) -> Result<Vec<String>> {
+    let tx = c.transaction().await.map_err(db_err)?;
+    let db = Db::Tx(&tx);
+    let rows = db
+        .query(
+            &format!(
+                "{EXECUTION_SELECT} WHERE e.state IN ('running', 'validating')
+                 ORDER BY e.id FOR UPDATE OF e SKIP LOCKED"
+            ),
+            &[],
+        )
+        .await?;
+    let mut ids = Vec::new();
+    for e in rows.iter().map(execution_row) {
+        if owner_alive(&e, me, now) {
+            continue;
+        }
+        let why = orphan_reason(&e, now);
+        db.exec(
+            "UPDATE workflow_executions SET state = 'interrupted', reason = $2, updated_at = $3,
+                    owner = NULL, owner_host = NULL, owner_pid = NULL WHERE id = $1",
+            &[&e.id, &why, &to_i64(now)],
+        )
+        .await?;
+        db.exec(
+            "INSERT INTO workflow_events (execution_id, at, type, state, message)
+             VALUES ($1, $2, 'execution', 'interrupted', $3)",
+            &[&e.id, &to_i64(now), &why],
+        )
+        .await?;
+        ids.push(e.id);
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(ids)
+}
+
+// ---------------------------------------------------------------- checkpoints
+
+/// The journal rows of an execution from its latest full snapshot at or before
+/// `until` (all rows when `until` is None and `from_base` is false).
+async fn journal(
+    db: Db<'_, '_>,
+    id: &str,
+    until: Option<i64>,
+    from_base: bool,
+) -> Result<Vec<JournalRow>> {
+    let limit = until.unwrap_or(i64::MAX);
+    let base: i64 = if from_base {
+        db.one(
+            "SELECT max(id) FROM workflow_checkpoints WHERE execution_id = $1 AND kind = 'full' AND id <= $2",
+            &[&id, &limit],
+        )
+        .await?
+        .get::<_, Option<i64>>(0)
+        .ok_or_else(|| journal::no_base(id))?
+    } else {
+        0
+    };
+    let rows = db
+        .query(
+            "SELECT id, kind, visible, data::text AS data, created_at FROM workflow_checkpoints
+              WHERE execution_id = $1 AND id >= $2 AND id <= $3 ORDER BY id",
+            &[&id, &base, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| JournalRow {
+            id: r.get("id"),
+            kind: r.get("kind"),
+            visible: r.get("visible"),
+            data: r.get("data"),
+            created_at: u(r.get("created_at")),
+        })
+        .collect())
+}
+
+async fn folded_checkpoint(
+    db: Db<'_, '_>,
+    id: &str,
+    until: Option<i64>,
+) -> Result<ax_core::checkpoint::Checkpoint> {
+    journal::fold_all(id, &journal(db, id, until, true).await?)
+}
+
+pub async fn checkpoint_state(c: &Object, id: &str, until: Option<i64>) -> Result<CheckpointState> {
+    let db = Db::Conn(c);
+    let checkpoint = folded_checkpoint(db, id, until).await?;
+    let outputs = outputs(db, &checkpoint.output_hashes()).await?;
+    Ok(CheckpointState {
+        checkpoint,
+        outputs,
+    })
+}
+
+pub async fn list_checkpoints(c: &Object, id: &str) -> Result<Vec<CheckpointRecord>> {
+    journal::restore_points(id, &journal(Db::Conn(c), id, None, false).await?)
+}
+
+pub async fn checkpoint_execution(c: &Object, row: i64) -> Result<Option<String>> {
+    Ok(Db::Conn(c)
+        .opt(
+            "SELECT execution_id FROM workflow_checkpoints WHERE id = $1 AND visible",
+            &[&row],
+        )
+        .await?
+        .map(|r| r.get(0)))
+}
+
+async fn outputs(db: Db<'_, '_>, hashes: &BTreeSet<String>) -> Result<BTreeMap<String, Arc<str>>> {
+    if hashes.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let list: Vec<&str> = hashes.iter().map(String::as_str).collect();
+    let rows = db
+        .query(
+            "SELECT hash, text FROM step_outputs WHERE hash = ANY($1)",
+            &[&list],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), Arc::from(r.get::<_, &str>(1))))
+        .collect())
+}
+
+/// Serializes journal maintenance per execution (never blocks commits).
+async fn lock_journal(db: Db<'_, '_>, id: &str) -> Result<()> {
+    db.exec(
+        "SELECT pg_advisory_xact_lock(hashtext('ax-journal:' || $1::text))",
+        &[&id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Replace the journal of an execution before row `from` with one full snapshot
+/// at `from`. Returns the rows removed.
+async fn compact_before(db: Db<'_, '_>, id: &str, from: i64) -> Result<u64> {
+    let folded = folded_checkpoint(db, id, Some(from)).await?;
+    db.exec(
+        "UPDATE workflow_checkpoints SET kind = 'full', data = $2::text::jsonb WHERE id = $1",
+        &[&from, &folded.to_json()],
+    )
+    .await?;
+    db.exec(
+        "DELETE FROM workflow_checkpoints WHERE execution_id = $1 AND id < $2",
+        &[&id, &from],
+    )
+    .await
+}
+
+/// Keep the newest `keep` restore points of an execution (and what they need).
+async fn retain_checkpoints(c: &mut Object, id: &str, keep: usize) -> Result<u64> {
+    let keep = keep.max(1) as i64;
+    let tx = c.transaction().await.map_err(db_err)?;
+    let db = Db::Tx(&tx);
+    lock_journal(db, id).await?;
+    let oldest_kept: Option<i64> = db
+        .opt(
+            "SELECT id FROM workflow_checkpoints WHERE execution_id = $1 AND visible
+              ORDER BY id DESC OFFSET $2 LIMIT 1",
+            &[&id, &(keep - 1)],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let more: bool = match oldest_kept {
+        Some(from) => db
+            .one(
+                "SELECT EXISTS (SELECT 1 FROM workflow_checkpoints WHERE execution_id = $1 AND visible AND id < $2)",
+                &[&id, &from],
+            )
+            .await?
+            .get(0),
+        None => false,
+    };
+    let removed = match (oldest_kept, more) {
+        (Some(from), true) => compact_before(db, id, from).await?,
+        _ => 0,
+    };
+    tx.commit().await.map_err(db_err)?;
+    Ok(removed)
+}
+
+/// Hide restore points beyond the newest `keep`.
+async fn hide_old_checkpoints(c: &Object, id: &str, keep: usize) -> Result<()> {
+    Db::Conn(c)
+        .exec(
+            "UPDATE workflow_checkpoints SET visible = false
+              WHERE execution_id = $1 AND visible AND id < (
+                SELECT id FROM workflow_checkpoints WHERE execution_id = $1 AND visible
+                 ORDER BY id DESC OFFSET $2 LIMIT 1)",
+            &[&id, &(keep.max(1) as i64 - 1)],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn maintain(c: &mut Object, id: &str, m: Maintenance) -> Result<()> {
+    match m {
+        Maintenance::Retain { keep } => retain_checkpoints(c, id, keep).await.map(drop),
+        Maintenance::Hide { keep } => hide_old_checkpoints(c, id, keep).await,
+    }
+}
+
+/// Outputs that no step, attempt or checkpoint refers to. Commits that add
+/// outputs wait meanwhile (the table lock), so an output is never removed
+/// between its insert and the row that refers to it.
+async fn delete_orphan_outputs(db: Db<'_, '_>) -> Result<u64> {
+    db.exec("LOCK TABLE step_outputs IN SHARE ROW EXCLUSIVE MODE", &[])
+        .await?;
+    db.exec(
+        "WITH referenced AS (
+             SELECT output_hash AS hash FROM execution_steps WHERE output_hash IS NOT NULL
+             UNION SELECT output_hash FROM workflow_step_executions WHERE output_hash IS NOT NULL
+             UNION SELECT s.value -> 'output' ->> 'hash'
+                     FROM workflow_checkpoints c CROSS JOIN LATERAL jsonb_each(c.data -> 'steps') s
+                    WHERE s.value -> 'output' ->> 'hash' IS NOT NULL)
+         DELETE FROM step_outputs o WHERE NOT EXISTS (SELECT 1 FROM referenced r WHERE r.hash = o.hash)",
+        &[],
+    )
+    .await
+}
+
+async fn database_bytes(c: &Object) -> Result<u64> {
+    Ok(u(Db::Conn(c)
+        .one("SELECT pg_database_size(current_database())", &[])
+        .await?
+        .get(0)))
+}
+
+/// As SQLite's `prune`: keep the newest restore points, drop old ones and old
+/// finished executions if asked, remove unreferenced outputs, then VACUUM the
+/// tables it shrank (PostgreSQL reuses the space; the files shrink only at
+/// their end).
+pub async fn prune(c: &mut Object, o: &PruneOptions) -> Result<PruneReport> {
+    let keep = o.keep.max(1);
+    let mut report = PruneReport {
+        bytes_before: database_bytes(c).await?,
+        ..PruneReport::default()
+    };
+    let cutoff = o.older_than.map(|age| to_i64(o.now.saturating_sub(age)));
+    if let (Some(cutoff), true) = (cutoff, o.delete_finished) {
+        report.executions_deleted = Db::Conn(c)
+            .exec(
+                "DELETE FROM workflow_executions WHERE state IN ('completed', 'failed', 'cancelled')
+                   AND COALESCE(finished_at, updated_at) < $1",
+                &[&cutoff],
+            )
+            .await? as usize;
+    }
+    let ids: Vec<String> = Db::Conn(c)
+        .query("SELECT id FROM workflow_executions ORDER BY id", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for id in ids {
+        let mut removed = retain_checkpoints(c, &id, keep).await? as usize;
+        if let Some(cutoff) = cutoff {
+            let tx = c.transaction().await.map_err(db_err)?;
+            let db = Db::Tx(&tx);
+            lock_journal(db, &id).await?;
+            // The oldest restore point newer than the cutoff becomes the base.
+            let from: Option<i64> = db
+                .one(
+                    "SELECT COALESCE(
+                        (SELECT min(id) FROM workflow_checkpoints WHERE execution_id = $1 AND visible AND created_at >= $2),
+                        (SELECT max(id) FROM workflow_checkpoints WHERE execution_id = $1 AND visible))",
+                    &[&id, &cutoff],
+                )
+                .await?
+                .get(0);
+            if let Some(from) = from {
+                let older: bool = db
+                    .one(
+                        "SELECT EXISTS (SELECT 1 FROM workflow_checkpoints WHERE execution_id = $1 AND id < $2)",
+                        &[&id, &from],
+                    )
+                    .await?
+                    .get(0);
+                if older {
+                    removed += compact_before(db, &id, from).await? as usize;
+                }
+            }
+            tx.commit().await.map_err(db_err)?;
+        }
+        if removed > 0 {
+            report.executions_compacted += 1;
+            report.checkpoints_removed += removed;
+        }
+    }
+    {
+        let tx = c.transaction().await.map_err(db_err)?;
+        report.outputs_removed = delete_orphan_outputs(Db::Tx(&tx)).await? as usize;
+        tx.commit().await.map_err(db_err)?;
+    }
+    c.batch_execute("VACUUM (ANALYZE) workflow_checkpoints, step_outputs, workflow_executions")
+        .await
+        .map_err(db_err)?;
+    report.bytes_after = database_bytes(c).await?;
+    Ok(report)
+}
+
+/// What SQLite's integrity check covers and PostgreSQL does not do by itself:
+/// the counters that triggers keep agree with the rows they count.
+pub async fn check(c: &Object) -> Result<String> {
+    let db = Db::Conn(c);
+    let mut problems: Vec<String> = Vec::new();
+    for r in db
+        .query(
+            "SELECT e.id FROM workflow_executions e
+               LEFT JOIN (SELECT execution_id,
+                                 count(*) FILTER (WHERE state = 'completed') AS completed,
+                                 count(*) FILTER (WHERE state = 'failed') AS failed,
+                                 count(*) FILTER (WHERE state = 'running') AS running,
+                                 count(*) FILTER (WHERE state = 'skipped') AS skipped
+                            FROM execution_steps GROUP BY execution_id) s ON s.execution_id = e.id
+              WHERE e.steps_completed <> COALESCE(s.completed, 0) OR e.steps_failed <> COALESCE(s.failed, 0)
+                 OR e.steps_running <> COALESCE(s.running, 0) OR e.steps_skipped <> COALESCE(s.skipped, 0)
+              LIMIT 5",
+            &[],
+        )
+        .await?
+    {
+        problems.push(format!(
+            "execution {}: step counters disagree with its steps",
+            r.get::<_, String>(0)
+        ));
+    }
+    for r in db
+        .query(
+            "SELECT w.id FROM workflows w
+              WHERE w.total_executions < (SELECT count(*) FROM workflow_executions e WHERE e.workflow_id = w.id)
+              LIMIT 5",
+            &[],
+        )
+        .await?
+    {
+        problems.push(format!(
+            "workflow {}: fewer executions counted than stored",
+            r.get::<_, String>(0)
+        ));
+    }
+    Ok(if problems.is_empty() {
+        "ok".to_owned()
+    } else {
+        problems.join("; ")
+    })
+}
+
+/// Row counts and checkpoint bytes.
+pub async fn footprint(c: &Object) -> Result<Footprint> {
+    let r = Db::Conn(c)
+        .one(
+            "SELECT (SELECT COALESCE(max(id), 0) FROM workflow_checkpoints),
+                    (SELECT count(*) FROM workflow_checkpoints),
+                    (SELECT COALESCE(sum(octet_length(data::text)), 0)::bigint FROM workflow_checkpoints),
+                    (SELECT count(*) FROM workflow_step_executions),
+                    (SELECT count(*) FROM workflow_events),
+                    (SELECT count(*) FROM step_outputs),
+                    (SELECT count(*) FROM workflow_executions),
+                    pg_database_size(current_database())",
+            &[],
+        )
+        .await?;
+    let n = |i: usize| u(r.get::<_, i64>(i));
+    Ok(Footprint {
+        checkpoint_rows_written: n(0),
+        checkpoint_rows: n(1),
+        checkpoint_bytes: n(2),
+        attempts: n(3),
+        events: n(4),
+        outputs: n(5),
+        executions: n(6),
+        database_bytes: n(7),
+    })
+}
