@@ -2,7 +2,8 @@
 
 use crate::providers::CallOutcome;
 use crate::store::{
-    AttemptEnd, AttemptStart, Batch, CheckpointWrite, ExecutionUpdate, NewEvent, StepStateRow,
+    AttemptEnd, AttemptStart, Batch, CheckpointWrite, ExecutionUpdate, Lease, NewEvent,
+    StepStateRow,
 };
 use ax_core::StepState;
 use ax_core::exec::{Action, Execution};
@@ -17,9 +18,9 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    pub fn new(execution_id: &str, now: u64, owner: Option<String>) -> BatchBuilder {
+    pub fn new(execution_id: &str, now: u64, lease: Option<Lease>) -> BatchBuilder {
         BatchBuilder {
-            batch: Batch::new(execution_id, now, owner),
+            batch: Batch::new(execution_id, now, lease),
             answer_hash: None,
         }
     }

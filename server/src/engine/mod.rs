@@ -17,8 +17,8 @@ mod batch;
 
 use crate::providers::{CallOutcome, Router};
 use crate::store::{
-    self, CheckpointWrite, Control, ExecutionRecord, Maintenance, Owner, Store, WorkflowRecord,
-    now_ms,
+    self, CheckpointWrite, Claim, Claimed, Control, ExecutionRecord, Lease, Maintenance, Owner,
+    Store, WorkflowRecord, now_ms,
 };
 use anyhow::{Context as _, Result, anyhow};
 use ax_core::checkpoint::CheckpointFile;
@@ -54,10 +54,17 @@ pub type EngineResult<T> = std::result::Result<T, EngineError>;
 pub struct Settings {
     /// Restore points kept per execution (older ones are compacted away).
     pub keep_checkpoints: usize,
-    /// How often a runner looks for control requests from other processes.
+    /// How often this process looks for control requests from other processes.
     pub poll_interval: Duration,
-    /// How often a runner refreshes its ownership heartbeat.
-    pub heartbeat_interval: Duration,
+    /// How long a lease lasts without renewal; renewed every third of it.
+    pub lease: Duration,
+    /// How often a worker looks for executions to claim.
+    pub claim_interval: Duration,
+    /// The most executions this process drives at once (None: no cap). A
+    /// worker claims no more; started executions beyond it wait in the queue.
+    pub max_runs: Option<usize>,
+    /// A worker also takes over runs whose driver died or lost its lease.
+    pub recover: bool,
 }
 
 impl Default for Settings {
@@ -65,7 +72,10 @@ impl Default for Settings {
         Settings {
             keep_checkpoints: 20,
             poll_interval: Duration::from_millis(200),
-            heartbeat_interval: Duration::from_millis(1000),
+            lease: Duration::from_millis(store::DEFAULT_LEASE_MS),
+            claim_interval: Duration::from_millis(1000),
+            max_runs: None,
+            recover: true,
         }
     }
 }
@@ -79,6 +89,8 @@ pub struct RunEnd {
 
 enum Msg {
     Control(Control),
+    /// This process no longer holds the lease: stop driving.
+    Fenced,
     Answer {
         key: String,
         attempt: u32,
@@ -91,7 +103,12 @@ pub struct Engine {
     router: Arc<Router>,
     me: Owner,
     settings: Settings,
-    runs: Mutex<HashMap<String, mpsc::UnboundedSender<Msg>>>,
+    runs: Mutex<HashMap<String, Slot>>,
+    keeper: std::sync::atomic::AtomicBool,
+    /// Wakes the worker loop (work queued by this process).
+    work: tokio::sync::Notify,
+    /// Executions taken over from another owner (for /metrics).
+    pub takeovers: std::sync::atomic::AtomicU64,
     plans: Mutex<HashMap<String, Arc<Plan>>>,
     /// Announces "new events for execution X".
     notify: broadcast::Sender<String>,
@@ -112,6 +129,9 @@ impl Engine {
             me,
             settings,
             runs: Mutex::new(HashMap::new()),
+            keeper: std::sync::atomic::AtomicBool::new(false),
+            work: tokio::sync::Notify::new(),
+            takeovers: std::sync::atomic::AtomicU64::new(0),
             plans: Mutex::new(HashMap::new()),
             notify,
         })
@@ -138,7 +158,7 @@ impl Engine {
     /// running by a process that is gone.
     pub fn can_resume(&self, rec: &ExecutionRecord) -> bool {
         let state = rec.state();
-        let orphan = !store::owner_alive(rec, &self.me, now_ms());
+        let orphan = !self.owner_alive(rec);
         // Running with a dead owner: it crashed. Idle with no live owner: it was
         // created but its driver never started (or died before its first step).
         state.is_resumable()
@@ -154,8 +174,37 @@ impl Engine {
         self.runs
             .lock()
             .ok()
-            .and_then(|m| m.get(id).cloned())
+            .and_then(|m| m.get(id).map(|s| s.tx.clone()))
             .filter(|tx| !tx.is_closed())
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.settings.lease.as_millis().max(1) as u64
+    }
+
+    /// Is the recorded owner of `rec` a live process (this one included)?
+    pub fn owner_alive(&self, rec: &ExecutionRecord) -> bool {
+        store::owner_alive(rec, &self.me, now_ms(), self.store.checks_pids())
+    }
+
+    /// How many executions this process drives now.
+    pub fn running_here(&self) -> usize {
+        self.runs.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn has_capacity(&self) -> bool {
+        self.settings
+            .max_runs
+            .is_none_or(|max| self.running_here() < max)
+    }
+
+    fn conflict_claim(id: &str, c: Claim) -> EngineResult<Lease> {
+        match c {
+            Claim::Granted { lease, .. } => Ok(lease),
+            Claim::Held { owner } => Err(EngineError::Conflict(format!(
+                "execution {id} is driven by another process ({owner})"
+            ))),
+        }
     }
 
     // ------------------------------------------------------------ workflows
@@ -243,16 +292,17 @@ impl Engine {
     ) -> EngineResult<String> {
         self.new_execution(workflow_id, inputs, false)
             .await
-            .map(|(id, _)| id)
+            .map(|(id, _, _)| id)
     }
 
-    /// Create an execution; with `claim`, owned by this process in the same commit.
+    /// Create an execution (it wants a driver); with `claim`, leased to this
+    /// process in the same commit.
     async fn new_execution(
         &self,
         workflow_id: &str,
         inputs: BTreeMap<String, Value>,
         claim: bool,
-    ) -> EngineResult<(String, Execution)> {
+    ) -> EngineResult<(String, Execution, Option<Lease>)> {
         let (_, plan) = self.plan_of(workflow_id).await?;
         let seed = crate::ids::new_seed();
         let mut exec = Execution::new(plan.clone(), inputs, seed)
@@ -260,7 +310,8 @@ impl Engine {
         let id = crate::ids::new_id();
         let initial = exec.snapshot();
         let keys: Vec<String> = plan.workflow.steps.iter().map(|s| s.key.clone()).collect();
-        self.store
+        let (lease, _) = self
+            .store
             .insert_execution(
                 store::NewExecution {
                     id: id.clone(),
@@ -270,12 +321,16 @@ impl Engine {
                     keys,
                     initial,
                     now: now_ms(),
+                    queued: true,
                 },
-                claim.then(|| self.me.clone()),
+                claim.then(|| (self.me.clone(), self.lease_ms())),
                 None,
             )
             .await?;
-        Ok((id, exec))
+        if !claim {
+            self.work.notify_one();
+        }
+        Ok((id, exec, lease))
     }
 
     /// Create an execution of a stored workflow and start running it in this process.
@@ -284,9 +339,25 @@ impl Engine {
         workflow_id: &str,
         inputs: BTreeMap<String, Value>,
     ) -> EngineResult<(ExecutionRecord, JoinHandle<RunEnd>)> {
-        let (id, exec) = self.new_execution(workflow_id, inputs, true).await?;
-        let handle = self.spawn_runner(id.clone(), exec, Some(Event::Start));
+        let (id, exec, lease) = self.new_execution(workflow_id, inputs, true).await?;
+        let lease = lease.ok_or_else(|| EngineError::Internal(anyhow!("no lease was granted")))?;
+        let handle = self.spawn_runner(id.clone(), exec, lease, Some(Event::Start));
         Ok((self.execution(&id).await?, handle))
+    }
+
+    /// Create an execution and drive it here if this process has room for it
+    /// (`max_runs`); else it waits in the queue for a worker.
+    pub async fn submit(
+        self: &Arc<Self>,
+        workflow_id: &str,
+        inputs: BTreeMap<String, Value>,
+    ) -> EngineResult<(ExecutionRecord, Option<JoinHandle<RunEnd>>)> {
+        if self.has_capacity() {
+            let (rec, handle) = self.start(workflow_id, inputs).await?;
+            return Ok((rec, Some(handle)));
+        }
+        let (id, _, _) = self.new_execution(workflow_id, inputs, false).await?;
+        Ok((self.execution(&id).await?, None))
     }
 
     /// Drive an execution in this process: start it if it is new, else resume it.
@@ -301,26 +372,25 @@ impl Engine {
                 ))),
             };
         }
-        if !self.store.claim(id, &self.me, now_ms()).await? {
-            return Err(EngineError::Conflict(format!(
+        let claim = self
+            .store
+            .claim(id, &self.me, now_ms(), self.lease_ms(), true)
+            .await?;
+        let lease = Engine::conflict_claim(id, claim).map_err(|e| match e {
+            EngineError::Conflict(_) => EngineError::Conflict(format!(
                 "execution {id} is driven by another process ({})",
                 rec.owner.as_deref().unwrap_or("unknown")
-            )));
-        }
-        Ok(self.spawn_runner(id.to_owned(), exec, Some(Event::Start)))
-    }
-
-    /// Give up ownership of an execution this process does not drive.
-    pub async fn release(&self, id: &str) -> EngineResult<()> {
-        self.store.release(id, &self.me).await?;
-        Ok(())
+            )),
+            other => other,
+        })?;
+        Ok(self.spawn_runner(id.to_owned(), exec, lease, Some(Event::Start)))
     }
 
     /// Pause every run driven by this process, aborting in-flight calls, and wait
     /// for the runners to stop (server shutdown).
     pub async fn pause_all(&self) {
         let live: Vec<(String, mpsc::UnboundedSender<Msg>)> = match self.runs.lock() {
-            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            Ok(m) => m.iter().map(|(k, v)| (k.clone(), v.tx.clone())).collect(),
             Err(_) => return,
         };
         for (_, tx) in &live {
@@ -409,74 +479,82 @@ impl Engine {
     }
 
     /// Pause, resume or cancel, from any process. Returns the execution after the
-    /// request was delivered (for a runner in another process, after it was seen).
+    /// request was delivered (for a runner in another process, after it was taken).
     pub async fn control(
         self: &Arc<Self>,
         id: &str,
         control: Control,
     ) -> EngineResult<(ExecutionRecord, Option<JoinHandle<RunEnd>>)> {
-        let rec = self.execution(id).await?;
-        let state = rec.state();
-        // Refuse what cannot apply, with a clear reason.
-        let ok = match control {
-            Control::Pause | Control::PauseNow => matches!(
-                state,
-                ExecutionState::Running | ExecutionState::Paused | ExecutionState::Idle
-            ),
-            Control::Resume => self.can_resume(&rec),
-            Control::Cancel => !state.is_terminal(),
-        };
-        if !ok {
-            let hint = match control {
-                Control::Resume if state == ExecutionState::Running => {
-                    " (it is already running)".to_owned()
+        // A request goes to the lease that holds the run when it is made; if
+        // that owner stops (or loses its lease) first, the request lapses with
+        // it, and this asks again or acts here.
+        let deadline = tokio::time::Instant::now() + self.settings.lease + Duration::from_secs(5);
+        let mut asked: Option<(i64, u64)> = None;
+        loop {
+            let rec = self.execution(id).await?;
+            if let Some((token, _)) = asked
+                && token == rec.lease_token
+                && rec.control.is_none()
+            {
+                // The owner took it.
+                return Ok((rec, None));
+            }
+            check_control(self, &rec, control)?;
+            if let Some(tx) = self.live_here(id)
+                && tx.send(Msg::Control(control)).is_ok()
+            {
+                return Ok((self.execution(id).await?, None));
+            }
+            let alive =
+                rec.owner.as_deref().is_some_and(|o| o != self.me.id) && self.owner_alive(&rec);
+            if !alive {
+                if let Some((_, at)) = asked {
+                    self.store.withdraw_control(id, at).await?;
                 }
-                Control::Resume => format!(
-                    " (only paused, failed or interrupted executions resume; this one is {state})"
-                ),
-                _ => String::new(),
-            };
-            return Err(EngineError::Conflict(format!(
-                "cannot {} execution {id}: it is {state}{hint}",
-                control.as_str()
-            )));
-        }
-        if let Some(tx) = self.live_here(id)
-            && tx.send(Msg::Control(control)).is_ok()
-        {
-            return Ok((self.execution(id).await?, None));
-        }
-        let now = now_ms();
-        if store::owner_alive(&rec, &self.me, now)
-            && rec.owner.as_deref() != Some(self.me.id.as_str())
-        {
-            // Another live process drives it: leave a request and wait until it is taken.
-            self.store.request_control(id, control, now_ms()).await?;
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            loop {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let pending = self.store.pending_control(id).await?;
-                if !pending {
-                    break;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    return Err(EngineError::Conflict(format!(
-                        "execution {id} is driven by {} which did not take the {} request within 5 s; it may be stuck",
-                        rec.owner.as_deref().unwrap_or("another process"),
-                        control.as_str()
-                    )));
+                return self.control_here(id, control, &rec).await;
+            }
+            if asked.is_none_or(|(token, _)| token != rec.lease_token) {
+                let at = now_ms();
+                if let Some(token) = self.store.request_control(id, control, at).await? {
+                    asked = Some((token, at));
                 }
             }
-            return Ok((self.execution(id).await?, None));
+            if tokio::time::Instant::now() > deadline {
+                if let Some((_, at)) = asked {
+                    self.store.withdraw_control(id, at).await?;
+                }
+                return Err(EngineError::Conflict(format!(
+                    "execution {id} is driven by {} which did not take the {} request; it may be stuck",
+                    rec.owner.as_deref().unwrap_or("another process"),
+                    control.as_str()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // Nobody drives it: act here.
+    }
+
+    /// Nobody drives it: carry out the request in this process.
+    async fn control_here(
+        self: &Arc<Self>,
+        id: &str,
+        control: Control,
+        rec: &ExecutionRecord,
+    ) -> EngineResult<(ExecutionRecord, Option<JoinHandle<RunEnd>>)> {
         let (_, mut exec) = self.load(id).await?;
-        let claimed = self.store.claim(id, &self.me, now_ms()).await?;
-        if !claimed {
-            return Err(EngineError::Conflict(format!(
-                "execution {id} was just taken over by another process"
-            )));
-        }
+        let now = now_ms();
+        let drive = control == Control::Resume;
+        let claim = self
+            .store
+            .claim(id, &self.me, now, self.lease_ms(), drive)
+            .await?;
+        let lease = match claim {
+            Claim::Granted { lease, .. } => lease,
+            Claim::Held { owner } => {
+                return Err(EngineError::Conflict(format!(
+                    "execution {id} was just taken over by another process ({owner})"
+                )));
+            }
+        };
         let mut records = Vec::new();
         if !exec.state().is_terminal()
             && (exec.in_flight() > 0 || exec.state() == ExecutionState::Running)
@@ -503,9 +581,10 @@ impl Engine {
         };
         if control == Control::Resume {
             if !records.is_empty() {
-                self.commit_records(id, &mut exec, records, now).await?;
+                self.commit_records(id, &mut exec, records, now, &lease)
+                    .await?;
             }
-            let handle = self.spawn_runner(id.to_owned(), exec, Some(event));
+            let handle = self.spawn_runner(id.to_owned(), exec, lease, Some(event));
             return Ok((self.execution(id).await?, Some(handle)));
         }
         let mut actions = records;
@@ -514,12 +593,20 @@ impl Engine {
             Err(ExecError::InvalidControl { .. })
                 if exec.state() == ExecutionState::Interrupted =>
             {
-                // Pausing an interrupted execution: it already does nothing.
+                // Pausing an interrupted execution: it does nothing already;
+                // from now on no worker resumes it either.
+                self.store.set_queued(id, false, now).await?;
             }
-            Err(e) => return Err(EngineError::Conflict(e.to_string())),
+            Err(e) => {
+                let _ = self.store.release(&lease).await;
+                return Err(EngineError::Conflict(e.to_string()));
+            }
         }
-        self.commit_records(id, &mut exec, actions, now).await?;
-        self.store.release(id, &self.me).await?;
+        let r = self
+            .commit_records(id, &mut exec, actions, now, &lease)
+            .await;
+        self.store.release(&lease).await?;
+        r?;
         Ok((self.execution(id).await?, None))
     }
 
@@ -530,8 +617,9 @@ impl Engine {
         exec: &mut Execution,
         actions: Vec<Action>,
         now: u64,
+        lease: &Lease,
     ) -> EngineResult<()> {
-        let mut b = BatchBuilder::new(id, now, Some(self.me.id.clone()));
+        let mut b = BatchBuilder::new(id, now, Some(lease.clone()));
         b.add_actions(exec, &actions, None, &mut Default::default());
         let delta = exec.take_delta();
         let completed = batch::completed_count(exec);
@@ -563,9 +651,7 @@ impl Engine {
             self.wait_released(&id, Duration::from_secs(10)).await?;
         }
         let rec = self.execution(&id).await?;
-        if store::owner_alive(&rec, &self.me, now_ms())
-            && rec.owner.as_deref() != Some(self.me.id.as_str())
-        {
+        if self.owner_alive(&rec) && rec.owner.as_deref() != Some(self.me.id.as_str()) {
             return Err(EngineError::Conflict(format!(
                 "execution {id} is running in another process ({}); pause it first",
                 rec.owner.as_deref().unwrap_or("unknown")
@@ -591,14 +677,14 @@ impl Engine {
         let full = exec.snapshot();
         let message = format!("restored to checkpoint {checkpoint_id}");
         let (finished_at, reason) = (exec.finished_at(), exec.reason().map(str::to_owned));
-        if !self.store.claim(&id, &self.me, now).await? {
-            return Err(EngineError::Conflict(format!(
-                "execution {id} was taken over by another process"
-            )));
-        }
+        let claim = self
+            .store
+            .claim(&id, &self.me, now, self.lease_ms(), run_here)
+            .await?;
+        let lease = Engine::conflict_claim(&id, claim)?;
         // One transaction: attempts after the checkpoint (the ones rewound)
         // become history, and the rewound state is recorded.
-        let mut b = BatchBuilder::new(&id, now, Some(self.me.id.clone()));
+        let mut b = BatchBuilder::new(&id, now, Some(lease.clone()));
         b.log(&message);
         let completed = full.completed_steps().len() as u64;
         let mut batch = b.finish(Some((CheckpointWrite::Full(full), false, completed)));
@@ -614,12 +700,15 @@ impl Engine {
             started_at: None,
             finished_at,
         });
-        self.store.commit(batch, None).await?;
+        if let Err(e) = self.store.commit(batch, None).await {
+            let _ = self.store.release(&lease).await;
+            return Err(e.into());
+        }
         if !run_here || !state.is_resumable() {
-            self.release(&id).await?;
+            self.store.release(&lease).await?;
             return Ok((self.execution(&id).await?, None));
         }
-        let handle = self.spawn_runner(id.clone(), exec, Some(Event::Resume));
+        let handle = self.spawn_runner(id.clone(), exec, lease, Some(Event::Resume));
         Ok((self.execution(&id).await?, Some(handle)))
     }
 
@@ -671,7 +760,8 @@ impl Engine {
                 compat.rerun.len()
             ));
         }
-        let mut b = BatchBuilder::new(&id, now, Some(self.me.id.clone()));
+        // The batch is written under the lease the insert grants.
+        let mut b = BatchBuilder::new(&id, now, None);
         b.log(&message);
         let mut batch = b.finish(None);
         batch.outputs = outputs.into_iter().collect();
@@ -682,7 +772,8 @@ impl Engine {
             started_at: None,
             finished_at: None,
         });
-        self.store
+        let (lease, _) = self
+            .store
             .insert_execution(
                 store::NewExecution {
                     id: id.clone(),
@@ -692,16 +783,20 @@ impl Engine {
                     keys,
                     initial: full,
                     now,
+                    // Only a resumed import wants a driver: one left
+                    // interrupted waits for `resume`.
+                    queued: resume && exec.state().is_resumable(),
                 },
-                Some(self.me.clone()),
+                Some((self.me.clone(), self.lease_ms())),
                 Some(batch),
             )
             .await?;
+        let lease = lease.ok_or_else(|| EngineError::Internal(anyhow!("no lease was granted")))?;
         if resume && exec.state().is_resumable() {
-            let handle = self.spawn_runner(id.clone(), exec, Some(Event::Resume));
+            let handle = self.spawn_runner(id.clone(), exec, lease, Some(Event::Resume));
             return Ok((self.execution(&id).await?, Some(handle)));
         }
-        self.store.release(&id, &self.me).await?;
+        self.store.release(&lease).await?;
         Ok((self.execution(&id).await?, None))
     }
 
@@ -711,17 +806,27 @@ impl Engine {
         self: &Arc<Self>,
         id: String,
         exec: Execution,
+        lease: Lease,
         first: Option<Event>,
     ) -> JoinHandle<RunEnd> {
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut runs) = self.runs.lock() {
-            runs.insert(id.clone(), tx.clone());
+            runs.insert(
+                id.clone(),
+                Slot {
+                    tx: tx.clone(),
+                    lease: lease.clone(),
+                },
+            );
         }
+        self.ensure_keeper();
         let engine = Arc::clone(self);
         tokio::spawn(async move {
             let mut runner = Runner {
                 engine: Arc::clone(&engine),
                 id: id.clone(),
+                lease: lease.clone(),
+                abandoned: false,
                 exec,
                 tx,
                 in_flight: HashMap::new(),
@@ -733,16 +838,229 @@ impl Engine {
             if let Ok(mut runs) = engine.runs.lock() {
                 runs.remove(&id);
             }
-            let _ = engine.store.release(&id, &engine.me).await;
+            // A runner that stopped driving on an error keeps nothing: its
+            // lease is given back only when it ended normally (else it runs
+            // out, and a worker resumes the run).
+            if !runner.abandoned {
+                let _ = engine.store.release(&lease).await;
+            }
             let _ = engine.notify.send(id);
+            engine.work.notify_one();
             end
         })
     }
+
+    /// Start, once, the task that renews this process's leases and hands
+    /// control requests to its runners.
+    fn ensure_keeper(self: &Arc<Self>) {
+        if self.keeper.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let (poll, renew_every) = (self.settings.poll_interval, self.settings.lease / 3);
+        tokio::spawn(async move {
+            let mut last_renew = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(poll).await;
+                let Some(engine) = weak.upgrade() else { return };
+                let held: Vec<(String, i64)> = match engine.runs.lock() {
+                    Ok(mut m) => {
+                        // A runner task that died (aborted, panicked) holds nothing.
+                        m.retain(|_, s| !s.tx.is_closed());
+                        m.values()
+                            .map(|s| (s.lease.execution_id.clone(), s.lease.token))
+                            .collect()
+                    }
+                    Err(_) => return,
+                };
+                if held.is_empty() {
+                    continue;
+                }
+                match engine.store.take_controls(&engine.me).await {
+                    Ok(requests) => {
+                        for (id, c) in requests {
+                            if let Some(tx) = engine.live_here(&id) {
+                                let _ = tx.send(Msg::Control(c));
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!("could not read control requests: {e:#}"),
+                }
+                if last_renew.elapsed() >= renew_every {
+                    last_renew = tokio::time::Instant::now();
+                    let ids: Vec<String> = held.iter().map(|(i, _)| i.clone()).collect();
+                    match engine
+                        .store
+                        .renew(&engine.me, held, now_ms(), engine.lease_ms())
+                        .await
+                    {
+                        Ok(kept) => {
+                            for id in ids.iter().filter(|i| !kept.contains(i)) {
+                                if let Some(tx) = engine.live_here(id) {
+                                    let _ = tx.send(Msg::Fenced);
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!("could not renew leases: {e:#}"),
+                    }
+                }
+            }
+        });
+    }
+
+    /// Be a worker: claim executions that wait for a driver (and, with
+    /// `recover`, those whose driver died or lost its lease) and drive them,
+    /// up to `max_runs` at once, until the engine is dropped.
+    pub fn start_worker(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        let interval = self.settings.claim_interval;
+        tokio::spawn(async move {
+            loop {
+                let Some(engine) = weak.upgrade() else { return };
+                if let Err(e) = engine.claim_once().await {
+                    tracing::warn!("could not claim work: {e:#}");
+                }
+                let work = async { engine.work.notified().await };
+                let _ = tokio::time::timeout(interval, work).await;
+            }
+        });
+    }
+
+    /// One pass of the worker: claim what fits and drive it.
+    pub async fn claim_once(self: &Arc<Self>) -> Result<usize> {
+        let free = match self.settings.max_runs {
+            Some(max) => max.saturating_sub(self.running_here()),
+            None => 64,
+        };
+        if free == 0 {
+            return Ok(0);
+        }
+        let claimed = self
+            .store
+            .claim_work(
+                &self.me,
+                free,
+                now_ms(),
+                self.lease_ms(),
+                self.settings.recover,
+            )
+            .await?;
+        let n = claimed.len();
+        for c in claimed {
+            let id = c.lease.execution_id.clone();
+            if let Err(e) = self.adopt(c).await {
+                tracing::warn!(execution = %id, "could not take over: {e}");
+            }
+        }
+        Ok(n)
+    }
+
+    /// Drive an execution this worker claimed: what was in flight when its
+    /// previous driver stopped runs again; completed steps do not.
+    async fn adopt(self: &Arc<Self>, c: Claimed) -> EngineResult<()> {
+        let id = c.lease.execution_id.clone();
+        let (rec, mut exec) = match self.load(&id).await {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = self.store.release(&c.lease).await;
+                return Err(e);
+            }
+        };
+        let now = now_ms();
+        let mut actions = Vec::new();
+        if !exec.state().is_terminal()
+            && (exec.in_flight() > 0 || exec.state() == ExecutionState::Running)
+        {
+            actions = exec
+                .interrupt(now)
+                .map_err(|e| EngineError::Internal(anyhow!(e)))?;
+            if rec.state() == ExecutionState::Interrupted {
+                actions.retain(|a| !matches!(a, Action::ExecutionChanged { .. }));
+            }
+        }
+        let message = match &c.previous {
+            Some(prev) => {
+                self.takeovers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!(
+                    "taken over by {} from {prev}, whose lease ran out",
+                    self.me.id
+                )
+            }
+            None if c.state == "interrupted" => {
+                self.takeovers
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("resumed by {} after its driver stopped", self.me.id)
+            }
+            None => format!("claimed by {}", self.me.id),
+        };
+        tracing::info!(execution = %id, "{message}");
+        let mut b = BatchBuilder::new(&id, now, Some(c.lease.clone()));
+        b.log(&message);
+        b.add_actions(&exec, &actions, None, &mut Default::default());
+        let delta = exec.take_delta();
+        let completed = batch::completed_count(&exec);
+        let batch = b.finish(Some((CheckpointWrite::Delta(delta), false, completed)));
+        if let Err(e) = self.store.commit(batch, None).await {
+            let _ = self.store.release(&c.lease).await;
+            return Err(e.into());
+        }
+        let event = match exec.state() {
+            ExecutionState::Idle => Event::Start,
+            s if s.is_resumable() => Event::Resume,
+            _ => {
+                let _ = self.store.release(&c.lease).await;
+                return Ok(());
+            }
+        };
+        self.spawn_runner(id, exec, c.lease, Some(event));
+        Ok(())
+    }
+}
+
+/// A run driven by this process.
+struct Slot {
+    tx: mpsc::UnboundedSender<Msg>,
+    lease: Lease,
+}
+
+/// Refuse what cannot apply, with a clear reason.
+fn check_control(engine: &Engine, rec: &ExecutionRecord, control: Control) -> EngineResult<()> {
+    let state = rec.state();
+    let ok = match control {
+        Control::Pause | Control::PauseNow => matches!(
+            state,
+            ExecutionState::Running | ExecutionState::Paused | ExecutionState::Idle
+        ),
+        Control::Resume => engine.can_resume(rec),
+        Control::Cancel => !state.is_terminal(),
+    };
+    if ok {
+        return Ok(());
+    }
+    let hint = match control {
+        Control::Resume if state == ExecutionState::Running => {
+            " (it is already running)".to_owned()
+        }
+        Control::Resume => {
+            format!(" (only paused, failed or interrupted executions resume; this one is {state})")
+        }
+        _ => String::new(),
+    };
+    Err(EngineError::Conflict(format!(
+        "cannot {} execution {}: it is {state}{hint}",
+        control.as_str(),
+        rec.id
+    )))
 }
 
 struct Runner {
     engine: Arc<Engine>,
     id: String,
+    /// Every batch is written under it (and refused once it is lost).
+    lease: Lease,
+    /// Stopped driving on an error (lease lost, database gone).
+    abandoned: bool,
     exec: Execution,
     tx: mpsc::UnboundedSender<Msg>,
     in_flight: HashMap<(String, u32), JoinHandle<()>>,
@@ -763,9 +1081,6 @@ impl Runner {
         {
             return self.abandon(e);
         }
-        let mut poll = tokio::time::interval(self.engine.settings.poll_interval);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_beat = now_ms();
         loop {
             if self.finished() {
                 break;
@@ -789,31 +1104,15 @@ impl Runner {
                         self.step(ev, Some((key, attempt, outcome))).await
                     }
                     Some(Msg::Control(c)) => self.control(c).await,
+                    Some(Msg::Fenced) => Err(anyhow!(
+                        "this process lost its lease on execution {} (another process took it over)",
+                        self.id
+                    )),
                     None => break,
                 },
                 _ = tokio::time::sleep(sleep_for), if self.wake.is_some() => {
                     self.wake = None;
                     self.step(Event::Tick, None).await
-                }
-                _ = poll.tick() => {
-                    let now = now_ms();
-                    let mut r = Ok(());
-                    if now.saturating_sub(last_beat) >= self.engine.settings.heartbeat_interval.as_millis() as u64 {
-                        last_beat = now;
-                        match self.engine.store.heartbeat(&self.id, &self.engine.me, now).await {
-                            Ok(true) => {}
-                            Ok(false) => r = Err(anyhow!("another process took over execution {}", self.id)),
-                            Err(e) => r = Err(e),
-                        }
-                    }
-                    if r.is_ok() {
-                        match self.engine.store.take_control(&self.id, &self.engine.me).await {
-                            Ok(Some(c)) => r = self.control(c).await,
-                            Ok(None) => {}
-                            Err(e) => r = Err(e),
-                        }
-                    }
-                    r
                 }
             };
             if let Err(e) = result {
@@ -841,6 +1140,7 @@ impl Runner {
     /// gone, another process took over): abort calls, keep everything recorded.
     fn abandon(&mut self, e: anyhow::Error) -> RunEnd {
         tracing::error!(execution = %self.id, "stopped driving: {e:#}");
+        self.abandoned = true;
         for (_, h) in self.in_flight.drain() {
             h.abort();
         }
@@ -880,7 +1180,7 @@ impl Runner {
                 return Ok(());
             }
             Err(e @ ExecError::InvalidControl { .. }) => {
-                let mut b = BatchBuilder::new(&self.id, now, Some(self.engine.me.id.clone()));
+                let mut b = BatchBuilder::new(&self.id, now, Some(self.lease.clone()));
                 b.log(&e.to_string());
                 let batch = b.finish(None);
                 self.engine.store.commit(batch, None).await?;
@@ -890,7 +1190,7 @@ impl Runner {
             Err(e) => return Err(anyhow!("execution {} refused an event: {e}", self.id)),
         };
         // Record.
-        let mut b = BatchBuilder::new(&self.id, now, Some(self.engine.me.id.clone()));
+        let mut b = BatchBuilder::new(&self.id, now, Some(self.lease.clone()));
         if let (Some(text), Some((key, attempt, _))) = (&output, &answer) {
             b.output(key, *attempt, text.clone());
         }

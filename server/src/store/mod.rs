@@ -168,14 +168,15 @@ impl Store {
     // ------------------------------------------------------------ executions
 
     /// Create an execution (every step pending, its initial checkpoint); with
-    /// `claim`, owned by that process, and with `then`, that batch committed:
-    /// all in one transaction. Returns the id of the batch's checkpoint row.
+    /// `claim`, leased to that process (for that many ms), and with `then`,
+    /// that batch committed under the lease: all in one transaction. Returns
+    /// the lease and the id of the batch's checkpoint row.
     pub async fn insert_execution(
         &self,
         e: NewExecution,
-        claim: Option<Owner>,
+        claim: Option<(Owner, u64)>,
         then: Option<Batch>,
-    ) -> Result<Option<i64>> {
+    ) -> Result<(Option<Lease>, Option<i64>)> {
         dispatch!(self.insert_execution(e, claim, then))
     }
 
@@ -252,37 +253,92 @@ impl Store {
 
     // ------------------------------------------------------------ ownership
 
-    /// Take ownership unless another live process holds it.
-    pub async fn claim(&self, id: &str, me: &Owner, now: u64) -> Result<bool> {
-        dispatch!(self.claim(id, me, now))
+    /// Whether a live process can be told from a dead one by its pid when it
+    /// runs on this machine, in this pid and network namespace: yes for both
+    /// backends (a process that shares this one's network reaches the database
+    /// as this one does); processes elsewhere are judged by their lease.
+    pub fn checks_pids(&self) -> bool {
+        true
     }
 
-    /// Refresh the owner's heartbeat; false if another process took over.
-    pub async fn heartbeat(&self, id: &str, me: &Owner, now: u64) -> Result<bool> {
-        dispatch!(self.heartbeat(id, me, now))
+    /// Take the lease on `id` unless a live process holds it; with `drive`,
+    /// the execution wants a driver from now on (a worker resumes it if this
+    /// process dies).
+    pub async fn claim(
+        &self,
+        id: &str,
+        me: &Owner,
+        now: u64,
+        lease_ms: u64,
+        drive: bool,
+    ) -> Result<Claim> {
+        dispatch!(self.claim(id, me, now, lease_ms, drive))
     }
 
-    pub async fn release(&self, id: &str, me: &Owner) -> Result<()> {
-        dispatch!(self.release(id, me))
+    /// Claim up to `limit` executions that want a driver and have none alive
+    /// (with `orphans`, also the runs of processes that died or lost their lease).
+    pub async fn claim_work(
+        &self,
+        me: &Owner,
+        limit: usize,
+        now: u64,
+        lease_ms: u64,
+        orphans: bool,
+    ) -> Result<Vec<Claimed>> {
+        dispatch!(self.claim_work(me, limit, now, lease_ms, orphans))
     }
 
-    /// Leave a control request for the process that drives the execution.
-    pub async fn request_control(&self, id: &str, control: Control, now: u64) -> Result<()> {
+    /// Push the leases `me` holds forward; returns the executions it still holds.
+    pub async fn renew(
+        &self,
+        me: &Owner,
+        held: Vec<(String, i64)>,
+        now: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<String>> {
+        dispatch!(self.renew(me, held, now, lease_ms))
+    }
+
+    /// Give a lease back.
+    pub async fn release(&self, lease: &Lease) -> Result<()> {
+        dispatch!(self.release(lease))
+    }
+
+    /// Whether the execution wants a driver (a worker claims it).
+    pub async fn set_queued(&self, id: &str, queued: bool, now: u64) -> Result<()> {
+        dispatch!(self.set_queued(id, queued, now))
+    }
+
+    /// Leave a control request for the execution's current lease; returns
+    /// that lease's token (None: no such execution).
+    pub async fn request_control(
+        &self,
+        id: &str,
+        control: Control,
+        now: u64,
+    ) -> Result<Option<i64>> {
         dispatch!(self.request_control(id, control, now))
     }
 
-    /// Read and clear a pending control request (the owner only).
-    pub async fn take_control(&self, id: &str, me: &Owner) -> Result<Option<Control>> {
-        dispatch!(self.take_control(id, me))
+    /// Take the requests meant for the leases `me` holds.
+    pub async fn take_controls(&self, me: &Owner) -> Result<Vec<(String, Control)>> {
+        dispatch!(self.take_controls(me))
     }
 
-    pub async fn pending_control(&self, id: &str) -> Result<bool> {
-        dispatch!(self.pending_control(id))
+    /// Withdraw the request made at `at`, if nobody took it.
+    pub async fn withdraw_control(&self, id: &str, at: u64) -> Result<()> {
+        dispatch!(self.withdraw_control(id, at))
     }
 
-    /// Mark executions left running by processes that are gone as interrupted.
+    /// Mark executions left running by processes that are gone as interrupted
+    /// (their lease is taken away; they still want a driver).
     pub async fn interrupt_orphans(&self, me: &Owner, now: u64) -> Result<Vec<String>> {
         dispatch!(self.interrupt_orphans(me, now))
+    }
+
+    /// Every claim of an execution, oldest first.
+    pub async fn leases(&self, id: &str) -> Result<Vec<LeaseRecord>> {
+        dispatch!(self.leases(id))
     }
 }
 

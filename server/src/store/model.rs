@@ -155,6 +155,18 @@ pub struct ExecutionRecord {
     pub owner_pid: Option<i64>,
     #[serde(skip)]
     pub heartbeat_at: Option<u64>,
+    #[serde(skip)]
+    pub owner_started: Option<i64>,
+    #[serde(skip)]
+    pub owner_boot: Option<String>,
+    /// The fencing token of the current (or last) lease.
+    #[serde(skip)]
+    pub lease_token: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<u64>,
+    /// Since when it waits for a worker to drive it (None: it needs none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<String>,
     pub progress: Progress,
@@ -185,6 +197,8 @@ pub struct NewExecution {
     pub keys: Vec<String>,
     pub initial: Checkpoint,
     pub now: u64,
+    /// It wants a driver (a worker claims it unless its creator does).
+    pub queued: bool,
 }
 
 /// Which executions to list (newest first).
@@ -239,6 +253,18 @@ pub struct AttemptRecord {
     pub error_class: Option<String>,
     /// Rewound by a restore: history, not the step's current attempt.
     pub superseded: bool,
+    /// The lease it was started under.
+    pub lease_token: Option<i64>,
+}
+
+/// One claim of an execution (`execution_leases`), oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseRecord {
+    pub token: i64,
+    pub owner: String,
+    pub claimed_at: u64,
+    pub previous_owner: Option<String>,
 }
 
 // ---------------------------------------------------------------- commits
@@ -334,12 +360,13 @@ pub struct Batch {
     pub events: Vec<NewEvent>,
     /// The checkpoint row, whether it is a restore point, and the completed steps.
     pub checkpoint: Option<(CheckpointWrite, bool, u64)>,
-    /// The writer must still own the execution (a stale owner's commit is refused).
-    pub owner: Option<String>,
+    /// The lease it is written under: refused unless it is still the
+    /// execution's (checked in the same transaction as the writes).
+    pub lease: Option<super::owner::Lease>,
 }
 
 impl Batch {
-    pub fn new(execution_id: &str, now: u64, owner: Option<String>) -> Batch {
+    pub fn new(execution_id: &str, now: u64, lease: Option<super::owner::Lease>) -> Batch {
         Batch {
             execution_id: execution_id.to_owned(),
             now,
@@ -351,8 +378,32 @@ impl Batch {
             execution: None,
             events: Vec::new(),
             checkpoint: None,
-            owner,
+            lease,
         }
+    }
+
+    pub fn token(&self) -> Option<i64> {
+        self.lease.as_ref().map(|l| l.token)
+    }
+
+    /// Why the batch is refused, if the execution's current lease is not its own.
+    pub fn fence(&self, owner: Option<&str>, token: i64) -> anyhow::Result<()> {
+        match &self.lease {
+            Some(l) if l.token != token || owner != Some(l.owner.as_str()) => anyhow::bail!(
+                "execution {} is now driven by another process (lease {} replaced by {}); this process stops driving it",
+                self.execution_id,
+                l.token,
+                token
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the execution stops wanting a driver with this batch.
+    pub fn settles(&self) -> bool {
+        self.execution
+            .as_ref()
+            .is_some_and(|u| u.state.is_terminal() || u.state == ExecutionState::Paused)
     }
 
     /// The event data to store: a checkpoint event names the row it announces.

@@ -313,6 +313,8 @@ pub async fn engine(backend: Backend) -> TestEngine {
 pub fn test_settings() -> Settings {
     Settings {
         poll_interval: Duration::from_millis(50),
+        lease: Duration::from_secs(2),
+        claim_interval: Duration::from_millis(200),
         ..Settings::default()
     }
 }

@@ -151,29 +151,27 @@ pub async fn apply(tx: &Transaction<'_>, batches: &[&Batch]) -> Result<Vec<Resul
     let mut ids: Vec<&str> = batches.iter().map(|b| b.execution_id.as_str()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let owners: HashMap<String, Option<String>> = db
+    let leases: HashMap<String, (Option<String>, i64)> = db
         .query(
-            "SELECT id, owner FROM workflow_executions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            "SELECT id, owner, lease_token FROM workflow_executions WHERE id = ANY($1) ORDER BY id FOR UPDATE",
             &[&ids],
         )
         .await?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
     let mut results: Vec<Result<Option<i64>>> = Vec::with_capacity(batches.len());
     let mut valid: Vec<&Batch> = Vec::with_capacity(batches.len());
     for b in batches {
-        match (owners.get(&b.execution_id), &b.owner) {
-            (None, _) => results.push(Err(anyhow!("no execution {}", b.execution_id))),
-            (Some(current), Some(owner)) if current.as_deref() != Some(owner.as_str()) => results
-                .push(Err(anyhow!(
-                    "execution {} is now driven by another process; this process stops driving it",
-                    b.execution_id
-                ))),
-            _ => {
-                results.push(Ok(None));
-                valid.push(b);
-            }
+        match leases.get(&b.execution_id) {
+            None => results.push(Err(anyhow!("no execution {}", b.execution_id))),
+            Some((owner, token)) => match b.fence(owner.as_deref(), *token) {
+                Err(e) => results.push(Err(e)),
+                Ok(()) => {
+                    results.push(Ok(None));
+                    valid.push(b);
+                }
+            },
         }
     }
     if valid.is_empty() {
@@ -244,14 +242,13 @@ async fn write_outputs(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
 }
 
 async fn write_starts(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
-    let (mut eid, mut key, mut attempt, mut prompt, mut at, mut now) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let mut eid = Vec::new();
+    let mut key = Vec::new();
+    let mut attempt = Vec::new();
+    let mut prompt = Vec::new();
+    let mut at = Vec::new();
+    let mut now = Vec::new();
+    let mut token = Vec::new();
     for b in batches {
         for s in &b.starts {
             eid.push(b.execution_id.as_str());
@@ -260,17 +257,18 @@ async fn write_starts(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
             prompt.push(s.prompt.as_str());
             at.push(to_i64(s.at));
             now.push(to_i64(b.now));
+            token.push(b.token());
         }
     }
     if eid.is_empty() {
         return Ok(());
     }
     db.exec(
-        "INSERT INTO workflow_step_executions (execution_id, step_key, attempt, state, prompt, started_at, updated_at)
-         SELECT eid, key, attempt, 'running', prompt, at, now
-           FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[])
-                AS t(eid, key, attempt, prompt, at, now)",
-        &[&eid, &key, &attempt, &prompt, &at, &now],
+        "INSERT INTO workflow_step_executions (execution_id, step_key, attempt, state, prompt, started_at, updated_at, lease_token)
+         SELECT eid, key, attempt, 'running', prompt, at, now, token
+           FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[], $7::int8[])
+                AS t(eid, key, attempt, prompt, at, now, token)",
+        &[&eid, &key, &attempt, &prompt, &at, &now, &token],
     )
     .await?;
     Ok(())
@@ -400,14 +398,13 @@ async fn write_steps(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
 }
 
 async fn write_executions(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
-    let (mut eid, mut state, mut reason, mut started, mut finished, mut now) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let mut eid = Vec::new();
+    let mut state = Vec::new();
+    let mut reason = Vec::new();
+    let mut started = Vec::new();
+    let mut finished = Vec::new();
+    let mut now = Vec::new();
+    let mut settles = Vec::new();
     for b in batches {
         if let Some(u) = &b.execution {
             eid.push(b.execution_id.as_str());
@@ -416,6 +413,7 @@ async fn write_executions(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
             started.push(opt_i64(u.started_at));
             finished.push(opt_i64(u.finished_at));
             now.push(to_i64(b.now));
+            settles.push(b.settles());
         }
     }
     if eid.is_empty() {
@@ -424,11 +422,12 @@ async fn write_executions(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
     db.exec(
         "UPDATE workflow_executions e
             SET state = t.state, reason = t.reason, started_at = COALESCE(e.started_at, t.started),
-                finished_at = t.finished, updated_at = t.now
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[])
-                AS t(eid, state, reason, started, finished, now)
+                finished_at = t.finished, updated_at = t.now,
+                queued_at = CASE WHEN t.settles THEN NULL ELSE e.queued_at END
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::bool[])
+                AS t(eid, state, reason, started, finished, now, settles)
           WHERE e.id = t.eid",
-        &[&eid, &state, &reason, &started, &finished, &now],
+        &[&eid, &state, &reason, &started, &finished, &now, &settles],
     )
     .await?;
     Ok(())
@@ -439,14 +438,13 @@ async fn write_checkpoints<'b>(
     db: Db<'_, '_>,
     batches: &[&'b Batch],
 ) -> Result<HashMap<&'b str, i64>> {
-    let (mut eid, mut kind, mut visible, mut data, mut completed, mut now) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let mut eid = Vec::new();
+    let mut kind = Vec::new();
+    let mut visible = Vec::new();
+    let mut data = Vec::new();
+    let mut completed = Vec::new();
+    let mut now = Vec::new();
+    let mut token = Vec::new();
     for b in batches {
         if let Some((cp, vis, done)) = &b.checkpoint {
             eid.push(b.execution_id.as_str());
@@ -455,6 +453,7 @@ async fn write_checkpoints<'b>(
             data.push(cp.to_json()?);
             completed.push((*done).min(i32::MAX as u64) as i32);
             now.push(to_i64(b.now));
+            token.push(b.token());
         }
     }
     if eid.is_empty() {
@@ -462,12 +461,12 @@ async fn write_checkpoints<'b>(
     }
     let rows = db
         .query(
-            "INSERT INTO workflow_checkpoints (execution_id, kind, visible, data, completed_steps, created_at)
-             SELECT eid, kind, visible, data::jsonb, completed, now
-               FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::int4[], $6::int8[])
-                    AS t(eid, kind, visible, data, completed, now)
+            "INSERT INTO workflow_checkpoints (execution_id, kind, visible, data, completed_steps, created_at, lease_token)
+             SELECT eid, kind, visible, data::jsonb, completed, now, token
+               FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::int4[], $6::int8[], $7::int8[])
+                    AS t(eid, kind, visible, data, completed, now, token)
              RETURNING id, execution_id",
-            &[&eid, &kind, &visible, &data, &completed, &now],
+            &[&eid, &kind, &visible, &data, &completed, &now, &token],
         )
         .await?;
     let mut out = HashMap::with_capacity(rows.len());
@@ -493,9 +492,11 @@ async fn write_events(
     let mut attempt = Vec::new();
     let mut message = Vec::new();
     let mut data = Vec::new();
+    let mut token = Vec::new();
     for b in batches {
         let checkpoint = checkpoints.get(b.execution_id.as_str()).copied();
         for e in &b.events {
+            token.push(b.token());
             eid.push(b.execution_id.as_str());
             at.push(to_i64(e.at));
             kind.push(e.kind);
@@ -510,11 +511,12 @@ async fn write_events(
         return Ok(());
     }
     db.exec(
-        "INSERT INTO workflow_events (execution_id, at, type, step_key, state, attempt, message, data)
-         SELECT eid, at, kind, step, state, attempt, message, data::jsonb
-           FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[], $8::text[])
-                AS t(eid, at, kind, step, state, attempt, message, data)",
-        &[&eid, &at, &kind, &step, &state, &attempt, &message, &data],
+        "INSERT INTO workflow_events (execution_id, at, type, step_key, state, attempt, message, data, lease_token)
+         SELECT eid, at, kind, step, state, attempt, message, data::jsonb, token
+           FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::text[],
+                       $8::text[], $9::int8[])
+                AS t(eid, at, kind, step, state, attempt, message, data, token)",
+        &[&eid, &at, &kind, &step, &state, &attempt, &message, &data, &token],
     )
     .await?;
     Ok(())

@@ -8,11 +8,18 @@ use tokio_postgres::Client;
 
 /// (version, name, SQL) in order, the same versions as `migrations/sqlite/`.
 /// Append only; never edit a released migration.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_workflows",
-    include_str!("../../../../migrations/postgres/0001_workflows.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_workflows",
+        include_str!("../../../../migrations/postgres/0001_workflows.sql"),
+    ),
+    (
+        2,
+        "0002_leases",
+        include_str!("../../../../migrations/postgres/0002_leases.sql"),
+    ),
+];
 
 /// The advisory lock key that serializes migrations ("ax-migr" in ASCII).
 const LOCK_KEY: i64 = 0x0061_782d_6d69_6772;

@@ -18,7 +18,7 @@ mod migrate;
 mod queries;
 
 use super::model::*;
-use super::owner::{Control, Owner};
+use super::owner::{Claim, Claimed, Control, Lease, Owner};
 use anyhow::{Context as _, Result, anyhow};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr as _;
@@ -160,11 +160,11 @@ impl PgStore {
     pub async fn insert_execution(
         &self,
         e: NewExecution,
-        claim: Option<Owner>,
+        claim: Option<(Owner, u64)>,
         then: Option<Batch>,
-    ) -> Result<Option<i64>> {
+    ) -> Result<(Option<Lease>, Option<i64>)> {
         let mut c = self.conn().await?;
-        queries::insert_execution(&mut c, &e, claim.as_ref(), then).await
+        queries::insert_execution(&mut c, &e, claim.as_ref().map(|(o, l)| (o, *l)), then).await
     }
 
     pub async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {
@@ -255,39 +255,79 @@ impl PgStore {
         queries::footprint(&c).await
     }
 
-    pub async fn claim(&self, id: &str, me: &Owner, now: u64) -> Result<bool> {
+    pub async fn claim(
+        &self,
+        id: &str,
+        me: &Owner,
+        now: u64,
+        lease_ms: u64,
+        drive: bool,
+    ) -> Result<Claim> {
         let mut c = self.conn().await?;
-        queries::claim(&mut c, id, me, now).await
+        queries::claim(&mut c, id, me, now, lease_ms, drive).await
     }
 
-    pub async fn heartbeat(&self, id: &str, me: &Owner, now: u64) -> Result<bool> {
+    pub async fn claim_work(
+        &self,
+        me: &Owner,
+        limit: usize,
+        now: u64,
+        lease_ms: u64,
+        orphans: bool,
+    ) -> Result<Vec<Claimed>> {
+        let mut c = self.conn().await?;
+        queries::claim_work(&mut c, me, limit, now, lease_ms, orphans).await
+    }
+
+    pub async fn renew(
+        &self,
+        me: &Owner,
+        held: Vec<(String, i64)>,
+        now: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<String>> {
         let c = self.conn().await?;
-        queries::heartbeat(&c, id, me, now).await
+        queries::renew(&c, me, &held, now, lease_ms).await
     }
 
-    pub async fn release(&self, id: &str, me: &Owner) -> Result<()> {
+    pub async fn release(&self, lease: &Lease) -> Result<()> {
         let c = self.conn().await?;
-        queries::release(&c, id, me).await
+        queries::release(&c, lease).await
     }
 
-    pub async fn request_control(&self, id: &str, control: Control, now: u64) -> Result<()> {
+    pub async fn set_queued(&self, id: &str, queued: bool, now: u64) -> Result<()> {
+        let c = self.conn().await?;
+        queries::set_queued(&c, id, queued, now).await
+    }
+
+    pub async fn request_control(
+        &self,
+        id: &str,
+        control: Control,
+        now: u64,
+    ) -> Result<Option<i64>> {
         let c = self.conn().await?;
         queries::request_control(&c, id, control, now).await
     }
 
-    pub async fn take_control(&self, id: &str, me: &Owner) -> Result<Option<Control>> {
+    pub async fn take_controls(&self, me: &Owner) -> Result<Vec<(String, Control)>> {
         let c = self.conn().await?;
-        queries::take_control(&c, id, me).await
+        queries::take_controls(&c, me).await
     }
 
-    pub async fn pending_control(&self, id: &str) -> Result<bool> {
+    pub async fn withdraw_control(&self, id: &str, at: u64) -> Result<()> {
         let c = self.conn().await?;
-        queries::pending_control(&c, id).await
+        queries::withdraw_control(&c, id, at).await
     }
 
     pub async fn interrupt_orphans(&self, me: &Owner, now: u64) -> Result<Vec<String>> {
         let mut c = self.conn().await?;
         queries::interrupt_orphans(&mut c, me, now).await
+    }
+
+    pub async fn leases(&self, id: &str) -> Result<Vec<LeaseRecord>> {
+        let c = self.conn().await?;
+        queries::leases(&c, id).await
     }
 }
 

@@ -5,7 +5,7 @@ use super::db::Db;
 use super::db_err;
 use crate::store::journal::{self, JournalRow};
 use crate::store::model::*;
-use crate::store::owner::{Control, Owner, orphan_reason, owner_alive};
+use crate::store::owner::{Claim, Claimed, Control, Lease, Owner, orphan_reason, owner_alive};
 use anyhow::{Result, anyhow};
 use deadpool_postgres::Object;
 use serde_json::Value;
@@ -204,7 +204,8 @@ const EXECUTION_SELECT: &str = "
     SELECT e.id, e.workflow_id, w.name AS workflow_name, e.state, e.reason, e.created_at, e.started_at,
            e.finished_at, e.duration_ms, e.inputs, e.seed, e.owner, e.owner_host, e.owner_pid,
            e.heartbeat_at, e.control, e.total_steps, e.steps_completed, e.steps_failed,
-           e.steps_running, e.steps_skipped
+           e.steps_running, e.steps_skipped, e.owner_started, e.owner_boot, e.lease_token,
+           e.lease_expires_at, e.queued_at
     FROM workflow_executions e JOIN workflows w ON w.id = e.workflow_id";
 
 fn execution_row(r: &Row) -> ExecutionRecord {
@@ -225,6 +226,11 @@ fn execution_row(r: &Row) -> ExecutionRecord {
         owner_host: r.get("owner_host"),
         owner_pid: r.get("owner_pid"),
         heartbeat_at: ms(r.get("heartbeat_at")),
+        owner_started: r.get("owner_started"),
+        owner_boot: r.get("owner_boot"),
+        lease_token: r.get("lease_token"),
+        lease_expires_at: ms(r.get("lease_expires_at")),
+        queued_at: ms(r.get("queued_at")),
         control: r.get("control"),
         progress: Progress {
             total: count("total_steps"),
@@ -242,15 +248,15 @@ fn execution_row(r: &Row) -> ExecutionRecord {
 pub async fn insert_execution(
     c: &mut Object,
     e: &NewExecution,
-    claim_for: Option<&Owner>,
+    claim_for: Option<(&Owner, u64)>,
     then: Option<Batch>,
-) -> Result<Option<i64>> {
+) -> Result<(Option<Lease>, Option<i64>)> {
     let tx = c.transaction().await.map_err(db_err)?;
     let db = Db::Tx(&tx);
     let now = to_i64(e.now);
     db.exec(
-        "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at)
-         VALUES ($1, $2, 'idle', $3::text::jsonb, $4, $5, $6, $6)",
+        "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at, queued_at)
+         VALUES ($1, $2, 'idle', $3::text::jsonb, $4, $5, $6, $6, $7)",
         &[
             &e.id,
             &e.workflow_id,
@@ -258,6 +264,7 @@ pub async fn insert_execution(
             &((e.seed & (i64::MAX as u64)) as i64),
             &(e.keys.len() as i32),
             &now,
+            &e.queued.then_some(now),
         ],
     )
     .await?;
@@ -274,18 +281,24 @@ pub async fn insert_execution(
         &[&e.id, &e.initial.to_json(), &now],
     )
     .await?;
-    if let Some(me) = claim_for {
-        set_owner(db, &e.id, me, e.now).await?;
-    }
+    let lease = match claim_for {
+        Some((me, lease_ms)) => Some(grant(db, &e.id, me, e.now, lease_ms, None).await?),
+        None => None,
+    };
     let checkpoint = match then {
-        Some(b) => commit::apply(&tx, &[&b])
-            .await?
-            .pop()
-            .ok_or_else(|| anyhow!("the batch had no result"))??,
+        Some(mut b) => {
+            if lease.is_some() {
+                b.lease = lease.clone();
+            }
+            commit::apply(&tx, &[&b])
+                .await?
+                .pop()
+                .ok_or_else(|| anyhow!("the batch had no result"))??
+        }
         None => None,
     };
     tx.commit().await.map_err(db_err)?;
-    Ok(checkpoint)
+    Ok((lease, checkpoint))
 }
 
 pub async fn get_execution(c: &Object, id: &str) -> Result<Option<ExecutionRecord>> {
@@ -398,7 +411,8 @@ pub async fn execution_steps(c: &Object, id: &str, with_output: bool) -> Result<
 pub async fn attempts(c: &Object, id: &str) -> Result<Vec<AttemptRecord>> {
     let rows = Db::Conn(c)
         .query(
-            "SELECT id, step_key, attempt, state, provider, model, tokens_in, tokens_out, error_class, superseded
+            "SELECT id, step_key, attempt, state, provider, model, tokens_in, tokens_out, error_class, superseded,
+                    lease_token
                FROM workflow_step_executions WHERE execution_id = $1 ORDER BY id",
             &[&id],
         )
@@ -416,6 +430,7 @@ pub async fn attempts(c: &Object, id: &str) -> Result<Vec<AttemptRecord>> {
             tokens_out: u(r.get("tokens_out")),
             error_class: r.get("error_class"),
             superseded: r.get("superseded"),
+            lease_token: r.get("lease_token"),
         })
         .collect())
 }
@@ -451,17 +466,59 @@ pub async fn events_after(
 
 // ---------------------------------------------------------------- ownership and control
 
-async fn set_owner(db: Db<'_, '_>, id: &str, me: &Owner, now: u64) -> Result<()> {
+/// Give `me` a new lease on `id` (the next fencing token), recorded in the
+/// lease history; requests meant for an older lease are dropped.
+async fn grant(
+    db: Db<'_, '_>,
+    id: &str,
+    me: &Owner,
+    now: u64,
+    lease_ms: u64,
+    previous: Option<&str>,
+) -> Result<Lease> {
+    let token: i64 = db
+        .one(
+            "UPDATE workflow_executions
+                SET owner = $2, owner_host = $3, owner_pid = $4, owner_started = $5, owner_boot = $6,
+                    heartbeat_at = $7, lease_expires_at = $8, lease_token = lease_token + 1,
+                    control = NULL, control_at = NULL, control_token = NULL
+              WHERE id = $1 RETURNING lease_token",
+            &[
+                &id,
+                &me.id,
+                &me.host,
+                &i64::from(me.pid),
+                &me.started.map(|s| s as i64),
+                &me.boot,
+                &to_i64(now),
+                &to_i64(now.saturating_add(lease_ms)),
+            ],
+        )
+        .await?
+        .get(0);
     db.exec(
-        "UPDATE workflow_executions SET owner = $2, owner_host = $3, owner_pid = $4, heartbeat_at = $5 WHERE id = $1",
-        &[&id, &me.id, &me.host, &i64::from(me.pid), &to_i64(now)],
+        "INSERT INTO execution_leases (execution_id, token, owner, claimed_at, previous_owner)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[&id, &token, &me.id, &to_i64(now), &previous],
     )
     .await?;
-    Ok(())
+    Ok(Lease {
+        execution_id: id.to_owned(),
+        owner: me.id.clone(),
+        token,
+    })
 }
 
-/// Take ownership if nobody alive holds it. Returns false if another live process owns it.
-pub async fn claim(c: &mut Object, id: &str, me: &Owner, now: u64) -> Result<bool> {
+/// Take the lease unless a live process holds it; with `drive`, the
+/// execution wants a driver from now on.
+pub async fn claim(
+    c: &mut Object,
+    id: &str,
+    me: &Owner,
+    now: u64,
+    lease_ms: u64,
+    drive: bool,
+) -> Result<Claim> {
     let tx = c.transaction().await.map_err(db_err)?;
     let db = Db::Tx(&tx);
     let row = db
@@ -472,75 +529,198 @@ pub async fn claim(c: &mut Object, id: &str, me: &Owner, now: u64) -> Result<boo
         .await?
         .ok_or_else(|| anyhow!("no execution {id}"))?;
     let e = execution_row(&row);
-    if owner_alive(&e, me, now) && e.owner.as_deref() != Some(me.id.as_str()) {
-        return Ok(false);
+    if let Some(owner) = &e.owner
+        && owner != &me.id
+        && owner_alive(&e, me, now, true)
+    {
+        return Ok(Claim::Held {
+            owner: owner.clone(),
+        });
     }
-    set_owner(db, id, me, now).await?;
+    let previous = e.owner.filter(|o| o != &me.id);
+    let lease = grant(db, id, me, now, lease_ms, previous.as_deref()).await?;
+    if drive {
+        db.exec(
+            "UPDATE workflow_executions SET queued_at = COALESCE(queued_at, $2) WHERE id = $1",
+            &[&id, &to_i64(now)],
+        )
+        .await?;
+    }
     tx.commit().await.map_err(db_err)?;
-    Ok(true)
+    Ok(Claim::Granted { lease, previous })
 }
 
-/// Refresh the heartbeat; false if someone else took the execution over.
-pub async fn heartbeat(c: &Object, id: &str, me: &Owner, now: u64) -> Result<bool> {
-    let n = Db::Conn(c)
-        .exec(
-            "UPDATE workflow_executions SET heartbeat_at = $3 WHERE id = $1 AND owner = $2",
-            &[&id, &me.id, &to_i64(now)],
+/// Claim up to `limit` executions that want a driver and have none alive:
+/// new ones (queued, never owned or handed back), and with `orphans` the runs
+/// of processes that died (on this machine: pid check) or lost their lease.
+/// Rows another worker is claiming are skipped (`SKIP LOCKED`).
+pub async fn claim_work(
+    c: &mut Object,
+    me: &Owner,
+    limit: usize,
+    now: u64,
+    lease_ms: u64,
+    orphans: bool,
+) -> Result<Vec<Claimed>> {
+    let now_i = to_i64(now);
+    // Owned rows whose owner may be gone, checked here without locks.
+    let mut dead: Vec<String> = Vec::new();
+    if orphans {
+        let rows = Db::Conn(c)
+            .query(
+                &format!(
+                    "{EXECUTION_SELECT} WHERE e.queued_at IS NOT NULL AND e.owner IS NOT NULL AND e.owner <> $1
+                       AND (e.lease_expires_at < $2 OR e.owner_boot = $3)
+                     ORDER BY e.queued_at, e.id LIMIT 10000"
+                ),
+                &[&me.id, &now_i, &me.boot],
+            )
+            .await?;
+        dead = rows
+            .iter()
+            .map(execution_row)
+            .filter(|e| !owner_alive(e, me, now, true))
+            .map(|e| e.id)
+            .take(limit)
+            .collect();
+    }
+    let tx = c.transaction().await.map_err(db_err)?;
+    let db = Db::Tx(&tx);
+    let rows = db
+        .query(
+            &format!(
+                "{EXECUTION_SELECT}
+                 WHERE e.queued_at IS NOT NULL
+                   AND ((e.owner IS NULL AND (e.state <> 'interrupted' OR $1)) OR e.id = ANY($2))
+                 ORDER BY e.queued_at, e.id LIMIT $3
+                 FOR UPDATE OF e SKIP LOCKED"
+            ),
+            &[&orphans, &dead, &(limit as i64)],
         )
         .await?;
-    Ok(n == 1)
+    let mut out = Vec::with_capacity(rows.len());
+    for e in rows.iter().map(execution_row) {
+        // Re-checked under the lock: the owner may have come back meanwhile.
+        if e.owner.is_some() && owner_alive(&e, me, now, true) {
+            continue;
+        }
+        let previous = e.owner.clone();
+        let lease = grant(db, &e.id, me, now, lease_ms, previous.as_deref()).await?;
+        out.push(Claimed {
+            lease,
+            state: e.state,
+            previous,
+        });
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(out)
 }
 
-pub async fn release(c: &Object, id: &str, me: &Owner) -> Result<()> {
+/// Push the leases `me` holds forward, in one statement; returns the
+/// executions it still holds.
+pub async fn renew(
+    c: &Object,
+    me: &Owner,
+    held: &[(String, i64)],
+    now: u64,
+    lease_ms: u64,
+) -> Result<Vec<String>> {
+    if held.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<&str> = held.iter().map(|(i, _)| i.as_str()).collect();
+    let tokens: Vec<i64> = held.iter().map(|(_, t)| *t).collect();
+    let rows = Db::Conn(c)
+        .query(
+            "UPDATE workflow_executions e SET heartbeat_at = $2, lease_expires_at = $3
+               FROM unnest($4::text[], $5::int8[]) AS t(id, token)
+              WHERE e.id = t.id AND e.owner = $1 AND e.lease_token = t.token
+             RETURNING e.id",
+            &[
+                &me.id,
+                &to_i64(now),
+                &to_i64(now.saturating_add(lease_ms)),
+                &ids,
+                &tokens,
+            ],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+pub async fn release(c: &Object, lease: &Lease) -> Result<()> {
     Db::Conn(c)
         .exec(
-            "UPDATE workflow_executions SET owner = NULL, owner_host = NULL, owner_pid = NULL, heartbeat_at = NULL
-              WHERE id = $1 AND owner = $2",
-            &[&id, &me.id],
+            "UPDATE workflow_executions SET owner = NULL, owner_host = NULL, owner_pid = NULL, owner_started = NULL,
+                    owner_boot = NULL, heartbeat_at = NULL, lease_expires_at = NULL
+              WHERE id = $1 AND owner = $2 AND lease_token = $3",
+            &[&lease.execution_id, &lease.owner, &lease.token],
         )
         .await?;
     Ok(())
 }
 
-pub async fn request_control(c: &Object, id: &str, control: Control, now: u64) -> Result<()> {
+pub async fn set_queued(c: &Object, id: &str, queued: bool, now: u64) -> Result<()> {
     Db::Conn(c)
         .exec(
-            "UPDATE workflow_executions SET control = $2, control_at = $3 WHERE id = $1",
-            &[&id, &control.as_str(), &to_i64(now)],
+            "UPDATE workflow_executions SET queued_at = CASE WHEN $2 THEN COALESCE(queued_at, $3) END
+              WHERE id = $1",
+            &[&id, &queued, &to_i64(now)],
         )
         .await?;
     Ok(())
 }
 
-/// Read and clear a pending control request (owner only), in one statement.
-pub async fn take_control(c: &Object, id: &str, me: &Owner) -> Result<Option<Control>> {
-    let row = Db::Conn(c)
-        .opt(
-            "WITH pending AS (
-                 SELECT id, control FROM workflow_executions
-                  WHERE id = $1 AND owner = $2 AND control IS NOT NULL FOR UPDATE)
-             UPDATE workflow_executions e SET control = NULL, control_at = NULL
-               FROM pending p WHERE e.id = p.id
-             RETURNING p.control",
-            &[&id, &me.id],
-        )
-        .await?;
-    Ok(row.and_then(|r| Control::parse(r.get::<_, &str>(0))))
-}
-
-pub async fn pending_control(c: &Object, id: &str) -> Result<bool> {
+/// Leave a request for the execution's current lease; returns that lease's token.
+pub async fn request_control(
+    c: &Object,
+    id: &str,
+    control: Control,
+    now: u64,
+) -> Result<Option<i64>> {
     Ok(Db::Conn(c)
         .opt(
-            "SELECT control IS NOT NULL FROM workflow_executions WHERE id = $1",
-            &[&id],
+            "UPDATE workflow_executions SET control = $2, control_at = $3, control_token = lease_token
+              WHERE id = $1 RETURNING lease_token",
+            &[&id, &control.as_str(), &to_i64(now)],
         )
         .await?
-        .is_some_and(|r| r.get::<_, bool>(0)))
+        .map(|r| r.get(0)))
 }
 
-/// Mark executions left running by processes that are gone as interrupted
-/// (with an event saying why) and clear their owner. Rows another transaction
-/// holds (a live committer) are skipped.
+/// Take the requests meant for the leases `me` holds, in one statement.
+pub async fn take_controls(c: &Object, me: &Owner) -> Result<Vec<(String, Control)>> {
+    let rows = Db::Conn(c)
+        .query(
+            "WITH pending AS (
+                 SELECT id, control FROM workflow_executions
+                  WHERE owner = $1 AND control IS NOT NULL AND control_token = lease_token
+                  FOR UPDATE)
+             UPDATE workflow_executions e SET control = NULL, control_at = NULL, control_token = NULL
+               FROM pending p WHERE e.id = p.id
+             RETURNING p.id, p.control",
+            &[&me.id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| Control::parse(r.get::<_, &str>(1)).map(|c| (r.get::<_, String>(0), c)))
+        .collect())
+}
+
+pub async fn withdraw_control(c: &Object, id: &str, at: u64) -> Result<()> {
+    Db::Conn(c)
+        .exec(
+            "UPDATE workflow_executions SET control = NULL, control_at = NULL, control_token = NULL
+              WHERE id = $1 AND control_at = $2",
+            &[&id, &to_i64(at)],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Mark executions left running by processes that are gone as interrupted,
+/// taking their lease away (rows another transaction holds are skipped).
 pub async fn interrupt_orphans(c: &mut Object, me: &Owner, now: u64) -> Result<Vec<String>> {
     let tx = c.transaction().await.map_err(db_err)?;
     let db = Db::Tx(&tx);
@@ -555,13 +735,16 @@ pub async fn interrupt_orphans(c: &mut Object, me: &Owner, now: u64) -> Result<V
         .await?;
     let mut ids = Vec::new();
     for e in rows.iter().map(execution_row) {
-        if owner_alive(&e, me, now) {
+        if owner_alive(&e, me, now, true) {
             continue;
         }
         let why = orphan_reason(&e, now);
         db.exec(
             "UPDATE workflow_executions SET state = 'interrupted', reason = $2, updated_at = $3,
-                    owner = NULL, owner_host = NULL, owner_pid = NULL WHERE id = $1",
+                    owner = NULL, owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_boot = NULL,
+                    heartbeat_at = NULL, lease_expires_at = NULL, lease_token = lease_token + 1,
+                    queued_at = COALESCE(queued_at, $3)
+              WHERE id = $1",
             &[&e.id, &why, &to_i64(now)],
         )
         .await?;
@@ -575,6 +758,26 @@ pub async fn interrupt_orphans(c: &mut Object, me: &Owner, now: u64) -> Result<V
     }
     tx.commit().await.map_err(db_err)?;
     Ok(ids)
+}
+
+/// Every claim of an execution, oldest first.
+pub async fn leases(c: &Object, id: &str) -> Result<Vec<LeaseRecord>> {
+    let rows = Db::Conn(c)
+        .query(
+            "SELECT token, owner, claimed_at, previous_owner FROM execution_leases
+              WHERE execution_id = $1 ORDER BY token",
+            &[&id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| LeaseRecord {
+            token: r.get(0),
+            owner: r.get(1),
+            claimed_at: u(r.get(2)),
+            previous_owner: r.get(3),
+        })
+        .collect())
 }
 
 // ---------------------------------------------------------------- checkpoints

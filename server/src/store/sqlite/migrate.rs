@@ -6,11 +6,18 @@ use rusqlite::{Connection, TransactionBehavior};
 
 /// (version, name, SQL) in order. Append only; never edit a released migration.
 /// `migrations/postgres/` has the same versions.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "0001_workflows",
-    include_str!("../../../../migrations/sqlite/0001_workflows.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_workflows",
+        include_str!("../../../../migrations/sqlite/0001_workflows.sql"),
+    ),
+    (
+        2,
+        "0002_leases",
+        include_str!("../../../../migrations/sqlite/0002_leases.sql"),
+    ),
+];
 
 /// Bring the schema up to date. The version check and every pending migration
 /// run in one `BEGIN IMMEDIATE` transaction: a second process opening a fresh

@@ -14,7 +14,7 @@ mod migrate;
 pub mod queries;
 
 use super::model::*;
-use super::owner::{Control, Owner};
+use super::owner::{Claim, Claimed, Control, Lease, Owner};
 use anyhow::{Context as _, Result, anyhow};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
@@ -243,11 +243,13 @@ impl SqliteStore {
     pub async fn insert_execution(
         &self,
         e: NewExecution,
-        claim: Option<Owner>,
+        claim: Option<(Owner, u64)>,
         then: Option<Batch>,
-    ) -> Result<Option<i64>> {
-        self.write(move |c| queries::insert_execution(c, &e, claim.as_ref(), then.as_ref()))
-            .await
+    ) -> Result<(Option<Lease>, Option<i64>)> {
+        self.write(move |c| {
+            queries::insert_execution(c, &e, claim.as_ref().map(|(o, l)| (o, *l)), then)
+        })
+        .await
     }
 
     pub async fn get_execution(&self, id: &str) -> Result<Option<ExecutionRecord>> {
@@ -323,43 +325,86 @@ impl SqliteStore {
         self.read(queries::footprint).await
     }
 
-    pub async fn claim(&self, id: &str, me: &Owner, now: u64) -> Result<bool> {
+    pub async fn claim(
+        &self,
+        id: &str,
+        me: &Owner,
+        now: u64,
+        lease_ms: u64,
+        drive: bool,
+    ) -> Result<Claim> {
         let (id, me) = (id.to_owned(), me.clone());
-        self.write(move |c| queries::claim(c, &id, &me, now)).await
-    }
-
-    pub async fn heartbeat(&self, id: &str, me: &Owner, now: u64) -> Result<bool> {
-        let (id, me) = (id.to_owned(), me.clone());
-        self.write(move |c| queries::heartbeat(c, &id, &me, now))
+        self.write(move |c| queries::claim(c, &id, &me, now, lease_ms, drive))
             .await
     }
 
-    pub async fn release(&self, id: &str, me: &Owner) -> Result<()> {
-        let (id, me) = (id.to_owned(), me.clone());
-        self.write(move |c| queries::release(c, &id, &me)).await
+    pub async fn claim_work(
+        &self,
+        me: &Owner,
+        limit: usize,
+        now: u64,
+        lease_ms: u64,
+        orphans: bool,
+    ) -> Result<Vec<Claimed>> {
+        let me = me.clone();
+        self.write(move |c| queries::claim_work(c, &me, limit, now, lease_ms, orphans))
+            .await
     }
 
-    pub async fn request_control(&self, id: &str, control: Control, now: u64) -> Result<()> {
+    pub async fn renew(
+        &self,
+        me: &Owner,
+        held: Vec<(String, i64)>,
+        now: u64,
+        lease_ms: u64,
+    ) -> Result<Vec<String>> {
+        let me = me.clone();
+        self.write(move |c| queries::renew(c, &me, &held, now, lease_ms))
+            .await
+    }
+
+    pub async fn release(&self, lease: &Lease) -> Result<()> {
+        let lease = lease.clone();
+        self.write(move |c| queries::release(c, &lease)).await
+    }
+
+    pub async fn set_queued(&self, id: &str, queued: bool, now: u64) -> Result<()> {
+        let id = id.to_owned();
+        self.write(move |c| queries::set_queued(c, &id, queued, now))
+            .await
+    }
+
+    pub async fn request_control(
+        &self,
+        id: &str,
+        control: Control,
+        now: u64,
+    ) -> Result<Option<i64>> {
         let id = id.to_owned();
         self.write(move |c| queries::request_control(c, &id, control, now))
             .await
     }
 
-    pub async fn take_control(&self, id: &str, me: &Owner) -> Result<Option<Control>> {
-        let (id, me) = (id.to_owned(), me.clone());
-        self.write(move |c| queries::take_control(c, &id, &me))
-            .await
+    pub async fn take_controls(&self, me: &Owner) -> Result<Vec<(String, Control)>> {
+        let me = me.clone();
+        self.write(move |c| queries::take_controls(c, &me)).await
     }
 
-    pub async fn pending_control(&self, id: &str) -> Result<bool> {
+    pub async fn withdraw_control(&self, id: &str, at: u64) -> Result<()> {
         let id = id.to_owned();
-        self.read(move |c| queries::pending_control(c, &id)).await
+        self.write(move |c| queries::withdraw_control(c, &id, at))
+            .await
     }
 
     pub async fn interrupt_orphans(&self, me: &Owner, now: u64) -> Result<Vec<String>> {
         let me = me.clone();
         self.write(move |c| queries::interrupt_orphans(c, &me, now))
             .await
+    }
+
+    pub async fn leases(&self, id: &str) -> Result<Vec<LeaseRecord>> {
+        let id = id.to_owned();
+        self.read(move |c| queries::leases(c, &id)).await
     }
 }
 

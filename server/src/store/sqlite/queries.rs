@@ -3,8 +3,8 @@
 
 use crate::store::journal::{self, JournalRow};
 use crate::store::model::*;
-use crate::store::owner::{Control, Owner, owner_alive};
-use anyhow::{Result, anyhow, bail};
+use crate::store::owner::{Claim, Claimed, Control, Lease, Owner, orphan_reason, owner_alive};
+use anyhow::{Result, anyhow};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -168,6 +168,11 @@ fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
         owner_host: r.get("owner_host")?,
         owner_pid: r.get("owner_pid")?,
         heartbeat_at: ms(r.get("heartbeat_at")?),
+        owner_started: r.get("owner_started")?,
+        owner_boot: r.get("owner_boot")?,
+        lease_token: r.get("lease_token")?,
+        lease_expires_at: ms(r.get("lease_expires_at")?),
+        queued_at: ms(r.get("queued_at")?),
         control: r.get("control")?,
         progress: Progress {
             total: r.get::<_, i64>("total_steps")? as u64,
@@ -185,20 +190,21 @@ fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
 pub fn insert_execution(
     conn: &mut Connection,
     e: &NewExecution,
-    claim_for: Option<&Owner>,
-    then: Option<&Batch>,
-) -> Result<Option<i64>> {
+    claim_for: Option<(&Owner, u64)>,
+    then: Option<Batch>,
+) -> Result<(Option<Lease>, Option<i64>)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
-        "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at)
-         VALUES (?1, ?2, 'idle', ?3, ?4, ?5, ?6, ?6)",
+        "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at, queued_at)
+         VALUES (?1, ?2, 'idle', ?3, ?4, ?5, ?6, ?6, ?7)",
         params![
             e.id,
             e.workflow_id,
             e.inputs,
             (e.seed & (i64::MAX as u64)) as i64,
             e.keys.len() as i64,
-            to_i64(e.now)
+            to_i64(e.now),
+            e.queued.then_some(to_i64(e.now))
         ],
     )?;
     {
@@ -214,15 +220,21 @@ pub fn insert_execution(
          VALUES (?1, 'full', 0, ?2, 0, ?3)",
         params![e.id, e.initial.to_json(), to_i64(e.now)],
     )?;
-    if let Some(me) = claim_for {
-        set_owner(&tx, &e.id, me, e.now)?;
-    }
+    let lease = match claim_for {
+        Some((me, lease_ms)) => Some(grant(&tx, &e.id, me, e.now, lease_ms, None)?),
+        None => None,
+    };
     let checkpoint = match then {
-        Some(b) => commit_in(&tx, b)?,
+        Some(mut b) => {
+            if lease.is_some() {
+                b.lease = lease.clone();
+            }
+            commit_in(&tx, &b)?
+        }
         None => None,
     };
     tx.commit()?;
-    Ok(checkpoint)
+    Ok((lease, checkpoint))
 }
 
 pub fn get_execution(conn: &Connection, id: &str) -> Result<Option<ExecutionRecord>> {
@@ -341,22 +353,18 @@ pub fn commit(conn: &mut Connection, b: &Batch) -> Result<Option<i64>> {
 /// The body of [`commit`], inside a transaction the caller manages (the group
 /// committer runs many batches in one transaction, each in a savepoint).
 pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
-    if let Some(owner) = &b.owner {
-        let current: Option<String> = tx
+    if b.lease.is_some() {
+        let (owner, token): (Option<String>, i64) = tx
             .query_row(
-                "SELECT owner FROM workflow_executions WHERE id = ?1",
+                "SELECT owner, lease_token FROM workflow_executions WHERE id = ?1",
                 [&b.execution_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?
-            .flatten();
-        if current.as_deref() != Some(owner.as_str()) {
-            bail!(
-                "execution {} is now driven by another process; this process stops driving it",
-                b.execution_id
-            );
-        }
+            .ok_or_else(|| anyhow!("no execution {}", b.execution_id))?;
+        b.fence(owner.as_deref(), token)?;
     }
+    let token = b.token();
     let now = to_i64(b.now);
     if !b.rewind.is_empty() {
         let mut stmt = tx.prepare_cached(
@@ -377,8 +385,8 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
     }
     if !b.starts.is_empty() {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO workflow_step_executions (execution_id, step_key, attempt, state, prompt, started_at, updated_at)
-             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6)",
+            "INSERT INTO workflow_step_executions (execution_id, step_key, attempt, state, prompt, started_at, updated_at, lease_token)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
         )?;
         for s in &b.starts {
             stmt.execute(params![
@@ -386,8 +394,9 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
                 s.key,
                 s.attempt,
                 s.prompt,
-                s.at as i64,
-                now
+                to_i64(s.at),
+                now,
+                token
             ])?;
         }
     }
@@ -443,7 +452,8 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
     if let Some(u) = &b.execution {
         tx.prepare_cached(
             "UPDATE workflow_executions SET state = ?2, reason = ?3, started_at = COALESCE(started_at, ?4),
-                    finished_at = ?5, updated_at = ?6 WHERE id = ?1",
+                    finished_at = ?5, updated_at = ?6, queued_at = CASE WHEN ?7 THEN NULL ELSE queued_at END
+              WHERE id = ?1",
         )?
         .execute(params![
             b.execution_id,
@@ -451,14 +461,15 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
             u.reason,
             opt_i64(u.started_at),
             opt_i64(u.finished_at),
-            now
+            now,
+            b.settles()
         ])?;
     }
     let mut checkpoint_id = None;
     if let Some((cp, visible, completed)) = &b.checkpoint {
         tx.prepare_cached(
-            "INSERT INTO workflow_checkpoints (execution_id, kind, visible, data, completed_steps, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO workflow_checkpoints (execution_id, kind, visible, data, completed_steps, created_at, lease_token)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             b.execution_id,
@@ -466,14 +477,15 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
             visible,
             cp.to_json()?,
             to_i64(*completed),
-            now
+            now,
+            token
         ])?;
         checkpoint_id = Some(tx.last_insert_rowid());
     }
     if !b.events.is_empty() {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO workflow_events (execution_id, at, type, step_key, state, attempt, message, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO workflow_events (execution_id, at, type, step_key, state, attempt, message, data, lease_token)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
         for e in &b.events {
             stmt.execute(params![
@@ -484,7 +496,8 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
                 e.state,
                 e.attempt,
                 e.message,
-                Batch::event_data(e, checkpoint_id).map(|d| d.to_string())
+                Batch::event_data(e, checkpoint_id).map(|d| d.to_string()),
+                token
             ])?;
         }
     }
@@ -493,86 +506,220 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
 
 // ---------------------------------------------------------------- ownership and control
 
-fn set_owner(tx: &Connection, id: &str, me: &Owner, now: u64) -> Result<()> {
-    tx.execute(
-        "UPDATE workflow_executions SET owner = ?2, owner_host = ?3, owner_pid = ?4, heartbeat_at = ?5 WHERE id = ?1",
-        params![id, me.id, me.host, me.pid, to_i64(now)],
+/// Give `me` a new lease on `id` (the next fencing token), recorded in the
+/// lease history. Pending control requests were meant for an older lease:
+/// they are dropped.
+fn grant(
+    tx: &Connection,
+    id: &str,
+    me: &Owner,
+    now: u64,
+    lease_ms: u64,
+    previous: Option<&str>,
+) -> Result<Lease> {
+    let token: i64 = tx.query_row(
+        "UPDATE workflow_executions
+            SET owner = ?2, owner_host = ?3, owner_pid = ?4, owner_started = ?5, owner_boot = ?6,
+                heartbeat_at = ?7, lease_expires_at = ?8, lease_token = lease_token + 1,
+                control = NULL, control_at = NULL, control_token = NULL
+          WHERE id = ?1 RETURNING lease_token",
+        params![
+            id,
+            me.id,
+            me.host,
+            me.pid,
+            me.started.map(|s| s as i64),
+            me.boot,
+            to_i64(now),
+            to_i64(now.saturating_add(lease_ms))
+        ],
+        |r| r.get(0),
     )?;
-    Ok(())
+    tx.execute(
+        "INSERT INTO execution_leases (execution_id, token, owner, claimed_at, previous_owner) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, token, me.id, to_i64(now), previous],
+    )?;
+    Ok(Lease {
+        execution_id: id.to_owned(),
+        owner: me.id.clone(),
+        token,
+    })
 }
 
-/// Take ownership if nobody alive holds it. Returns false if another live process owns it.
-pub fn claim(conn: &mut Connection, id: &str, me: &Owner, now: u64) -> Result<bool> {
+/// Take the lease unless a live process holds it. With `drive`, the
+/// execution also wants a driver from now on (a worker resumes it if this
+/// process dies).
+pub fn claim(
+    conn: &mut Connection,
+    id: &str,
+    me: &Owner,
+    now: u64,
+    lease_ms: u64,
+    drive: bool,
+) -> Result<Claim> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let e = get_execution(&tx, id)?.ok_or_else(|| anyhow!("no execution {id}"))?;
-    if owner_alive(&e, me, now) && e.owner.as_deref() != Some(me.id.as_str()) {
-        return Ok(false);
+    if let Some(owner) = &e.owner
+        && owner != &me.id
+        && owner_alive(&e, me, now, true)
+    {
+        return Ok(Claim::Held {
+            owner: owner.clone(),
+        });
     }
-    set_owner(&tx, id, me, now)?;
+    let previous = e.owner.filter(|o| o != &me.id);
+    let lease = grant(&tx, id, me, now, lease_ms, previous.as_deref())?;
+    if drive {
+        tx.execute(
+            "UPDATE workflow_executions SET queued_at = COALESCE(queued_at, ?2) WHERE id = ?1",
+            params![id, to_i64(now)],
+        )?;
+    }
     tx.commit()?;
-    Ok(true)
+    Ok(Claim::Granted { lease, previous })
 }
 
-/// Refresh the heartbeat; false if someone else took the execution over.
-pub fn heartbeat(conn: &Connection, id: &str, me: &Owner, now: u64) -> Result<bool> {
-    let n = conn.execute(
-        "UPDATE workflow_executions SET heartbeat_at = ?3 WHERE id = ?1 AND owner = ?2",
-        params![id, me.id, to_i64(now)],
-    )?;
-    Ok(n == 1)
-}
-
-pub fn release(conn: &Connection, id: &str, me: &Owner) -> Result<()> {
-    conn.execute(
-        "UPDATE workflow_executions SET owner = NULL, owner_host = NULL, owner_pid = NULL, heartbeat_at = NULL
-          WHERE id = ?1 AND owner = ?2",
-        params![id, me.id],
-    )?;
-    Ok(())
-}
-
-pub fn request_control(conn: &Connection, id: &str, c: Control, now: u64) -> Result<()> {
-    conn.execute(
-        "UPDATE workflow_executions SET control = ?2, control_at = ?3 WHERE id = ?1",
-        params![id, c.as_str(), to_i64(now)],
-    )?;
-    Ok(())
-}
-
-/// Read and clear a pending control request (owner only).
-pub fn take_control(conn: &mut Connection, id: &str, me: &Owner) -> Result<Option<Control>> {
-    // Cheap check first: this runs every poll interval.
-    let pending: Option<String> = conn
-        .query_row(
-            "SELECT control FROM workflow_executions WHERE id = ?1 AND owner = ?2 AND control IS NOT NULL",
-            params![id, me.id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(control) = pending else {
-        return Ok(None);
+/// Claim up to `limit` executions that want a driver and have none alive:
+/// new ones (queued, never owned or handed back), and with `orphans` the
+/// runs of processes that died or lost their lease.
+pub fn claim_work(
+    conn: &mut Connection,
+    me: &Owner,
+    limit: usize,
+    now: u64,
+    lease_ms: u64,
+    orphans: bool,
+) -> Result<Vec<Claimed>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let candidates: Vec<ExecutionRecord> = {
+        // Owners on this machine are checked by pid below, whatever their lease.
+        let mut stmt = tx.prepare_cached(&format!(
+            "{EXECUTION_SELECT} WHERE e.queued_at IS NOT NULL
+               AND (e.owner IS NULL
+                    OR (?1 AND e.owner <> ?2 AND (e.lease_expires_at < ?3 OR e.owner_boot = ?4)))
+             ORDER BY e.queued_at, e.id LIMIT 10000"
+        ))?;
+        let rows = stmt.query_map(params![orphans, me.id, to_i64(now), me.boot], execution_row)?;
+        rows.collect::<rusqlite::Result<_>>()?
     };
-    conn.execute(
-        "UPDATE workflow_executions SET control = NULL, control_at = NULL WHERE id = ?1 AND control = ?2",
-        params![id, control],
-    )?;
-    Ok(Control::parse(&control))
+    let mut out = Vec::new();
+    for e in candidates {
+        if out.len() >= limit {
+            break;
+        }
+        let orphan = e.owner.is_some() || e.state == "interrupted";
+        if orphan && !orphans {
+            continue;
+        }
+        if e.owner.is_some() && owner_alive(&e, me, now, true) {
+            continue;
+        }
+        let previous = e.owner.clone();
+        let lease = grant(&tx, &e.id, me, now, lease_ms, previous.as_deref())?;
+        out.push(Claimed {
+            lease,
+            state: e.state,
+            previous,
+        });
+    }
+    tx.commit()?;
+    Ok(out)
 }
 
-/// Cheap check for a pending control request.
-pub fn pending_control(conn: &Connection, id: &str) -> Result<bool> {
+/// Push the expiry of the leases `me` holds; returns the executions whose
+/// lease it still holds (the others were taken over).
+pub fn renew(
+    conn: &Connection,
+    me: &Owner,
+    held: &[(String, i64)],
+    now: u64,
+    lease_ms: u64,
+) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE workflow_executions SET heartbeat_at = ?3, lease_expires_at = ?4
+          WHERE id = ?1 AND owner = ?2 AND lease_token = ?5",
+    )?;
+    let mut kept = Vec::with_capacity(held.len());
+    let until = to_i64(now.saturating_add(lease_ms));
+    for (id, token) in held {
+        if stmt.execute(params![id, me.id, to_i64(now), until, token])? == 1 {
+            kept.push(id.clone());
+        }
+    }
+    Ok(kept)
+}
+
+/// Give a lease back (the token stays, so that it keeps growing).
+pub fn release(conn: &Connection, lease: &Lease) -> Result<()> {
+    conn.execute(
+        "UPDATE workflow_executions SET owner = NULL, owner_host = NULL, owner_pid = NULL, owner_started = NULL,
+                owner_boot = NULL, heartbeat_at = NULL, lease_expires_at = NULL
+          WHERE id = ?1 AND owner = ?2 AND lease_token = ?3",
+        params![lease.execution_id, lease.owner, lease.token],
+    )?;
+    Ok(())
+}
+
+/// Whether the execution wants a driver.
+pub fn set_queued(conn: &Connection, id: &str, queued: bool, now: u64) -> Result<()> {
+    conn.execute(
+        "UPDATE workflow_executions SET queued_at = CASE WHEN ?2 THEN COALESCE(queued_at, ?3) END WHERE id = ?1",
+        params![id, queued, to_i64(now)],
+    )?;
+    Ok(())
+}
+
+/// Leave a request for the execution's current lease; returns that lease's
+/// token (None: no such execution).
+pub fn request_control(conn: &Connection, id: &str, c: Control, now: u64) -> Result<Option<i64>> {
     Ok(conn
         .query_row(
-            "SELECT control IS NOT NULL FROM workflow_executions WHERE id = ?1",
-            [id],
+            "UPDATE workflow_executions SET control = ?2, control_at = ?3, control_token = lease_token
+              WHERE id = ?1 RETURNING lease_token",
+            params![id, c.as_str(), to_i64(now)],
             |r| r.get(0),
         )
-        .optional()?
-        .unwrap_or(false))
+        .optional()?)
+}
+
+/// Take the requests meant for the leases `me` holds.
+pub fn take_controls(conn: &mut Connection, me: &Owner) -> Result<Vec<(String, Control)>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let pending: Vec<(String, String)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, control FROM workflow_executions
+              WHERE owner = ?1 AND control IS NOT NULL AND control_token = lease_token",
+        )?;
+        stmt.query_map([&me.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for (id, _) in &pending {
+        tx.execute(
+            "UPDATE workflow_executions SET control = NULL, control_at = NULL, control_token = NULL WHERE id = ?1",
+            [id],
+        )?;
+    }
+    tx.commit()?;
+    Ok(pending
+        .into_iter()
+        .filter_map(|(id, c)| Control::parse(&c).map(|c| (id, c)))
+        .collect())
+}
+
+/// Withdraw a request nobody took (only the one made at `at`).
+pub fn withdraw_control(conn: &Connection, id: &str, at: u64) -> Result<()> {
+    conn.execute(
+        "UPDATE workflow_executions SET control = NULL, control_at = NULL, control_token = NULL
+          WHERE id = ?1 AND control_at = ?2",
+        params![id, to_i64(at)],
+    )?;
+    Ok(())
 }
 
 /// Mark executions left running by processes that are gone as interrupted
-/// (with an event saying why) and clear their owner. Returns their ids.
+/// (with an event saying why). Their lease is taken away (the token grows:
+/// an owner that was only suspended cannot write afterwards); they still want
+/// a driver, so a worker resumes them.
 pub fn interrupt_orphans(conn: &mut Connection, me: &Owner, now: u64) -> Result<Vec<String>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let orphans: Vec<ExecutionRecord> = {
@@ -582,15 +729,18 @@ pub fn interrupt_orphans(conn: &mut Connection, me: &Owner, now: u64) -> Result<
         let rows = stmt.query_map([], execution_row)?;
         rows.collect::<rusqlite::Result<Vec<_>>>()?
             .into_iter()
-            .filter(|e| !owner_alive(e, me, now))
+            .filter(|e| !owner_alive(e, me, now, true))
             .collect()
     };
     let mut ids = Vec::with_capacity(orphans.len());
     for e in orphans {
-        let why = crate::store::owner::orphan_reason(&e, now);
+        let why = orphan_reason(&e, now);
         tx.execute(
             "UPDATE workflow_executions SET state = 'interrupted', reason = ?2, updated_at = ?3,
-                    owner = NULL, owner_host = NULL, owner_pid = NULL WHERE id = ?1",
+                    owner = NULL, owner_host = NULL, owner_pid = NULL, owner_started = NULL, owner_boot = NULL,
+                    heartbeat_at = NULL, lease_expires_at = NULL, lease_token = lease_token + 1,
+                    queued_at = COALESCE(queued_at, ?3)
+              WHERE id = ?1",
             params![e.id, why, to_i64(now)],
         )?;
         tx.execute(
@@ -601,6 +751,22 @@ pub fn interrupt_orphans(conn: &mut Connection, me: &Owner, now: u64) -> Result<
     }
     tx.commit()?;
     Ok(ids)
+}
+
+/// Every claim of an execution, oldest first.
+pub fn leases(conn: &Connection, id: &str) -> Result<Vec<LeaseRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT token, owner, claimed_at, previous_owner FROM execution_leases WHERE execution_id = ?1 ORDER BY token",
+    )?;
+    let rows = stmt.query_map([id], |r| {
+        Ok(LeaseRecord {
+            token: r.get(0)?,
+            owner: r.get(1)?,
+            claimed_at: r.get::<_, i64>(2)?.max(0) as u64,
+            previous_owner: r.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 // ---------------------------------------------------------------- checkpoints
@@ -920,7 +1086,7 @@ pub fn check(conn: &Connection) -> Result<String> {
 /// Every attempt of an execution's steps, oldest first.
 pub fn attempts(conn: &Connection, id: &str) -> Result<Vec<AttemptRecord>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, step_key, attempt, state, provider, model, tokens_in, tokens_out, error_class, superseded
+        "SELECT id, step_key, attempt, state, provider, model, tokens_in, tokens_out, error_class, superseded, lease_token
            FROM workflow_step_executions WHERE execution_id = ?1 ORDER BY id",
     )?;
     let rows = stmt.query_map([id], |r| {
@@ -935,6 +1101,7 @@ pub fn attempts(conn: &Connection, id: &str) -> Result<Vec<AttemptRecord>> {
             tokens_out: r.get::<_, i64>(7)?.max(0) as u64,
             error_class: r.get(8)?,
             superseded: r.get(9)?,
+            lease_token: r.get(10)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
