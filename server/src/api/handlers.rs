@@ -126,7 +126,7 @@ pub async fn start_execution(
             ));
         }
     };
-    let (rec, _handle) = state.engine.start(&workflow_id, body.inputs).await?;
+    let (rec, _handle) = state.engine.submit(&workflow_id, body.inputs).await?;
     let full = execution_json(&state, &rec.id).await?;
     Ok((StatusCode::CREATED, Json(full)).into_response())
 }

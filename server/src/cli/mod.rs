@@ -59,6 +59,9 @@ enum Command {
     /// Validate, inspect and run workflows.
     #[command(subcommand)]
     Workflow(WorkflowCommand),
+    /// Drive executions from the shared queue, without HTTP: a worker that
+    /// claims queued runs and takes over those of workers that died.
+    Worker(WorkerArgs),
     /// Drive an execution in the background (used by `--detach`).
     #[command(name = "__drive", hide = true)]
     Drive { id: String },
@@ -96,6 +99,25 @@ struct ServeArgs {
         value_delimiter = ','
     )]
     cors_origins: Vec<String>,
+    #[command(flatten)]
+    worker: WorkerArgs,
+}
+
+/// How this process works as a worker (every `ax serve` is one).
+#[derive(Args, Debug, Clone, Copy)]
+struct WorkerArgs {
+    /// The most executions this process drives at once; more wait in the queue
+    /// for any worker (default: no cap).
+    #[arg(long, env = "AX_MAX_RUNS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    max_runs: Option<u32>,
+    /// Do not take over interrupted runs, or runs whose process died or lost its
+    /// lease (by default a worker resumes them, at start and whenever it finds one).
+    #[arg(long)]
+    no_recover: bool,
+    /// How long a lease on an execution lasts without renewal, in seconds: a
+    /// worker that stops renewing loses its runs to another this long after.
+    #[arg(long, env = "AX_LEASE_SECS", value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_secs: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -296,18 +318,64 @@ fn db_target(g: &Global) -> Result<DbTarget> {
 }
 
 async fn open_engine(g: &Global) -> Result<Arc<Engine>> {
+    open_engine_with(g, Settings::default()).await
+}
+
+async fn open_engine_with(g: &Global, settings: Settings) -> Result<Arc<Engine>> {
     let store = Store::open(&db_target(g)?).await?;
     let config = AgentsConfig::load(g.agents.as_deref())?;
     let router = Router::from_env(config)?;
-    let engine = Engine::new(store, router, Settings::default());
+    let engine = Engine::new(store, router, settings);
     engine.recover_orphans().await?;
     Ok(engine)
+}
+
+impl WorkerArgs {
+    fn settings(self) -> Settings {
+        Settings {
+            max_runs: self.max_runs.map(|n| n as usize),
+            recover: !self.no_recover,
+            lease: std::time::Duration::from_secs(self.lease_secs),
+            ..Settings::default()
+        }
+    }
+}
+
+/// Start the worker loop; at start, say what it recovers.
+async fn start_worker(engine: &Arc<Engine>, args: WorkerArgs) -> Result<()> {
+    let recovered = engine.claim_once().await?;
+    if recovered > 0 {
+        tracing::info!(
+            "took over {recovered} execution(s) that were waiting for a driver or whose driver stopped"
+        );
+    } else if args.no_recover {
+        tracing::info!("--no-recover: interrupted runs are left for `ax workflow resume`");
+    }
+    engine.start_worker();
+    Ok(())
+}
+
+async fn worker(g: &Global, args: WorkerArgs) -> Result<i32> {
+    let engine = open_engine_with(g, args.settings()).await?;
+    eprintln!(
+        "ax worker {} on {} (max runs: {}, lease {} s)",
+        engine.owner().id,
+        engine.store().describe(),
+        args.max_runs.map_or("no cap".to_owned(), |n| n.to_string()),
+        args.lease_secs
+    );
+    start_worker(&engine, args).await?;
+    let _ = tokio::signal::ctrl_c().await;
+    eprintln!("shutting down: pausing running executions");
+    engine.pause_all().await;
+    Ok(EXIT_OK)
 }
 
 async fn run(cli: Cli) -> Result<i32> {
     let g = cli.global.clone();
     match cli.command {
         Command::Serve(args) => serve(&g, args).await,
+        Command::Worker(args) => worker(&g, args).await,
         Command::Drive { id } => {
             let engine = open_engine(&g).await?;
             let handle = engine.drive(&id).await.map_err(engine_err)?;
@@ -392,7 +460,8 @@ async fn serve(g: &Global, args: ServeArgs) -> Result<i32> {
              secret as well, or name the hosts (`--allowed-host ax.example.com`)"
         );
     }
-    let engine = open_engine(g).await?;
+    let engine = open_engine_with(g, args.worker.settings()).await?;
+    start_worker(&engine, args.worker).await?;
     let web_dir = find_web_dir(args.web_dir);
     if let Some(d) = &web_dir
         && !d.join("index.html").is_file()

@@ -475,6 +475,78 @@ async fn inputs_are_checked_before_anything_runs(b: Backend) {
     assert_eq!(t.fake.calls_for("about rust"), 1);
 }
 
+/// A request left for an owner that stopped before taking it (here: the run
+/// paused and its process let go) must not fire when the run is next resumed.
+async fn a_request_its_owner_never_took_does_not_fire_later(b: Backend) {
+    let t = engine(b).await;
+    let yaml = "name: stale\nconfig: {parallelism: 1}\nsteps:\n  - {key: a, agent: backend, prompt: \"a [sleep:100]\"}\n  - {key: b, agent: backend, prompt: b, dependencies: [a]}\n";
+    let wf = t
+        .engine
+        .create_workflow(yaml.to_owned(), None)
+        .await
+        .expect("wf");
+    let (rec, handle) = t
+        .engine
+        .start(&wf.id, BTreeMap::new())
+        .await
+        .expect("start");
+    t.engine
+        .control(&rec.id, Control::Pause)
+        .await
+        .expect("pause");
+    assert_eq!(handle.await.expect("runner").state, ExecutionState::Paused);
+    // A cancel that arrived as the owner let go: nobody took it.
+    t.engine
+        .store()
+        .request_control(&rec.id, Control::Cancel, store::now_ms())
+        .await
+        .expect("request");
+    let (_, h) = t
+        .engine
+        .control(&rec.id, Control::Resume)
+        .await
+        .expect("resume");
+    let end = h.expect("runs here").await.expect("runner");
+    assert_eq!(end.state, ExecutionState::Completed, "{:?}", end.reason);
+}
+
+/// An owner whose lease ran out (suspended, or a long prune held the
+/// database) but whose process is alive keeps its run: nobody declares it
+/// dead, and its next write goes through.
+async fn a_live_owner_with_a_stale_lease_keeps_its_run(b: Backend) {
+    let t = engine(b).await;
+    // This owner never renews within the test (its keeper sleeps 60 s).
+    let store = ax_server::store::Store::open(&t.db).await.expect("store");
+    let config = ax_server::config::AgentsConfig::load(Some(&t.agents)).expect("agents");
+    let router = ax_server::providers::Router::new(config, &|_| None).expect("router");
+    let sleepy = ax_server::engine::Engine::with_owner(
+        store,
+        router,
+        ax_server::engine::Settings {
+            poll_interval: std::time::Duration::from_secs(60),
+            lease: std::time::Duration::from_secs(1),
+            ..ax_server::engine::Settings::default()
+        },
+        Owner::this_process(),
+    );
+    let yaml = "name: slow\nsteps:\n  - {key: a, agent: backend, prompt: \"a [sleep:3000]\"}\n";
+    let wf = sleepy
+        .create_workflow(yaml.to_owned(), None)
+        .await
+        .expect("wf");
+    let (rec, handle) = sleepy.start(&wf.id, BTreeMap::new()).await.expect("start");
+    tokio::time::sleep(std::time::Duration::from_millis(1800)).await;
+    // The lease ran out; the process is alive. Other processes leave it be.
+    let other = engine_on(&t.db, &t.agents).await;
+    assert!(other.recover_orphans().await.expect("recover").is_empty());
+    assert_eq!(other.claim_once().await.expect("claim"), 0);
+    let end = handle.await.expect("runner");
+    assert_eq!(end.state, ExecutionState::Completed, "{:?}", end.reason);
+    assert_eq!(t.fake.calls_for("a [sleep"), 1);
+    let leases = t.engine.store().leases(&rec.id).await.expect("leases");
+    assert_eq!(leases.len(), 1, "{leases:?}");
+}
+
 crate::on_both_backends!(
     fan_out_fan_in_records_everything,
     retries_then_succeeds_and_exhausts,
@@ -488,4 +560,6 @@ crate::on_both_backends!(
     prune_keeps_the_newest_restore_points_and_shrinks,
     checkpoints_are_retained_during_a_run,
     inputs_are_checked_before_anything_runs,
+    a_request_its_owner_never_took_does_not_fire_later,
+    a_live_owner_with_a_stale_lease_keeps_its_run,
 );
