@@ -369,7 +369,7 @@ fn wait_completed_steps(env: &Env, id: &str, n: u64) {
 }
 
 fn pause_and_cancel_from_another_process(b: Backend) {
-    let env = Env::on(b, 300);
+    let env = Env::on(b, 600);
     let f = env.write("slow.yaml", SLOW);
     let (mut child, id) = spawn_run(&env, &f);
     wait_completed_steps(&env, &id, 1);
