@@ -783,7 +783,12 @@ impl Runner {
                             Err(e) => Event::StepFailed {
                                 key: key.clone(),
                                 attempt,
-                                error: ax_core::StepError { class: e.class, message: e.message.clone(), retry_after_ms: e.retry_after_ms },
+                                error: ax_core::StepError {
+                                    class: e.class,
+                                    message: e.message.clone(),
+                                    retry_after_ms: e.retry_after_ms,
+                                    provider_retry: None,
+                                },
                             },
                         };
                         self.step(ev, Some((key, attempt, outcome))).await
