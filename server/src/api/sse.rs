@@ -1,8 +1,11 @@
 //! Events: a JSON list, or a Server-Sent Events stream (stored events after
-//! `Last-Event-ID`/`after`, then live ones, ending after the final state).
+//! `Last-Event-ID`/`after`, then live ones, ending after the final state). The
+//! stream also carries `step-delta` events, the text of running steps as the
+//! provider streams it: live only, never stored, so they have no id.
 
 use super::AppState;
 use super::error::ApiError;
+use crate::engine::StepDelta;
 use crate::store::EventRecord;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,6 +16,7 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -46,7 +50,8 @@ pub async fn events(
         return Ok(Json(rows).into_response());
     }
     let rx = state.engine.subscribe();
-    Ok(Sse::new(stream_events(state, id, after, rx))
+    let deltas = state.engine.subscribe_deltas();
+    Ok(Sse::new(stream_events(state, id, after, rx, deltas))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
@@ -56,6 +61,7 @@ struct Cursor {
     id: String,
     after: i64,
     rx: broadcast::Receiver<String>,
+    deltas: broadcast::Receiver<Arc<StepDelta>>,
     buffer: VecDeque<EventRecord>,
     done: bool,
 }
@@ -65,12 +71,14 @@ fn stream_events(
     id: String,
     after: i64,
     rx: broadcast::Receiver<String>,
+    deltas: broadcast::Receiver<Arc<StepDelta>>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let cursor = Cursor {
         state,
         id,
         after,
         rx,
+        deltas,
         buffer: VecDeque::new(),
         done: false,
     };
@@ -124,21 +132,37 @@ fn stream_events(
                     return None;
                 }
             }
-            // Wait for news about this execution; poll anyway for runs driven by
-            // other processes.
-            let wait = async {
-                loop {
-                    match c.rx.recv().await {
-                        Ok(x) if x == c.id => return,
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(broadcast::error::RecvError::Closed) => {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_millis(500), wait).await;
+            // Wait for news about this execution, passing its text on as it
+            // streams in; poll anyway for runs driven by other processes.
+            let news = tokio::time::timeout(Duration::from_millis(500), next_news(&mut c)).await;
+            if let Ok(Some(delta)) = news {
+                let data = serde_json::to_string(&*delta).unwrap_or_default();
+                let sse = SseEvent::default().event("step-delta").data(data);
+                return Some((Ok(sse), c));
+            }
         }
     })
+}
+
+/// The next piece of this execution's text (`Some`), or word that it has new
+/// stored events (`None`).
+async fn next_news(c: &mut Cursor) -> Option<Arc<StepDelta>> {
+    use broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            note = c.rx.recv() => match note {
+                Ok(x) if x == c.id => return None,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return None,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            },
+            delta = c.deltas.recv() => match delta {
+                Ok(d) if d.execution == c.id => return Some(d),
+                // Pieces lost to a slow reader: the offsets show the gap, and
+                // the whole output comes with the step's completion.
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            },
+        }
+    }
 }
