@@ -1496,6 +1496,37 @@ async fn echo_latency_is_honoured_and_bounded_by_the_budget() {
     assert_eq!(err(&o).class, ErrorClass::Timeout);
 }
 
+#[tokio::test]
+async fn echo_streams_across_its_latency() {
+    let router = router_with("[providers.echo]\nlatency_ms = 200\n", &HashMap::new());
+    let (sink, pieces) = collector();
+    let t = Instant::now();
+    let o = router
+        .complete_streaming("backend", "one two three four five", None, None, Some(sink))
+        .await;
+    let elapsed = t.elapsed();
+    let text = o.result.unwrap().text;
+    assert!(
+        elapsed >= Duration::from_millis(200) && elapsed < Duration::from_millis(600),
+        "{elapsed:?}"
+    );
+    let got = pieces.lock().unwrap().clone();
+    assert!(got.len() > 3, "{got:?}");
+    let mut joined = String::new();
+    for (offset, piece) in &got {
+        assert_eq!(*offset, joined.chars().count());
+        joined.push_str(piece);
+    }
+    assert_eq!(joined, text);
+    // Without latency: one piece, at once.
+    let router = router_with("", &HashMap::new());
+    let (sink, pieces) = collector();
+    router
+        .complete_streaming("backend", "hi", None, None, Some(sink))
+        .await;
+    assert_eq!(pieces.lock().unwrap().len(), 1);
+}
+
 // ---------------------------------------------------------------- the agents file
 
 const FULL_TOML: &str = r#"

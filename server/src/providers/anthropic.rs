@@ -59,7 +59,7 @@ fn mode(call: &Call<'_>) -> Option<Mode> {
         return Some(Mode::Native(s));
     }
     if !call.quirks.has(Quirk::NoToolSchema) && schema::is_object_schema(schema) {
-        return Some(Mode::Tool(schema.clone()));
+        return Some(Mode::Tool(schema::without_meta(schema)));
     }
     Some(Mode::Prompt)
 }

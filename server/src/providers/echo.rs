@@ -86,10 +86,12 @@ impl Echo {
             // Streams like a model: word by word across its latency.
             Some(sink) => {
                 let pieces = pieces(&text);
-                let pause = self.latency / pieces.len().max(1) as u32;
+                let start = tokio::time::Instant::now();
+                let n = pieces.len().max(1) as u32;
                 let mut offset = 0;
-                for piece in pieces {
-                    tokio::time::sleep(pause).await;
+                for (i, piece) in (1..).zip(pieces) {
+                    // Deadlines from the start, so timer granularity does not add up.
+                    tokio::time::sleep_until(start + self.latency * i / n).await;
                     sink.send(offset, piece);
                     offset += piece.chars().count();
                 }

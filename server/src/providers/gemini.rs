@@ -13,6 +13,7 @@
 //! described in the system prompt (with the JSON mime type kept).
 
 use super::http::HttpProvider;
+use super::schema;
 use super::wire::{
     Call, Fault, Optional, Quirk, Reply, Stop, Wire, WireRequest, count, event_json, system_prompt,
 };
@@ -56,11 +57,7 @@ impl Wire for Gemini {
             config["responseMimeType"] = json!("application/json");
         }
         if let Some(schema) = native {
-            let mut schema = schema.clone();
-            if let Some(map) = schema.as_object_mut() {
-                map.remove("$schema");
-            }
-            config["responseJsonSchema"] = schema;
+            config["responseJsonSchema"] = schema::without_meta(schema);
             optional.push(Optional::new(
                 Quirk::NoNativeSchema,
                 &[

@@ -51,8 +51,10 @@ impl Wire for OpenAi {
         let q = call.quirks;
         let mut optional = Vec::new();
         let schema = req.output_schema.as_deref();
-        let native = schema.filter(|_| !q.has(Quirk::NoNativeSchema));
-        let strict = native.is_some_and(schema::openai_strict_ok);
+        let native = schema
+            .filter(|_| !q.has(Quirk::NoNativeSchema))
+            .map(schema::without_meta);
+        let strict = native.as_ref().is_some_and(schema::openai_strict_ok);
         // Strict mode guarantees the shape; otherwise the model is also told.
         let system = if strict {
             req.system.clone()

@@ -5,6 +5,17 @@
 
 use serde_json::{Map, Value};
 
+/// The schema without the keywords that only say which schema it is (`$schema`,
+/// `$id`), which some structured-output modes refuse.
+pub(crate) fn without_meta(schema: &Value) -> Value {
+    let mut out = schema.clone();
+    if let Some(map) = out.as_object_mut() {
+        map.remove("$schema");
+        map.remove("$id");
+    }
+    out
+}
+
 /// Keywords OpenAI's strict mode accepts.
 const OPENAI_STRICT: &[&str] = &[
     "type",
