@@ -62,6 +62,8 @@ struct Cursor {
     after: i64,
     rx: broadcast::Receiver<String>,
     deltas: broadcast::Receiver<Arc<StepDelta>>,
+    /// Pieces of text taken before the stored events read after them.
+    live: VecDeque<Arc<StepDelta>>,
     buffer: VecDeque<EventRecord>,
     done: bool,
 }
@@ -79,11 +81,15 @@ fn stream_events(
         after,
         rx,
         deltas,
+        live: VecDeque::new(),
         buffer: VecDeque::new(),
         done: false,
     };
     stream::unfold(cursor, |mut c| async move {
         loop {
+            if let Some(delta) = c.live.pop_front() {
+                return Some((Ok(delta_event(&delta)), c));
+            }
             if let Some(ev) = c.buffer.pop_front() {
                 if ev.kind == "execution" {
                     // A final state ends the stream once everything after it is sent.
@@ -120,6 +126,12 @@ fn stream_events(
                 }
                 c.done = false;
             }
+            // A step's text is relayed before its completion is recorded: take
+            // what came before reading, so it goes out first and none is lost.
+            take_deltas(&mut c);
+            if !c.live.is_empty() {
+                continue;
+            }
             match c.state.engine.store().events_after(&id, after, 500).await {
                 Ok(rows) if !rows.is_empty() => {
                     c.after = rows.last().map_or(c.after, |r| r.id);
@@ -136,9 +148,7 @@ fn stream_events(
             // streams in; poll anyway for runs driven by other processes.
             let news = tokio::time::timeout(Duration::from_millis(500), next_news(&mut c)).await;
             if let Ok(Some(delta)) = news {
-                let data = serde_json::to_string(&*delta).unwrap_or_default();
-                let sse = SseEvent::default().event("step-delta").data(data);
-                return Some((Ok(sse), c));
+                return Some((Ok(delta_event(&delta)), c));
             }
         }
     })
@@ -150,12 +160,8 @@ async fn next_news(c: &mut Cursor) -> Option<Arc<StepDelta>> {
     use broadcast::error::RecvError;
     loop {
         tokio::select! {
-            note = c.rx.recv() => match note {
-                Ok(x) if x == c.id => return None,
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => return None,
-                Err(RecvError::Closed) => std::future::pending::<()>().await,
-            },
+            // Text first: it precedes the stored events it is announced with.
+            biased;
             delta = c.deltas.recv() => match delta {
                 Ok(d) if d.execution == c.id => return Some(d),
                 // Pieces lost to a slow reader: the offsets show the gap, and
@@ -163,6 +169,29 @@ async fn next_news(c: &mut Cursor) -> Option<Arc<StepDelta>> {
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => std::future::pending::<()>().await,
             },
+            note = c.rx.recv() => match note {
+                Ok(x) if x == c.id => return None,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return None,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            },
         }
     }
+}
+
+/// Move the pieces of this execution's text already received into `live`.
+fn take_deltas(c: &mut Cursor) {
+    use broadcast::error::TryRecvError;
+    loop {
+        match c.deltas.try_recv() {
+            Ok(d) if d.execution == c.id => c.live.push_back(d),
+            Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+        }
+    }
+}
+
+fn delta_event(delta: &StepDelta) -> SseEvent {
+    let data = serde_json::to_string(delta).unwrap_or_default();
+    SseEvent::default().event("step-delta").data(data)
 }

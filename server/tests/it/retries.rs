@@ -16,12 +16,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// An Anthropic Messages server: the first `limited` calls get 429 with this
-/// `retry-after`; then a streamed answer, one word every `pace`.
+/// `retry-after`; then a streamed answer, its first event after `first`, then
+/// one every `pace`.
 #[derive(Clone)]
 struct Claude {
     calls: Arc<AtomicUsize>,
     limited: usize,
     retry_after: &'static str,
+    first: Duration,
     pace: Duration,
 }
 
@@ -56,10 +58,18 @@ async fn messages(State(c): State<Claude>, axum::Json(body): axum::Json<Value>) 
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 10}}),
     ));
     events.push(named("message_stop", json!({"type": "message_stop"})));
-    let pace = c.pace;
+    let (first, pace) = (c.first, c.pace);
+    if pace.is_zero() {
+        // One chunk: every piece and the end arrive together.
+        events = vec![events.concat()];
+    }
+    let paced = events
+        .into_iter()
+        .enumerate()
+        .map(move |(i, e)| (if i == 0 { first } else { pace }, e));
     let stream =
-        futures_util::StreamExt::then(futures_util::stream::iter(events), move |e| async move {
-            tokio::time::sleep(pace).await;
+        futures_util::StreamExt::then(futures_util::stream::iter(paced), |(wait, e)| async move {
+            tokio::time::sleep(wait).await;
             Ok::<_, std::io::Error>(e)
         });
     let mut r = Body::from_stream(stream).into_response();
@@ -71,12 +81,14 @@ async fn messages(State(c): State<Claude>, axum::Json(body): axum::Json<Value>) 
 async fn claude(
     limited: usize,
     retry_after: &'static str,
+    first: Duration,
     pace: Duration,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
     let c = Claude {
         calls: Arc::new(AtomicUsize::new(0)),
         limited,
         retry_after,
+        first,
         pace,
     };
     let calls = c.calls.clone();
@@ -157,7 +169,7 @@ fn path_arg(dir: &Path, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_brief_rate_limit_is_retried_without_a_retry_policy() {
-    let (addr, calls) = claude(2, "0", Duration::ZERO).await;
+    let (addr, calls) = claude(2, "0", Duration::ZERO, Duration::ZERO).await;
     let dir = setup(addr, "");
     let d = dir.path();
     let v = json_of(
@@ -212,7 +224,7 @@ async fn a_brief_rate_limit_is_retried_without_a_retry_policy() {
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_settings_decide_and_a_long_retry_after_is_not_waited_for() {
     // max_retries = 0 in the agents file: fail at once, as before.
-    let (addr, calls) = claude(1, "0", Duration::ZERO).await;
+    let (addr, calls) = claude(1, "0", Duration::ZERO, Duration::ZERO).await;
     let dir = setup(addr, "max_retries = 0\n");
     let d = dir.path();
     let v = json_of(
@@ -230,7 +242,7 @@ async fn provider_settings_decide_and_a_long_retry_after_is_not_waited_for() {
     assert_eq!(v["steps"][0]["attempts"], 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     // A provider asking for a day: failed now, saying why, not parked for a day.
-    let (addr, calls) = claude(1, "86400", Duration::ZERO).await;
+    let (addr, calls) = claude(1, "86400", Duration::ZERO, Duration::ZERO).await;
     let dir = setup(addr, "");
     let d = dir.path();
     let started = Instant::now();
@@ -251,7 +263,7 @@ async fn provider_settings_decide_and_a_long_retry_after_is_not_waited_for() {
     let text = v.to_string();
     assert!(text.contains("longer than the 60 s ax waits"), "{text}");
     // A workflow's own policy still rules: no retries means none.
-    let (addr, calls) = claude(1, "0", Duration::ZERO).await;
+    let (addr, calls) = claude(1, "0", Duration::ZERO, Duration::ZERO).await;
     let dir = setup(addr, "");
     let d = dir.path();
     std::fs::write(
@@ -293,7 +305,18 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_relays_streamed_text_as_step_delta_events() {
-    let (addr, _) = claude(0, "0", Duration::from_millis(40)).await;
+    // Word by word; and in one burst right before the step completes, where
+    // the text and the completion reach the event stream at the same moment.
+    for (first, pace) in [
+        (Duration::from_millis(40), Duration::from_millis(40)),
+        (Duration::from_millis(600), Duration::ZERO),
+    ] {
+        relayed(first, pace).await;
+    }
+}
+
+async fn relayed(first: Duration, pace: Duration) {
+    let (addr, _) = claude(0, "0", first, pace).await;
     let dir = setup(addr, "");
     let d = dir.path();
     let port = free_port();
