@@ -62,7 +62,7 @@ struct Cursor {
     after: i64,
     rx: broadcast::Receiver<String>,
     deltas: broadcast::Receiver<Arc<StepDelta>>,
-    /// Pieces of text taken before the stored events read after them.
+    /// Pieces of text that came before the stored events in `buffer`.
     live: VecDeque<Arc<StepDelta>>,
     buffer: VecDeque<EventRecord>,
     done: bool,
@@ -126,16 +126,15 @@ fn stream_events(
                 }
                 c.done = false;
             }
-            // A step's text is relayed before its completion is recorded: take
-            // what came before reading, so it goes out first and none is lost.
-            take_deltas(&mut c);
-            if !c.live.is_empty() {
-                continue;
-            }
             match c.state.engine.store().events_after(&id, after, 500).await {
                 Ok(rows) if !rows.is_empty() => {
                     c.after = rows.last().map_or(c.after, |r| r.id);
                     c.buffer.extend(rows);
+                    // A step's text is relayed before its completion is recorded,
+                    // so what the channel holds now came before these rows: it
+                    // goes out first, and none is left behind when they end the
+                    // stream.
+                    take_deltas(&mut c);
                     continue;
                 }
                 Ok(_) => {}

@@ -25,6 +25,8 @@ struct Claude {
     retry_after: &'static str,
     first: Duration,
     pace: Duration,
+    /// When set, each answer waits for a permit before it streams.
+    gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 const ANSWER: &str = "The rate limit passed and the answer streamed in.";
@@ -58,6 +60,11 @@ async fn messages(State(c): State<Claude>, axum::Json(body): axum::Json<Value>) 
         json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 10}}),
     ));
     events.push(named("message_stop", json!({"type": "message_stop"})));
+    if let Some(gate) = &c.gate
+        && let Ok(permit) = gate.acquire().await
+    {
+        permit.forget();
+    }
     let (first, pace) = (c.first, c.pace);
     if pace.is_zero() {
         // One chunk: every piece and the end arrive together.
@@ -84,12 +91,23 @@ async fn claude(
     first: Duration,
     pace: Duration,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
+    claude_gated(limited, retry_after, first, pace, None).await
+}
+
+async fn claude_gated(
+    limited: usize,
+    retry_after: &'static str,
+    first: Duration,
+    pace: Duration,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let c = Claude {
         calls: Arc::new(AtomicUsize::new(0)),
         limited,
         retry_after,
         first,
         pace,
+        gate,
     };
     let calls = c.calls.clone();
     let app = axum::Router::new()
@@ -305,18 +323,27 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_relays_streamed_text_as_step_delta_events() {
-    // Word by word; and in one burst right before the step completes, where
-    // the text and the completion reach the event stream at the same moment.
-    for (first, pace) in [
-        (Duration::from_millis(40), Duration::from_millis(40)),
-        (Duration::from_millis(600), Duration::ZERO),
-    ] {
-        relayed(first, pace).await;
-    }
+    // Word by word.
+    relayed(
+        Duration::from_millis(40),
+        Duration::from_millis(40),
+        None,
+        1,
+    )
+    .await;
+    // In one burst the moment the reader is subscribed, so that the text and the
+    // step's completion reach the event stream together, again and again.
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    relayed(Duration::ZERO, Duration::ZERO, Some(gate), 15).await;
 }
 
-async fn relayed(first: Duration, pace: Duration) {
-    let (addr, _) = claude(0, "0", first, pace).await;
+async fn relayed(
+    first: Duration,
+    pace: Duration,
+    gate: Option<Arc<tokio::sync::Semaphore>>,
+    runs: usize,
+) {
+    let (addr, _) = claude_gated(0, "0", first, pace, gate.clone()).await;
     let dir = setup(addr, "");
     let d = dir.path();
     let port = free_port();
@@ -334,31 +361,60 @@ async fn relayed(first: Duration, pace: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let source = std::fs::read_to_string(d.join("one.yaml")).expect("read");
-    let created: Value = client
-        .post(format!("{base}/api/executions"))
-        .json(&json!({"source": source}))
-        .send()
-        .await
-        .expect("create")
-        .json()
-        .await
-        .expect("json");
-    let id = created["id"].as_str().expect("id").to_owned();
-    let mut r = client
-        .get(format!("{base}/api/executions/{id}/events"))
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .expect("events");
-    let mut text = String::new();
-    let read = async {
-        while let Ok(Some(chunk)) = r.chunk().await {
-            text.push_str(&String::from_utf8_lossy(&chunk));
+    for run in 0..runs {
+        let created: Value = client
+            .post(format!("{base}/api/executions"))
+            .json(&json!({"source": source}))
+            .send()
+            .await
+            .expect("create")
+            .json()
+            .await
+            .expect("json");
+        let id = created["id"].as_str().expect("id").to_owned();
+        let mut r = client
+            .get(format!("{base}/api/executions/{id}/events"))
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("events");
+        if let Some(gate) = &gate {
+            gate.add_permits(1);
         }
-    };
-    tokio::time::timeout(Duration::from_secs(20), read)
-        .await
-        .expect("the stream ends with the run");
+        let mut text = String::new();
+        let read = async {
+            while let Ok(Some(chunk)) = r.chunk().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the stream ends with the run");
+        check_relayed(&text, &id, run);
+        if run == 0 {
+            // Deltas are not stored: the JSON list of events has none.
+            let stored: Value = client
+                .get(format!("{base}/api/executions/{id}/events"))
+                .send()
+                .await
+                .expect("events")
+                .json()
+                .await
+                .expect("json");
+            assert!(
+                stored
+                    .as_array()
+                    .expect("list")
+                    .iter()
+                    .all(|e| e["type"] != "step-delta"),
+                "{stored}"
+            );
+        }
+    }
+}
+
+/// Every piece of the answer, in order, before the step's completion.
+fn check_relayed(text: &str, id: &str, run: usize) {
     // Blocks of `event:`/`data:` lines, in order.
     let blocks: Vec<(String, Value)> = text
         .split("\n\n")
@@ -373,21 +429,19 @@ async fn relayed(first: Duration, pace: Duration) {
         .filter(|(k, _)| k == "step-delta")
         .map(|(_, v)| v)
         .collect();
-    assert!(deltas.len() >= 5, "the text came in pieces: {text}");
     let mut joined = String::new();
     for d in &deltas {
-        assert_eq!(d["execution"], id.as_str());
+        assert_eq!(d["execution"], id);
         assert_eq!(d["step"], "only");
         assert_eq!(d["attempt"], 1);
         assert_eq!(
             d["offset"].as_u64(),
             Some(joined.chars().count() as u64),
-            "{d}"
+            "run {run}: {d}"
         );
         joined.push_str(d["text"].as_str().expect("text"));
     }
-    assert_eq!(joined, ANSWER);
-    // All of it before the step completed, whose output is the same text.
+    assert_eq!(joined, ANSWER, "run {run}: {text}");
     let completed = blocks
         .iter()
         .position(|(k, v)| k == "step" && v["state"] == "completed")
@@ -396,22 +450,5 @@ async fn relayed(first: Duration, pace: Duration) {
         .iter()
         .rposition(|(k, _)| k == "step-delta")
         .expect("deltas");
-    assert!(last_delta < completed, "{text}");
-    // Deltas are not stored: the JSON list of events has none.
-    let stored: Value = client
-        .get(format!("{base}/api/executions/{id}/events"))
-        .send()
-        .await
-        .expect("events")
-        .json()
-        .await
-        .expect("json");
-    assert!(
-        stored
-            .as_array()
-            .expect("list")
-            .iter()
-            .all(|e| e["type"] != "step-delta"),
-        "{stored}"
-    );
+    assert!(last_delta < completed, "run {run}: {text}");
 }
