@@ -1094,6 +1094,17 @@ impl Execution {
         retry::policy_delay(&self.policy(i), n, r, retry_after)
     }
 
+    /// The retry settings a failure of step `i` came with: the provider's, or
+    /// none at all for a sub-workflow (its own steps had their provider's
+    /// retries; running the whole child again is its retryPolicy's call alone).
+    fn provider_retry(&self, i: usize, err: &mut StepError) -> ProviderRetry {
+        let own = err.provider_retry.take().unwrap_or_default();
+        match self.plan.workflow.steps[i].kind {
+            StepType::Workflow => ProviderRetry::NONE,
+            StepType::Prompt | StepType::Approval => own,
+        }
+    }
+
     fn fail_attempt(
         &mut self,
         i: usize,
@@ -1101,7 +1112,7 @@ impl Execution {
         now: u64,
         work: &mut Vec<usize>,
     ) -> Result<(), ExecError> {
-        let provider = err.provider_retry.take().unwrap_or_default();
+        let provider = self.provider_retry(i, &mut err);
         let s = &mut self.steps[i];
         s.failures = s.failures.saturating_add(1);
         let failures = s.failures;

@@ -306,7 +306,7 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 12] = [
+    pub const ALL: [ErrorClass; 13] = [
         ErrorClass::RateLimit,
         ErrorClass::Timeout,
         ErrorClass::Network,

@@ -44,6 +44,13 @@ impl ProviderRetry {
         max_retry_after_ms: 60_000,
     };
 
+    /// No retries of its own (failures that are not a provider's, such as a
+    /// failed sub-workflow, whose steps had theirs).
+    pub const NONE: ProviderRetry = ProviderRetry {
+        max_retries: 0,
+        ..ProviderRetry::DEFAULT
+    };
+
     /// Backoff before retry `n` (1-based): `initial · 2^(n−1)`, at most
     /// `max_delay_ms`, shortened by up to 25 % (`r ∈ [0, 1)` is the jitter).
     pub fn backoff(&self, n: u32, r: f64) -> u64 {

@@ -240,6 +240,39 @@ fn transient_failures_without_a_policy_get_the_providers_retries() {
 }
 
 #[test]
+fn for_each_items_get_the_providers_retries_each_with_its_own_jitter() {
+    let yaml =
+        "name: m\nsteps:\n  - {key: each, agent: w, forEach: [a, b], prompt: \"{{item}}\"}\n";
+    let mut tries: BTreeMap<String, u32> = BTreeMap::new();
+    let mut sim = Simulator::new(exec(yaml), 0, move |s| {
+        let n = tries.entry(s.prompt.clone()).or_default();
+        *n += 1;
+        if *n <= 2 {
+            fail(5, ErrorClass::Overloaded)
+        } else {
+            ok(5, &s.prompt)
+        }
+    });
+    assert_eq!(sim.run(1000), Ok(ExecutionState::Completed));
+    let items = sim
+        .exec
+        .step("each")
+        .and_then(|s| s.items.clone())
+        .expect("items");
+    assert!(items.runs.iter().all(|r| r.failures == 2));
+    // The two items failed together and do not retry in lockstep (attempt
+    // numbers count across the step's items: 3 and 4 are the first retries).
+    let second: Vec<u64> = sim
+        .starts()
+        .iter()
+        .filter(|(_, s)| (3..=4).contains(&s.attempt))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(second.len(), 2);
+    assert_ne!(second[0], second[1]);
+}
+
+#[test]
 fn non_retryable_errors_fail_at_once() {
     let yaml = "name: x\nsteps:\n  - {key: a, agent: a, prompt: p, retryPolicy: {maxRetries: 5}}\n";
     let mut sim = Simulator::new(exec(yaml), 0, |_| fail(1, ErrorClass::Auth));
