@@ -8,12 +8,14 @@
 //! ax-bench growth [--quick] [--executions N]                        database size with pruning
 //! ax-bench publish [--file F] [--names a,b]                         copy target/bench/*.md into RELIABILITY.md (or F)
 //! ax-bench core-report                                              criterion results of the core → target/bench/core.md
+//! ax-bench first-token [--runs N]                                    first-token latency ax adds, through `ax serve`
 //! ```
 //! `cargo xtask bench-peer | soak | load | growth` build what is needed and run these.
 
 mod axrun;
 mod core_report;
 mod fakellm;
+mod firsttoken;
 mod growth;
 mod load;
 mod peer;
@@ -25,7 +27,7 @@ mod workflows;
 
 use util::Args;
 
-const USAGE: &str = "usage: ax-bench <peer|ax-run|soak|load|growth|publish|core-report> [OPTIONS] (see bench/src/main.rs)";
+const USAGE: &str = "usage: ax-bench <peer|ax-run|soak|load|growth|publish|core-report|first-token> [OPTIONS] (see bench/src/main.rs)";
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +44,7 @@ fn main() {
         "growth" => growth::main(&a),
         "publish" => publish::main(&a),
         "core-report" => core_report::main(&a),
+        "first-token" => firsttoken::main(&a),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

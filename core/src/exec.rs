@@ -32,6 +32,7 @@ use crate::checkpoint::{
 };
 use crate::model::{ErrorClass, RetryPolicy, StepType};
 use crate::plan::{InputError, Plan, output_hash};
+use crate::retry::{self, Decision, ProviderRetry};
 use crate::sort::VecSet;
 use crate::state::{ExecutionState, StepState, TransitionError};
 use crate::template::{Context, parse_output_json};
@@ -50,6 +51,12 @@ pub struct StepError {
     /// The provider asked to wait this long before trying again (`retry-after`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The failing provider's retry settings (from the agents file), for steps
+    /// without a `retryPolicy`; `None` means the SDK defaults. An input to the
+    /// decision only: never recorded, so a restored run uses whatever the
+    /// driver then reports.
+    #[serde(skip)]
+    pub provider_retry: Option<ProviderRetry>,
 }
 
 impl StepError {
@@ -58,6 +65,7 @@ impl StepError {
             class,
             message: message.into(),
             retry_after_ms: None,
+            provider_retry: None,
         }
     }
 }
@@ -1077,61 +1085,74 @@ impl Execution {
         }
     }
 
-    /// Delay before retry number `n` (1-based): `delay · multiplier^(n-1)`, ±20 %
-    /// jitter from the seed, at least the provider's `retry-after`.
+    /// Delay before retry number `n` (1-based) under the step's workflow rule
+    /// (its `retryPolicy`, else `config.maxRetries` with the default delays):
+    /// `delay · multiplier^(n-1)`, ±20 % jitter from the seed, at least the
+    /// provider's `retry-after`.
     pub fn retry_delay(&self, i: usize, n: u32, retry_after: Option<u64>) -> u64 {
-        let p = self.policy(i);
-        let base = p.retry_delay_ms as f64
-            * p.retry_backoff_multiplier
-                .powi(n.saturating_sub(1).min(1000) as i32);
         let r = jitter(self.seed, self.plan.key(i), n);
-        let delay = (base * (0.8 + 0.4 * r)).min(u64::MAX as f64) as u64;
-        delay.max(retry_after.unwrap_or(0))
+        retry::policy_delay(&self.policy(i), n, r, retry_after)
+    }
+
+    /// The retry settings a failure of step `i` came with: the provider's, or
+    /// none at all for a sub-workflow (its own steps had their provider's
+    /// retries; running the whole child again is its retryPolicy's call alone).
+    fn provider_retry(&self, i: usize, err: &mut StepError) -> ProviderRetry {
+        let own = err.provider_retry.take().unwrap_or_default();
+        match self.plan.workflow.steps[i].kind {
+            StepType::Workflow => ProviderRetry::NONE,
+            StepType::Prompt | StepType::Approval => own,
+        }
     }
 
     fn fail_attempt(
         &mut self,
         i: usize,
-        err: StepError,
+        mut err: StepError,
         now: u64,
         work: &mut Vec<usize>,
     ) -> Result<(), ExecError> {
-        let policy = self.policy(i);
-        let retryable = match &policy.retryable_errors {
-            Some(list) => list.contains(&err.class),
-            None => err.class.retryable_by_default(),
-        };
+        let provider = self.provider_retry(i, &mut err);
         let s = &mut self.steps[i];
         s.failures = s.failures.saturating_add(1);
         let failures = s.failures;
         s.finished_at = Some(now);
-        if retryable && failures <= policy.max_retries && self.state != ExecutionState::Cancelled {
-            let delay = self.retry_delay(i, failures, err.retry_after_ms);
-            let at = now.saturating_add(delay);
-            let s = &mut self.steps[i];
-            s.retry_at = Some(at);
-            s.error = Some(err.clone());
-            self.timers.insert((at, i));
-            let reason = format!("retry {failures} of {} in {delay} ms", policy.max_retries);
-            self.set_step(
-                i,
-                StepState::WaitingRetry,
-                now,
-                Some(reason),
-                Some(err),
-                None,
-            )?;
-        } else {
-            let reason = if retryable && policy.max_retries > 0 {
-                Some(format!("gave up after {} attempts", failures))
-            } else if !retryable {
-                Some(format!("{} errors are not retried", err.class))
-            } else {
-                None
-            };
-            self.steps[i].error = Some(err.clone());
-            self.set_step(i, StepState::Failed, now, reason, Some(err), None)?;
-            work.push(i);
+        let decision = retry::decide(
+            self.plan.workflow.steps[i].retry_policy.as_ref(),
+            self.plan.workflow.config.max_retries,
+            &provider,
+            retry::Failure {
+                class: err.class,
+                retry_after_ms: err.retry_after_ms,
+                failures,
+            },
+            jitter(self.seed, self.plan.key(i), failures),
+        );
+        match decision {
+            Decision::Retry { delay_ms, reason } if self.state != ExecutionState::Cancelled => {
+                let at = now.saturating_add(delay_ms);
+                let s = &mut self.steps[i];
+                s.retry_at = Some(at);
+                s.error = Some(err.clone());
+                self.timers.insert((at, i));
+                self.set_step(
+                    i,
+                    StepState::WaitingRetry,
+                    now,
+                    Some(reason),
+                    Some(err),
+                    None,
+                )?;
+            }
+            Decision::Retry { .. } | Decision::Fail { .. } => {
+                let reason = match decision {
+                    Decision::Fail { reason } => reason,
+                    Decision::Retry { .. } => None,
+                };
+                self.steps[i].error = Some(err.clone());
+                self.set_step(i, StepState::Failed, now, reason, Some(err), None)?;
+                work.push(i);
+            }
         }
         Ok(())
     }

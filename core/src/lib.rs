@@ -21,6 +21,7 @@ pub mod model;
 pub mod parse;
 pub mod plan;
 pub mod report;
+pub mod retry;
 mod scan;
 pub mod schema;
 pub mod sim;
@@ -42,6 +43,7 @@ pub use model::{
 };
 pub use plan::Plan;
 pub use report::{Code, Problem, Report};
+pub use retry::ProviderRetry;
 pub use state::{ExecutionState, StepState};
 pub use validate::{Analysis, Options, analyze};
 

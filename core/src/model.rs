@@ -234,7 +234,10 @@ pub struct Config {
     /// Time limit of the whole run in milliseconds (paused time does not count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
-    /// Retries for steps without their own `retryPolicy`.
+    /// Retries for steps without their own `retryPolicy`. Transient provider
+    /// failures (rate-limit, overloaded, server-error, timeout, network) also get
+    /// the provider's own retries (2 by default, set in the agents file); the
+    /// larger count applies.
     #[serde(default)]
     pub max_retries: u32,
     /// At most one checkpoint per this many milliseconds (default: after every step).
@@ -284,6 +287,10 @@ pub enum ErrorClass {
     Overloaded,
     /// The output did not satisfy `outputSchema`.
     OutputInvalid,
+    /// The answer was cut off at the output token limit (`max_tokens`): half an
+    /// answer is not an answer. Not retried by default: the same request stops
+    /// at the same limit again.
+    Truncated,
     /// Bad or missing credentials.
     Auth,
     /// The provider rejected the request as malformed.
@@ -299,13 +306,14 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
-    pub const ALL: [ErrorClass; 12] = [
+    pub const ALL: [ErrorClass; 13] = [
         ErrorClass::RateLimit,
         ErrorClass::Timeout,
         ErrorClass::Network,
         ErrorClass::ServerError,
         ErrorClass::Overloaded,
         ErrorClass::OutputInvalid,
+        ErrorClass::Truncated,
         ErrorClass::Auth,
         ErrorClass::InvalidRequest,
         ErrorClass::Unavailable,
@@ -322,6 +330,7 @@ impl ErrorClass {
             ErrorClass::ServerError => "server-error",
             ErrorClass::Overloaded => "overloaded",
             ErrorClass::OutputInvalid => "output-invalid",
+            ErrorClass::Truncated => "truncated",
             ErrorClass::Auth => "auth",
             ErrorClass::InvalidRequest => "invalid-request",
             ErrorClass::Unavailable => "unavailable",
@@ -345,6 +354,20 @@ impl ErrorClass {
                 | ErrorClass::ServerError
                 | ErrorClass::Overloaded
                 | ErrorClass::OutputInvalid
+        )
+    }
+
+    /// A passing condition of the provider or the network, which the official
+    /// SDKs retry on their own: retried by the provider's defaults when a step
+    /// has no `retryPolicy`, and a reason to fall back to the next provider.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorClass::RateLimit
+                | ErrorClass::Timeout
+                | ErrorClass::Network
+                | ErrorClass::ServerError
+                | ErrorClass::Overloaded
         )
     }
 }

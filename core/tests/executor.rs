@@ -3,7 +3,7 @@
 
 use ax_core::exec::{AbortReason, Action, Event, Execution, StepError};
 use ax_core::sim::{Reply, Simulator};
-use ax_core::{Checkpoint, ErrorClass, ExecutionState, Plan, StepState};
+use ax_core::{Checkpoint, ErrorClass, ExecutionState, Plan, ProviderRetry, StepState};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -164,7 +164,112 @@ steps:
         e.reason()
     );
     assert!(sim.log.iter().any(|(_, a)| matches!(a, Action::AbortStep { key, reason: AbortReason::RunFailed, .. } if key == "slow")));
-    assert_eq!(e.step("bad").map(|s| s.attempt), Some(2));
+    // config.maxRetries (1) and the provider's default retries of a transient
+    // failure (2) combine: the larger count applies.
+    assert_eq!(e.step("bad").map(|s| s.attempt), Some(3));
+}
+
+#[test]
+fn transient_failures_without_a_policy_get_the_providers_retries() {
+    let yaml = "name: p\nsteps:\n  - {key: a, agent: a, prompt: p}\n";
+    let with = |retry: Option<ProviderRetry>, class: ErrorClass| {
+        let mut calls = 0;
+        let mut sim = Simulator::new(exec(yaml), 0, move |_| {
+            calls += 1;
+            let mut error = StepError::new(class, "simulated");
+            error.provider_retry = retry;
+            if calls <= 2 {
+                Reply::Fail { after_ms: 5, error }
+            } else {
+                ok(5, "done")
+            }
+        });
+        let end = sim.run(100_000);
+        (end, sim)
+    };
+    // The SDK defaults: 2 retries, 0.5 s then 1 s, less up to 25 %.
+    let (end, sim) = with(None, ErrorClass::RateLimit);
+    assert_eq!(end, Ok(ExecutionState::Completed));
+    let starts = sim.starts();
+    assert_eq!(starts.len(), 3);
+    let d1 = starts[1].0 - starts[0].0 - 5;
+    let d2 = starts[2].0 - starts[1].0 - 5;
+    assert!((375..=500).contains(&d1), "{d1}");
+    assert!((750..=1000).contains(&d2), "{d2}");
+    let reasons: Vec<&str> = sim
+        .log
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::StepChanged {
+                state: StepState::WaitingRetry,
+                reason: Some(r),
+                ..
+            } => Some(r.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 2);
+    assert!(reasons[0].starts_with("retry 1 of 2 in "), "{reasons:?}");
+    // The provider's own settings, passed with the failure.
+    let none = ProviderRetry {
+        max_retries: 0,
+        ..ProviderRetry::DEFAULT
+    };
+    let (end, sim) = with(Some(none), ErrorClass::Overloaded);
+    assert_eq!(end, Ok(ExecutionState::Failed));
+    assert_eq!(sim.starts().len(), 1);
+    // Never for what retrying cannot fix.
+    let (end, sim) = with(None, ErrorClass::Truncated);
+    assert_eq!(end, Ok(ExecutionState::Failed));
+    assert_eq!(sim.starts().len(), 1);
+    assert_eq!(
+        sim.exec.step("a").and_then(|s| s.reason.clone()).as_deref(),
+        Some("truncated errors are not retried")
+    );
+    // The settings are an input, never recorded: a checkpoint's error has none,
+    // and the run restores as it was.
+    let (_, mut sim) = with(Some(none), ErrorClass::Overloaded);
+    let cp = sim.exec.snapshot();
+    let err = cp.steps["a"].error.as_ref().expect("the error is kept");
+    assert_eq!(err.provider_retry, None);
+    assert!(
+        !serde_json::to_string(&cp)
+            .expect("json")
+            .contains("maxRetries")
+    );
+}
+
+#[test]
+fn for_each_items_get_the_providers_retries_each_with_its_own_jitter() {
+    let yaml =
+        "name: m\nsteps:\n  - {key: each, agent: w, forEach: [a, b], prompt: \"{{item}}\"}\n";
+    let mut tries: BTreeMap<String, u32> = BTreeMap::new();
+    let mut sim = Simulator::new(exec(yaml), 0, move |s| {
+        let n = tries.entry(s.prompt.clone()).or_default();
+        *n += 1;
+        if *n <= 2 {
+            fail(5, ErrorClass::Overloaded)
+        } else {
+            ok(5, &s.prompt)
+        }
+    });
+    assert_eq!(sim.run(1000), Ok(ExecutionState::Completed));
+    let items = sim
+        .exec
+        .step("each")
+        .and_then(|s| s.items.clone())
+        .expect("items");
+    assert!(items.runs.iter().all(|r| r.failures == 2));
+    // The two items failed together and do not retry in lockstep (attempt
+    // numbers count across the step's items: 3 and 4 are the first retries).
+    let second: Vec<u64> = sim
+        .starts()
+        .iter()
+        .filter(|(_, s)| (3..=4).contains(&s.attempt))
+        .map(|(t, _)| *t)
+        .collect();
+    assert_eq!(second.len(), 2);
+    assert_ne!(second[0], second[1]);
 }
 
 #[test]

@@ -115,7 +115,7 @@ fn structured(plan: &Arc<Plan>, data: &[u8]) {
                 Event::StepFailed {
                     key,
                     attempt,
-                    error: StepError::new(ErrorClass::ALL[b as usize % 11], "fuzz"),
+                    error: StepError::new(ErrorClass::ALL[b as usize % ErrorClass::ALL.len()], "fuzz"),
                 }
             }
         };

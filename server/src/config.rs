@@ -8,7 +8,9 @@
 //! Unknown fields, unknown provider names and bad values are errors that name the
 //! file, the line when it can be found, and the likely intended name.
 
+use crate::providers::{KINDS, KindSpec};
 use anyhow::{Result, anyhow};
+use ax_core::ProviderRetry;
 use ax_core::parse::{Format, Limits};
 use ax_core::report::suggest;
 use serde::de::DeserializeOwned;
@@ -22,64 +24,85 @@ const BUILTIN: &str = include_str!("providers/defaults.toml");
 /// Provider names tried, in this order, when `defaults.provider` is `auto`.
 pub const AUTO_ORDER: [&str; 3] = ["anthropic", "gemini", "openai"];
 
-/// The wire protocol a provider speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Anthropic,
-    Openai,
-    Gemini,
-    Echo,
-}
+/// The wire protocol a provider speaks: one row of [`providers::KINDS`]
+/// (adding a kind is a file in `providers/` and a row there, nothing here).
+#[derive(Clone, Copy)]
+pub struct ProviderKind(&'static KindSpec);
 
 impl ProviderKind {
-    pub const ALL: [ProviderKind; 4] = [
-        ProviderKind::Anthropic,
-        ProviderKind::Openai,
-        ProviderKind::Gemini,
-        ProviderKind::Echo,
-    ];
+    /// The offline provider, which every configuration has.
+    pub const ECHO: ProviderKind = ProviderKind(&crate::providers::echo::KIND);
+
+    pub fn all() -> impl Iterator<Item = ProviderKind> {
+        KINDS.iter().map(ProviderKind)
+    }
+
+    /// Every kind's name, for messages.
+    pub fn names() -> Vec<&'static str> {
+        KINDS.iter().map(|k| k.name).collect()
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::Anthropic => "anthropic",
-            ProviderKind::Openai => "openai",
-            ProviderKind::Gemini => "gemini",
-            ProviderKind::Echo => "echo",
-        }
+        self.0.name
     }
 
     pub fn parse(s: &str) -> Option<ProviderKind> {
-        ProviderKind::ALL.into_iter().find(|k| k.as_str() == s)
+        KINDS.iter().find(|k| k.name == s).map(ProviderKind)
+    }
+
+    pub fn spec(self) -> &'static KindSpec {
+        self.0
+    }
+
+    /// Calls no network and needs no key (echo).
+    pub fn is_offline(self) -> bool {
+        self.0.offline
     }
 
     /// The environment variable with the key of the built-in provider of this kind.
     pub fn key_env(self) -> Option<&'static str> {
-        match self {
-            ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY"),
-            ProviderKind::Openai => Some("OPENAI_API_KEY"),
-            ProviderKind::Gemini => Some("GEMINI_API_KEY"),
-            ProviderKind::Echo => None,
-        }
+        self.0.key_env
     }
 
     /// The environment variable that moves the built-in provider of this kind.
     pub fn base_url_env(self) -> Option<&'static str> {
-        match self {
-            ProviderKind::Anthropic => Some("ANTHROPIC_BASE_URL"),
-            ProviderKind::Openai => Some("OPENAI_BASE_URL"),
-            ProviderKind::Gemini => Some("GEMINI_BASE_URL"),
-            ProviderKind::Echo => None,
-        }
+        self.0.base_url_env
     }
 
     pub fn default_base_url(self) -> Option<&'static str> {
-        match self {
-            ProviderKind::Anthropic => Some(crate::providers::anthropic::DEFAULT_BASE_URL),
-            ProviderKind::Openai => Some(crate::providers::openai::DEFAULT_BASE_URL),
-            ProviderKind::Gemini => Some(crate::providers::gemini::DEFAULT_BASE_URL),
-            ProviderKind::Echo => None,
-        }
+        self.0.default_base_url
+    }
+}
+
+impl PartialEq for ProviderKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ProviderKind {}
+
+impl PartialOrd for ProviderKind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ProviderKind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl std::hash::Hash for ProviderKind {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl std::fmt::Debug for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -89,9 +112,138 @@ impl std::fmt::Display for ProviderKind {
     }
 }
 
-/// `[defaults]`: what agents without their own settings use.
+impl Serialize for ProviderKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ProviderKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        ProviderKind::parse(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown provider kind `{name}`; the kinds are: {}",
+                ProviderKind::names().join(", ")
+            ))
+        })
+    }
+}
+
+/// How calls are made, settable in `[defaults]` (for every provider) and in
+/// `[providers.NAME]` (for one): time and size limits, streaming, and how the
+/// provider's transient failures are retried for steps without a `retryPolicy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct CallSettings {
+    /// Per-request time limit (default 120 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retries of transient failures (default 2, as the official SDKs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<u32>,
+    /// Backoff before the first retry (default 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_retry_delay_ms: Option<u64>,
+    /// The backoff doubles up to this (default 8 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry_delay_ms: Option<u64>,
+    /// The longest `retry-after` waited for (default 60 000); a longer one fails
+    /// the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retry_after_ms: Option<u64>,
+    /// The largest answer read (default 16 MiB): a body, or a stream's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<u64>,
+    /// Ask for the answer as a stream (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+}
+
+/// The names of [`CallSettings`]' fields, as the file spells them.
+const CALL_FIELDS: &[&str] = &[
+    "timeout_ms",
+    "max_retries",
+    "initial_retry_delay_ms",
+    "max_retry_delay_ms",
+    "max_retry_after_ms",
+    "max_response_bytes",
+    "stream",
+];
+
+/// Retries beyond this are a mistake, not a policy.
+pub const MAX_PROVIDER_RETRIES: u32 = 100;
+/// `max_response_bytes` when nothing sets it.
+pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+
+impl CallSettings {
+    /// `self`, with what it leaves unset taken from `under`.
+    pub fn or(self, under: CallSettings) -> CallSettings {
+        CallSettings {
+            timeout_ms: self.timeout_ms.or(under.timeout_ms),
+            max_retries: self.max_retries.or(under.max_retries),
+            initial_retry_delay_ms: self.initial_retry_delay_ms.or(under.initial_retry_delay_ms),
+            max_retry_delay_ms: self.max_retry_delay_ms.or(under.max_retry_delay_ms),
+            max_retry_after_ms: self.max_retry_after_ms.or(under.max_retry_after_ms),
+            max_response_bytes: self.max_response_bytes.or(under.max_response_bytes),
+            stream: self.stream.or(under.stream),
+        }
+    }
+
+    /// The retry settings core applies to this provider's transient failures.
+    pub fn retry(&self) -> ProviderRetry {
+        let d = ProviderRetry::DEFAULT;
+        ProviderRetry {
+            max_retries: self.max_retries.unwrap_or(d.max_retries),
+            initial_delay_ms: self.initial_retry_delay_ms.unwrap_or(d.initial_delay_ms),
+            max_delay_ms: self.max_retry_delay_ms.unwrap_or(d.max_delay_ms),
+            max_retry_after_ms: self.max_retry_after_ms.unwrap_or(d.max_retry_after_ms),
+        }
+    }
+
+    pub fn max_response_bytes(&self) -> u64 {
+        self.max_response_bytes
+            .unwrap_or(DEFAULT_MAX_RESPONSE_BYTES)
+    }
+
+    pub fn stream(&self) -> bool {
+        self.stream.unwrap_or(true)
+    }
+
+    fn check(&self, origin: &str, at: &str, out: &mut Vec<String>) {
+        let positive = [
+            ("timeout_ms", self.timeout_ms),
+            ("max_response_bytes", self.max_response_bytes),
+        ];
+        for (field, value) in positive {
+            if value == Some(0) {
+                out.push(format!("{origin}: {at} {field} must be more than 0"));
+            }
+        }
+        if let Some(n) = self.max_retries
+            && n > MAX_PROVIDER_RETRIES
+        {
+            out.push(format!(
+                "{origin}: {at} max_retries must be at most {MAX_PROVIDER_RETRIES} (got {n})"
+            ));
+        }
+        if let (Some(first), Some(most)) = (self.initial_retry_delay_ms, self.max_retry_delay_ms)
+            && first > most
+        {
+            out.push(format!(
+                "{origin}: {at} initial_retry_delay_ms ({first}) must not be more than max_retry_delay_ms ({most})"
+            ));
+        }
+    }
+
+    fn merge(&mut self, other: CallSettings) {
+        *self = other.or(*self);
+    }
+}
+
+/// `[defaults]`: what agents and providers without their own settings use.
+/// (Unknown fields are found by `check_fields` before this is read: serde cannot
+/// deny them next to a flattened field.)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Defaults {
     /// `auto` or a provider name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,15 +252,14 @@ pub struct Defaults {
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
-    /// Per-request time limit of every provider (default 120 000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
+    /// For every provider that does not set its own.
+    #[serde(flatten)]
+    pub calls: CallSettings,
 }
 
 /// `[providers.NAME]`: one endpoint. The name is free (`ollama`, `work-claude`);
-/// the four built-in names imply their kind.
+/// the built-in names imply their kind. (Unknown fields: see [`Defaults`].)
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<ProviderKind>,
@@ -119,11 +270,11 @@ pub struct ProviderConfig {
     pub api_key_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_ms: Option<u64>,
     /// Echo only: how long each answer takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    #[serde(flatten)]
+    pub calls: CallSettings,
 }
 
 /// By hand: a base URL may carry credentials (`https://user:pass@host`, `?key=`).
@@ -134,8 +285,8 @@ impl std::fmt::Debug for ProviderConfig {
             .field("base_url", &self.base_url.as_deref().map(redact_url))
             .field("api_key_env", &self.api_key_env)
             .field("model", &self.model)
-            .field("timeout_ms", &self.timeout_ms)
             .field("latency_ms", &self.latency_ms)
+            .field("calls", &self.calls)
             .finish()
     }
 }
@@ -255,15 +406,8 @@ impl FileFormat {
 }
 
 const TOP_FIELDS: &[&str] = &["defaults", "providers", "agents", "prices"];
-const DEFAULTS_FIELDS: &[&str] = &["provider", "temperature", "max_tokens", "timeout_ms"];
-const PROVIDER_FIELDS: &[&str] = &[
-    "kind",
-    "base_url",
-    "api_key_env",
-    "model",
-    "timeout_ms",
-    "latency_ms",
-];
+const DEFAULTS_FIELDS: &[&str] = &["provider", "temperature", "max_tokens"];
+const PROVIDER_FIELDS: &[&str] = &["kind", "base_url", "api_key_env", "model", "latency_ms"];
 const AGENT_FIELDS: &[&str] = &[
     "provider",
     "model",
@@ -340,15 +484,15 @@ impl AgentsConfig {
         overlay(&mut self.defaults.provider, d.provider);
         overlay(&mut self.defaults.temperature, d.temperature);
         overlay(&mut self.defaults.max_tokens, d.max_tokens);
-        overlay(&mut self.defaults.timeout_ms, d.timeout_ms);
+        self.defaults.calls.merge(d.calls);
         for (name, p) in other.providers {
             let mine = self.providers.entry(name).or_default();
             overlay(&mut mine.kind, p.kind);
             overlay(&mut mine.base_url, p.base_url);
             overlay(&mut mine.api_key_env, p.api_key_env);
             overlay(&mut mine.model, p.model);
-            overlay(&mut mine.timeout_ms, p.timeout_ms);
             overlay(&mut mine.latency_ms, p.latency_ms);
+            mine.calls.merge(p.calls);
         }
         for (name, a) in other.agents {
             let mine = self.agents.entry(name).or_default();
@@ -408,16 +552,15 @@ impl AgentsConfig {
             self.defaults.max_tokens,
             &mut problems,
         );
-        if self.defaults.timeout_ms == Some(0) {
-            problems.push(format!(
-                "{origin}: [defaults] timeout_ms must be more than 0"
-            ));
-        }
+        self.defaults
+            .calls
+            .check(origin, "[defaults]", &mut problems);
         for (name, p) in &self.providers {
             let at = format!("[providers.{name}]");
             if self.kind_of(name).is_none() {
                 problems.push(format!(
-                    "{origin}: {at} has no `kind`; add kind = \"openai\" (or anthropic, gemini, echo)"
+                    "{origin}: {at} has no `kind`; add kind = \"openai\" (the kinds are: {})",
+                    ProviderKind::names().join(", ")
                 ));
             }
             if let Some(url) = &p.base_url
@@ -437,8 +580,18 @@ impl AgentsConfig {
                      (letters, digits and _), not the key; export the key and name its variable here"
                 ));
             }
-            if p.timeout_ms == Some(0) {
-                problems.push(format!("{origin}: {at} timeout_ms must be more than 0"));
+            p.calls.check(origin, &at, &mut problems);
+            let effective = p.calls.or(self.defaults.calls);
+            if let (Some(first), Some(most)) = (
+                effective.initial_retry_delay_ms,
+                effective.max_retry_delay_ms,
+            ) && first > most
+                && p.calls.initial_retry_delay_ms.is_none() != p.calls.max_retry_delay_ms.is_none()
+            {
+                problems.push(format!(
+                    "{origin}: {at} initial_retry_delay_ms ({first}) must not be more than max_retry_delay_ms ({most}), \
+                     counting what [defaults] sets"
+                ));
             }
             if p.model.as_deref().is_some_and(|m| m.trim().is_empty()) {
                 problems.push(format!("{origin}: {at} model is empty"));
@@ -683,7 +836,10 @@ fn check_fields(root: &Value, src: &Source, out: &mut Vec<String>) {
     };
     for (key, value) in top {
         match key.as_str() {
-            "defaults" => fields(value, DEFAULTS_FIELDS, &Table::defaults(), src, out),
+            "defaults" => {
+                let known: Vec<&str> = DEFAULTS_FIELDS.iter().chain(CALL_FIELDS).copied().collect();
+                fields(value, &known, &Table::defaults(), src, out)
+            }
             "providers" | "agents" | "prices" => {
                 let Some(named) = value.as_object() else {
                     out.push(format!(
@@ -694,18 +850,18 @@ fn check_fields(root: &Value, src: &Source, out: &mut Vec<String>) {
                 };
                 for (name, entry) in named {
                     let table = Table::named(key, name);
-                    let known = match key.as_str() {
-                        "providers" => PROVIDER_FIELDS,
-                        "agents" => AGENT_FIELDS,
-                        _ => PRICE_FIELDS,
+                    let known: Vec<&str> = match key.as_str() {
+                        "providers" => PROVIDER_FIELDS.iter().chain(CALL_FIELDS).copied().collect(),
+                        "agents" => AGENT_FIELDS.to_vec(),
+                        _ => PRICE_FIELDS.to_vec(),
                     };
-                    fields(entry, known, &table, src, out);
+                    fields(entry, &known, &table, src, out);
                     if key == "providers"
                         && let Some(kind) = entry.get("kind").and_then(Value::as_str)
                         && ProviderKind::parse(kind).is_none()
                     {
-                        let kinds = ProviderKind::ALL.map(ProviderKind::as_str);
-                        let hint = suggest(kind, kinds)
+                        let kinds = ProviderKind::names();
+                        let hint = suggest(kind, kinds.iter().copied())
                             .map(|s| format!("did you mean `{s}`? "))
                             .unwrap_or_default();
                         out.push(format!(

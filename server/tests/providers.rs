@@ -1,16 +1,19 @@
 //! Providers against local fake servers that speak each documented wire format
-//! (Anthropic Messages, OpenAI Chat Completions, Gemini generateContent) and check
-//! what they receive; the router's fallback rules; echo; the agents file; and that
-//! keys never leak.
+//! (Anthropic Messages, OpenAI Chat Completions, Gemini generateContent), whole
+//! and streamed, and check what they receive; what they learn from refusals;
+//! structured output; truncation and size limits; the router's fallback rules;
+//! echo; the agents file; and that keys never leak.
 
 use ax_core::ErrorClass;
 use ax_core::schema::CompiledSchema;
 use ax_server::config::{AgentsConfig, FileFormat};
+use ax_server::providers::TextSink;
 use ax_server::providers::{self, CallOutcome, RouteEntry, Router};
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,16 +42,15 @@ struct Reply {
     headers: Vec<(&'static str, String)>,
     body: String,
     delay: Duration,
+    /// Sent as separate chunks, each after its pause, instead of `body`.
+    chunks: Option<Vec<(Duration, String)>>,
+    /// Break the connection after the chunks instead of ending the body.
+    cut: bool,
 }
 
 impl Reply {
     fn json(status: u16, body: Value) -> Reply {
-        Reply {
-            status,
-            headers: vec![("content-type", "application/json".into())],
-            body: body.to_string(),
-            delay: Duration::ZERO,
-        }
+        Reply::raw(status, &body.to_string())
     }
 
     fn raw(status: u16, body: &str) -> Reply {
@@ -57,7 +59,27 @@ impl Reply {
             headers: vec![("content-type", "application/json".into())],
             body: body.to_string(),
             delay: Duration::ZERO,
+            chunks: None,
+            cut: false,
         }
+    }
+
+    /// A `text/event-stream` of these events, each in its own chunk.
+    fn sse(events: Vec<String>) -> Reply {
+        Reply {
+            headers: vec![("content-type", "text/event-stream".into())],
+            chunks: Some(events.into_iter().map(|e| (Duration::ZERO, e)).collect()),
+            ..Reply::raw(200, "")
+        }
+    }
+
+    /// Only the first `n` chunks, then the connection breaks.
+    fn cut_after(mut self, n: usize) -> Reply {
+        if let Some(c) = &mut self.chunks {
+            c.truncate(n);
+        }
+        self.cut = true;
+        self
     }
 
     fn header(mut self, name: &'static str, value: &str) -> Reply {
@@ -118,7 +140,23 @@ async fn handle(
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    let status = StatusCode::from_u16(reply.status).unwrap();
+    let mut response = match reply.chunks {
+        None => (status, reply.body).into_response(),
+        Some(chunks) => {
+            let cut = reply.cut;
+            let paced = futures_util::stream::iter(chunks).then(|(pause, chunk)| async move {
+                tokio::time::sleep(pause).await;
+                Ok::<_, std::io::Error>(Bytes::from(chunk))
+            });
+            // After a pause, so that what was sent is on the wire before the cut.
+            let end = futures_util::stream::iter(cut.then_some(())).then(|()| async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(std::io::Error::other("the fake server cut the stream"))
+            });
+            (status, Body::from_stream(paced.chain(end))).into_response()
+        }
+    };
     for (k, v) in reply.headers {
         response.headers_mut().insert(k, v.parse().unwrap());
     }
@@ -233,6 +271,105 @@ impl Wire {
         }
     }
 
+    /// Whether the request asks for a streamed answer.
+    fn wants_stream(self, seen: &Seen) -> bool {
+        match self {
+            Wire::Gemini => {
+                seen.path.ends_with(":streamGenerateContent") && seen.query.contains("alt=sse")
+            }
+            _ => seen.body["stream"] == true,
+        }
+    }
+
+    /// The documented answer to what was asked: a stream of `text` word by word,
+    /// or the whole answer.
+    fn answer(self, seen: &Seen, text: &str, tokens_in: u64, tokens_out: u64) -> Reply {
+        if self.wants_stream(seen) {
+            Reply::sse(self.stream(&words(text), tokens_in, tokens_out, self.stop_ok()))
+        } else {
+            Reply::json(200, self.success(text, tokens_in, tokens_out))
+        }
+    }
+
+    fn stop_ok(self) -> &'static str {
+        match self {
+            Wire::Anthropic => "end_turn",
+            Wire::OpenAi => "stop",
+            Wire::Gemini => "STOP",
+        }
+    }
+
+    fn stop_truncated(self) -> &'static str {
+        match self {
+            Wire::Anthropic => "max_tokens",
+            Wire::OpenAi => "length",
+            Wire::Gemini => "MAX_TOKENS",
+        }
+    }
+
+    /// The events of a streamed answer made of `pieces`, as each vendor
+    /// documents them: event names, field names, usage in the final events.
+    fn stream(self, pieces: &[&str], tokens_in: u64, tokens_out: u64, stop: &str) -> Vec<String> {
+        let data = |v: Value| format!("data: {v}\n\n");
+        let named = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+        let model = self.model();
+        match self {
+            Wire::Anthropic => {
+                let mut out = vec![
+                    named(
+                        "message_start",
+                        json!({"type": "message_start", "message": {"id": "msg_01", "type": "message", "role": "assistant", "content": [], "model": model, "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": tokens_in, "output_tokens": 1}}}),
+                    ),
+                    named(
+                        "content_block_start",
+                        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                    ),
+                    named("ping", json!({"type": "ping"})),
+                ];
+                out.extend(pieces.iter().map(|p| named("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}))));
+                out.push(named(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ));
+                out.push(named("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": tokens_out}})));
+                out.push(named("message_stop", json!({"type": "message_stop"})));
+                out
+            }
+            Wire::OpenAi => {
+                let chunk = |delta: Value, finish: Value| json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "system_fingerprint": "fp_1", "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
+                let mut out = vec![data(chunk(
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null,
+                ))];
+                out.extend(
+                    pieces
+                        .iter()
+                        .map(|p| data(chunk(json!({"content": p}), Value::Null))),
+                );
+                out.push(data(chunk(json!({}), json!(stop))));
+                out.push(data(json!({"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model, "choices": [], "usage": {"prompt_tokens": tokens_in, "completion_tokens": tokens_out, "total_tokens": tokens_in + tokens_out}})));
+                out.push("data: [DONE]\n\n".to_string());
+                out
+            }
+            Wire::Gemini => {
+                let last = pieces.len().saturating_sub(1);
+                pieces
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let mut candidate = json!({"content": {"parts": [{"text": p}], "role": "model"}, "index": 0});
+                        let mut usage = json!({"promptTokenCount": tokens_in, "totalTokenCount": tokens_in});
+                        if i == last {
+                            candidate["finishReason"] = json!(stop);
+                            usage = json!({"promptTokenCount": tokens_in, "candidatesTokenCount": tokens_out, "totalTokenCount": tokens_in + tokens_out});
+                        }
+                        format!("data: {}\r\n\r\n", json!({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model}))
+                    })
+                    .collect()
+            }
+        }
+    }
+
     fn error(self, status: u16, message: &str) -> Value {
         match self {
             Wire::Anthropic => {
@@ -269,7 +406,15 @@ impl Wire {
     /// What every request must carry, per the provider's documentation.
     fn check_request(self, seen: &Seen, prompt: &str, system_part: &str, key: Option<&str>) {
         assert_eq!(seen.method, "POST");
-        assert_eq!(seen.path, self.path());
+        if self.wants_stream(seen) {
+            assert_eq!(
+                seen.path,
+                self.path()
+                    .replace(":generateContent", ":streamGenerateContent")
+            );
+        } else {
+            assert_eq!(seen.path, self.path());
+        }
         assert!(
             !seen.query.contains("key"),
             "no key in the URL: {}",
@@ -327,6 +472,11 @@ impl Wire {
     }
 }
 
+/// `text` cut after each space, as models stream it.
+fn words(text: &str) -> Vec<&str> {
+    text.split_inclusive(' ').collect()
+}
+
 fn env_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
@@ -356,30 +506,59 @@ fn assert_no_key(o: &CallOutcome) {
 
 // ---------------------------------------------------------------- per-wire scenarios
 
+/// A sink that keeps what it receives.
+type Pieces = Arc<Mutex<Vec<(usize, String)>>>;
+
+fn collector() -> (TextSink, Pieces) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = got.clone();
+    let sink =
+        TextSink::new(move |offset, text| keep.lock().unwrap().push((offset, text.to_string())));
+    (sink, got)
+}
+
 async fn success(wire: Wire) {
-    let server = fake(move |_| Reply::json(200, wire.success("All good.", 120, 30))).await;
-    let router = router_for(wire, &server.url, "");
-    assert_eq!(router.default_provider(), wire.name());
-    let o = router
-        .complete("backend", "Review the API.", None, None)
-        .await;
-    let c = o.result.as_ref().expect("success");
-    assert_eq!(c.text, "All good.");
-    assert_eq!((c.tokens_in, c.tokens_out), (120, 30));
-    assert_eq!(o.provider, wire.name());
-    assert_eq!(o.model, wire.model());
-    assert!(o.notes.is_empty());
-    // Built-in prices for the default models.
-    let cost = o.cost_usd.expect("a price for the default model");
-    let price = AgentsConfig::builtin().prices[wire.model()];
-    assert!((cost - price.cost(120, 30)).abs() < 1e-12);
-    wire.check_request(
-        &server.last(),
-        "Review the API.",
-        "backend engineer",
-        Some(KEY),
-    );
-    assert_no_key(&o);
+    let server = fake(move |seen| wire.answer(seen, "All good.", 120, 30)).await;
+    for (config, streamed) in [("", true), ("[defaults]\nstream = false\n", false)] {
+        let router = router_for(wire, &server.url, config);
+        assert_eq!(router.default_provider(), wire.name());
+        let (sink, pieces) = collector();
+        let o = router
+            .complete_streaming("backend", "Review the API.", None, None, Some(sink))
+            .await;
+        let c = o.result.as_ref().expect("success");
+        assert_eq!(c.text, "All good.");
+        assert_eq!(
+            (c.tokens_in, c.tokens_out),
+            (120, 30),
+            "usage from the final events"
+        );
+        assert_eq!(c.model, wire.model());
+        assert_eq!(o.provider, wire.name());
+        assert_eq!(o.model, wire.model());
+        assert!(o.notes.is_empty());
+        // Built-in prices for the default models.
+        let cost = o.cost_usd.expect("a price for the default model");
+        let price = AgentsConfig::builtin().prices[wire.model()];
+        assert!((cost - price.cost(120, 30)).abs() < 1e-12);
+        let seen = server.last();
+        wire.check_request(&seen, "Review the API.", "backend engineer", Some(KEY));
+        assert_eq!(wire.wants_stream(&seen), streamed, "{config}");
+        if streamed {
+            if matches!(wire, Wire::OpenAi) {
+                assert_eq!(seen.body["stream_options"], json!({"include_usage": true}));
+            }
+            assert_eq!(
+                *pieces.lock().unwrap(),
+                vec![(0, "All ".to_string()), (4, "good.".to_string())],
+                "the text is relayed as it arrives"
+            );
+        } else {
+            assert!(seen.body.get("stream").is_none());
+            assert!(pieces.lock().unwrap().is_empty());
+        }
+        assert_no_key(&o);
+    }
 }
 
 async fn rate_limited(wire: Wire) {
@@ -511,6 +690,187 @@ async fn connection_reset(wire: Wire) {
     assert!(e.message.contains("could not connect"), "{}", e.message);
 }
 
+async fn stream_cut_midway(wire: Wire) {
+    let events = wire.stream(&["one ", "two ", "three ", "four"], 5, 4, wire.stop_ok());
+    // Cut after the second piece of text (Gemini: each event is a piece).
+    let keep = match wire {
+        Wire::Anthropic => 5,
+        Wire::OpenAi => 3,
+        Wire::Gemini => 2,
+    };
+    let server = fake(move |_| Reply::sse(events.clone()).cut_after(keep)).await;
+    let router = router_for(wire, &server.url, "");
+    let (sink, pieces) = collector();
+    let o = router
+        .complete_streaming("backend", "hi", None, None, Some(sink))
+        .await;
+    let e = err(&o);
+    assert_eq!(
+        e.class,
+        ErrorClass::Network,
+        "a broken stream is retryable: {}",
+        e.message
+    );
+    assert!(
+        e.message.contains("broke after 8 characters"),
+        "{}",
+        e.message
+    );
+    assert!(
+        e.message.contains(&server.url["http://".len()..]),
+        "names the host: {}",
+        e.message
+    );
+    assert_eq!(
+        *pieces.lock().unwrap(),
+        vec![(0, "one ".to_string()), (4, "two ".to_string())],
+        "what arrived was relayed, and nothing is kept"
+    );
+    // A stream that ends cleanly but before the answer did is broken too.
+    let mut events = wire.stream(&["one ", "two"], 5, 4, wire.stop_ok());
+    match wire {
+        // No message_delta (the stop reason) nor message_stop.
+        Wire::Anthropic => events.truncate(5),
+        // No finish_reason, usage or [DONE].
+        Wire::OpenAi => events.truncate(3),
+        // No finishReason.
+        Wire::Gemini => events.truncate(1),
+    }
+    let server = fake(move |_| Reply::sse(events.clone())).await;
+    let e = router_for(wire, &server.url, "")
+        .complete("backend", "hi", None, None)
+        .await
+        .result
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Network, "{}", e.message);
+    assert!(
+        e.message.contains("ended before the answer was complete"),
+        "{}",
+        e.message
+    );
+}
+
+async fn truncated(wire: Wire) {
+    let stop = wire.stop_truncated();
+    let server = fake(move |seen| {
+        if wire.wants_stream(seen) {
+            Reply::sse(wire.stream(&["half ", "an "], 5, 4096, stop))
+        } else {
+            let mut body = wire.success("half an", 5, 4096);
+            match wire {
+                Wire::Anthropic => body["stop_reason"] = json!(stop),
+                Wire::OpenAi => body["choices"][0]["finish_reason"] = json!(stop),
+                Wire::Gemini => body["candidates"][0]["finishReason"] = json!(stop),
+            }
+            Reply::json(200, body)
+        }
+    })
+    .await;
+    for config in ["", "[defaults]\nstream = false\n"] {
+        let e = router_for(wire, &server.url, config)
+            .complete("backend", "hi", None, None)
+            .await
+            .result
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Truncated, "{config}: {}", e.message);
+        let limit = match wire {
+            Wire::Gemini => "maxOutputTokens = 4096",
+            _ => "max_tokens = 4096",
+        };
+        assert!(e.message.contains(limit), "names the limit: {}", e.message);
+        assert!(
+            e.message.contains(stop),
+            "and the vendor's reason: {}",
+            e.message
+        );
+        assert!(
+            e.message.contains("raise max_tokens in [agents.backend]"),
+            "and how to raise it: {}",
+            e.message
+        );
+    }
+}
+
+async fn oversize(wire: Wire) {
+    let config = "[defaults]\nmax_response_bytes = 2048\n";
+    let big = "x".repeat(3000);
+    // A whole body past the limit (with a Content-Length, and chunked).
+    for chunked in [false, true] {
+        let text = big.clone();
+        let server = fake(move |_| {
+            let body = wire.success(&text, 1, 1).to_string();
+            if chunked {
+                let half = body.len() / 2;
+                Reply {
+                    headers: vec![("content-type", "application/json".into())],
+                    chunks: Some(vec![
+                        (Duration::ZERO, body[..half].to_string()),
+                        (Duration::ZERO, body[half..].to_string()),
+                    ]),
+                    ..Reply::raw(200, "")
+                }
+            } else {
+                Reply::raw(200, &body)
+            }
+        })
+        .await;
+        let e = router_for(wire, &server.url, config)
+            .complete("backend", "hi", None, None)
+            .await
+            .result
+            .unwrap_err();
+        assert_eq!(e.class, ErrorClass::Other, "{}", e.message);
+        assert!(
+            e.message
+                .contains("larger than max_response_bytes (2048 bytes)"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains(&format!("[providers.{}]", wire.name())),
+            "{}",
+            e.message
+        );
+    }
+    // A stream whose text grows past it, in small events.
+    let pieces: Vec<String> = (0..30).map(|_| "y".repeat(100)).collect();
+    let server = fake(move |_| {
+        let refs: Vec<&str> = pieces.iter().map(String::as_str).collect();
+        Reply::sse(wire.stream(&refs, 1, 1, wire.stop_ok()))
+    })
+    .await;
+    let e = router_for(wire, &server.url, config)
+        .complete("backend", "hi", None, None)
+        .await
+        .result
+        .unwrap_err();
+    assert!(
+        e.message.contains("larger than max_response_bytes"),
+        "{}",
+        e.message
+    );
+    // One event that never ends.
+    let server = fake(move |_| {
+        Reply::sse(vec![
+            "data: ".to_string(),
+            "z".repeat(1500),
+            "z".repeat(1500),
+        ])
+    })
+    .await;
+    let e = router_for(wire, &server.url, config)
+        .complete("backend", "hi", None, None)
+        .await
+        .result
+        .unwrap_err();
+    assert!(
+        e.message
+            .contains("a stream event is larger than max_response_bytes"),
+        "{}",
+        e.message
+    );
+}
+
 macro_rules! wire_tests {
     ($module:ident, $wire:expr) => {
         mod $module {
@@ -542,6 +902,18 @@ macro_rules! wire_tests {
             #[tokio::test]
             async fn connection_reset_is_network() {
                 connection_reset($wire).await
+            }
+            #[tokio::test]
+            async fn stream_cut_midway_is_network() {
+                stream_cut_midway($wire).await
+            }
+            #[tokio::test]
+            async fn truncated_answers_fail() {
+                truncated($wire).await
+            }
+            #[tokio::test]
+            async fn oversize_answers_fail() {
+                oversize($wire).await
             }
         }
     };
@@ -1124,6 +1496,37 @@ async fn echo_latency_is_honoured_and_bounded_by_the_budget() {
     assert_eq!(err(&o).class, ErrorClass::Timeout);
 }
 
+#[tokio::test]
+async fn echo_streams_across_its_latency() {
+    let router = router_with("[providers.echo]\nlatency_ms = 200\n", &HashMap::new());
+    let (sink, pieces) = collector();
+    let t = Instant::now();
+    let o = router
+        .complete_streaming("backend", "one two three four five", None, None, Some(sink))
+        .await;
+    let elapsed = t.elapsed();
+    let text = o.result.unwrap().text;
+    assert!(
+        elapsed >= Duration::from_millis(200) && elapsed < Duration::from_millis(600),
+        "{elapsed:?}"
+    );
+    let got = pieces.lock().unwrap().clone();
+    assert!(got.len() > 3, "{got:?}");
+    let mut joined = String::new();
+    for (offset, piece) in &got {
+        assert_eq!(*offset, joined.chars().count());
+        joined.push_str(piece);
+    }
+    assert_eq!(joined, text);
+    // Without latency: one piece, at once.
+    let router = router_with("", &HashMap::new());
+    let (sink, pieces) = collector();
+    router
+        .complete_streaming("backend", "hi", None, None, Some(sink))
+        .await;
+    assert_eq!(pieces.lock().unwrap().len(), 1);
+}
+
 // ---------------------------------------------------------------- the agents file
 
 const FULL_TOML: &str = r#"
@@ -1487,4 +1890,506 @@ async fn keys_never_leak() {
         !shown.contains("hunter2") && !shown.contains("abc"),
         "{shown}"
     );
+}
+
+// ---------------------------------------------------------------- streaming details
+
+#[tokio::test]
+async fn an_error_event_mid_stream_is_classed_by_its_type() {
+    let server = fake(|_| {
+        let mut events = Wire::Anthropic.stream(&["partial "], 3, 1, "end_turn");
+        events.truncate(4);
+        events.push("event: error\ndata: {\"type\": \"error\", \"error\": {\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n".into());
+        Reply::sse(events)
+    })
+    .await;
+    let e = router_for(Wire::Anthropic, &server.url, "")
+        .complete("backend", "hi", None, None)
+        .await
+        .result
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::Overloaded, "{}", e.message);
+    assert!(
+        e.message.contains("overloaded_error: Overloaded"),
+        "{}",
+        e.message
+    );
+    let server = fake(|_| {
+        Reply::sse(vec![
+            "data: {\"error\": {\"message\": \"The server had an error while processing your request.\", \"type\": \"server_error\"}}\n\n".into(),
+        ])
+    })
+    .await;
+    let e = router_for(Wire::OpenAi, &server.url, "")
+        .complete("backend", "hi", None, None)
+        .await
+        .result
+        .unwrap_err();
+    assert_eq!(e.class, ErrorClass::ServerError, "{}", e.message);
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_stream_is_asked_again_without_it_and_remembered() {
+    // llama.cpp-style: 400 naming the field.
+    let server = fake(|seen| {
+        if seen.body.get("stream").is_some() {
+            Reply::json(
+                400,
+                json!({"error": {"code": 400, "message": "'stream' is not supported by this server", "type": "invalid_request_error"}}),
+            )
+        } else {
+            Reply::json(200, Wire::OpenAi.success("whole", 2, 1))
+        }
+    })
+    .await;
+    let router = router_for(Wire::OpenAi, &server.url, "");
+    let o = router.complete("backend", "hi", None, None).await;
+    assert_eq!(o.result.unwrap().text, "whole");
+    assert_eq!(server.requests().len(), 2);
+    assert!(server.last().body.get("stream").is_none());
+    assert!(
+        router
+            .complete("backend", "hi", None, None)
+            .await
+            .result
+            .is_ok()
+    );
+    assert_eq!(server.requests().len(), 3, "learned: one request");
+    // One that streams but does not know stream_options.
+    let server = fake(|seen| {
+        if seen.body.get("stream_options").is_some() {
+            Reply::json(
+                400,
+                json!({"error": {"message": "Unrecognized request argument supplied: stream_options", "type": "invalid_request_error", "param": null, "code": null}}),
+            )
+        } else {
+            Wire::OpenAi.answer(seen, "streamed anyway", 2, 2)
+        }
+    })
+    .await;
+    let router = router_for(Wire::OpenAi, &server.url, "");
+    let (sink, pieces) = collector();
+    let o = router
+        .complete_streaming("backend", "hi", None, None, Some(sink))
+        .await;
+    assert_eq!(o.result.unwrap().text, "streamed anyway");
+    let last = server.last();
+    assert_eq!(
+        (last.body["stream"].clone(), last.body.get("stream_options")),
+        (json!(true), None)
+    );
+    assert_eq!(pieces.lock().unwrap().len(), 2);
+    // One that ignores `stream` and answers whole: read whole, and not asked again.
+    let server = fake(|_| Reply::json(200, Wire::OpenAi.success("whole", 2, 1))).await;
+    let router = router_for(Wire::OpenAi, &server.url, "");
+    assert!(
+        router
+            .complete("backend", "hi", None, None)
+            .await
+            .result
+            .is_ok()
+    );
+    assert_eq!(server.last().body["stream"], true);
+    assert!(
+        router
+            .complete("backend", "hi", None, None)
+            .await
+            .result
+            .is_ok()
+    );
+    assert!(server.last().body.get("stream").is_none());
+    // A Gemini proxy without the streaming endpoint.
+    let server = fake(|seen| {
+        if seen.path.ends_with(":streamGenerateContent") {
+            Reply::raw(404, "404 page not found")
+        } else {
+            Reply::json(200, Wire::Gemini.success("from generateContent", 1, 1))
+        }
+    })
+    .await;
+    let o = router_for(Wire::Gemini, &server.url, "")
+        .complete("backend", "hi", None, None)
+        .await;
+    assert_eq!(o.result.unwrap().text, "from generateContent");
+    // A stream without its content type (a buffering proxy) is still read.
+    let server = fake(|seen| {
+        let mut r = Wire::OpenAi.answer(seen, "sniffed", 1, 1);
+        r.headers = vec![("content-type", "text/plain".into())];
+        r
+    })
+    .await;
+    let o = router_for(Wire::OpenAi, &server.url, "")
+        .complete("backend", "hi", None, None)
+        .await;
+    assert_eq!(o.result.unwrap().text, "sniffed");
+}
+
+#[tokio::test]
+async fn streamed_text_never_carries_a_key() {
+    let server = fake(|seen| {
+        let key = seen.header("x-api-key").unwrap_or("").to_string();
+        Wire::Anthropic.answer(seen, &format!("the key is {key} ok"), 1, 1)
+    })
+    .await;
+    let (sink, pieces) = collector();
+    let o = router_for(Wire::Anthropic, &server.url, "")
+        .complete_streaming("backend", "hi", None, None, Some(sink))
+        .await;
+    assert_eq!(o.result.unwrap().text, "the key is [redacted] ok");
+    let relayed: String = pieces
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.as_str())
+        .collect();
+    assert!(!relayed.contains(KEY), "{relayed}");
+}
+
+// ---------------------------------------------------------------- structured output
+
+fn strict_schema() -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["severity", "summary"],
+        "properties": {"severity": {"enum": ["low", "high"]}, "summary": {"type": "string"}}})
+}
+
+fn loose_schema() -> Value {
+    json!({"type": "object", "required": ["severity"],
+        "properties": {"severity": {"enum": ["low", "high"]}, "score": {"type": "integer", "minimum": 1, "maximum": 10}}})
+}
+
+#[tokio::test]
+async fn openai_gets_response_format_strict_where_the_schema_allows() {
+    let server =
+        fake(|seen| Wire::OpenAi.answer(seen, r#"{"severity": "low", "summary": "ok"}"#, 1, 1))
+            .await;
+    let router = router_for(Wire::OpenAi, &server.url, "");
+    let o = router
+        .complete("security", "Audit.", Some(Arc::new(strict_schema())), None)
+        .await;
+    assert!(o.result.is_ok());
+    let b = server.last().body;
+    assert_eq!(b["response_format"]["type"], "json_schema");
+    assert_eq!(b["response_format"]["json_schema"]["name"], "output");
+    assert_eq!(b["response_format"]["json_schema"]["strict"], true);
+    assert_eq!(
+        b["response_format"]["json_schema"]["schema"],
+        strict_schema()
+    );
+    assert!(
+        !b["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("JSON Schema"),
+        "strict mode needs no description in the prompt"
+    );
+    // A schema outside strict mode's rules: non-strict, and described too.
+    router
+        .complete("security", "Audit.", Some(Arc::new(loose_schema())), None)
+        .await;
+    let b = server.last().body;
+    assert_eq!(b["response_format"]["json_schema"]["strict"], false);
+    assert!(
+        b["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("JSON Schema")
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_refuses_response_format_gets_the_schema_in_the_prompt() {
+    let server = fake(|seen| {
+        if seen.body.get("response_format").is_some() {
+            Reply::json(
+                400,
+                json!({"error": {"message": "response_format json_schema is not supported", "type": "BadRequestError", "param": null, "code": 400}}),
+            )
+        } else {
+            Wire::OpenAi.answer(seen, r#"{"severity": "high"}"#, 1, 1)
+        }
+    })
+    .await;
+    let router = router_for(Wire::OpenAi, &server.url, "");
+    let o = router
+        .complete("security", "Audit.", Some(Arc::new(strict_schema())), None)
+        .await;
+    assert_eq!(o.result.unwrap().text, r#"{"severity": "high"}"#);
+    assert_eq!(server.requests().len(), 2);
+    let b = server.last().body;
+    assert!(b.get("response_format").is_none());
+    assert!(
+        b["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"severity\"")
+    );
+    router
+        .complete("security", "Audit.", Some(Arc::new(strict_schema())), None)
+        .await;
+    assert_eq!(server.requests().len(), 3, "remembered for the model");
+}
+
+#[tokio::test]
+async fn anthropic_uses_output_config_then_a_forced_tool_then_the_prompt() {
+    let answer = r#"{"severity":"low"}"#;
+    let server = fake(move |seen| Wire::Anthropic.answer(seen, answer, 1, 1)).await;
+    let router = router_for(Wire::Anthropic, &server.url, "");
+    let o = router
+        .complete("security", "Audit.", Some(Arc::new(loose_schema())), None)
+        .await;
+    assert_eq!(o.result.unwrap().text, answer);
+    let b = server.last().body;
+    let format = &b["output_config"]["format"];
+    assert_eq!(format["type"], "json_schema");
+    assert_eq!(
+        format["schema"]["additionalProperties"], false,
+        "objects are closed"
+    );
+    assert!(
+        format["schema"]["properties"]["score"]
+            .get("minimum")
+            .is_none()
+    );
+    assert!(
+        format["schema"]["properties"]["score"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("minimum: 1"),
+        "unsupported constraints move to the description"
+    );
+    assert!(!b["system"].as_str().unwrap().contains("JSON Schema"));
+    // A model without structured outputs: a forced tool call, answered whole and streamed.
+    let tool_answer = |seen: &Seen, input: Value| {
+        if Wire::Anthropic.wants_stream(seen) {
+            let named = |name: &str, v: Value| format!("event: {name}\ndata: {v}\n\n");
+            let json = input.to_string();
+            let (a, b) = json.split_at(json.len() / 2);
+            Reply::sse(vec![
+                named(
+                    "message_start",
+                    json!({"type": "message_start", "message": {"model": "claude-3-5-haiku", "usage": {"input_tokens": 9, "output_tokens": 1}}}),
+                ),
+                named(
+                    "content_block_start",
+                    json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_1", "name": "ax_output", "input": {}}}),
+                ),
+                named(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": a}}),
+                ),
+                named(
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": b}}),
+                ),
+                named(
+                    "content_block_stop",
+                    json!({"type": "content_block_stop", "index": 0}),
+                ),
+                named(
+                    "message_delta",
+                    json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 12}}),
+                ),
+                named("message_stop", json!({"type": "message_stop"})),
+            ])
+        } else {
+            Reply::json(
+                200,
+                json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "ax_output", "input": input}],
+                "stop_reason": "tool_use", "usage": {"input_tokens": 9, "output_tokens": 12}}),
+            )
+        }
+    };
+    for config in ["", "[defaults]\nstream = false\n"] {
+        let server = fake(move |seen| {
+            if seen.body.get("output_config").is_some() {
+                Reply::json(
+                    400,
+                    Wire::Anthropic.error(
+                        400,
+                        "output_config.format: structured outputs are not supported for this model",
+                    ),
+                )
+            } else if seen.body.get("tools").is_some() {
+                tool_answer(seen, json!({"severity": "high"}))
+            } else {
+                Reply::json(500, json!({}))
+            }
+        })
+        .await;
+        let router = router_for(Wire::Anthropic, &server.url, config);
+        let o = router
+            .complete("security", "Audit.", Some(Arc::new(loose_schema())), None)
+            .await;
+        let c = o.result.unwrap();
+        let v: Value = serde_json::from_str(&c.text).unwrap();
+        assert_eq!(v, json!({"severity": "high"}), "{config}");
+        assert_eq!((c.tokens_in, c.tokens_out), (9, 12));
+        let b = server.last().body;
+        assert_eq!(
+            b["tool_choice"],
+            json!({"type": "tool", "name": "ax_output"})
+        );
+        assert_eq!(b["tools"][0]["input_schema"], loose_schema());
+        assert_eq!(server.requests().len(), 2);
+    }
+    // A server with neither: the prompt.
+    let server = fake(|seen| {
+        if seen.body.get("output_config").is_some() || seen.body.get("tools").is_some() {
+            Reply::json(
+                400,
+                Wire::Anthropic.error(400, "Extra inputs are not permitted: output_config, tools"),
+            )
+        } else {
+            Wire::Anthropic.answer(seen, r#"{"severity":"low"}"#, 1, 1)
+        }
+    })
+    .await;
+    let router = router_for(Wire::Anthropic, &server.url, "");
+    assert!(
+        router
+            .complete("security", "Audit.", Some(Arc::new(loose_schema())), None)
+            .await
+            .result
+            .is_ok()
+    );
+    let b = server.last().body;
+    assert!(b["system"].as_str().unwrap().contains("JSON Schema"));
+    assert_eq!(server.requests().len(), 3);
+}
+
+#[tokio::test]
+async fn gemini_gets_a_response_json_schema_or_the_prompt() {
+    let server = fake(|seen| {
+        if seen.body["generationConfig"].get("responseJsonSchema").is_some() && seen.body["contents"][0]["parts"][0]["text"] == "refuse" {
+            Reply::json(400, json!({"error": {"code": 400, "message": "Invalid JSON payload received. Unknown name \"responseJsonSchema\" at 'generation_config': Cannot find field.", "status": "INVALID_ARGUMENT"}}))
+        } else {
+            Wire::Gemini.answer(seen, r#"{"severity": "low"}"#, 1, 1)
+        }
+    })
+    .await;
+    let router = router_for(Wire::Gemini, &server.url, "");
+    let mut schema = loose_schema();
+    schema["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    let o = router
+        .complete("security", "Audit.", Some(Arc::new(schema)), None)
+        .await;
+    assert!(o.result.is_ok());
+    let config = server.last().body["generationConfig"].clone();
+    assert_eq!(config["responseMimeType"], "application/json");
+    assert_eq!(config["responseJsonSchema"], loose_schema());
+    assert!(
+        server
+            .last()
+            .body
+            .get("systemInstruction")
+            .is_none_or(|s| !s.to_string().contains("JSON Schema"))
+    );
+    let o = router
+        .complete("security", "refuse", Some(Arc::new(loose_schema())), None)
+        .await;
+    assert!(o.result.is_ok());
+    let b = server.last().body;
+    assert!(b["generationConfig"].get("responseJsonSchema").is_none());
+    assert_eq!(
+        b["generationConfig"]["responseMimeType"],
+        "application/json"
+    );
+    assert!(
+        b["systemInstruction"]["parts"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("JSON Schema")
+    );
+}
+
+// ---------------------------------------------------------------- retry settings
+
+#[test]
+fn retry_and_limit_settings_in_the_agents_file() {
+    let text = r#"
+[defaults]
+max_retries = 4
+max_retry_after_ms = 120000
+max_response_bytes = 1048576
+
+[providers.local]
+kind = "openai"
+base_url = "http://127.0.0.1:9/v1"
+max_retries = 0
+initial_retry_delay_ms = 100
+max_retry_delay_ms = 1000
+stream = false
+
+[agents.writer]
+provider = "local"
+"#;
+    let config = AgentsConfig::parse(text, FileFormat::Toml, "f.toml").unwrap();
+    let yaml = "defaults:\n  max_retries: 4\n  max_retry_after_ms: 120000\n  max_response_bytes: 1048576\nproviders:\n  local:\n    kind: openai\n    base_url: http://127.0.0.1:9/v1\n    max_retries: 0\n    initial_retry_delay_ms: 100\n    max_retry_delay_ms: 1000\n    stream: false\nagents:\n  writer:\n    provider: local\n";
+    assert_eq!(
+        config,
+        AgentsConfig::parse(yaml, FileFormat::Yaml, "f.yaml").unwrap()
+    );
+    let router = Router::new(config, &|_| None).unwrap();
+    assert_eq!(
+        router.retry_of("writer"),
+        ax_core::ProviderRetry {
+            max_retries: 0,
+            initial_delay_ms: 100,
+            max_delay_ms: 1000,
+            max_retry_after_ms: 120_000
+        }
+    );
+    assert_eq!(
+        router.retry_of("backend"),
+        ax_core::ProviderRetry {
+            max_retries: 4,
+            max_retry_after_ms: 120_000,
+            ..ax_core::ProviderRetry::DEFAULT
+        },
+        "[defaults] applies to every provider"
+    );
+    for (bad, says) in [
+        ("[defaults]\nmax_retry = 3\n", "did you mean `max_retries`?"),
+        (
+            "[providers.openai]\nmax_retries = 1000\n",
+            "max_retries must be at most 100",
+        ),
+        (
+            "[providers.openai]\ninitial_retry_delay_ms = 9000\nmax_retry_delay_ms = 10\n",
+            "initial_retry_delay_ms (9000) must not be more than max_retry_delay_ms (10)",
+        ),
+        (
+            "[defaults]\nmax_retry_delay_ms = 10\n[providers.gemini]\ninitial_retry_delay_ms = 500\n",
+            "counting what [defaults] sets",
+        ),
+        (
+            "[defaults]\nmax_response_bytes = 0\n",
+            "max_response_bytes must be more than 0",
+        ),
+        ("[providers.openai]\nstream = \"yes\"\n", "`stream`"),
+    ] {
+        let e = AgentsConfig::parse(bad, FileFormat::Toml, "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn the_outcome_carries_the_failing_providers_retry_settings() {
+    let first = fake(|_| Reply::json(529, Wire::Anthropic.error(529, "Overloaded"))).await;
+    let second = fake(|_| Reply::json(503, Wire::OpenAi.error(503, "busy"))).await;
+    let config = format!(
+        "{CHAIN}\n[providers.openai]\nmax_retries = 7\n[agents.solo]\nprovider = \"anthropic\"\n"
+    );
+    let router = router_with(
+        &config.replace("\"echo\"", ""),
+        &two_provider_env(&first, &second),
+    );
+    let o = router.complete("backend", "hi", None, None).await;
+    assert_eq!(o.provider, "openai");
+    assert_eq!(o.retry.max_retries, 7, "the last provider tried decides");
+    let o = router.complete("solo", "hi", None, None).await;
+    assert_eq!(o.retry, ax_core::ProviderRetry::DEFAULT);
 }

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::checkpoint::{ItemSnapshot, ItemsSnapshot, OutputRef, RestoreError};
 use crate::model::{ErrorClass, ForEach, StepType};
+use crate::retry::{self, Decision};
 use crate::sort::VecSet;
 use crate::state::StepState;
 use crate::template::{
@@ -411,19 +412,18 @@ impl Execution {
         self.check_items_done(i, now)
     }
 
-    /// An item's attempt failed: retry it (by the step's policy) or fail the step.
+    /// An item's attempt failed: retry it or fail the step, decided as for any
+    /// attempt (`crate::retry`: the step's policy, `config.maxRetries`, the
+    /// provider's settings), with a jitter of the item's own so that items
+    /// failing together (a rate limit) do not all retry at the same time.
     pub(super) fn fail_item(
         &mut self,
         i: usize,
         j: usize,
-        err: StepError,
+        mut err: StepError,
         now: u64,
     ) -> Result<(), ExecError> {
-        let policy = self.policy(i);
-        let retryable = match &policy.retryable_errors {
-            Some(list) => list.contains(&err.class),
-            None => err.class.retryable_by_default(),
-        };
+        let provider = self.provider_retry(i, &mut err);
         let Some(items) = self.items_mut(i) else {
             return Ok(());
         };
@@ -431,18 +431,27 @@ impl Execution {
         r.failures = r.failures.saturating_add(1);
         r.finished_at = Some(now);
         let failures = r.failures;
-        if !(retryable && failures <= policy.max_retries) {
-            let reason = if retryable && policy.max_retries > 0 {
-                format!("gave up after {failures} attempts")
-            } else {
-                format!("{} errors are not retried", err.class)
-            };
-            if let Some(items) = self.items_mut(i) {
-                items.runs[j].reason = Some(reason);
+        let key = format!("{}#{j}", self.plan.key(i));
+        let decision = retry::decide(
+            self.plan.workflow.steps[i].retry_policy.as_ref(),
+            self.plan.workflow.config.max_retries,
+            &provider,
+            retry::Failure {
+                class: err.class,
+                retry_after_ms: err.retry_after_ms,
+                failures,
+            },
+            super::jitter(self.seed, &key, failures),
+        );
+        let (delay, reason) = match decision {
+            Decision::Retry { delay_ms, reason } => (delay_ms, reason),
+            Decision::Fail { reason } => {
+                if let Some(items) = self.items_mut(i) {
+                    items.runs[j].reason = reason;
+                }
+                return self.item_failed_for_good(i, j, err, now);
             }
-            return self.item_failed_for_good(i, j, err, now);
-        }
-        let delay = self.item_retry_delay(i, j, failures, err.retry_after_ms);
+        };
         let at = now.saturating_add(delay);
         if let Some(items) = self.items_mut(i) {
             let r = &mut items.runs[j];
@@ -450,7 +459,6 @@ impl Execution {
             r.error = Some(err.clone());
         }
         self.item_timers.insert((at, i, j as u32));
-        let reason = format!("retry {failures} of {} in {delay} ms", policy.max_retries);
         self.set_item(
             i,
             j,
@@ -462,15 +470,6 @@ impl Execution {
         )?;
         self.refresh_ready(i);
         Ok(())
-    }
-
-    /// The step's retry delay, spread per item (by up to a fifth more) so that
-    /// items failing together (a rate limit) do not all retry at the same time.
-    fn item_retry_delay(&self, i: usize, j: usize, n: u32, retry_after: Option<u64>) -> u64 {
-        let base = self.retry_delay(i, n, retry_after);
-        let key = format!("{}#{j}", self.plan.key(i));
-        let spread = super::jitter(self.seed, &key, n);
-        base.saturating_add((base as f64 * 0.2 * spread) as u64)
     }
 
     /// Item `j` failed without a retry left: the step fails, its other items stop.
@@ -499,11 +498,10 @@ impl Execution {
         let why = format!("item {j} failed");
         self.cancel_items(i, now, AbortReason::RunFailed, &why)?;
         let count = self.steps[i].items.as_ref().map_or(0, |it| it.runs.len());
-        let step_err = StepError {
-            class: err.class,
-            message: format!("item {j} (of {count}) failed: {}", err.message),
-            retry_after_ms: None,
-        };
+        let step_err = StepError::new(
+            err.class,
+            format!("item {j} (of {count}) failed: {}", err.message),
+        );
         self.ready.remove(&i);
         let mut work = Vec::new();
         self.fail_step(i, step_err, now, &mut work)?;

@@ -1,8 +1,11 @@
 //! Events: a JSON list, or a Server-Sent Events stream (stored events after
-//! `Last-Event-ID`/`after`, then live ones, ending after the final state).
+//! `Last-Event-ID`/`after`, then live ones, ending after the final state). The
+//! stream also carries `step-delta` events, the text of running steps as the
+//! provider streams it: live only, never stored, so they have no id.
 
 use super::AppState;
 use super::error::ApiError;
+use crate::engine::StepDelta;
 use crate::store::EventRecord;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -13,6 +16,7 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -46,7 +50,8 @@ pub async fn events(
         return Ok(Json(rows).into_response());
     }
     let rx = state.engine.subscribe();
-    Ok(Sse::new(stream_events(state, id, after, rx))
+    let deltas = state.engine.subscribe_deltas();
+    Ok(Sse::new(stream_events(state, id, after, rx, deltas))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
@@ -56,6 +61,9 @@ struct Cursor {
     id: String,
     after: i64,
     rx: broadcast::Receiver<String>,
+    deltas: broadcast::Receiver<Arc<StepDelta>>,
+    /// Pieces of text that came before the stored events in `buffer`.
+    live: VecDeque<Arc<StepDelta>>,
     buffer: VecDeque<EventRecord>,
     done: bool,
 }
@@ -65,17 +73,23 @@ fn stream_events(
     id: String,
     after: i64,
     rx: broadcast::Receiver<String>,
+    deltas: broadcast::Receiver<Arc<StepDelta>>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let cursor = Cursor {
         state,
         id,
         after,
         rx,
+        deltas,
+        live: VecDeque::new(),
         buffer: VecDeque::new(),
         done: false,
     };
     stream::unfold(cursor, |mut c| async move {
         loop {
+            if let Some(delta) = c.live.pop_front() {
+                return Some((Ok(delta_event(&delta)), c));
+            }
             if let Some(ev) = c.buffer.pop_front() {
                 if ev.kind == "execution" {
                     // A final state ends the stream once everything after it is sent.
@@ -116,6 +130,11 @@ fn stream_events(
                 Ok(rows) if !rows.is_empty() => {
                     c.after = rows.last().map_or(c.after, |r| r.id);
                     c.buffer.extend(rows);
+                    // A step's text is relayed before its completion is recorded,
+                    // so what the channel holds now came before these rows: it
+                    // goes out first, and none is left behind when they end the
+                    // stream.
+                    take_deltas(&mut c);
                     continue;
                 }
                 Ok(_) => {}
@@ -124,21 +143,54 @@ fn stream_events(
                     return None;
                 }
             }
-            // Wait for news about this execution; poll anyway for runs driven by
-            // other processes.
-            let wait = async {
-                loop {
-                    match c.rx.recv().await {
-                        Ok(x) if x == c.id => return,
-                        Ok(_) => {}
-                        Err(broadcast::error::RecvError::Lagged(_)) => return,
-                        Err(broadcast::error::RecvError::Closed) => {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_millis(500), wait).await;
+            // Wait for news about this execution, passing its text on as it
+            // streams in; poll anyway for runs driven by other processes.
+            let news = tokio::time::timeout(Duration::from_millis(500), next_news(&mut c)).await;
+            if let Ok(Some(delta)) = news {
+                return Some((Ok(delta_event(&delta)), c));
+            }
         }
     })
+}
+
+/// The next piece of this execution's text (`Some`), or word that it has new
+/// stored events (`None`).
+async fn next_news(c: &mut Cursor) -> Option<Arc<StepDelta>> {
+    use broadcast::error::RecvError;
+    loop {
+        tokio::select! {
+            // Text first: it precedes the stored events it is announced with.
+            biased;
+            delta = c.deltas.recv() => match delta {
+                Ok(d) if d.execution == c.id => return Some(d),
+                // Pieces lost to a slow reader: the offsets show the gap, and
+                // the whole output comes with the step's completion.
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            },
+            note = c.rx.recv() => match note {
+                Ok(x) if x == c.id => return None,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => return None,
+                Err(RecvError::Closed) => std::future::pending::<()>().await,
+            },
+        }
+    }
+}
+
+/// Move the pieces of this execution's text already received into `live`.
+fn take_deltas(c: &mut Cursor) {
+    use broadcast::error::TryRecvError;
+    loop {
+        match c.deltas.try_recv() {
+            Ok(d) if d.execution == c.id => c.live.push_back(d),
+            Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+        }
+    }
+}
+
+fn delta_event(delta: &StepDelta) -> SseEvent {
+    let data = serde_json::to_string(delta).unwrap_or_default();
+    SseEvent::default().event("step-delta").data(data)
 }

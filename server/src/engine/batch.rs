@@ -82,9 +82,12 @@ impl BatchBuilder {
                         state: Some(state.as_str().to_owned()),
                         attempt: Some(*attempt),
                         message,
-                        data: error
-                            .as_ref()
-                            .map(|e| serde_json::json!({ "class": e.class })),
+                        // The class, and what was decided about it ("retry 1 of 2
+                        // in 480 ms", "auth errors are not retried").
+                        data: error.as_ref().map(|e| match reason {
+                            Some(r) => serde_json::json!({ "class": e.class, "reason": r }),
+                            None => serde_json::json!({ "class": e.class }),
+                        }),
                     });
                     if *state == StepState::Running {
                         let prompt = actions.iter().find_map(|x| match x {

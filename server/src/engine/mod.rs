@@ -14,6 +14,9 @@
 //! the owner within a poll interval, and a crashed owner is detected.
 
 mod batch;
+mod relay;
+
+pub use relay::StepDelta;
 
 use crate::providers::{CallOutcome, Router};
 use crate::store::{
@@ -112,6 +115,8 @@ pub struct Engine {
     plans: Mutex<HashMap<String, Arc<Plan>>>,
     /// Announces "new events for execution X".
     notify: broadcast::Sender<String>,
+    /// Running steps' text, as it streams in.
+    deltas: relay::DeltaRelay,
 }
 
 impl Engine {
@@ -134,6 +139,7 @@ impl Engine {
             takeovers: std::sync::atomic::AtomicU64::new(0),
             plans: Mutex::new(HashMap::new()),
             notify,
+            deltas: relay::DeltaRelay::new(),
         })
     }
 
@@ -152,6 +158,11 @@ impl Engine {
     /// Notifications carrying the id of an execution with new events.
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.notify.subscribe()
+    }
+
+    /// The text of running steps as providers stream it (not stored).
+    pub fn subscribe_deltas(&self) -> broadcast::Receiver<Arc<StepDelta>> {
+        self.deltas.subscribe()
     }
 
     /// Paused, failed and interrupted executions resume, and so does one left
@@ -1098,7 +1109,12 @@ impl Runner {
                             Err(e) => Event::StepFailed {
                                 key: key.clone(),
                                 attempt,
-                                error: ax_core::StepError { class: e.class, message: e.message.clone(), retry_after_ms: e.retry_after_ms },
+                                error: ax_core::StepError {
+                                    class: e.class,
+                                    message: e.message.clone(),
+                                    retry_after_ms: e.retry_after_ms,
+                                    provider_retry: Some(outcome.retry),
+                                },
                             },
                         };
                         self.step(ev, Some((key, attempt, outcome))).await
@@ -1249,9 +1265,16 @@ impl Runner {
                     let key = s.key.clone();
                     let attempt = s.attempt;
                     let deadline = s.deadline.map(|d| d.saturating_sub(now_ms()));
+                    let sink = self.engine.deltas.sink(&self.id, &s.key, s.attempt);
                     let handle = tokio::spawn(async move {
                         let outcome = router
-                            .complete(&s.agent, &s.prompt, s.output_schema.clone(), deadline)
+                            .complete_streaming(
+                                &s.agent,
+                                &s.prompt,
+                                s.output_schema.clone(),
+                                deadline,
+                                Some(sink),
+                            )
                             .await;
                         let _ = tx.send(Msg::Answer {
                             key: s.key,

@@ -1,159 +1,200 @@
-//! Google Gemini `generateContent`: `POST {base}/v1beta/models/{model}:generateContent`
-//! with `x-goog-api-key`; the first candidate's text parts are the output,
-//! `usageMetadata.promptTokenCount`/`candidatesTokenCount` (plus thinking tokens,
-//! which are billed as output) the token counts.
+//! Google Gemini: `POST {base}/v1beta/models/{model}:generateContent` with
+//! `x-goog-api-key`; the first candidate's text parts are the output (thought
+//! summaries are not), `usageMetadata.promptTokenCount`/`candidatesTokenCount`
+//! (plus thinking tokens, which are billed as output) the token counts,
+//! `finishReason: MAX_TOKENS` a truncated answer.
+//!
+//! Streamed: `:streamGenerateContent?alt=sse`, each event a whole
+//! `GenerateContentResponse` carrying the next piece of text; the last one has
+//! the `finishReason` and the usage; the stream then ends.
+//!
+//! Structured output: `generationConfig.responseMimeType: application/json` with
+//! the schema as `responseJsonSchema`; for servers that refuse it, the schema is
+//! described in the system prompt (with the JSON mime type kept).
 
-use super::http::{self, Answer, Caller, ErrorBody};
-use super::{Completion, CompletionRequest, Provider, ProviderError, ProviderFuture};
+use super::http::HttpProvider;
+use super::schema;
+use super::wire::{
+    Call, Fault, Optional, Quirk, Reply, Stop, Wire, WireRequest, count, event_json, system_prompt,
+};
+use super::{Endpoint, KindSpec, Provider};
 use ax_core::ErrorClass;
+use eventsource_stream::Event as SseEvent;
 use serde_json::{Value, json};
-use std::time::Instant;
+use std::sync::Arc;
 
 pub const DEFAULT_BASE_URL: &str = "https://generativelanguage.googleapis.com";
 
-pub struct Gemini {
-    name: String,
-    base_url: String,
-    key: Option<String>,
-    client: reqwest::Client,
+pub const KIND: KindSpec = KindSpec {
+    name: "gemini",
+    key_env: Some("GEMINI_API_KEY"),
+    base_url_env: Some("GEMINI_BASE_URL"),
+    default_base_url: Some(DEFAULT_BASE_URL),
+    offline: false,
+    build,
+};
+
+fn build(e: Endpoint) -> Arc<dyn Provider> {
+    Arc::new(HttpProvider::new("gemini", Gemini, e))
 }
 
-impl Gemini {
-    /// `base_url` without `/v1beta`.
-    pub fn new(name: &str, base_url: &str, key: Option<String>, client: reqwest::Client) -> Self {
-        Gemini {
-            name: name.to_string(),
-            base_url: base_url.to_string(),
-            key,
-            client,
-        }
-    }
+/// The `generateContent` wire format (base URL without `/v1beta`).
+pub(crate) struct Gemini;
 
-    async fn run(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let deadline = Instant::now() + req.timeout;
-        let caller = Caller {
-            provider: &self.name,
-            model: &req.model,
-            key: self.key.as_deref(),
-        };
+impl Wire for Gemini {
+    fn request(&self, call: &Call<'_>) -> WireRequest {
+        let req = call.req;
         let model = req.model.strip_prefix("models/").unwrap_or(&req.model);
+        let mut optional = Vec::new();
         let mut config = json!({"maxOutputTokens": req.max_tokens});
-        if let Some(t) = req.temperature {
+        if let Some(t) = call.temperature() {
             config["temperature"] = json!(t);
+            optional.push(Optional::new(Quirk::NoTemperature, &["temperature"]));
         }
-        if req.output_schema.is_some() {
+        let schema = req.output_schema.as_deref();
+        let native = schema.filter(|_| !call.quirks.has(Quirk::NoNativeSchema));
+        if schema.is_some() {
             config["responseMimeType"] = json!("application/json");
+        }
+        if let Some(schema) = native {
+            config["responseJsonSchema"] = schema::without_meta(schema);
+            optional.push(Optional::new(
+                Quirk::NoNativeSchema,
+                &[
+                    "responseJsonSchema",
+                    "response_json_schema",
+                    "generation_config.response_json_schema",
+                ],
+            ));
         }
         let mut body = json!({
             "contents": [{"role": "user", "parts": [{"text": req.prompt}]}],
             "generationConfig": config,
         });
-        if let Some(system) =
-            http::system_prompt(req.system.as_deref(), req.output_schema.as_deref())
-        {
+        let system = if native.is_some() {
+            req.system.clone()
+        } else {
+            system_prompt(req.system.as_deref(), schema)
+        };
+        if let Some(system) = system {
             body["systemInstruction"] = json!({"parts": [{"text": system}]});
         }
-        let url = http::join(
-            &self.base_url,
-            &format!("/v1beta/models/{model}:generateContent"),
-        );
-        let mut request = self.client.post(url).json(&body);
-        if let Some(key) = self.key.as_deref().and_then(http::secret_header) {
-            request = request.header("x-goog-api-key", key);
+        let path = if call.stream {
+            optional.push(Optional::new(
+                Quirk::NoStream,
+                &["alt", "streamGenerateContent"],
+            ));
+            format!("/v1beta/models/{model}:streamGenerateContent?alt=sse")
+        } else {
+            format!("/v1beta/models/{model}:generateContent")
+        };
+        WireRequest {
+            path,
+            body,
+            stream: call.stream,
+            optional,
         }
-        let answer = http::send(&caller, request, deadline, req.timeout).await?;
-        if (200..300).contains(&answer.status) {
-            return parse(&caller, &answer);
+    }
+
+    fn auth(&self, key: &str) -> Vec<(&'static str, String)> {
+        vec![("x-goog-api-key", key.to_string())]
+    }
+
+    fn parse(&self, body: &[u8]) -> Result<Reply, Fault> {
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        // `streamGenerateContent` without `alt=sse` answers a list of chunks.
+        let chunks = match &v {
+            Value::Object(_) => std::slice::from_ref(&v),
+            Value::Array(items) if items.iter().all(Value::is_object) => items.as_slice(),
+            _ => {
+                return Err(Fault::malformed(
+                    "expected a JSON object with `candidates`",
+                    body,
+                ));
+            }
+        };
+        if !chunks
+            .iter()
+            .any(|c| c.get("candidates").is_some() || c.get("promptFeedback").is_some())
+        {
+            return Err(Fault::malformed("expected a `candidates` list", body));
         }
-        Err(http::status_error(
-            &caller,
-            &answer,
-            &ErrorBody::parse(&answer.body),
-        ))
+        let mut reply = Reply::default();
+        for chunk in chunks {
+            fold(chunk, &mut reply)?;
+        }
+        Ok(reply)
+    }
+
+    fn event(&self, event: &SseEvent, reply: &mut Reply) -> Result<(), Fault> {
+        let v = event_json(event)?;
+        if v.get("error").is_some() {
+            return Err(Fault::in_stream(&event.data));
+        }
+        fold(&v, reply)
+    }
+
+    fn limit_field(&self) -> &'static str {
+        "maxOutputTokens"
     }
 }
 
-fn parse(caller: &Caller<'_>, answer: &Answer) -> Result<Completion, ProviderError> {
-    let Some(v) = answer.json().filter(Value::is_object) else {
-        return Err(caller.malformed("expected a JSON object with `candidates`", &answer.body));
-    };
+/// Add one `GenerateContentResponse` (a whole answer, or one streamed piece).
+fn fold(v: &Value, reply: &mut Reply) -> Result<(), Fault> {
     if let Some(reason) = v
         .get("promptFeedback")
         .and_then(|f| f.get("blockReason"))
         .and_then(Value::as_str)
     {
-        return Err(caller.error(
-            ErrorClass::Other,
-            Some(answer.status),
-            &format!("the prompt was blocked (blockReason: {reason})"),
-        ));
+        reply.reason = Some(format!("blockReason: {reason}"));
+        reply.stop = Some(Stop::Withheld(format!(
+            "the prompt was blocked (blockReason: {reason})"
+        )));
+        return Ok(());
     }
-    let Some(candidates) = v.get("candidates").and_then(Value::as_array) else {
-        return Err(caller.malformed("expected a `candidates` list", &answer.body));
-    };
-    let first = candidates.first();
-    let text: String = first
-        .and_then(|c| c.get("content"))
-        .and_then(|c| c.get("parts"))
-        .and_then(Value::as_array)
-        .map(|parts| {
-            parts
-                .iter()
-                // Thought summaries are not the answer.
-                .filter(|p| p.get("thought").and_then(Value::as_bool) != Some(true))
-                .filter_map(|p| p.get("text").and_then(Value::as_str))
-                .collect()
-        })
-        .unwrap_or_default();
-    if text.trim().is_empty() {
-        let finish = first
-            .and_then(|c| c.get("finishReason"))
-            .and_then(Value::as_str)
-            .unwrap_or("none");
-        let what = match finish {
-            "MAX_TOKENS" => "the answer has no text: the model reached maxOutputTokens before writing any; raise max_tokens".to_string(),
-            "SAFETY" | "RECITATION" | "PROHIBITED_CONTENT" | "BLOCKLIST" | "SPII" => {
-                format!("the answer was withheld (finishReason: {finish})")
-            }
-            other => format!("the answer has no text (finishReason: {other})"),
-        };
-        return Err(caller.error(ErrorClass::Other, Some(answer.status), &what));
+    if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
+        reply.model = Some(m.to_string());
     }
     let usage = v.get("usageMetadata");
-    let count = |k: &str| {
-        usage
-            .and_then(|u| u.get(k))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
+    if let Some(n) = count(usage, "promptTokenCount") {
+        reply.tokens_in = n;
+    }
+    if usage.is_some() {
+        let out = count(usage, "candidatesTokenCount").unwrap_or(0)
+            + count(usage, "thoughtsTokenCount").unwrap_or(0);
+        reply.tokens_out = reply.tokens_out.max(out);
+    }
+    let Some(first) = v
+        .get("candidates")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+    else {
+        return Ok(());
     };
-    Ok(Completion {
-        text,
-        model: v
-            .get("modelVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(caller.model)
-            .to_string(),
-        tokens_in: count("promptTokenCount"),
-        tokens_out: count("candidatesTokenCount") + count("thoughtsTokenCount"),
-    })
-}
-
-impl Provider for Gemini {
-    fn kind(&self) -> &'static str {
-        "gemini"
+    if let Some(parts) = first.pointer("/content/parts").and_then(Value::as_array) {
+        for p in parts {
+            // Thought summaries are not the answer.
+            if p.get("thought").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            if let Some(text) = p.get("text").and_then(Value::as_str) {
+                reply.text.push_str(text);
+            }
+        }
     }
-
-    fn complete<'a>(&'a self, req: &'a CompletionRequest) -> ProviderFuture<'a> {
-        Box::pin(self.run(req))
+    if let Some(finish) = first.get("finishReason").and_then(Value::as_str) {
+        reply.reason = Some(format!("finishReason: {finish}"));
+        reply.stop = Some(match finish {
+            "STOP" | "FINISH_REASON_UNSPECIFIED" => Stop::Done,
+            "MAX_TOKENS" => Stop::Truncated,
+            "MALFORMED_FUNCTION_CALL" | "UNEXPECTED_TOOL_CALL" => {
+                return Err(Fault::new(
+                    ErrorClass::Other,
+                    format!("the model did not answer with text (finishReason: {finish})"),
+                ));
+            }
+            other => Stop::Withheld(format!("the answer was withheld (finishReason: {other})")),
+        });
     }
-}
-
-impl std::fmt::Debug for Gemini {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gemini")
-            .field("name", &self.name)
-            .field("base_url", &self.base_url)
-            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
-            .finish()
-    }
+    Ok(())
 }

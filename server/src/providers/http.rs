@@ -1,13 +1,26 @@
-//! What the three HTTP providers share: one POST with a hard time limit, the
-//! mapping from HTTP answers to `ErrorClass`, `retry-after` in its three spellings,
-//! and one-line error messages that name the provider, the model and the status
-//! and never carry the key.
+//! The one HTTP provider: it sends what a [`Wire`] writes, with a hard time
+//! limit; reads the answer within a size limit, whole or as a stream of
+//! Server-Sent Events (relaying the text while it arrives); learns from
+//! refusals what a model does not accept and asks again without it; and turns
+//! every failure into a one-line error that names the provider, the model and
+//! the status, and never the key.
 
-use super::{ProviderError, scrub};
+use super::wire::{
+    Call, Caller, ErrorAnswer, ErrorBody, Quirk, QuirkBook, Quirks, Reply, Stop, Wire, WireRequest,
+    human, status_error,
+};
+use super::{Completion, CompletionRequest, Endpoint, Provider, ProviderError, ProviderFuture};
 use ax_core::ErrorClass;
-use reqwest::header::{HeaderMap, HeaderValue};
-use serde_json::Value;
-use std::time::{Duration, Instant, SystemTime};
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::StreamExt;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Error bodies are read up to this much: enough for any message, and a server
+/// cannot make ax hold more for a failure.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
 /// One client for every provider: no redirects (a redirect would carry the key
 /// headers to another host), a recognizable user agent.
@@ -20,100 +33,377 @@ pub(crate) fn client() -> reqwest::Client {
 }
 
 /// A header value that `Debug` output and logs show as `Sensitive`.
-pub(crate) fn secret_header(value: &str) -> Option<HeaderValue> {
+fn secret_header(value: &str) -> Option<HeaderValue> {
     let mut v = HeaderValue::from_str(value).ok()?;
     v.set_sensitive(true);
     Some(v)
 }
 
 /// `base` without trailing slashes, then `path`.
-pub(crate) fn join(base: &str, path: &str) -> String {
+fn join(base: &str, path: &str) -> String {
     format!("{}{}", base.trim_end_matches('/'), path)
 }
 
-/// Who is being called, for messages: `anthropic (claude-sonnet-4-6): …`.
-pub(crate) struct Caller<'a> {
-    pub provider: &'a str,
-    pub model: &'a str,
-    pub key: Option<&'a str>,
+/// A provider speaking wire format `W` over HTTP.
+pub(crate) struct HttpProvider<W: Wire> {
+    kind: &'static str,
+    wire: W,
+    name: String,
+    base_url: String,
+    key: Option<String>,
+    client: reqwest::Client,
+    quirks: QuirkBook,
+    max_response_bytes: usize,
+    stream: bool,
 }
 
-impl Caller<'_> {
-    pub fn error(&self, class: ErrorClass, status: Option<u16>, what: &str) -> ProviderError {
-        let line = format!("{} ({}): {}", self.provider, self.model, one_line(what));
-        let secrets: Vec<String> = self.key.map(str::to_string).into_iter().collect();
-        ProviderError {
-            class,
-            message: scrub(&line, &secrets),
-            retry_after_ms: None,
-            status,
+impl<W: Wire> HttpProvider<W> {
+    pub fn new(kind: &'static str, wire: W, e: Endpoint) -> HttpProvider<W> {
+        HttpProvider {
+            kind,
+            wire,
+            name: e.name,
+            base_url: e.base_url,
+            key: e.key,
+            client: e.client,
+            quirks: QuirkBook::default(),
+            max_response_bytes: usize::try_from(e.max_response_bytes).unwrap_or(usize::MAX),
+            stream: e.stream,
         }
     }
 
-    /// A 200 whose body is not what the API documents.
-    pub fn malformed(&self, expected: &str, body: &[u8]) -> ProviderError {
-        self.error(
-            ErrorClass::ServerError,
+    async fn run(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let caller = Caller {
+            provider: &self.name,
+            model: &req.model,
+            key: self.key.as_deref(),
+        };
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        match tokio::time::timeout_at(deadline, self.exchange(&caller, req)).await {
+            Ok(result) => result,
+            Err(_) => Err(timeout_error(&caller, req.timeout)),
+        }
+    }
+
+    /// Ask, and ask again for as long as a refusal teaches something new.
+    async fn exchange(
+        &self,
+        caller: &Caller<'_>,
+        req: &CompletionRequest,
+    ) -> Result<Completion, ProviderError> {
+        let mut quirks = self.quirks.get(&req.model);
+        loop {
+            let call = Call {
+                req,
+                quirks,
+                stream: self.stream && !quirks.has(Quirk::NoStream),
+            };
+            let wr = self.wire.request(&call);
+            let response = self.send(caller, &wr, req.timeout).await?;
+            let status = response.status().as_u16();
+            if (200..300).contains(&status) {
+                if wr.stream && is_event_stream(response.headers()) {
+                    return self.read_stream(caller, req, response).await;
+                }
+                let body = self.read_body(caller, req, response).await?;
+                let reply = match self.wire.parse(&body) {
+                    Ok(reply) => reply,
+                    // A stream without its content type (some proxies).
+                    Err(_) if wr.stream && looks_like_sse(&body) => {
+                        let chunks = futures_util::stream::iter([Ok::<_, ReadError>(body)]);
+                        return self.read_events(caller, req, chunks).await;
+                    }
+                    Err(f) => return Err(caller.fault(f, Some(status))),
+                };
+                if wr.stream {
+                    // Asked for a stream, answered whole: this server does not stream.
+                    self.learn(req, &mut quirks, Quirk::NoStream, "answers whole");
+                }
+                return self.finish(caller, req, reply, status);
+            }
+            let answer = read_error(response, status).await;
+            let err = ErrorBody::parse(&answer.body);
+            if let Some(q) = refused(&wr, &answer, &err) {
+                self.learn(req, &mut quirks, q, "refused it");
+                continue;
+            }
+            return Err(status_error(caller, &answer, &err));
+        }
+    }
+
+    fn learn(&self, req: &CompletionRequest, quirks: &mut Quirks, q: Quirk, how: &str) {
+        *quirks = quirks.with(q);
+        self.quirks.set(&req.model, *quirks);
+        tracing::info!(provider = %self.name, model = %req.model, quirk = ?q, "the server {how}; adapting the requests for this model");
+    }
+
+    async fn send(
+        &self,
+        caller: &Caller<'_>,
+        wr: &WireRequest,
+        total: Duration,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let mut request = self
+            .client
+            .post(join(&self.base_url, &wr.path))
+            .json(&wr.body);
+        for (name, value) in self.wire.headers() {
+            request = request.header(*name, *value);
+        }
+        if let Some(key) = &self.key {
+            for (name, value) in self.wire.auth(key) {
+                if let Some(v) = secret_header(&value) {
+                    request = request.header(name, v);
+                }
+            }
+        }
+        request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(caller, &e, total, None))
+    }
+
+    /// A whole body, or an error once it passes the size limit.
+    async fn read_body(
+        &self,
+        caller: &Caller<'_>,
+        req: &CompletionRequest,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let limit = self.max_response_bytes;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(self.too_large(caller, "the answer"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(caller, &e, req.timeout, None))?
+        {
+            if body.len() + chunk.len() > limit {
+                return Err(self.too_large(caller, "the answer"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn read_stream(
+        &self,
+        caller: &Caller<'_>,
+        req: &CompletionRequest,
+        response: reqwest::Response,
+    ) -> Result<Completion, ProviderError> {
+        let chunks = response
+            .bytes_stream()
+            .map(|chunk| chunk.map_err(ReadError::Http));
+        self.read_events(caller, req, chunks).await
+    }
+
+    /// Fold a stream's events into the answer, relaying its text as it grows.
+    /// Memory stays within the limit: the answer, and the bytes of the one event
+    /// being received, may not pass it.
+    async fn read_events<B: AsRef<[u8]>>(
+        &self,
+        caller: &Caller<'_>,
+        req: &CompletionRequest,
+        chunks: impl futures_util::Stream<Item = Result<B, ReadError>>,
+    ) -> Result<Completion, ProviderError> {
+        let limit = self.max_response_bytes;
+        let pending = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&pending);
+        let events = chunks
+            .map(move |chunk| {
+                let chunk = chunk?;
+                let n = chunk.as_ref().len();
+                if counter.fetch_add(n, Ordering::Relaxed).saturating_add(n) > limit {
+                    return Err(ReadError::TooLarge);
+                }
+                Ok(chunk)
+            })
+            .eventsource();
+        let mut events = std::pin::pin!(events);
+        let mut reply = Reply::default();
+        let mut sent_chars = 0usize;
+        while let Some(item) = events.next().await {
+            let event = match item {
+                Ok(event) => event,
+                Err(EventStreamError::Transport(ReadError::TooLarge)) => {
+                    return Err(self.too_large(caller, "a stream event"));
+                }
+                Err(EventStreamError::Transport(ReadError::Http(e))) => {
+                    return Err(self.transport_error(caller, &e, req.timeout, Some(&reply)));
+                }
+                Err(e) => {
+                    return Err(caller.error(
+                        ErrorClass::ServerError,
+                        Some(200),
+                        &format!("the answer is not a valid event stream: {e}"),
+                    ));
+                }
+            };
+            pending.store(0, Ordering::Relaxed);
+            let before = reply.text.len();
+            self.wire
+                .event(&event, &mut reply)
+                .map_err(|f| caller.fault(f, Some(200)))?;
+            if reply.text.len() > limit {
+                return Err(self.too_large(caller, "the answer"));
+            }
+            if reply.text.len() > before
+                && let Some(sink) = &req.on_text
+            {
+                let delta = &reply.text[before..];
+                sink.send(sent_chars, delta);
+                sent_chars += delta.chars().count();
+            }
+            if reply.closed {
+                break;
+            }
+        }
+        if !reply.closed && reply.stop.is_none() {
+            return Err(caller.error(
+                ErrorClass::Network,
+                Some(200),
+                &format!(
+                    "the stream ended before the answer was complete ({} characters in)",
+                    reply.text.chars().count()
+                ),
+            ));
+        }
+        self.finish(caller, req, reply, 200)
+    }
+
+    /// A complete answer, or why it is not one.
+    fn finish(
+        &self,
+        caller: &Caller<'_>,
+        req: &CompletionRequest,
+        reply: Reply,
+        status: u16,
+    ) -> Result<Completion, ProviderError> {
+        let reason = reply.reason.as_deref().unwrap_or("no stop reason");
+        match reply.stop {
+            Some(Stop::Truncated) => {
+                let written = if reply.text.trim().is_empty() {
+                    "before writing any text".to_string()
+                } else {
+                    format!("after {} characters", reply.text.chars().count())
+                };
+                Err(caller.error(
+                    ErrorClass::Truncated,
+                    Some(status),
+                    &format!(
+                        "the answer was cut off at the output limit, {} = {} ({reason}), {written}",
+                        self.wire.limit_field(),
+                        req.max_tokens
+                    ),
+                ))
+            }
+            Some(Stop::Withheld(why)) => Err(caller.error(ErrorClass::Other, Some(status), &why)),
+            _ if reply.text.trim().is_empty() => Err(caller.error(
+                ErrorClass::Other,
+                Some(status),
+                &format!("the answer has no text ({reason})"),
+            )),
+            _ => Ok(Completion {
+                text: reply.text,
+                model: reply
+                    .model
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or_else(|| req.model.clone()),
+                tokens_in: reply.tokens_in,
+                tokens_out: reply.tokens_out,
+            }),
+        }
+    }
+
+    fn too_large(&self, caller: &Caller<'_>, what: &str) -> ProviderError {
+        caller.error(
+            ErrorClass::Other,
             Some(200),
             &format!(
-                "the answer (HTTP 200) is not the JSON this API returns: {expected}; it starts with: {}",
-                excerpt(&String::from_utf8_lossy(body), 160)
+                "{what} is larger than max_response_bytes ({} bytes); if that is expected, \
+                 raise max_response_bytes in [providers.{}] of the agents file",
+                self.max_response_bytes, self.name
             ),
         )
     }
 }
 
-/// `300 ms`, `2.5 s`.
-pub(crate) fn human(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{} ms", d.as_millis())
-    } else {
-        format!("{:.1} s", d.as_secs_f64())
+/// Why reading a body stopped.
+#[derive(Debug)]
+enum ReadError {
+    Http(reqwest::Error),
+    TooLarge,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadError::Http(e) => e.fmt(f),
+            ReadError::TooLarge => f.write_str("larger than the limit"),
+        }
     }
 }
 
-/// A finished HTTP exchange.
-pub(crate) struct Answer {
-    pub status: u16,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
-}
+impl std::error::Error for ReadError {}
 
-impl Answer {
-    pub fn json(&self) -> Option<Value> {
-        serde_json::from_slice(&self.body).ok()
-    }
-}
-
-/// Send a request and read the whole answer by `deadline`; `total` is the limit
-/// the caller was given, for the message. Dropping the returned future cancels
-/// the request.
-pub(crate) async fn send(
-    caller: &Caller<'_>,
-    request: reqwest::RequestBuilder,
-    deadline: Instant,
-    total: Duration,
-) -> Result<Answer, ProviderError> {
-    let limit = deadline.saturating_duration_since(Instant::now());
-    if limit.is_zero() {
-        return Err(timeout_error(caller, total));
-    }
-    let exchange = async {
-        let response = request.timeout(limit).send().await?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response.bytes().await?.to_vec();
-        Ok::<_, reqwest::Error>(Answer {
-            status,
-            headers,
-            body,
+fn is_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
         })
-    };
-    match tokio::time::timeout(limit, exchange).await {
-        Err(_) => Err(timeout_error(caller, total)),
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(e)) if e.is_timeout() => Err(timeout_error(caller, total)),
-        Ok(Err(e)) => Err(network_error(caller, &e)),
+}
+
+/// Event-stream text that came without its content type.
+fn looks_like_sse(body: &[u8]) -> bool {
+    let start = body.trim_ascii_start();
+    start.starts_with(b"data:") || start.starts_with(b"event:")
+}
+
+/// A non-2xx answer, its body cut at [`ERROR_BODY_LIMIT`].
+async fn read_error(mut response: reqwest::Response, status: u16) -> ErrorAnswer {
+    let headers = response.headers().clone();
+    let mut body = Vec::new();
+    while body.len() < ERROR_BODY_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = ERROR_BODY_LIMIT - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            _ => break,
+        }
+    }
+    ErrorAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// What a refusal (400 or 422, or a 404 without an API error for a stream)
+/// teaches: the first optional part of the request it names.
+fn refused(wr: &WireRequest, answer: &ErrorAnswer, err: &ErrorBody) -> Option<Quirk> {
+    match answer.status {
+        400 | 422 => {
+            let raw = String::from_utf8_lossy(&answer.body);
+            wr.optional
+                .iter()
+                .find(|o| {
+                    o.words.iter().any(|w| {
+                        err.mentions(w) || (err.is_empty() && super::wire::names_word(&raw, w))
+                    })
+                })
+                .map(|o| o.quirk)
+        }
+        // A server without the stream endpoint (Gemini's is its own path).
+        404 if wr.stream && err.is_empty() => Some(Quirk::NoStream),
+        _ => None,
     }
 }
 
@@ -125,267 +415,72 @@ fn timeout_error(caller: &Caller<'_>, limit: Duration) -> ProviderError {
     )
 }
 
-fn network_error(caller: &Caller<'_>, e: &reqwest::Error) -> ProviderError {
-    // The innermost cause says what really happened ("Connection refused",
-    // "connection closed before message completed", "dns error: ...").
-    let mut innermost = None;
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        innermost = Some(s.to_string());
-        source = s.source();
-    }
-    let host = e
-        .url()
-        .map(|u| {
-            let mut h = u.host_str().unwrap_or("?").to_string();
-            if let Some(p) = u.port() {
-                h.push_str(&format!(":{p}"));
-            }
-            h
-        })
-        .unwrap_or_else(|| "the server".into());
-    let what = if e.is_connect() {
-        format!("could not connect to {host}")
-    } else {
-        format!("the connection to {host} failed")
-    };
-    let why = innermost.unwrap_or_else(|| e.to_string());
-    caller.error(ErrorClass::Network, None, &format!("{what}: {why}"))
-}
-
-/// The `error` object of an error body, in the shapes the three APIs use:
-/// Anthropic `{"type":"error","error":{"type","message"}}`, OpenAI
-/// `{"error":{"message","type","param","code"}}`, Gemini
-/// `{"error":{"code","message","status","details"}}` (sometimes inside a list).
-pub(crate) struct ErrorBody {
-    /// `error.type` (Anthropic, OpenAI) or `error.status` (Gemini).
-    pub kind: Option<String>,
-    /// OpenAI's `error.code` when it is a string.
-    pub code: Option<String>,
-    /// OpenAI's `error.param`.
-    pub param: Option<String>,
-    pub message: Option<String>,
-    /// Gemini's `error.details[].reason` (e.g. `API_KEY_INVALID`).
-    pub reasons: Vec<String>,
-    /// Gemini's `google.rpc.RetryInfo` delay.
-    pub retry_delay_ms: Option<u64>,
-}
-
-impl ErrorBody {
-    pub fn parse(body: &[u8]) -> ErrorBody {
-        let mut out = ErrorBody {
-            kind: None,
-            code: None,
-            param: None,
-            message: None,
-            reasons: Vec::new(),
-            retry_delay_ms: None,
-        };
-        let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
-            return out;
-        };
-        if let Value::Array(items) = &v
-            && let Some(first) = items.first()
-        {
-            v = first.clone();
+impl<W: Wire> HttpProvider<W> {
+    /// A failure below HTTP: connecting, or the connection breaking (mid-stream,
+    /// `partial` holds what had arrived).
+    fn transport_error(
+        &self,
+        caller: &Caller<'_>,
+        e: &reqwest::Error,
+        total: Duration,
+        partial: Option<&Reply>,
+    ) -> ProviderError {
+        if e.is_timeout() {
+            return timeout_error(caller, total);
         }
-        let Some(err) = v.get("error") else {
-            return out;
-        };
-        if let Value::String(s) = err {
-            out.message = Some(s.clone());
-            return out;
+        // The innermost cause says what really happened ("Connection refused",
+        // "connection closed before message completed", "dns error: ...").
+        let mut innermost = None;
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            innermost = Some(s.to_string());
+            source = s.source();
         }
-        let text = |k: &str| err.get(k).and_then(Value::as_str).map(str::to_string);
-        out.kind = text("type").or_else(|| text("status"));
-        out.code = text("code");
-        out.param = text("param");
-        out.message = text("message");
-        if let Some(details) = err.get("details").and_then(Value::as_array) {
-            for d in details {
-                if let Some(r) = d.get("reason").and_then(Value::as_str) {
-                    out.reasons.push(r.to_string());
+        let url = e
+            .url()
+            .cloned()
+            .or_else(|| reqwest::Url::parse(&self.base_url).ok());
+        let host = url
+            .map(|u| {
+                let mut h = u.host_str().unwrap_or("?").to_string();
+                if let Some(p) = u.port() {
+                    h.push_str(&format!(":{p}"));
                 }
-                if let Some(delay) = d.get("retryDelay").and_then(Value::as_str) {
-                    out.retry_delay_ms = parse_duration_text(delay);
-                }
-            }
-        }
-        out
-    }
-
-    /// Whether any part of the error talks about `word` (case-insensitive).
-    pub fn mentions(&self, word: &str) -> bool {
-        let word = word.to_ascii_lowercase();
-        [&self.kind, &self.code, &self.param, &self.message]
-            .into_iter()
-            .flatten()
-            .any(|s| s.to_ascii_lowercase().contains(&word))
+                h
+            })
+            .unwrap_or_else(|| "the server".into());
+        let what = match partial {
+            Some(r) => format!(
+                "the stream from {host} broke after {} characters",
+                r.text.chars().count()
+            ),
+            None if e.is_connect() => format!("could not connect to {host}"),
+            None => format!("the connection to {host} failed"),
+        };
+        let why = innermost.unwrap_or_else(|| e.to_string());
+        caller.error(ErrorClass::Network, None, &format!("{what}: {why}"))
     }
 }
 
-/// The class of a non-2xx answer.
-pub(crate) fn classify(status: u16, err: &ErrorBody) -> ErrorClass {
-    let overloaded = err.mentions("overloaded");
-    match status {
-        429 => ErrorClass::RateLimit,
-        529 | 503 => ErrorClass::Overloaded,
-        500..=599 if overloaded => ErrorClass::Overloaded,
-        500..=599 => ErrorClass::ServerError,
-        401 | 403 => ErrorClass::Auth,
-        // Gemini answers a bad key with 400 INVALID_ARGUMENT / API_KEY_INVALID.
-        400 if err.reasons.iter().any(|r| r == "API_KEY_INVALID")
-            || err.mentions("api key not valid") =>
-        {
-            ErrorClass::Auth
-        }
-        400 | 404 | 413 | 422 => ErrorClass::InvalidRequest,
-        300..=399 => ErrorClass::InvalidRequest,
-        408 => ErrorClass::Timeout,
-        _ => ErrorClass::Other,
+impl<W: Wire> Provider for HttpProvider<W> {
+    fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    fn complete<'a>(&'a self, req: &'a CompletionRequest) -> ProviderFuture<'a> {
+        Box::pin(self.run(req))
     }
 }
 
-fn describe(class: ErrorClass) -> &'static str {
-    match class {
-        ErrorClass::RateLimit => "rate limited",
-        ErrorClass::Overloaded => "overloaded",
-        ErrorClass::ServerError => "server error",
-        ErrorClass::Auth => "the credentials were refused",
-        ErrorClass::InvalidRequest => "the request was rejected",
-        ErrorClass::Timeout => "the server timed out",
-        _ => "the call failed",
-    }
-}
-
-/// The error for a non-2xx answer: class, message, status and retry delay.
-pub(crate) fn status_error(caller: &Caller<'_>, answer: &Answer, err: &ErrorBody) -> ProviderError {
-    let status = answer.status;
-    let class = classify(status, err);
-    let mut head = format!("{} (HTTP {status}", describe(class));
-    if let Some(kind) = &err.kind {
-        head.push_str(&format!(", {kind}"));
-    }
-    head.push(')');
-    let detail = if (300..400).contains(&status) {
-        let to = answer
-            .headers
-            .get(reqwest::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("?");
-        format!("redirected to {to}; set base_url to the final address")
-    } else {
-        match &err.message {
-            Some(m) => excerpt(m, 300),
-            None => {
-                let raw = String::from_utf8_lossy(&answer.body);
-                if raw.trim().is_empty() {
-                    "no details in the answer".to_string()
-                } else {
-                    excerpt(&raw, 200)
-                }
-            }
-        }
-    };
-    let mut e = caller.error(class, Some(status), &format!("{head}: {detail}"));
-    e.retry_after_ms = retry_after(&answer.headers, SystemTime::now()).or(err.retry_delay_ms);
-    e
-}
-
-/// The delay a server asks for: `retry-after-ms` (milliseconds, OpenAI), then
-/// `retry-after` (seconds or an HTTP date).
-pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<u64> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    header("retry-after-ms")
-        .and_then(parse_retry_after_ms)
-        .or_else(|| header("retry-after").and_then(|v| parse_retry_after(v, now)))
-}
-
-/// `Retry-After: 30`, `Retry-After: 1.5` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`
-/// → milliseconds from `now` (0 for a date in the past).
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<u64> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(secs.saturating_mul(1000));
-    }
-    if let Ok(secs) = v.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).round() as u64);
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(
-        at.duration_since(now)
-            .map(|d| d.as_millis().min(u64::MAX as u128) as u64)
-            .unwrap_or(0),
-    )
-}
-
-/// `retry-after-ms: 1500` → 1500.
-pub fn parse_retry_after_ms(value: &str) -> Option<u64> {
-    let ms = value.trim().parse::<f64>().ok()?;
-    (ms.is_finite() && ms >= 0.0).then(|| ms.round() as u64)
-}
-
-/// A protobuf duration as JSON text: `"58s"`, `"1.5s"`.
-fn parse_duration_text(text: &str) -> Option<u64> {
-    let secs = text.trim().strip_suffix('s')?.parse::<f64>().ok()?;
-    (secs.is_finite() && secs >= 0.0).then(|| (secs * 1000.0).round() as u64)
-}
-
-/// Whitespace collapsed to single spaces, at most `max` characters.
-pub(crate) fn excerpt(text: &str, max: usize) -> String {
-    let flat = one_line(text);
-    if flat.chars().count() <= max {
-        return flat;
-    }
-    let mut out: String = flat.chars().take(max).collect();
-    out.push('…');
-    out
-}
-
-fn one_line(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// The system prompt, plus what the output must look like when the step has an
-/// `outputSchema` (the engine validates the answer against it).
-pub(crate) fn system_prompt(system: Option<&str>, schema: Option<&Value>) -> Option<String> {
-    let Some(schema) = schema else {
-        return system.map(str::to_string);
-    };
-    let rule = format!(
-        "Reply with exactly one JSON value that satisfies this JSON Schema, and nothing else \
-         (no prose, no code fences):\n{}",
-        serde_json::to_string(schema).unwrap_or_default()
-    );
-    Some(match system {
-        Some(s) if !s.trim().is_empty() => format!("{s}\n\n{rule}"),
-        _ => rule,
-    })
-}
-
-/// What a model turned out not to accept, learned from its 400 answers, so the
-/// next call leaves it out at once (newer models reject `temperature`; OpenAI's
-/// reasoning models reject `max_tokens` in favour of `max_completion_tokens`).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Quirks {
-    pub no_temperature: bool,
-    pub max_completion_tokens: bool,
-}
-
-#[derive(Default)]
-pub(crate) struct QuirkBook(std::sync::Mutex<std::collections::HashMap<String, Quirks>>);
-
-impl QuirkBook {
-    pub fn get(&self, model: &str) -> Quirks {
-        self.0
-            .lock()
-            .map(|m| m.get(model).copied().unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    pub fn set(&self, model: &str, quirks: Quirks) {
-        if let Ok(mut m) = self.0.lock() {
-            m.insert(model.to_string(), quirks);
-        }
+/// By hand, so no key can ever be printed.
+impl<W: Wire> std::fmt::Debug for HttpProvider<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProvider")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("base_url", &crate::config::redact_url(&self.base_url))
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .field("stream", &self.stream)
+            .finish()
     }
 }

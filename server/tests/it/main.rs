@@ -6,5 +6,6 @@ mod api;
 mod cli;
 mod common;
 mod engine;
+mod retries;
 mod security;
 mod store;
