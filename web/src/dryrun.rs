@@ -16,6 +16,8 @@ use ax_core::{
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use crate::run_view::{AttemptView, Outcome, StepView, Usage, estimate_tokens};
+
 /// A full snapshot after this many deltas, so that a restore replays few.
 pub const SNAPSHOT_EVERY: u64 = 20;
 
@@ -166,17 +168,6 @@ pub enum Effect {
     },
 }
 
-/// One step as the run panel and the graph show it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct StepView {
-    pub state: StepState,
-    pub attempt: u32,
-    pub prompt: Option<String>,
-    pub output: Option<Arc<str>>,
-    pub error: Option<String>,
-    pub reason: Option<String>,
-}
-
 /// Drives an [`Execution`] with the simulated provider.
 #[derive(Debug, Clone)]
 pub struct Driver {
@@ -184,6 +175,8 @@ pub struct Driver {
     pub settings: SimSettings,
     /// Rendered prompts of the latest attempts.
     prompts: BTreeMap<String, String>,
+    /// Every attempt seen by this driver, by step key.
+    attempts: BTreeMap<String, Vec<AttemptView>>,
     /// Output hashes already stored.
     stored: BTreeSet<String>,
     deltas_since_snapshot: u64,
@@ -196,6 +189,7 @@ impl Driver {
             exec,
             settings,
             prompts: BTreeMap::new(),
+            attempts: BTreeMap::new(),
             stored: BTreeSet::new(),
             deltas_since_snapshot: 0,
             snapshots: 0,
@@ -210,6 +204,7 @@ impl Driver {
             exec,
             settings,
             prompts: BTreeMap::new(),
+            attempts: BTreeMap::new(),
             stored,
             deltas_since_snapshot: 0,
             snapshots: 1,
@@ -222,14 +217,52 @@ impl Driver {
 
     /// Feed one event at `now` (ms) and get what to do.
     pub fn feed(&mut self, event: Event, now: u64) -> Result<Vec<Effect>, ExecError> {
+        let answer = match &event {
+            Event::StepSucceeded { key, attempt, .. } => {
+                Some((key.clone(), *attempt, Outcome::Succeeded))
+            }
+            Event::StepFailed {
+                key,
+                attempt,
+                error,
+            } => Some((
+                key.clone(),
+                *attempt,
+                Outcome::Failed {
+                    class: error.class.to_string(),
+                    message: error.message.clone(),
+                },
+            )),
+            _ => None,
+        };
         let actions = self.exec.handle(event, now)?;
-        Ok(self.process(actions))
+        if let Some((key, attempt, outcome)) = answer {
+            self.end_attempt(&key, attempt, outcome, now);
+        }
+        Ok(self.process(actions, now))
+    }
+
+    fn end_attempt(&mut self, key: &str, attempt: u32, outcome: Outcome, now: u64) {
+        if let Some(a) = self
+            .attempts
+            .get_mut(key)
+            .and_then(|l| l.iter_mut().find(|a| a.attempt == attempt))
+            .filter(|a| a.outcome == Outcome::Running)
+        {
+            a.finished_at = Some(now);
+            a.outcome = outcome;
+        }
     }
 
     /// The page went away with attempts in flight: they are re-run on resume.
     pub fn interrupt(&mut self, now: u64) -> Result<Vec<Effect>, ExecError> {
         let actions = self.exec.interrupt(now)?;
-        Ok(self.process(actions))
+        for list in self.attempts.values_mut() {
+            for a in list.iter_mut().filter(|a| a.outcome == Outcome::Running) {
+                a.outcome = Outcome::Aborted("lost with the page".into());
+            }
+        }
+        Ok(self.process(actions, now))
     }
 
     /// Take a checkpoint now (e.g. after a restore), as the executor would.
@@ -272,7 +305,7 @@ impl Driver {
         }
     }
 
-    fn process(&mut self, actions: Vec<Action>) -> Vec<Effect> {
+    fn process(&mut self, actions: Vec<Action>, now: u64) -> Vec<Effect> {
         let mut records = Vec::new();
         let mut effects = Vec::new();
         for a in actions {
@@ -281,6 +314,15 @@ impl Driver {
                 Action::StepChanged { .. } | Action::ExecutionChanged { .. } => {}
                 Action::StartStep(s) => {
                     self.prompts.insert(s.key.clone(), s.prompt.clone());
+                    self.attempts
+                        .entry(s.key.clone())
+                        .or_default()
+                        .push(AttemptView {
+                            attempt: s.attempt,
+                            started_at: Some(now),
+                            finished_at: None,
+                            outcome: Outcome::Running,
+                        });
                     let reply = simulate(self.exec.plan(), &s, &self.settings);
                     let event = match reply.outcome {
                         Ok(output) => Event::StepSucceeded {
@@ -306,7 +348,13 @@ impl Driver {
                     attempt,
                     reason,
                 } => {
-                    let _: AbortReason = reason;
+                    let why = match reason {
+                        AbortReason::Timeout => "timed out",
+                        AbortReason::Paused => "paused",
+                        AbortReason::Cancelled => "cancelled",
+                        _ => "aborted",
+                    };
+                    self.end_attempt(&key, attempt, Outcome::Aborted(why.into()), now);
                     effects.push(Effect::Cancel { key, attempt });
                 }
                 Action::WakeAt { at } => effects.push(Effect::Wake { at }),
@@ -338,7 +386,8 @@ impl Driver {
         records
     }
 
-    /// Every step's state, prompt and output, in declaration order.
+    /// Every step's state, prompt, output, attempts and estimated tokens, in
+    /// declaration order.
     pub fn view(&self) -> Vec<(String, StepView)> {
         let plan = self.exec.plan();
         self.exec
@@ -347,16 +396,59 @@ impl Driver {
             .enumerate()
             .map(|(i, s)| {
                 let key = plan.key(i).to_owned();
+                // Reopened runs render the prompt again (the same template
+                // code over the same upstream outputs).
+                let prompt = self.prompts.get(&key).cloned().or_else(|| {
+                    (s.attempt > 0)
+                        .then(|| {
+                            ax_core::template::Template::parse(&plan.workflow.steps[i].prompt).ok()
+                        })
+                        .flatten()
+                        .and_then(|t| t.render(&self.exec).ok())
+                });
+                let attempts = match self.attempts.get(&key) {
+                    Some(list) if !list.is_empty() => list.clone(),
+                    // Reopened from a checkpoint: the latest attempt is all that is known.
+                    _ if s.attempt > 0 => vec![AttemptView {
+                        attempt: s.attempt,
+                        started_at: s.started_at,
+                        finished_at: s.finished_at,
+                        outcome: match (&s.error, s.state) {
+                            (Some(e), _) => Outcome::Failed {
+                                class: e.class.to_string(),
+                                message: e.message.clone(),
+                            },
+                            (None, StepState::Completed) => Outcome::Succeeded,
+                            (None, _) => Outcome::Running,
+                        },
+                    }],
+                    _ => Vec::new(),
+                };
+                let output = s.output.as_ref().map(|o| o.text.clone());
+                let sent = prompt.as_deref().map_or(0, estimate_tokens);
+                let usage = Usage {
+                    tokens_in: sent * attempts.len() as u64,
+                    tokens_out: output.as_deref().map_or(0, estimate_tokens),
+                    cost_usd: None,
+                    estimated: true,
+                };
                 let view = StepView {
                     state: s.state,
                     attempt: s.attempt,
-                    prompt: self.prompts.get(&key).cloned(),
-                    output: s.output.as_ref().map(|o| o.text.clone()),
+                    prompt,
+                    output,
                     error: s
                         .error
                         .as_ref()
                         .map(|e| format!("{}: {}", e.class, e.message)),
                     reason: s.reason.clone(),
+                    usage,
+                    latency_ms: attempts.last().and_then(AttemptView::millis),
+                    started_at: s.started_at,
+                    finished_at: s.finished_at,
+                    provider: Some("simulated".into()),
+                    model: None,
+                    attempts,
                 };
                 (key, view)
             })

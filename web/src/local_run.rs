@@ -5,7 +5,7 @@
 
 use crate::browser::now_ms;
 use crate::dryrun::{Driver, Effect, Persist, Record, SimSettings, fold_checkpoint};
-use crate::state::{CheckpointMeta, RunKind, RunView};
+use crate::run_view::{CheckpointMeta, RunKind, RunView};
 use crate::store::{CheckpointRecord, RunRecord, Store, new_id};
 use ax_core::checkpoint::{CheckpointFile, WorkflowSource};
 use ax_core::{Event, ExecError, Execution, ExecutionState, Options, Plan, analyze};
@@ -278,6 +278,43 @@ impl LocalRun {
         Ok(run)
     }
 
+    /// A stored run as it stands at its newest checkpoint, without driving it
+    /// (the runs list and comparisons). Attempts before that checkpoint are
+    /// known only as the latest of each step.
+    pub async fn stored_view(store: &Store, record: &RunRecord) -> Result<RunView, String> {
+        let stored = store.list_checkpoints(&record.id).await?;
+        let records: Vec<(u64, Record)> = stored
+            .iter()
+            .filter_map(|c| c.record().map(|r| (c.seq, r)))
+            .collect();
+        let last = records
+            .last()
+            .map(|(s, _)| *s)
+            .ok_or("the run has no checkpoint yet")?;
+        let cp =
+            fold_checkpoint(&records, last).ok_or("no snapshot precedes the newest checkpoint")?;
+        let outputs = ax_core::sort::btree_map(store.get_outputs(cp.output_hashes()).await?);
+        let plan = plan_of(&record.source, record.filename.as_deref())?;
+        let (exec, _) = Execution::restore(plan, &cp, &|h| {
+            outputs.get(h).map(|t| Arc::from(t.as_str()))
+        })
+        .map_err(|e| e.to_string())?;
+        let driver = Driver::restored(exec, record.settings);
+        Ok(RunView {
+            kind: RunKind::Local,
+            id: record.id.clone(),
+            name: record.name.clone(),
+            state: record.state,
+            reason: driver.exec.reason().map(str::to_owned),
+            steps: driver.view(),
+            checkpoints: stored.iter().map(meta).collect(),
+            source: Some(record.source.clone()),
+            created_at: Some(record.created_at as u64),
+            started_at: driver.exec.started_at(),
+            finished_at: driver.exec.finished_at(),
+        })
+    }
+
     /// Open a checkpoint file (from the server or another browser) as a new run.
     pub async fn import(
         store: Option<Store>,
@@ -433,6 +470,9 @@ impl LocalRun {
             steps: inner.driver.view(),
             checkpoints: inner.checkpoints.clone(),
             source: Some(inner.record.source.clone()),
+            created_at: Some(inner.record.created_at as u64),
+            started_at: inner.driver.exec.started_at(),
+            finished_at: inner.driver.exec.finished_at(),
         }
     }
 

@@ -3,12 +3,16 @@
 //! toolbar call these; each reports problems through the designer's notice.
 
 use crate::browser;
+use crate::documents::Storage;
 use crate::dryrun::{SimSettings, sample_inputs};
+use crate::editing::Editor;
 use crate::local_run::{LocalRun, OnView};
+use crate::notice::Notices;
+use crate::run_view::{RunKind, RunView};
 use crate::server::{self, Api, Watch};
-use crate::state::{Designer, Panel, RunKind, RunView, ServerStatus, StorageStatus};
 use crate::store::RunRecord;
 use crate::text;
+use ax_core::StepState;
 use ax_core::checkpoint::CheckpointFile;
 use ax_core::{Event, ExecutionState};
 use leptos::prelude::*;
@@ -21,10 +25,28 @@ enum Active {
     Server { id: String, _watch: Option<Watch> },
 }
 
-/// Run controls, shared through context.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerStatus {
+    /// Not probed (yet, or disabled).
+    Unknown,
+    Connected {
+        version: String,
+    },
+    Unreachable(String),
+}
+
+/// The run context: the run on the graph and its controls, dry-run settings,
+/// and the connection to an `ax serve` next to the page. `Copy`.
 #[derive(Clone, Copy)]
 pub struct Runs {
-    designer: Designer,
+    editor: Editor,
+    storage: Storage,
+    notices: Notices,
+    /// The run shown on the graph and in the run panel.
+    pub run: RwSignal<Option<RunView>>,
+    /// Each step's state in `run`, sorted by key (see [`state_of`]).
+    pub states: Memo<Vec<(String, StepState)>>,
+    pub server: RwSignal<ServerStatus>,
     active: StoredValue<Option<Active>, LocalStorage>,
     pub settings: RwSignal<SimSettings>,
     /// The run inputs as JSON text (filled from the workflow's inputs).
@@ -40,9 +62,24 @@ pub fn use_runs() -> Runs {
 }
 
 impl Runs {
-    pub fn new(designer: Designer, api: Api) -> Runs {
+    pub fn new(editor: Editor, storage: Storage, notices: Notices, api: Api) -> Runs {
+        let run: RwSignal<Option<RunView>> = RwSignal::new(None);
+        let states = Memo::new(move |_| {
+            let mut v: Vec<(String, StepState)> = run.with(|r| {
+                r.as_ref()
+                    .map(|r| r.steps.iter().map(|(k, v)| (k.clone(), v.state)).collect())
+                    .unwrap_or_default()
+            });
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        });
         Runs {
-            designer,
+            editor,
+            storage,
+            notices,
+            run,
+            states,
+            server: RwSignal::new(ServerStatus::Unknown),
             active: StoredValue::new_local(None),
             settings: RwSignal::new(SimSettings::default()),
             inputs: RwSignal::new(String::new()),
@@ -52,16 +89,31 @@ impl Runs {
         }
     }
 
+    /// Probe `/healthz`; the page says when no server answers.
+    pub fn probe_server(&self) {
+        let api = self.api.get_value();
+        let server = self.server;
+        leptos::task::spawn_local(async move {
+            match api.health().await {
+                Ok(h) => server.set(ServerStatus::Connected { version: h.version }),
+                Err(e) => server.set(ServerStatus::Unreachable(e)),
+            }
+        });
+    }
+
+    pub fn server_connected(&self) -> bool {
+        matches!(self.server.get(), ServerStatus::Connected { .. })
+    }
+
     fn on_view(&self) -> OnView {
-        let d = self.designer;
         let runs = *self;
         Rc::new(move |view: RunView| {
             if view.state.is_terminal() {
                 // A timer of the run may fire after the page's state is gone:
                 // `notify` and `try_set` do nothing then.
-                runs.designer.runs_changed.notify();
+                runs.storage.runs_changed.notify();
             }
-            d.run.try_set(Some(view));
+            runs.run.try_set(Some(view));
         })
     }
 
@@ -112,7 +164,7 @@ impl Runs {
 
     /// Fill the inputs box for the current workflow (keeping what the user typed).
     pub fn refresh_inputs(&self) {
-        let a = self.designer.analyze_now();
+        let a = self.editor.analyze_now();
         let Some(plan) = a.analysis.plan.clone() else {
             return;
         };
@@ -136,11 +188,11 @@ impl Runs {
 
     /// Dry-run the editor's workflow in this page.
     pub fn start_local(&self) {
-        let d = self.designer;
-        let a = d.analyze_now();
+        let d = *self;
+        let a = d.editor.analyze_now();
         let Some(plan) = a.analysis.plan.clone() else {
             let n = a.analysis.report.errors.len();
-            d.error(format!(
+            d.notices.error(format!(
                 "Fix the {n} problem{} first: only a valid workflow can run.",
                 if n == 1 { "" } else { "s" }
             ));
@@ -149,19 +201,18 @@ impl Runs {
         let inputs = match self.run_inputs(&plan) {
             Ok(i) => i,
             Err(e) => {
-                d.error(e);
+                d.notices.error(e);
                 return;
             }
         };
         let mut settings = self.settings.get_untracked();
         settings.seed = (js_sys::Math::random() * 1e15) as u64;
-        let store = d.store.get_value();
-        let source = d.text.get_untracked();
-        let filename = Some(d.name.get_untracked());
-        let doc_id = d.doc_id.get_untracked();
+        let store = d.storage.store.get_value();
+        let source = d.editor.text.get_untracked();
+        let filename = Some(d.editor.name.get_untracked());
+        let doc_id = d.storage.doc_id.get_untracked();
         let this = *self;
         self.busy.set(true);
-        d.panel.set(Panel::Run);
         leptos::task::spawn_local(async move {
             let result = LocalRun::start(
                 store,
@@ -179,9 +230,9 @@ impl Runs {
                     d.run.set(Some(run.view()));
                     this.set_active(Some(Active::Local(run)));
                     this.resume_offer.set(None);
-                    d.runs_changed.notify();
+                    d.storage.runs_changed.notify();
                 }
-                Err(e) => d.error(format!("Could not start the dry run: {e}")),
+                Err(e) => d.notices.error(format!("Could not start the dry run: {e}")),
             }
         });
     }
@@ -189,14 +240,14 @@ impl Runs {
     /// Reopen a stored dry run (optionally rewound to a checkpoint) and, with
     /// `resume`, continue it.
     pub fn open_local(&self, record: RunRecord, upto: Option<u64>, resume: bool) {
-        let d = self.designer;
-        let Some(store) = d.store.get_value() else {
-            d.error("Browser storage is not available: stored runs cannot be opened.");
+        let d = *self;
+        let Some(store) = d.storage.store.get_value() else {
+            d.notices
+                .error("Browser storage is not available: stored runs cannot be opened.");
             return;
         };
         let this = *self;
         self.busy.set(true);
-        d.panel.set(Panel::Run);
         leptos::task::spawn_local(async move {
             this.set_active(None);
             let result = LocalRun::open(store, record, upto, this.on_view()).await;
@@ -209,12 +260,12 @@ impl Runs {
                     d.run.set(Some(run.view()));
                     this.set_active(Some(Active::Local(run)));
                     this.resume_offer.set(None);
-                    d.runs_changed.notify();
+                    d.storage.runs_changed.notify();
                     if let Some(seq) = upto {
-                        d.info(format!("Restored the run to checkpoint {seq}; later checkpoints were discarded. Resume to continue."));
+                        d.notices.info(format!("Restored the run to checkpoint {seq}; later checkpoints were discarded. Resume to continue."));
                     }
                 }
-                Err(e) => d.error(format!("Could not open the run: {e}")),
+                Err(e) => d.notices.error(format!("Could not open the run: {e}")),
             }
         });
     }
@@ -230,7 +281,7 @@ impl Runs {
     }
 
     fn control(&self, action: &'static str) {
-        let d = self.designer;
+        let d = *self;
         let server_id = self.active.with_value(|a| match a {
             Some(Active::Server { id, .. }) => Some(id.clone()),
             _ => None,
@@ -255,21 +306,23 @@ impl Runs {
                             v.state = ExecutionState::parse(&e.state).unwrap_or(v.state);
                         }
                     }),
-                    Err(e) => d.error(format!("Could not {action} the execution: {e}")),
+                    Err(e) => d
+                        .notices
+                        .error(format!("Could not {action} the execution: {e}")),
                 }
             });
             return;
         }
-        d.error("No run is active.");
+        d.notices.error("No run is active.");
     }
 
     /// Rewind to a checkpoint of the run on the graph.
     pub fn restore(&self, id: String, seq: u64) {
-        let d = self.designer;
+        let d = *self;
         match self.kind() {
             Some(RunKind::Local) => {
                 let Some(run) = self.local() else { return };
-                let Some(store) = d.store.get_value() else {
+                let Some(store) = d.storage.store.get_value() else {
                     return;
                 };
                 let run_id = run.id();
@@ -278,7 +331,7 @@ impl Runs {
                 leptos::task::spawn_local(async move {
                     match store.get_run(&run_id).await {
                         Ok(Some(record)) => this.open_local(record, Some(seq), false),
-                        _ => d.error("The run is no longer stored."),
+                        _ => d.notices.error("The run is no longer stored."),
                     }
                 });
             }
@@ -288,12 +341,12 @@ impl Runs {
                 leptos::task::spawn_local(async move {
                     match api.restore(&id).await {
                         Ok(e) => {
-                            d.info(format!(
+                            d.notices.info(format!(
                                 "The server restored checkpoint {id} and continues."
                             ));
                             this.watch_server(e.id);
                         }
-                        Err(e) => d.error(format!("Could not restore: {e}")),
+                        Err(e) => d.notices.error(format!("Could not restore: {e}")),
                     }
                 });
             }
@@ -303,7 +356,7 @@ impl Runs {
 
     /// Download the run on the graph as a checkpoint file.
     pub fn export_checkpoint(&self) {
-        let d = self.designer;
+        let d = *self;
         if let Some(run) = self.local() {
             let file = run.export();
             let name = format!(
@@ -312,7 +365,7 @@ impl Runs {
                 file.checkpoint.seq
             );
             if let Err(e) = browser::download(&name, "application/json", &file.to_json()) {
-                d.error(e);
+                d.notices.error(e);
             }
             return;
         }
@@ -322,12 +375,12 @@ impl Runs {
         });
         match (self.kind(), cp) {
             (Some(RunKind::Server), Some(id)) => self.export_server_checkpoint(id),
-            _ => d.error("There is no checkpoint to export yet."),
+            _ => d.notices.error("There is no checkpoint to export yet."),
         }
     }
 
     pub fn export_server_checkpoint(&self, id: String) {
-        let d = self.designer;
+        let d = *self;
         let api = self.api.get_value();
         leptos::task::spawn_local(async move {
             match api.export(&id).await {
@@ -337,46 +390,47 @@ impl Runs {
                         "application/json",
                         &json,
                     ) {
-                        d.error(e);
+                        d.notices.error(e);
                     }
                 }
-                Err(e) => d.error(format!("Could not export: {e}")),
+                Err(e) => d.notices.error(format!("Could not export: {e}")),
             }
         });
     }
 
     /// Open a checkpoint file (JSON text) as a local run to inspect or continue.
     pub fn import_checkpoint(&self, json: String) {
-        let d = self.designer;
+        let d = *self;
         let file = match CheckpointFile::from_json(&json) {
             Ok(f) => f,
             Err(e) => {
-                d.error(format!("Not a checkpoint file: {e}"));
+                d.notices.error(format!("Not a checkpoint file: {e}"));
                 return;
             }
         };
-        let store = d.store.get_value();
+        let store = d.storage.store.get_value();
         let this = *self;
-        d.panel.set(Panel::Run);
         leptos::task::spawn_local(async move {
             this.set_active(None);
             match LocalRun::import(store, file, this.on_view()).await {
                 Ok((run, note)) => {
                     d.run.set(Some(run.view()));
                     this.set_active(Some(Active::Local(run)));
-                    d.runs_changed.notify();
-                    d.info(format!("Imported the checkpoint ({note}). Resume to continue it here with the simulated provider."));
+                    d.storage.runs_changed.notify();
+                    d.notices.info(format!("Imported the checkpoint ({note}). Resume to continue it here with the simulated provider."));
                 }
-                Err(e) => d.error(format!("Could not import the checkpoint: {e}")),
+                Err(e) => d
+                    .notices
+                    .error(format!("Could not import the checkpoint: {e}")),
             }
         });
     }
 
     /// Send the local run's checkpoint to the server, which continues it.
     pub fn send_to_server(&self) {
-        let d = self.designer;
+        let d = *self;
         let Some(run) = self.local() else {
-            d.error("Start or open a dry run first.");
+            d.notices.error("Start or open a dry run first.");
             return;
         };
         let json = run.export().to_json();
@@ -385,72 +439,72 @@ impl Runs {
         leptos::task::spawn_local(async move {
             match api.import(&json, true).await {
                 Ok(e) => {
-                    d.info(format!(
+                    d.notices.info(format!(
                         "The server continues the run as execution {}.",
                         e.id
                     ));
                     this.watch_server(e.id);
                 }
-                Err(e) => d.error(format!("Could not send the checkpoint: {e}")),
+                Err(e) => d
+                    .notices
+                    .error(format!("Could not send the checkpoint: {e}")),
             }
         });
     }
 
     /// Run the editor's text on the server.
     pub fn start_server(&self) {
-        let d = self.designer;
+        let d = *self;
         if !matches!(d.server.get_untracked(), ServerStatus::Connected { .. }) {
-            d.error("No ax server is connected: serve this page with `ax serve` to run with real providers.");
+            d.notices.error("No ax server is connected: serve this page with `ax serve` to run with real providers.");
             return;
         }
-        let a = d.analyze_now();
+        let a = d.editor.analyze_now();
         let Some(plan) = a.analysis.plan.clone() else {
-            d.error("Fix the problems first: only a valid workflow can run.");
+            d.notices
+                .error("Fix the problems first: only a valid workflow can run.");
             return;
         };
         let inputs = match self.run_inputs(&plan) {
             Ok(i) => to_object(i),
             Err(e) => {
-                d.error(e);
+                d.notices.error(e);
                 return;
             }
         };
         let api = self.api.get_value();
-        let source = d.text.get_untracked();
-        let filename = d.name.get_untracked();
+        let source = d.editor.text.get_untracked();
+        let filename = d.editor.name.get_untracked();
         let this = *self;
         self.busy.set(true);
-        d.panel.set(Panel::Run);
         leptos::task::spawn_local(async move {
             let r = api.start(&source, &filename, &inputs).await;
             this.busy.set(false);
             match r {
                 Ok(e) => this.watch_server(e.id),
-                Err(e) => d.error(format!("The server did not start the run: {e}")),
+                Err(e) => d
+                    .notices
+                    .error(format!("The server did not start the run: {e}")),
             }
         });
     }
 
     /// Show a server execution on the graph, live.
     pub fn watch_server(&self, id: String) {
-        let d = self.designer;
+        let d = *self;
         let api = self.api.get_value();
         let this = *self;
-        d.panel.set(Panel::Run);
         leptos::task::spawn_local(async move {
-            let exec = match api.execution(&id).await {
-                Ok(e) => e,
+            let view = match api.run_view(&id).await {
+                Ok(v) => v,
                 Err(e) => {
-                    d.error(format!("Could not load execution {id}: {e}"));
+                    d.notices
+                        .error(format!("Could not load execution {id}: {e}"));
                     return;
                 }
             };
-            let cps = api
-                .checkpoints(&id)
-                .await
-                .map(|l| server::checkpoint_metas(&l))
-                .unwrap_or_default();
-            d.run.set(Some(server::view_of(&exec, cps)));
+            let over = view.state.is_terminal();
+            d.run.set(Some(view));
             let refresh_due = Rc::new(RefCell::new(false));
             let (api2, id2) = (api.clone(), id.clone());
             let on_event: Rc<dyn Fn(server::ServerEvent)> = Rc::new(move |ev| {
@@ -474,14 +528,10 @@ impl Runs {
                     leptos::task::spawn_local(async move {
                         browser::sleep(if terminal { 0 } else { 500 }).await;
                         *due.borrow_mut() = false;
-                        if let (Ok(e), cps) = (api.execution(&id).await, api.checkpoints(&id).await)
-                        {
-                            let cps = cps
-                                .map(|l| server::checkpoint_metas(&l))
-                                .unwrap_or_default();
+                        if let Ok(view) = api.run_view(&id).await {
                             d.run.update(|v| {
                                 if v.as_ref().is_some_and(|v| v.id == id) {
-                                    *v = Some(server::view_of(&e, cps));
+                                    *v = Some(view);
                                 }
                             });
                         }
@@ -493,11 +543,11 @@ impl Runs {
                     "the live connection to the server was lost".into(),
                 ));
             });
-            let watch = if exec_is_over(&exec.state) {
+            let watch = if over {
                 None
             } else {
                 server::watch(&api, &id, on_event, on_lost)
-                    .map_err(|e| d.error(e))
+                    .map_err(|e| d.notices.error(e))
                     .ok()
             };
             this.set_active(Some(Active::Server { id, _watch: watch }));
@@ -506,11 +556,11 @@ impl Runs {
 
     /// At start-up: offer to resume an unfinished dry run.
     pub async fn find_unfinished(&self) {
-        let d = self.designer;
-        if !matches!(d.storage.get_untracked(), StorageStatus::Ready) {
+        let d = *self;
+        if !d.storage.is_ready() {
             return;
         }
-        let Some(store) = d.store.get_value() else {
+        let Some(store) = d.storage.store.get_value() else {
             return;
         };
         if let Ok(runs) = store.list_runs().await {
@@ -523,10 +573,6 @@ impl Runs {
             self.resume_offer.set(open);
         }
     }
-}
-
-fn exec_is_over(state: &str) -> bool {
-    ExecutionState::parse(state).is_some_and(ExecutionState::is_terminal)
 }
 
 // The inputs go through `serde_json::Value` (whose code the page has anyway)
@@ -546,4 +592,12 @@ fn to_object(m: BTreeMap<String, serde_json::Value>) -> serde_json::Value {
         o.insert(k, v);
     }
     serde_json::Value::Object(o)
+}
+
+/// A step's state in `Runs::states` (sorted by key); pending if it has none.
+pub fn state_of(states: &[(String, StepState)], key: &str) -> StepState {
+    match states.binary_search_by(|(k, _)| k.as_str().cmp(key)) {
+        Ok(i) => states[i].1,
+        Err(_) => StepState::default(),
+    }
 }

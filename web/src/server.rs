@@ -3,8 +3,7 @@
 //! the local designer keeps working.
 
 use crate::browser::{Answer, http};
-use crate::dryrun::StepView;
-use crate::state::{CheckpointMeta, RunKind, RunView};
+use crate::run_view::{AttemptView, CheckpointMeta, Outcome, RunKind, RunView, StepView, Usage};
 use ax_core::{ExecutionState, StepState};
 use serde_json::Value;
 use std::cell::Cell;
@@ -48,6 +47,7 @@ pub struct Progress {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionSummary {
     pub id: String,
+    pub workflow_id: String,
     pub workflow: Value,
     pub state: String,
     pub created_at: f64,
@@ -72,21 +72,35 @@ fn name_of(v: &Value) -> String {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServerStep {
     pub key: String,
     pub state: String,
     pub attempts: u32,
     pub output: Option<String>,
     pub error: Option<Value>,
+    pub reason: Option<String>,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: Option<f64>,
+    pub latency_ms: Option<u64>,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerExecution {
     pub id: String,
+    pub workflow_id: String,
     pub workflow: Value,
     pub state: String,
     pub reason: Option<String>,
+    pub created_at: Option<u64>,
+    pub started_at: Option<u64>,
+    pub finished_at: Option<u64>,
+    pub inputs: Value,
     pub steps: Vec<ServerStep>,
 }
 
@@ -109,6 +123,8 @@ impl ServerCheckpoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerEvent {
     pub kind: String,
+    /// Epoch milliseconds.
+    pub at: Option<u64>,
     pub step: Option<String>,
     pub state: Option<String>,
     pub attempt: Option<u32>,
@@ -157,6 +173,10 @@ fn count(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
+fn opt_u64(v: &Value, key: &str) -> Option<u64> {
+    v.get(key).and_then(Value::as_u64)
+}
+
 fn any(v: &Value, key: &str) -> Value {
     v.get(key).cloned().unwrap_or(Value::Null)
 }
@@ -198,6 +218,7 @@ impl FromJson for ExecutionSummary {
     fn from_json(v: &Value) -> Result<Self, String> {
         Ok(ExecutionSummary {
             id: req_str(v, "id")?,
+            workflow_id: opt_str(v, "workflowId").unwrap_or_default(),
             workflow: any(v, "workflow"),
             state: req_str(v, "state")?,
             created_at: num(v, "createdAt"),
@@ -217,6 +238,15 @@ impl FromJson for ServerStep {
             attempts: count(v, "attempts") as u32,
             output: opt_str(v, "output"),
             error: v.get("error").filter(|e| !e.is_null()).cloned(),
+            reason: opt_str(v, "reason"),
+            provider: opt_str(v, "provider"),
+            model: opt_str(v, "model"),
+            tokens_in: count(v, "tokensIn"),
+            tokens_out: count(v, "tokensOut"),
+            cost_usd: v.get("costUsd").and_then(Value::as_f64),
+            latency_ms: opt_u64(v, "latencyMs"),
+            started_at: opt_u64(v, "startedAt"),
+            finished_at: opt_u64(v, "finishedAt"),
         })
     }
 }
@@ -225,9 +255,14 @@ impl FromJson for ServerExecution {
     fn from_json(v: &Value) -> Result<Self, String> {
         Ok(ServerExecution {
             id: req_str(v, "id")?,
+            workflow_id: opt_str(v, "workflowId").unwrap_or_default(),
             workflow: any(v, "workflow"),
             state: req_str(v, "state")?,
             reason: opt_str(v, "reason"),
+            created_at: opt_u64(v, "createdAt"),
+            started_at: opt_u64(v, "startedAt"),
+            finished_at: opt_u64(v, "finishedAt"),
+            inputs: any(v, "inputs"),
             steps: match v.get("steps") {
                 Some(l) if !l.is_null() => Vec::from_json(l)?,
                 _ => Vec::new(),
@@ -262,6 +297,7 @@ impl FromJson for ServerEvent {
     fn from_json(v: &Value) -> Result<Self, String> {
         Ok(ServerEvent {
             kind: req_str(v, "type")?,
+            at: opt_u64(v, "at"),
             step: opt_str(v, "step"),
             state: opt_str(v, "state"),
             attempt: v.get("attempt").and_then(Value::as_u64).map(|a| a as u32),
@@ -412,6 +448,37 @@ impl Api {
         .await
     }
 
+    /// The execution's stored events, oldest first.
+    pub async fn events(&self, id: &str) -> Result<Vec<ServerEvent>, String> {
+        self.call("GET", &format!("/api/executions/{id}/events"), None)
+            .await
+    }
+
+    /// Everything the page shows of a server run: the execution, its
+    /// checkpoints, the prompts (rendered from the workflow's text) and every
+    /// attempt (from the event log).
+    pub async fn run_view(&self, id: &str) -> Result<RunView, String> {
+        let exec = self.execution(id).await?;
+        let checkpoints = self
+            .checkpoints(id)
+            .await
+            .map(|l| checkpoint_metas(&l))
+            .unwrap_or_default();
+        let source = if exec.workflow_id.is_empty() {
+            None
+        } else {
+            self.workflow(&exec.workflow_id)
+                .await
+                .ok()
+                .and_then(|w| w.source)
+        };
+        let mut view = view_of(&exec, checkpoints, source.as_deref());
+        if let Ok(events) = self.events(id).await {
+            apply_attempts(&mut view, &events);
+        }
+        Ok(view)
+    }
+
     fn events_url(&self, id: &str) -> String {
         let mut url = self.url(&format!("/api/executions/{id}/events"));
         if let Some(t) = &self.token {
@@ -429,8 +496,35 @@ fn exec_state(s: &str) -> ExecutionState {
     ExecutionState::parse(s).unwrap_or(ExecutionState::Running)
 }
 
-/// The run view of a server execution.
-pub fn view_of(e: &ServerExecution, checkpoints: Vec<CheckpointMeta>) -> RunView {
+/// The text of a step error as the API sends it (an object with a class and a
+/// message, or a string).
+fn error_parts(e: &Value) -> (String, String) {
+    match e {
+        Value::String(s) => (String::new(), s.clone()),
+        Value::Object(m) => (
+            m.get("class")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            m.get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        ),
+        other => (String::new(), other.to_string()),
+    }
+}
+
+/// The run view of a server execution. `source` (the workflow's text, when the
+/// page has it) lets the page render each step's prompt with the core's own
+/// template code, from the run's inputs and the outputs of the steps before it:
+/// the prompt the server sent.
+pub fn view_of(
+    e: &ServerExecution,
+    checkpoints: Vec<CheckpointMeta>,
+    source: Option<&str>,
+) -> RunView {
+    let prompts = source.map(|s| render_prompts(s, e)).unwrap_or_default();
     RunView {
         kind: RunKind::Server,
         id: e.id.clone(),
@@ -441,27 +535,107 @@ pub fn view_of(e: &ServerExecution, checkpoints: Vec<CheckpointMeta>) -> RunView
             .steps
             .iter()
             .map(|s| {
+                let state = step_state(&s.state);
+                let error = s.error.as_ref().map(error_parts);
+                // The API gives the latest attempt; earlier ones are counted.
+                let attempts = if s.attempts == 0 {
+                    Vec::new()
+                } else {
+                    vec![AttemptView {
+                        attempt: s.attempts,
+                        started_at: s
+                            .finished_at
+                            .zip(s.latency_ms)
+                            .map(|(f, l)| f.saturating_sub(l))
+                            .or(s.started_at),
+                        finished_at: s.finished_at,
+                        outcome: match (&error, state) {
+                            (Some((class, message)), _) => Outcome::Failed {
+                                class: class.clone(),
+                                message: message.clone(),
+                            },
+                            (None, StepState::Completed) => Outcome::Succeeded,
+                            _ => Outcome::Running,
+                        },
+                    }]
+                };
                 let view = StepView {
-                    state: step_state(&s.state),
+                    state,
                     attempt: s.attempts,
-                    prompt: None,
+                    prompt: prompts
+                        .iter()
+                        .find(|(k, _)| *k == s.key)
+                        .map(|(_, p)| p.clone()),
                     output: s.output.as_deref().map(Arc::from),
-                    error: s.error.as_ref().map(|e| match e {
-                        Value::String(s) => s.clone(),
-                        Value::Object(m) => m
-                            .get("message")
-                            .and_then(Value::as_str)
-                            .unwrap_or("")
-                            .to_owned(),
-                        other => other.to_string(),
+                    error: error.map(|(class, message)| {
+                        if class.is_empty() {
+                            message
+                        } else {
+                            format!("{class}: {message}")
+                        }
                     }),
-                    reason: None,
+                    reason: s.reason.clone(),
+                    usage: Usage {
+                        tokens_in: s.tokens_in,
+                        tokens_out: s.tokens_out,
+                        cost_usd: s.cost_usd,
+                        estimated: false,
+                    },
+                    latency_ms: s.latency_ms,
+                    started_at: s.started_at,
+                    finished_at: s.finished_at,
+                    provider: s.provider.clone(),
+                    model: s.model.clone(),
+                    attempts,
                 };
                 (s.key.clone(), view)
             })
             .collect(),
         checkpoints,
-        source: None,
+        source: source.map(str::to_owned),
+        created_at: e.created_at,
+        started_at: e.started_at,
+        finished_at: e.finished_at,
+    }
+}
+
+/// The prompts of the steps that started, rendered from the workflow text, the
+/// run's inputs and the completed steps' outputs.
+fn render_prompts(source: &str, e: &ServerExecution) -> Vec<(String, String)> {
+    let Some(wf) = ax_core::analyze(source, &ax_core::Options::default())
+        .workflow()
+        .cloned()
+    else {
+        return Vec::new();
+    };
+    let ctx = Outputs(e);
+    e.steps
+        .iter()
+        .filter(|s| s.attempts > 0)
+        .filter_map(|s| {
+            let step = wf.step(&s.key)?;
+            let template = ax_core::template::Template::parse(&step.prompt).ok()?;
+            Some((s.key.clone(), template.render(&ctx).ok()?))
+        })
+        .collect()
+}
+
+struct Outputs<'e>(&'e ServerExecution);
+
+impl ax_core::template::Context for Outputs<'_> {
+    fn input(&self, name: &str) -> Option<&Value> {
+        self.0.inputs.get(name)
+    }
+    fn output(&self, key: &str) -> Option<&str> {
+        self.0
+            .steps
+            .iter()
+            .find(|s| s.key == key && s.state == "completed")?
+            .output
+            .as_deref()
+    }
+    fn is_step(&self, key: &str) -> bool {
+        self.0.steps.iter().any(|s| s.key == key)
     }
 }
 
@@ -532,6 +706,60 @@ pub fn apply_event(view: &mut RunView, ev: &ServerEvent) -> bool {
     }
 }
 
+/// Every attempt of every step, from the execution's `step` events: an attempt
+/// starts with `running` and ends with the next state of the same attempt (its
+/// message is the error of a failed one).
+pub fn apply_attempts(view: &mut RunView, events: &[ServerEvent]) {
+    let mut by_step: Vec<(String, Vec<AttemptView>)> = Vec::new();
+    for ev in events.iter().filter(|e| e.kind == "step") {
+        let (Some(key), Some(state), Some(attempt)) = (&ev.step, &ev.state, ev.attempt) else {
+            continue;
+        };
+        let list = match by_step.iter().position(|(k, _)| k == key) {
+            Some(i) => &mut by_step[i].1,
+            None => {
+                by_step.push((key.clone(), Vec::new()));
+                &mut by_step.last_mut().expect("just pushed").1
+            }
+        };
+        let open = list
+            .iter_mut()
+            .rev()
+            .find(|a| a.attempt == attempt && a.outcome == Outcome::Running);
+        match (state.as_str(), open) {
+            ("running", _) => list.push(AttemptView {
+                attempt,
+                started_at: ev.at,
+                finished_at: None,
+                outcome: Outcome::Running,
+            }),
+            ("completed", Some(a)) => {
+                a.finished_at = ev.at;
+                a.outcome = Outcome::Succeeded;
+            }
+            ("failed" | "waiting-retry", Some(a)) => {
+                a.finished_at = ev.at;
+                a.outcome = Outcome::Failed {
+                    class: String::new(),
+                    message: ev.message.clone().unwrap_or_else(|| "failed".into()),
+                };
+            }
+            ("cancelled" | "skipped" | "pending", Some(a)) => {
+                a.finished_at = ev.at;
+                a.outcome = Outcome::Aborted(ev.message.clone().unwrap_or_else(|| state.clone()));
+            }
+            _ => {}
+        }
+    }
+    for (key, attempts) in by_step {
+        if let Some((_, s)) = view.steps.iter_mut().find(|(k, _)| *k == key)
+            && !attempts.is_empty()
+        {
+            s.attempts = attempts;
+        }
+    }
+}
+
 /// The event `watch` sends when the server has ended the stream after the
 /// execution's final events (the last checkpoint comes after the final
 /// `execution` event).
@@ -587,6 +815,7 @@ pub fn watch(
             source2.close();
             on_event(ServerEvent {
                 kind: STREAM_END.into(),
+                at: None,
                 step: None,
                 state: None,
                 attempt: None,
@@ -613,9 +842,9 @@ mod tests {
     #[test]
     fn events_update_the_view() {
         let e = ServerExecution::parse(r#"{"id":"e1","workflowId":"w","workflow":"demo","state":"running","createdAt":1,"inputs":{},"steps":[{"key":"a","agent":"x","state":"running","attempts":1,"tokensIn":0,"tokensOut":0,"dependencies":[]},{"key":"b","agent":"x","state":"pending","attempts":0,"error":{"class":"timeout","message":"slow"},"tokensIn":0,"tokensOut":0,"dependencies":["a"]}]}"#).expect("execution");
-        let mut v = view_of(&e, Vec::new());
+        let mut v = view_of(&e, Vec::new(), None);
         assert_eq!(v.name, "demo");
-        assert_eq!(v.steps[1].1.error.as_deref(), Some("slow"));
+        assert_eq!(v.steps[1].1.error.as_deref(), Some("timeout: slow"));
         let ev = ServerEvent::parse(r#"{"id":3,"executionId":"e1","at":5,"type":"step","step":"a","state":"completed","attempt":1}"#).expect("event");
         assert!(!apply_event(&mut v, &ev));
         assert_eq!(v.steps[0].1.state, StepState::Completed);
@@ -625,6 +854,37 @@ mod tests {
         .expect("event");
         assert!(apply_event(&mut v, &ev));
         assert_eq!(v.state, ExecutionState::Completed);
+    }
+
+    #[test]
+    fn attempts_come_from_the_event_log() {
+        let e = ServerExecution::parse(r#"{"id":"e1","workflowId":"w","workflow":"demo","state":"completed","createdAt":1,"inputs":{"topic":"bees"},"steps":[{"key":"a","agent":"x","state":"completed","attempts":2,"output":"{\"n\": 1}","tokensIn":10,"tokensOut":4,"costUsd":0.25,"latencyMs":40,"dependencies":[]},{"key":"b","agent":"x","state":"completed","attempts":1,"output":"ok","tokensIn":3,"tokensOut":1,"dependencies":["a"]}]}"#).expect("execution");
+        let source = "name: demo\ninputs: {topic: {}}\nsteps:\n  - {key: a, agent: x, prompt: \"About {{topic}}\"}\n  - {key: b, agent: x, prompt: \"n is {{a.result.n}}\", dependencies: [a]}\n";
+        let mut v = view_of(&e, Vec::new(), Some(source));
+        assert_eq!(v.steps[0].1.prompt.as_deref(), Some("About bees"));
+        assert_eq!(v.steps[1].1.prompt.as_deref(), Some("n is 1"));
+        assert_eq!(v.steps[0].1.usage.cost_usd, Some(0.25));
+        assert_eq!(v.usage().tokens_in, 13);
+        let events = Vec::<ServerEvent>::parse(r#"[
+            {"id":1,"executionId":"e1","at":100,"type":"step","step":"a","state":"running","attempt":1},
+            {"id":2,"executionId":"e1","at":150,"type":"step","step":"a","state":"waiting-retry","attempt":1,"message":"rate-limit: slow down"},
+            {"id":3,"executionId":"e1","at":300,"type":"step","step":"a","state":"running","attempt":2},
+            {"id":4,"executionId":"e1","at":340,"type":"step","step":"a","state":"completed","attempt":2},
+            {"id":5,"executionId":"e1","at":340,"type":"checkpoint"}
+        ]"#).expect("events");
+        apply_attempts(&mut v, &events);
+        let a = &v.steps[0].1.attempts;
+        assert_eq!(a.len(), 2);
+        assert_eq!(a[0].millis(), Some(50));
+        assert!(
+            matches!(&a[0].outcome, Outcome::Failed { message, .. } if message == "rate-limit: slow down")
+        );
+        assert_eq!(
+            (a[1].outcome.clone(), a[1].millis()),
+            (Outcome::Succeeded, Some(40))
+        );
+        // Steps without events keep what the execution said.
+        assert_eq!(v.steps[1].1.attempts.len(), 1);
     }
 
     #[test]

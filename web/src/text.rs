@@ -110,27 +110,72 @@ pub fn byte_offset(text: &str, utf16: u32) -> usize {
     text.len()
 }
 
-/// The textarea selection (UTF-16 start, end) for a problem's 1-based line and
+/// The editor selection (UTF-16 start, end) for a problem's 1-based line and
 /// column range; an empty range selects the rest of the word at the start.
 pub fn selection_for(text: &str, line: u32, column: u32, end: Option<(u32, u32)>) -> (u32, u32) {
-    let idx = LineIndex::new(text);
-    let start = idx.offset_of(line as usize, column.saturating_sub(1) as usize);
-    let end = match end {
-        Some((l, c)) if (l, c) > (line, column) => {
-            idx.offset_of(l as usize, c.saturating_sub(1) as usize)
+    let o = Offsets::new(text);
+    let (start, end) = o.range(line, column, end);
+    (o.utf16(start), o.utf16(end))
+}
+
+/// Positions in one text, for many look-ups (every problem of a large
+/// document): 1-based line and character column to UTF-16 offsets (what the
+/// code editor counts) and back to bytes.
+pub struct Offsets<'a> {
+    index: LineIndex<'a>,
+    /// Nothing to convert: bytes, characters and UTF-16 units coincide.
+    ascii: bool,
+}
+
+impl<'a> Offsets<'a> {
+    pub fn new(text: &'a str) -> Offsets<'a> {
+        Offsets {
+            index: LineIndex::new(text),
+            ascii: text.is_ascii(),
         }
-        _ => {
-            let rest = &text[start..];
-            start
-                + rest
-                    .find(|c: char| c.is_whitespace() || c == ',' || c == ']' || c == '}')
-                    .unwrap_or(rest.len())
+    }
+
+    /// Byte offset of a 1-based line and column (characters).
+    pub fn byte(&self, line: u32, column: u32) -> usize {
+        self.index
+            .offset_of(line as usize, column.saturating_sub(1) as usize)
+    }
+
+    /// UTF-16 offset of a byte offset.
+    pub fn utf16(&self, byte: usize) -> u32 {
+        if self.ascii {
+            byte.min(self.index.text().len()) as u32
+        } else {
+            utf16_offset(self.index.text(), byte)
         }
-    };
-    (
-        utf16_offset(text, start),
-        utf16_offset(text, end.max(start)),
-    )
+    }
+
+    /// Byte offset of a UTF-16 offset.
+    pub fn byte_of_utf16(&self, utf16: u32) -> usize {
+        if self.ascii {
+            (utf16 as usize).min(self.index.text().len())
+        } else {
+            byte_offset(self.index.text(), utf16)
+        }
+    }
+
+    /// The byte range of a problem: its start, and its end or the rest of the
+    /// word at the start.
+    pub fn range(&self, line: u32, column: u32, end: Option<(u32, u32)>) -> (usize, usize) {
+        let text = self.index.text();
+        let start = self.byte(line, column);
+        let end = match end {
+            Some((l, c)) if (l, c) > (line, column) => self.byte(l, c),
+            _ => {
+                let rest = &text[start..];
+                start
+                    + rest
+                        .find(|c: char| c.is_whitespace() || c == ',' || c == ']' || c == '}')
+                        .unwrap_or(rest.len())
+            }
+        };
+        (start, end.max(start))
+    }
 }
 
 /// 1-based line of a UTF-16 offset.

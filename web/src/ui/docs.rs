@@ -4,7 +4,8 @@
 use super::dom::{el, elc, fragment, nothing, show};
 use super::toolbar::event_target;
 use super::when;
-use crate::state::{StorageStatus, use_designer};
+use crate::documents::{StorageStatus, use_storage};
+use crate::editing::use_editor;
 use crate::store::{DocRecord, VersionRecord};
 use leptos::ev;
 use leptos::prelude::*;
@@ -19,13 +20,14 @@ struct Saved {
 }
 
 pub fn documents_panel() -> AnyView {
-    let d = use_designer();
+    let d = use_storage();
+    let editor = use_editor();
     let saved = RwSignal::new(Saved::default());
     let renaming: RwSignal<Option<String>> = RwSignal::new(None);
     let deleting: RwSignal<Option<String>> = RwSignal::new(None);
     Effect::new(move |_| {
         d.docs_changed.track();
-        d.storage.track();
+        d.status.track();
         let current = d.doc_id.get();
         if let Some(store) = d.store.get_value() {
             leptos::task::spawn_local(async move {
@@ -66,7 +68,7 @@ pub fn documents_panel() -> AnyView {
             return;
         }
         if d.doc_id.get_untracked().as_deref() == Some(id.as_str()) {
-            d.rename(name);
+            editor.rename(name);
             return;
         }
         let Some(store) = d.store.get_value() else {
@@ -89,7 +91,7 @@ pub fn documents_panel() -> AnyView {
         };
         leptos::task::spawn_local(async move {
             if let Err(e) = store.delete_doc(&id).await {
-                d.error(format!("Could not delete: {e}"));
+                editor.notices.error(format!("Could not delete: {e}"));
                 return;
             }
             if d.doc_id.get_untracked().as_deref() == Some(id.as_str()) {
@@ -110,12 +112,16 @@ pub fn documents_panel() -> AnyView {
         leptos::task::spawn_local(async move {
             // Keep what is being replaced as a version of its own.
             if let Err(e) = d.store_draft(Some("before-restore")).await {
-                d.error(format!("Could not keep the current text: {e}"));
+                editor
+                    .notices
+                    .error(format!("Could not keep the current text: {e}"));
                 return;
             }
-            d.set_text(v.text.clone());
+            editor.set_text(v.text.clone());
             let _ = d.store_draft(None).await;
-            d.info(format!("Restored version {} ({}).", v.seq, when(v.at)));
+            editor
+                .notices
+                .info(format!("Restored version {} ({}).", v.seq, when(v.at)));
         });
     };
     let doc_item = move |doc: DocRecord| {
@@ -203,7 +209,7 @@ pub fn documents_panel() -> AnyView {
     };
     elc("DIV", "docs-panel")
         .view(show(
-            move || matches!(d.storage.get(), StorageStatus::Unavailable(_)),
+            move || matches!(d.status.get(), StorageStatus::Unavailable(_)),
             || {
                 elc("P", "error-text")
                     .text("Browser storage is unavailable: documents cannot be kept here.")
@@ -220,7 +226,7 @@ pub fn documents_panel() -> AnyView {
                 .attr("data-testid", "drafts")
                 .list_dyn(move || saved.with(|s| s.docs.clone()).into_iter().map(doc_item).collect()),
         )
-        .child(el("H2").text("Versions of ").text_dyn(move || d.name.get()))
+        .child(el("H2").text("Versions of ").text_dyn(move || editor.name.get()))
         .view(show(
             move || saved.with(|s| !s.versions.is_empty()),
             move || {

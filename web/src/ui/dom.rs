@@ -155,12 +155,6 @@ impl El {
         self.push_attr(style((name, value)).into_any_attr())
     }
 
-    /// `style:name=…`, fixed.
-    #[inline(never)]
-    pub fn style_string(self, name: &'static str, value: String) -> El {
-        self.push_attr(style((name, value)).into_any_attr())
-    }
-
     /// `prop:name=…` with a text value that follows signals.
     pub fn prop_dyn(self, name: &'static str, value: impl Fn() -> String + Send + 'static) -> El {
         self.prop_dyn_erased(name, dynv(value))

@@ -1,148 +1,95 @@
-//! The text editor (a textarea with a line-number gutter that scrolls with it
-//! and marks lines with problems) and the problem list.
+//! The code editor (CodeMirror, through [`EditorHost`]) and the problem list.
+//! The validator's problems are drawn in the text (squiggles, gutter marks,
+//! the message and a fix on hover) and listed below it; the list and the text
+//! follow each other: a click on a problem selects its text, and the problem
+//! under the cursor is marked in the list.
 
 use super::dom::{ElRef, Keyed, el, elc, keyed, show};
-use super::toolbar::{event_target, import_file};
-use crate::state::use_designer;
-use crate::text;
-use leptos::ev;
+use super::toolbar::import_file;
+use crate::complete;
+use crate::documents::use_storage;
+use crate::editing::{History, use_editor};
+use crate::editor_host::{Callbacks, EditorHost};
+use crate::text::{self, Offsets};
 use leptos::prelude::*;
 use leptos::tachys::view::any_view::AnyView;
+use wasm_bindgen::JsCast;
 
-/// Pixels per line: the CSS gives the textarea and the gutter this line height.
-pub const LINE_HEIGHT: f64 = 20.0;
-/// The editor's textarea (its node reference is the designer's).
-pub fn textarea(e: web_sys::HtmlElement) -> web_sys::HtmlTextAreaElement {
-    wasm_bindgen::JsCast::unchecked_into(e)
-}
-
-/// The textarea's top padding.
-const PAD_TOP: f64 = 8.0;
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Mark {
-    line: u32,
-    error: bool,
+/// The completion answer the editor reads: `{from, to, options}` in UTF-16 offsets.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    from: u32,
+    to: u32,
+    options: &'a [complete::Item],
 }
 
 pub fn editor() -> AnyView {
-    let d = use_designer();
-    let gutter = ElRef::new();
-    let dragging = RwSignal::new(false);
-    let lines = Memo::new(move |_| d.text.with(|t| text::line_count(t)));
-    let marks = Memo::new(move |_| {
-        d.analyzed.with(|a| {
-            let r = &a.analysis.report;
-            let mut m: Vec<Mark> = r
-                .errors
-                .iter()
-                .map(|p| (p, true))
-                .chain(r.warnings.iter().map(|p| (p, false)))
-                .filter_map(|(p, error)| p.line.map(|line| Mark { line, error }))
-                .collect();
-            // One mark per line; errors win.
-            ax_core::sort::sort_by_key(&mut m, |k| (k.line, !k.error));
-            m.dedup_by_key(|k| k.line);
-            m
-        })
+    let d = use_editor();
+    let storage = use_storage();
+    let parent = ElRef::new();
+    // Create the code editor once its element is in the page.
+    Effect::new(move |done: Option<bool>| {
+        if done == Some(true) {
+            return true;
+        }
+        let Some(el) = parent.get() else {
+            return false;
+        };
+        let el: web_sys::HtmlElement = el.unchecked_into();
+        let callbacks = Callbacks {
+            on_change: Box::new(move |t| d.user_edit(t)),
+            on_cursor: Box::new(move |pos| d.cursor.set(pos)),
+            on_history: Box::new(move |undo, redo| d.history.set(History { undo, redo })),
+            on_drop_file: Box::new(move |f| import_file(storage, d, f)),
+            complete: Box::new(move |pos, _explicit| completions(d, pos)),
+        };
+        let host = d.text.with_untracked(|t| {
+            EditorHost::new(&el, t, d.format(), "Workflow text, YAML or JSON", callbacks)
+        });
+        d.attach(Some(host));
+        true
     });
-    // Programmatic edits (form, graph, restore) reach the textarea here.
+    on_cleanup(move || d.attach(None));
+    // The validator's problems, as diagnostics of the text they were found in.
     Effect::new(move |_| {
-        let t = d.text.get();
-        if let Some(ta) = d.editor.get().map(textarea)
-            && ta.value() != t
-        {
-            ta.set_value(&t);
+        let a = d.analyzed.get();
+        if !d.is_current(&a) {
+            return;
         }
+        let list = d
+            .text
+            .with_untracked(|t| crate::lint::diagnostics(t, &a.analysis));
+        d.with_host(|h| h.set_diagnostics(&list));
     });
-    let sync_scroll = move || {
-        if let (Some(ta), Some(g)) = (d.editor.get_untracked(), gutter.get_untracked()) {
-            g.set_scroll_top(ta.scroll_top());
+    // The language follows the document's format.
+    Effect::new(move |prev: Option<ax_core::parse::Format>| {
+        let f = d.analyzed.with(|a| a.format);
+        if prev.is_some_and(|p| p != f) {
+            d.with_host(|h| h.set_format(f));
         }
-    };
-    let on_drop = move |e: ev::DragEvent| {
-        e.prevent_default();
-        dragging.set(false);
-        if let Some(f) = e
-            .data_transfer()
-            .and_then(|t| t.files())
-            .and_then(|l| l.get(0))
-        {
-            import_file(d, f);
-        }
-    };
+        f
+    });
     elc("DIV", "editor")
-        .class_dyn("dragging", move || dragging.get())
-        .on(ev::dragover, move |e: ev::DragEvent| {
-            e.prevent_default();
-            dragging.set(true);
-        })
-        .on(ev::dragleave, move |_| dragging.set(false))
-        .on(ev::drop, on_drop)
-        .child(
-            elc("DIV", "gutter")
-                .node_ref(gutter)
-                .attr("aria-hidden", "true")
-                .child(
-                    elc("DIV", "gutter-inner")
-                        .style_dyn("height", move || {
-                            format!(
-                                "{}px",
-                                lines.get() as f64 * LINE_HEIGHT + 2.0 * PAD_TOP + 40.0
-                            )
-                        })
-                        .list_dyn(move || {
-                            marks
-                                .get()
-                                .into_iter()
-                                .map(|m| {
-                                    elc(
-                                        "DIV",
-                                        if m.error {
-                                            "mark error"
-                                        } else {
-                                            "mark warning"
-                                        },
-                                    )
-                                    .attr_string("data-line", m.line.to_string())
-                                    .style_string(
-                                        "top",
-                                        format!(
-                                            "{}px",
-                                            PAD_TOP + f64::from(m.line - 1) * LINE_HEIGHT
-                                        ),
-                                    )
-                                    .into_any()
-                                })
-                                .collect()
-                        })
-                        .child(
-                            elc("PRE", "line-numbers")
-                                .text_dyn(move || text::line_numbers(lines.get())),
-                        ),
-                ),
-        )
-        .child(
-            el("TEXTAREA")
-                .attr("data-testid", "editor")
-                .node_ref(d.editor)
-                .attr("spellcheck", "false")
-                .attr("autocomplete", "off")
-                .attr("autocapitalize", "off")
-                .attr("wrap", "off")
-                .attr("aria-label", "Workflow text, YAML or JSON")
-                .on(ev::input, move |ev| {
-                    let ta: web_sys::HtmlTextAreaElement = event_target(&ev);
-                    d.user_edit(ta.value());
-                })
-                .on(ev::scroll, move |_| sync_scroll()),
-        )
-        .child(
-            elc("DIV", "drop-hint")
-                .attr("aria-hidden", "true")
-                .text("Drop a YAML or JSON file to open it"),
-        )
+        .attr("data-testid", "editor")
+        .node_ref(parent)
         .into_any()
+}
+
+/// Completions at a UTF-16 offset of the editor's text, as JSON ("" for none).
+fn completions(d: crate::editing::Editor, pos: u32) -> String {
+    let a = d.analyze_now();
+    d.text.with_untracked(|t| {
+        let o = Offsets::new(t);
+        let Some(c) = complete::complete(t, a.format, o.byte_of_utf16(pos), &a.analysis) else {
+            return String::new();
+        };
+        serde_json::to_string(&Answer {
+            from: o.utf16(c.from),
+            to: o.utf16(c.to),
+            options: &c.items,
+        })
+        .unwrap_or_default()
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -152,30 +99,57 @@ struct Item {
     message: String,
     line: Option<u32>,
     column: Option<u32>,
-    end: Option<(u32, u32)>,
+    /// The problem's text, UTF-16 offsets.
+    range: Option<(u32, u32)>,
     step: Option<String>,
 }
 
 pub fn problems() -> AnyView {
-    let d = use_designer();
+    let d = use_editor();
     let items = Memo::new(move |_| {
         d.analyzed.with(|a| {
-            let r = &a.analysis.report;
-            r.errors
-                .iter()
-                .map(|p| (p, true))
-                .chain(r.warnings.iter().map(|p| (p, false)))
-                .map(|(p, error)| Item {
-                    error,
-                    code: p.code.as_str(),
-                    message: p.message.clone(),
-                    line: p.line,
-                    column: p.column,
-                    end: p.end_line.zip(p.end_column),
-                    step: p.step.clone(),
-                })
-                .collect::<Vec<_>>()
+            d.text.with_untracked(|t| {
+                let o = Offsets::new(t);
+                let r = &a.analysis.report;
+                r.errors
+                    .iter()
+                    .map(|p| (p, true))
+                    .chain(r.warnings.iter().map(|p| (p, false)))
+                    .map(|(p, error)| Item {
+                        error,
+                        code: p.code.as_str(),
+                        message: p.message.clone(),
+                        line: p.line,
+                        column: p.column,
+                        range: p.line.zip(p.column).map(|(l, c)| {
+                            let (s, e) = o.range(l, c, p.end_line.zip(p.end_column));
+                            (o.utf16(s), o.utf16(e))
+                        }),
+                        step: p.step.clone(),
+                    })
+                    .collect::<Vec<_>>()
+            })
         })
+    });
+    // The problem under the cursor (the list follows the text).
+    let current = Memo::new(move |_| {
+        let pos = d.cursor.get();
+        items.with(|list| {
+            list.iter().position(|it| {
+                it.range
+                    .is_some_and(|(s, e)| s <= pos && pos <= e.max(s + 1))
+            })
+        })
+    });
+    let list_ref = ElRef::new();
+    Effect::new(move |_| {
+        if let (Some(i), Some(list)) = (current.get(), list_ref.get_untracked())
+            && let Some(li) = list.children().item(i as u32)
+        {
+            let opts = web_sys::ScrollIntoViewOptions::new();
+            opts.set_block(web_sys::ScrollLogicalPosition::Nearest);
+            li.scroll_into_view_with_scroll_into_view_options(&opts);
+        }
     });
     let summary = move || {
         d.analyzed.with(|a| {
@@ -209,11 +183,8 @@ pub fn problems() -> AnyView {
             )
         })
     };
-    let jump = move |it: &Item| {
-        if let (Some(line), Some(col)) = (it.line, it.column) {
-            let (s, e) = d
-                .text
-                .with_untracked(|t| text::selection_for(t, line, col, it.end));
+    let jump = move |range: Option<(u32, u32)>| {
+        if let Some((s, e)) = range {
             d.reveal(s, e);
         }
     };
@@ -226,6 +197,7 @@ pub fn problems() -> AnyView {
                     el("STRONG")
                         .class_dyn("ok", move || summary().2)
                         .attr("data-testid", "problem-summary")
+                        .attr("role", "status")
                         .text_dyn(move || summary().0),
                 )
                 .child(
@@ -238,6 +210,7 @@ pub fn problems() -> AnyView {
             move || !items.with(Vec::is_empty),
             move || {
                 el("UL")
+                    .node_ref(list_ref)
                     .view(keyed(move || {
                         items
                             .get()
@@ -246,7 +219,8 @@ pub fn problems() -> AnyView {
                             .map(|(i, it)| {
                                 // The key: the position and everything shown.
                                 let key = format!("{i}\u{1}{it:?}");
-                                Keyed::new(key, move || problem(it, jump))
+                                let is_current = move || current.get() == Some(i);
+                                Keyed::new(key, move || problem(it, is_current, jump))
                             })
                             .collect()
                     }))
@@ -261,43 +235,48 @@ pub fn problems() -> AnyView {
         .into_any()
 }
 
-fn problem(it: Item, jump: impl Fn(&Item) + Copy + Send + 'static) -> AnyView {
+fn problem(
+    it: Item,
+    is_current: impl Fn() -> bool + Copy + Send + 'static,
+    jump: impl Fn(Option<(u32, u32)>) + Copy + Send + 'static,
+) -> AnyView {
     let pos = match (it.line, it.column) {
         (Some(l), Some(c)) => format!("{l}:{c}"),
         _ => "–".into(),
     };
-    let it2 = it.clone();
-    let it3 = it.clone();
-    elc(
-        "LI",
-        if it.error {
-            "problem error"
-        } else {
-            "problem warning"
-        },
-    )
-    .attr("data-code", it.code)
-    .attr_string("data-line", it.line.unwrap_or(0).to_string())
-    .attr("tabindex", "0")
-    .attr("role", "button")
-    .attr("title", "Show in the text")
-    .on_click(move |_| jump(&it2))
-    .on(ev::keydown, move |e: ev::KeyboardEvent| {
-        if e.key() == "Enter" || e.key() == " " {
-            e.prevent_default();
-            jump(&it3);
-        }
-    })
-    .child(elc("SPAN", "pos").string(pos))
-    .child(elc("SPAN", "code").text(it.code))
-    .child(
-        elc("SPAN", "msg")
-            .child_opt(
-                it.step
-                    .clone()
-                    .map(|s| elc("SPAN", "step-ref").string(s).text(": ")),
-            )
-            .string(it.message.clone()),
-    )
-    .into_any()
+    let range = it.range;
+    el("LI")
+        .attr(
+            "class",
+            if it.error {
+                "problem error"
+            } else {
+                "problem warning"
+            },
+        )
+        .attr("data-code", it.code)
+        .attr_string("data-line", it.line.unwrap_or(0).to_string())
+        .class_dyn("current", is_current)
+        .child(
+            elc("BUTTON", "problem-button")
+                .attr("type", "button")
+                .attr_str_dyn(
+                    "aria-current",
+                    move || if is_current() { "true" } else { "false" },
+                )
+                .attr("title", "Show in the text")
+                .on_click(move |_| jump(range))
+                .child(elc("SPAN", "pos").string(pos))
+                .child(elc("SPAN", "code").text(it.code))
+                .child(
+                    elc("SPAN", "msg")
+                        .child_opt(
+                            it.step
+                                .clone()
+                                .map(|s| elc("SPAN", "step-ref").string(s).text(": ")),
+                        )
+                        .string(it.message.clone()),
+                ),
+        )
+        .into_any()
 }

@@ -3,9 +3,10 @@
 
 use super::dom::{el, elc, fragment, nothing, show};
 use super::when;
-use crate::runs::use_runs;
+use crate::documents::use_storage;
+use crate::notice::Notices;
+use crate::runs::{ServerStatus, use_runs};
 use crate::server::{ExecutionSummary, WorkflowSummary};
-use crate::state::{ServerStatus, use_designer};
 use crate::text;
 use leptos::prelude::*;
 use leptos::tachys::view::any_view::AnyView;
@@ -19,12 +20,13 @@ struct Lists {
 }
 
 pub fn server_panel() -> AnyView {
-    let d = use_designer();
     let runs = use_runs();
+    let storage = use_storage();
+    let notices = expect_context::<Notices>();
     let lists = RwSignal::new(Lists::default());
     let loading = RwSignal::new(false);
     let refresh = move || {
-        if !matches!(d.server.get_untracked(), ServerStatus::Connected { .. }) {
+        if !matches!(runs.server.get_untracked(), ServerStatus::Connected { .. }) {
             return;
         }
         let api = runs.api.get_value();
@@ -41,16 +43,16 @@ pub fn server_panel() -> AnyView {
                 }
             });
             if let Err(e) = workflows {
-                d.error(format!("Could not list the server's workflows: {e}"));
+                notices.error(format!("Could not list the server's workflows: {e}"));
             }
             if let Err(e) = executions {
-                d.error(format!("Could not list the server's executions: {e}"));
+                notices.error(format!("Could not list the server's executions: {e}"));
             }
             loading.set(false);
         });
     };
     Effect::new(move |_| {
-        if matches!(d.server.get(), ServerStatus::Connected { .. }) {
+        if matches!(runs.server.get(), ServerStatus::Connected { .. }) {
             refresh();
         }
     });
@@ -59,18 +61,18 @@ pub fn server_panel() -> AnyView {
         leptos::task::spawn_local(async move {
             match api.workflow(&id).await {
                 Ok(w) => match w.source {
-                    Some(src) => d.new_doc(text::name_with_extension(&w.name, &src), src),
-                    None => d.error("The server did not send the workflow's text."),
+                    Some(src) => storage.new_doc(text::name_with_extension(&w.name, &src), src),
+                    None => notices.error("The server did not send the workflow's text."),
                 },
-                Err(e) => d.error(format!("Could not load the workflow: {e}")),
+                Err(e) => notices.error(format!("Could not load the workflow: {e}")),
             }
         });
     };
-    let connected = move || matches!(d.server.get(), ServerStatus::Connected { .. });
+    let connected = move || matches!(runs.server.get(), ServerStatus::Connected { .. });
     elc("DIV", "server-panel")
         .attr("data-testid", "server-panel")
         .child(el("H2").text("Server"))
-        .view_dyn(move || match d.server.get() {
+        .view_dyn(move || match runs.server.get() {
             ServerStatus::Connected { version } => elc("P", "ok-text")
                 .attr("data-testid", "server-status")
                 .text("Connected to ax ")

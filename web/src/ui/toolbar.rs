@@ -2,8 +2,9 @@
 
 use super::dom::{ElRef, el, elc};
 use crate::browser;
+use crate::documents::{Storage, use_storage};
+use crate::editing::{Editor, use_editor};
 use crate::runs::use_runs;
-use crate::state::{Designer, ServerStatus, StorageStatus, use_designer};
 use crate::text;
 use ax_core::emit;
 use ax_core::parse::Format;
@@ -15,24 +16,27 @@ use wasm_bindgen::JsCast;
 const NEW_DOC: &str = "name: untitled\nsteps:\n  - key: first\n    agent: assistant\n    prompt: Describe what this step should do.\n";
 
 /// Import a workflow file as a new document.
-pub fn import_file(d: Designer, file: web_sys::File) {
+pub fn import_file(storage: Storage, editor: Editor, file: web_sys::File) {
     leptos::task::spawn_local(async move {
         match browser::read_file(&file).await {
             Ok(t) => {
                 let name = text::name_with_extension(&file.name(), &t);
-                d.new_doc(name.clone(), t);
-                d.info(format!("Imported {name}."));
+                storage.new_doc(name.clone(), t);
+                editor.notices.info(format!("Imported {name}."));
             }
-            Err(e) => d.error(format!("Could not read {}: {e}", file.name())),
+            Err(e) => editor
+                .notices
+                .error(format!("Could not read {}: {e}", file.name())),
         }
     });
 }
 
-fn export(d: Designer, kind: &str) {
+fn export(d: Editor, kind: &str) {
     let a = d.analyze_now();
     let stem = d.name.with_untracked(|n| text::stem(n).to_owned());
     let Some(wf) = a.workflow() else {
-        d.error("The text does not parse yet; fix the syntax error to export.");
+        d.notices
+            .error("The text does not parse yet; fix the syntax error to export.");
         return;
     };
     let graph = a.analysis.graph();
@@ -59,7 +63,7 @@ fn export(d: Designer, kind: &str) {
         ),
         "mermaid" | "dot" => {
             let Some(g) = graph else {
-                d.error("The dependency graph has a cycle or a missing step; fix it to export the graph.");
+                d.notices.error("The dependency graph has a cycle or a missing step; fix it to export the graph.");
                 return;
             };
             if kind == "mermaid" {
@@ -71,26 +75,29 @@ fn export(d: Designer, kind: &str) {
         _ => return,
     };
     match browser::download(&file, mime, &body) {
-        Ok(()) => d.info(format!("Exported {file}.")),
-        Err(e) => d.error(format!("Export failed: {e}")),
+        Ok(()) => d.notices.info(format!("Exported {file}.")),
+        Err(e) => d.notices.error(format!("Export failed: {e}")),
     }
 }
 
 pub fn toolbar() -> AnyView {
-    let d = use_designer();
+    let d = use_editor();
+    let storage = use_storage();
     let runs = use_runs();
     let file_input = ElRef::new();
     let unsaved = move || {
-        d.saved_text
+        storage
+            .saved_text
             .with(|s| d.text.with(|t| s.as_deref() != Some(t.as_str())))
     };
-    let saving_possible = move || matches!(d.storage.get(), StorageStatus::Ready);
-    let server_ok = move || matches!(d.server.get(), ServerStatus::Connected { .. });
+    let saving_possible =
+        move || matches!(storage.status.get(), crate::documents::StorageStatus::Ready);
+    let server_ok = move || runs.server_connected();
     let valid = move || d.analyzed.with(|a| a.analysis.report.valid);
     let on_file = move |ev: ev::Event| {
         let input: web_sys::HtmlInputElement = event_target(&ev);
         if let Some(f) = input.files().and_then(|l| l.get(0)) {
-            import_file(d, f);
+            import_file(storage, d, f);
         }
         input.set_value("");
     };
@@ -135,7 +142,7 @@ pub fn toolbar() -> AnyView {
             elc("DIV", "group")
                 .child(
                     el("BUTTON")
-                        .on_click(move |_| d.new_doc("untitled.yaml".into(), NEW_DOC.into()))
+                        .on_click(move |_| storage.new_doc("untitled.yaml".into(), NEW_DOC.into()))
                         .attr("data-testid", "new")
                         .attr("title", "New document")
                         .text("New"),
@@ -169,7 +176,7 @@ pub fn toolbar() -> AnyView {
                 .child(
                     el("BUTTON")
                         .attr("data-testid", "save")
-                        .on_click(move |_| d.save())
+                        .on_click(move |_| storage.save())
                         .flag_dyn("disabled", move || !saving_possible())
                         .attr("title", "Save a version in this browser (Ctrl+S)")
                         .text("Save"),
@@ -191,6 +198,42 @@ pub fn toolbar() -> AnyView {
                                 .child(item("Mermaid", "export-mermaid", "mermaid"))
                                 .child(item("Graphviz DOT", "export-dot", "dot")),
                         ),
+                ),
+        )
+        .child(
+            elc("DIV", "group")
+                .attr("role", "group")
+                .attr("aria-label", "Edit")
+                .child(
+                    el("BUTTON")
+                        .attr("data-testid", "undo")
+                        .on_click(move |_| d.undo())
+                        .flag_dyn("disabled", move || d.history.get().undo == 0)
+                        .attr(
+                            "title",
+                            "Undo the last change, typed or made in the form or graph (Ctrl+Z)",
+                        )
+                        .text("Undo"),
+                )
+                .child(
+                    el("BUTTON")
+                        .attr("data-testid", "redo")
+                        .on_click(move |_| d.redo())
+                        .flag_dyn("disabled", move || d.history.get().redo == 0)
+                        .attr("title", "Redo (Ctrl+Shift+Z)")
+                        .text("Redo"),
+                )
+                .child(
+                    el("BUTTON")
+                        .attr("data-testid", "find")
+                        .on_click(move |_| {
+                            d.with_host(|h| h.open_search());
+                        })
+                        .attr(
+                            "title",
+                            "Find and replace in the text (Ctrl+F in the editor)",
+                        )
+                        .text("Find"),
                 ),
         )
         .child(
