@@ -12,6 +12,18 @@ fn main() {
         // wasm-bindgen reads which wasm features are enabled from this section.
         println!("cargo:rustc-link-arg-bins=--keep-section=target_features");
     }
+    // The code editor's bundle, which wasm-bindgen copies next to the page
+    // (web/src/editor_host.rs): built from npm packages, not kept in git.
+    if wasm {
+        let bundle = std::path::Path::new("editor/dist/ax-editor.js");
+        println!("cargo:rerun-if-changed=editor/dist/ax-editor.js");
+        if !bundle.exists() {
+            panic!(
+                "web/editor/dist/ax-editor.js is missing: build the code editor with `cargo xtask editor` \
+                 (npm and esbuild; `cargo xtask web` and `cargo xtask test` do it first)"
+            );
+        }
+    }
     // `--cfg erase_components` (.cargo/config.toml, wasm32 only) is read by ui/dom.rs too.
     println!("cargo::rustc-check-cfg=cfg(erase_components)");
     println!("cargo:rerun-if-changed=build.rs");

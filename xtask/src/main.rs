@@ -5,12 +5,14 @@
 //! cargo xtask test [STAGE…]      setup, then fmt, clippy, native tests, wasm tests, web build
 //! cargo xtask serve [ARGS…]      setup, build the web UI, run `ax serve ARGS…`
 //! cargo xtask web                build the web UI with trunk
+//! cargo xtask editor             bundle the designer's code editor (CodeMirror, npm + esbuild)
 //! cargo xtask bench-core|bench-peer|soak|load|growth   the long measurements (bench/, BENCHMARKS.md, RELIABILITY.md)
 //! cargo xtask fuzz [TARGET…]     the cargo-fuzz targets of fuzz/ (nightly), a summary per target
 //! cargo xtask pg [-- CMD…]       a throwaway PostgreSQL server (AX_TEST_PG) for tests and benchmarks
 //! ```
 
 mod bench;
+mod editor;
 mod fuzz;
 mod pg;
 mod run;
@@ -35,7 +37,10 @@ commands:
       --skip-setup         do not run setup first
       --list               list the stages and exit
   serve [ARGS…]            setup, build the web UI, then `ax serve ARGS…` (release build)
-  web                      build the web UI (`trunk build --release --offline`)
+  web                      build the web UI (the editor bundle, then
+                           `trunk build --release --offline`)
+  editor                   bundle the designer's code editor (web/editor: `npm ci` when
+                           needed, then esbuild) into web/editor/dist/ax-editor.js
   bench-peer [OPTIONS]     ax and LangGraph side by side (pinned LangGraph in a throwaway
                            virtualenv, target/bench/venv): tables in target/bench/peer.md
       --quick              one repetition, 100 code-review executions
@@ -112,6 +117,10 @@ fn dispatch(ctx: &Ctx, args: &[String], report: &mut Report) -> Result<ExitCode>
             no_args("web", rest)?;
             let env = setup::detect(ctx)?;
             stages::web(ctx, &env)?;
+        }
+        "editor" => {
+            no_args("editor", rest)?;
+            editor::build(ctx)?;
         }
         "bench-peer" => bench::bench_peer(ctx, rest)?,
         "bench-core" => bench::bench_core(ctx, rest)?,

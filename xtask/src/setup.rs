@@ -21,6 +21,8 @@ const DEBIAN_RUST_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src"
 const LLD: &str = "/usr/lib/llvm-19/bin/lld";
 const WASM_LD: &str = "wasm-ld-19";
 const BROWSER_PACKAGES: &[&str] = &["chromium", "chromium-driver"];
+/// The designer's code editor is bundled from npm packages (xtask/src/editor.rs).
+const NODE_PACKAGES: &[&str] = &["nodejs", "npm"];
 /// Bump to force a rebuild of the wasm32 std on every machine.
 const SYSROOT_RECIPE: &str = "ax wasm32 sysroot recipe 1";
 
@@ -79,6 +81,13 @@ fn setup_steps(ctx: &Ctx, report: &mut Report) -> Result<Env> {
         Ok((tc, note))
     })?;
     step(report, "setup/tools", || Ok(((), ensure_tools(ctx)?)))?;
+    step(report, "setup/node", || {
+        // Any Node.js with npm will do (Debian's, or one installed otherwise).
+        if ctx.which("npm").is_some() {
+            return Ok(((), "npm found".into()));
+        }
+        Ok(((), ensure_packages(ctx, NODE_PACKAGES)?))
+    })?;
     let (chromium, chromedriver) = step(report, "setup/browser", || {
         let (chromium, chromedriver, note) = check_browser(ctx)?;
         Ok(((chromium, chromedriver), note))

@@ -126,9 +126,17 @@ fn command(ctx: &Ctx, env: &Env, stage: &Stage) -> Result<Cmd> {
         Kind::Cargo(args) => {
             let mut cmd = ctx.cmd("cargo");
             cmd.args(args);
+            if stage.name == "e2e" {
+                // The accessibility audit's axe-core, installed with the editor.
+                crate::editor::build(ctx)?;
+                cmd.env("AX_AXE_JS", crate::editor::axe(ctx));
+            }
             cmd
         }
         Kind::WasmTest(dir) => {
+            if dir == "web" {
+                crate::editor::build(ctx)?;
+            }
             let webdriver = write_webdriver_json(ctx, env)?;
             let mut cmd = env.wasm_cmd(ctx, "wasm-pack");
             cmd.args(["test", "--headless", "--chrome", "--chromedriver"])
@@ -142,6 +150,7 @@ fn command(ctx: &Ctx, env: &Env, stage: &Stage) -> Result<Cmd> {
             cmd
         }
         Kind::Trunk => {
+            crate::editor::build(ctx)?;
             let mut cmd = env.wasm_cmd(ctx, "trunk");
             cmd.args(["build", "--release", "--offline"]);
             cmd
@@ -271,45 +280,77 @@ pub fn web(ctx: &Ctx, env: &Env) -> Result<()> {
     after(ctx, stage).map(drop)
 }
 
-/// The most the page's wasm (release, `gzip -9`) may weigh; the web-build stage fails
-/// above it. The 400 KB goal (docs/web.md, "Size") is met; this ceiling keeps it.
-pub const WASM_GZ_LIMIT: u64 = 400_000;
-/// The size the page's wasm should stay within.
-pub const WASM_GZ_GOAL: u64 = 400_000;
+/// The most the whole page (wasm, JavaScript, CSS; each file `gzip -9`, as a
+/// server sends them) may weigh; the web-build stage fails above it.
+pub const PAGE_GZ_LIMIT: u64 = 700_000;
 
-/// What runs after a stage succeeded: the trunk build reports (and bounds) the wasm's
-/// gzipped size. Returns a note for the report.
+/// What runs after a stage succeeded: the trunk build reports (and bounds) the
+/// page's gzipped weight. Returns a note for the report.
 fn after(ctx: &Ctx, stage: &Stage) -> Result<String> {
     if !matches!(stage.kind, Kind::Trunk) {
         return Ok(String::new());
     }
-    let wasm = std::fs::read_dir(ctx.root.join("dist"))
+    let dist = ctx.root.join("dist");
+    let wasm = std::fs::read_dir(&dist)
         .map_err(|e| format!("cannot list dist/: {e}"))?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "wasm"))
         .ok_or("the trunk build left no .wasm in dist/")?;
     shrink_wasm(&wasm)?;
-    let raw = std::fs::metadata(&wasm)
-        .map_err(|e| format!("{}: {e}", wasm.display()))?
-        .len();
-    let mut gz = ctx.cmd("sh");
-    gz.args(["-c", "gzip -9 -c \"$0\" | wc -c"]).arg(&wasm);
-    let out = gz.stdout()?;
-    let gz: u64 = out
-        .trim()
-        .parse()
-        .map_err(|_| format!("`gzip -9 | wc -c` printed {out:?}"))?;
-    let note = size_note(raw, gz);
-    say!("web wasm: {note}");
-    if gz > WASM_GZ_LIMIT {
+    let mut parts = Vec::new();
+    for file in page_files(&dist) {
+        let mut gz = ctx.cmd("sh");
+        gz.args(["-c", "gzip -9 -c \"$0\" | wc -c"]).arg(&file);
+        let out = gz.stdout()?;
+        let size: u64 = out
+            .trim()
+            .parse()
+            .map_err(|_| format!("`gzip -9 | wc -c` printed {out:?}"))?;
+        let raw = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+        parts.push((kind_of(&file), raw, size));
+    }
+    let note = size_note(&parts);
+    say!("web page: {note}");
+    let total: u64 = parts.iter().map(|p| p.2).sum();
+    if total > PAGE_GZ_LIMIT {
         return Err(format!(
-            "the web wasm grew to {} KB gzipped, over the {} KB ceiling",
-            gz / 1000,
-            WASM_GZ_LIMIT / 1000
+            "the web page grew to {} KB gzipped (wasm, JavaScript and CSS), over the {} KB ceiling",
+            total.div_ceil(1000),
+            PAGE_GZ_LIMIT / 1000
         ));
     }
     Ok(note)
+}
+
+/// The files a browser loads for the page: wasm, JavaScript (wasm-bindgen's
+/// glue and the snippets it imports, the editor among them) and CSS.
+fn page_files(dist: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut dirs = vec![dist.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "wasm" || x == "js" || x == "css")
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn kind_of(p: &Path) -> &'static str {
+    match p.extension().and_then(|x| x.to_str()) {
+        Some("wasm") => "wasm",
+        Some("css") => "CSS",
+        _ => "JavaScript",
+    }
 }
 
 /// Shrink the page's wasm after trunk (`wasm.rs`): drop the `name` and `producers`
@@ -338,19 +379,22 @@ fn shrink_wasm(wasm: &Path) -> Result<()> {
     Ok(())
 }
 
-fn size_note(raw: u64, gz: u64) -> String {
-    let goal = if gz <= WASM_GZ_GOAL {
-        format!("within the {} KB goal", WASM_GZ_GOAL / 1000)
-    } else {
-        format!(
-            "{} KB over the {} KB goal",
-            (gz - WASM_GZ_GOAL).div_ceil(1000),
-            WASM_GZ_GOAL / 1000
-        )
-    };
+/// "612 KB gzipped of 700 KB (wasm 420 KB, JavaScript 180 KB, CSS 12 KB; 1,650 KB raw)".
+fn size_note(parts: &[(&'static str, u64, u64)]) -> String {
+    let total: u64 = parts.iter().map(|p| p.2).sum();
+    let raw: u64 = parts.iter().map(|p| p.1).sum();
+    let by_kind: Vec<String> = ["wasm", "JavaScript", "CSS"]
+        .iter()
+        .filter_map(|k| {
+            let gz: u64 = parts.iter().filter(|p| p.0 == *k).map(|p| p.2).sum();
+            (gz > 0).then(|| format!("{k} {} KB", gz.div_ceil(1000)))
+        })
+        .collect();
     format!(
-        "{} KB gzipped ({} KB raw), {goal}",
-        gz.div_ceil(1000),
+        "{} KB gzipped of the {} KB ceiling ({}; {} KB raw)",
+        total.div_ceil(1000),
+        PAGE_GZ_LIMIT / 1000,
+        by_kind.join(", "),
         raw.div_ceil(1000)
     )
 }
@@ -362,12 +406,8 @@ mod tests {
     #[test]
     fn size_notes() {
         assert_eq!(
-            size_note(1_127_787, 436_233),
-            "437 KB gzipped (1128 KB raw), 37 KB over the 400 KB goal"
-        );
-        assert_eq!(
-            size_note(900_000, 399_000),
-            "399 KB gzipped (900 KB raw), within the 400 KB goal"
+            size_note(&[("wasm", 1_127_787, 436_233), ("JavaScript", 450_000, 150_100), ("CSS", 20_000, 5_000)]),
+            "592 KB gzipped of the 700 KB ceiling (wasm 437 KB, JavaScript 151 KB, CSS 5 KB; 1598 KB raw)"
         );
     }
 
