@@ -37,8 +37,15 @@ async fn designer_end_to_end() {
     let server = serve(250).await;
     let b = browser().await;
     b.client.goto(&server.url).await.expect("load the page");
-    b.wait_for(&testid("editor"), 60).await;
+    b.wait_for(&format!("{} .cm-content", testid("editor")), 60)
+        .await;
     b.screenshot("01-start").await;
+    let violations = b.axe().await;
+    assert!(
+        violations.is_empty(),
+        "axe on the start page:\n{}",
+        violations.join("\n")
+    );
 
     // A cycle is reported as typed, without a server round trip.
     b.set_editor(CYCLE).await;
@@ -56,6 +63,39 @@ async fn designer_end_to_end() {
         "the cycle is walked: {message}"
     );
     b.screenshot("02-cycle").await;
+
+    // A misspelt dependency: underlined, explained on hover with the fix, fixed in one click.
+    b.set_editor(&FIXED.replace(
+        "dependencies: [parse]\n  - key: quality",
+        "dependencies: [prase]\n  - key: quality",
+    ))
+    .await;
+    b.until(
+        "the squiggle",
+        20,
+        "document.querySelector('.cm-lintRange-error')",
+    )
+    .await;
+    b.hover(".cm-lintRange-error").await;
+    b.until(
+        "the problem's tooltip",
+        20,
+        "document.querySelector('.cm-tooltip-lint .cm-diagnosticAction')",
+    )
+    .await;
+    let tip = b
+        .js(
+            "return document.querySelector('.cm-tooltip-lint').innerText;",
+            vec![],
+        )
+        .await;
+    assert!(
+        tip.as_str().unwrap_or("").contains("did you mean `parse`"),
+        "{tip}"
+    );
+    b.screenshot("02b-squiggle-and-fix").await;
+    b.click(".cm-tooltip-lint .cm-diagnosticAction").await;
+    b.until("the fix applied", 20, "document.querySelector('[data-testid=\"editor\"]').axEditor.text().includes('dependencies: [parse]\\n  - key: quality')").await;
 
     // Fixed: no problem left, and the graph shows every step.
     b.set_editor(FIXED).await;
@@ -85,6 +125,43 @@ async fn designer_end_to_end() {
     .await;
     b.screenshot("03b-step-form").await;
 
+    // An edit through the form is undone like typing.
+    b.js(
+        "const i = document.querySelector('[data-testid=\"field-agent\"]'); i.value = 'auditor'; \
+         i.dispatchEvent(new Event('change', {bubbles: true}));",
+        vec![],
+    )
+    .await;
+    b.until("the form's edit in the text", 20, "document.querySelector('[data-testid=\"editor\"]').axEditor.text().includes('agent: auditor')").await;
+    b.screenshot("03c-form-edit").await;
+    b.click(&testid("undo")).await;
+    b.until("the form's edit undone", 20, "!document.querySelector('[data-testid=\"editor\"]').axEditor.text().includes('agent: auditor') && document.querySelector('[data-testid=\"field-agent\"]').value === 'security'").await;
+    b.screenshot("03d-undone").await;
+
+    // Completion inside a placeholder, typed with real keys: upstream steps only.
+    b.js(
+        "const e = document.querySelector('[data-testid=\"editor\"]').axEditor; \
+         const t = e.text(); const at = t.indexOf('Sum up ') + 'Sum up '.length; e.select(at, at);",
+        vec![],
+    )
+    .await;
+    let content = b.wait_for(".cm-content", 20).await;
+    content.send_keys("{{au").await.expect("typing");
+    b.until(
+        "the completion list",
+        20,
+        "document.querySelector('.cm-tooltip-autocomplete [role=\"option\"]')",
+    )
+    .await;
+    let options = b
+        .js("return [...document.querySelectorAll('.cm-tooltip-autocomplete [role=\"option\"]')].map(o => o.innerText);", vec![])
+        .await;
+    assert!(options.to_string().contains("audit.result"), "{options}");
+    b.screenshot("03e-completion").await;
+    content.send_keys("\u{E007}").await.expect("Enter");
+    b.until("the completion applied", 20, "document.querySelector('[data-testid=\"editor\"]').axEditor.text().includes('Sum up {{audit.result}}{{audit.result}}')").await;
+    b.set_editor(FIXED).await;
+
     // Saved, and still there after a reload.
     b.click(&testid("save")).await;
     let name = b
@@ -104,14 +181,11 @@ async fn designer_end_to_end() {
         &format!("document.querySelector('[data-testid=\"drafts\"] [data-name=\"{name}\"]')"),
     )
     .await;
-    let text = b
-        .js(
-            "return document.querySelector('[data-testid=\"editor\"]').value;",
-            vec![],
-        )
+    b.wait_for(&format!("{} .cm-content", testid("editor")), 60)
         .await;
+    let text = b.editor_text().await;
     assert!(
-        text.as_str().unwrap_or("").contains("key: quality"),
+        text.contains("key: quality"),
         "the draft is open again after the reload"
     );
     b.screenshot("04-drafts").await;
@@ -173,6 +247,34 @@ async fn designer_end_to_end() {
     .await;
     b.screenshot("06b-server-checkpoints").await;
 
+    // One click on a node: the step's rendered prompt, output, tokens and attempts.
+    b.click(&format!("{} [data-step=\"audit\"]", testid("graph")))
+        .await;
+    b.until(
+        "the step's output",
+        20,
+        "document.querySelector('[data-testid=\"step-output\"]')",
+    )
+    .await;
+    let prompt = b
+        .js(
+            "return document.querySelector('[data-testid=\"step-prompt\"]').innerText;",
+            vec![],
+        )
+        .await;
+    assert!(
+        prompt.as_str().unwrap_or("").starts_with("Audit ")
+            && !prompt.as_str().unwrap_or("").contains("{{"),
+        "the rendered prompt: {prompt}"
+    );
+    b.until(
+        "the attempts",
+        20,
+        "document.querySelectorAll('[data-testid=\"step-attempts\"] tbody tr').length >= 1",
+    )
+    .await;
+    b.screenshot("06c-step-output").await;
+
     // Run in the browser, with a latency long enough to reload in the middle.
     set_latency(&b, 1500).await;
     b.click(&testid("run-local")).await;
@@ -198,6 +300,52 @@ async fn designer_end_to_end() {
     let states = b.node_states().await;
     assert!(states.iter().all(|(_, s)| s == "completed"), "{states:?}");
     b.screenshot("09-local-done").await;
+
+    // The document's runs (the server's and the browser's) compared step by step.
+    b.click(&testid("tab-run")).await;
+    b.until(
+        "both runs listed",
+        30,
+        "document.querySelectorAll('[data-testid=\"runs\"] li').length >= 2",
+    )
+    .await;
+    b.js(
+        "document.querySelectorAll('[data-testid=\"compare-pick\"]').forEach((c, i) => { if (i < 2) c.click(); });",
+        vec![],
+    )
+    .await;
+    b.click(&testid("compare")).await;
+    b.until(
+        "the comparison",
+        30,
+        "document.querySelector('[data-testid=\"comparison-table\"] tr[data-step=\"aggregate\"]')",
+    )
+    .await;
+    b.screenshot("10-comparison").await;
+    let violations = b.axe().await;
+    assert!(
+        violations.is_empty(),
+        "axe on the comparison:\n{}",
+        violations.join("\n")
+    );
+    b.click(&testid("close-comparison")).await;
+
+    // Dark mode follows the system setting.
+    b.color_scheme("dark").await;
+    b.until(
+        "dark colours",
+        10,
+        "getComputedStyle(document.body).backgroundColor !== 'rgb(255, 255, 255)'",
+    )
+    .await;
+    b.screenshot("11-dark").await;
+    let violations = b.axe().await;
+    assert!(
+        violations.is_empty(),
+        "axe in dark mode:\n{}",
+        violations.join("\n")
+    );
+    b.color_scheme("light").await;
 
     let _ = b.client.clone().close().await;
 }

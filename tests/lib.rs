@@ -1,6 +1,7 @@
 //! Fixtures for end-to-end tests: the `ax` binary serving the built web app on a
 //! free port, chromedriver, and a headless Chromium session.
 
+use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use std::net::TcpListener;
@@ -223,15 +224,98 @@ impl Browser {
             .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
     }
 
-    /// Replace the editor's text as typing would (an `input` event).
+    /// Replace the code editor's text (one edit, as a paste would).
     pub async fn set_editor(&self, text: &str) {
-        self.wait_for(&testid("editor"), 30).await;
+        self.wait_for(&format!("{} .cm-content", testid("editor")), 30)
+            .await;
         self.js(
-            "const t = document.querySelector('[data-testid=\"editor\"]'); t.focus(); t.value = arguments[0]; \
-             t.dispatchEvent(new Event('input', {bubbles: true}));",
+            "document.querySelector('[data-testid=\"editor\"]').axEditor.replaceAll(arguments[0]);",
             vec![json!(text)],
         )
         .await;
+    }
+
+    /// The code editor's text.
+    pub async fn editor_text(&self) -> String {
+        let v = self
+            .js(
+                "return document.querySelector('[data-testid=\"editor\"]').axEditor.text();",
+                vec![],
+            )
+            .await;
+        v.as_str().unwrap_or("").to_owned()
+    }
+
+    /// Move the mouse over an element (tooltips on hover).
+    pub async fn hover(&self, css: &str) {
+        let el = self.wait_for(css, 20).await;
+        let actions = MouseActions::new("mouse".into()).then(PointerAction::MoveToElement {
+            element: el,
+            duration: Some(Duration::from_millis(100)),
+            x: 0.0,
+            y: 0.0,
+        });
+        self.client
+            .perform_actions(actions)
+            .await
+            .unwrap_or_else(|e| panic!("cannot move the mouse to `{css}`: {e}"));
+    }
+
+    /// A Chrome DevTools Protocol command, through chromedriver.
+    pub async fn cdp(&self, cmd: &'static str, params: Value) -> Value {
+        self.client
+            .issue_cmd(Cdp { cmd, params })
+            .await
+            .unwrap_or_else(|e| panic!("CDP {cmd} failed: {e}"))
+    }
+
+    /// Emulate the system's dark (or light) colour scheme.
+    pub async fn color_scheme(&self, scheme: &str) {
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme}]}),
+        )
+        .await;
+    }
+
+    /// Audit the page with axe-core: the serious and critical violations, one
+    /// line each (rule, impact, the elements, axe's help text).
+    pub async fn axe(&self) -> Vec<String> {
+        let path = std::env::var_os("AX_AXE_JS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("web/editor/node_modules/axe-core/axe.min.js"));
+        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (axe-core comes with the editor's npm packages: `cargo xtask editor`)",
+                path.display()
+            )
+        });
+        self.js(&format!("{source}\nreturn true;"), vec![]).await;
+        let v = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1]; \
+                 axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations.map(v => \
+                 ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.target.join(' '))})))) \
+                 .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));",
+                vec![],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("axe.run failed: {e}"));
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| matches!(x["impact"].as_str(), Some("serious" | "critical")))
+            .map(|x| {
+                format!(
+                    "{} ({}): {} — {}",
+                    x["id"].as_str().unwrap_or(""),
+                    x["impact"].as_str().unwrap_or(""),
+                    x["help"].as_str().unwrap_or(""),
+                    x["nodes"]
+                )
+            })
+            .collect()
     }
 
     /// Poll until `check` (a JS expression) is true.
@@ -289,5 +373,32 @@ impl Browser {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// A Chrome DevTools Protocol command (chromedriver's `goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp {
+    cmd: &'static str,
+    params: Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _request_url: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"cmd": self.cmd, "params": self.params}).to_string()),
+        )
     }
 }

@@ -406,7 +406,11 @@ mod tests {
     #[test]
     fn size_notes() {
         assert_eq!(
-            size_note(&[("wasm", 1_127_787, 436_233), ("JavaScript", 450_000, 150_100), ("CSS", 20_000, 5_000)]),
+            size_note(&[
+                ("wasm", 1_127_787, 436_233),
+                ("JavaScript", 450_000, 150_100),
+                ("CSS", 20_000, 5_000)
+            ]),
             "592 KB gzipped of the 700 KB ceiling (wasm 437 KB, JavaScript 151 KB, CSS 5 KB; 1598 KB raw)"
         );
     }
