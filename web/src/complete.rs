@@ -311,7 +311,8 @@ fn yaml_place(text: &str, pos: usize) -> Option<Place> {
     let tail_start = line_start + key_col.min(before.len());
     let tail = &text[tail_start..pos];
     let mut place = flow_place(tail, tail_start, path.clone())?;
-    if matches!(place.role, Role::Key) && place.path == path {
+    let in_flow = tail.contains(['{', '[']);
+    if matches!(place.role, Role::Key) && !in_flow {
         place.siblings = block_siblings(text, line_start, line_end, key_col);
     }
     Some(place)
@@ -951,6 +952,20 @@ mod tests {
         let got = at(&text);
         assert!(
             got.contains(&"maxRetries".to_owned()) && got.contains(&"retryableErrors".to_owned()),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn flow_mappings_know_their_keys() {
+        let text = FLOW.replace(
+            "  - key: review\n",
+            "  - {key: extra, agent: x, |}\n  - key: review\n",
+        );
+        let got = at(&text);
+        assert!(got.contains(&"prompt".to_owned()), "{got:?}");
+        assert!(
+            !got.contains(&"key".to_owned()) && !got.contains(&"agent".to_owned()),
             "{got:?}"
         );
     }

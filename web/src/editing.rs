@@ -139,6 +139,28 @@ impl Editor {
         self.changed();
     }
 
+    /// The code editor changed part of the text: `(from, to, inserted)` in UTF-16
+    /// offsets of the text before the change, ascending and not overlapping.
+    pub fn user_edits(&self, edits: &[(u32, u32, String)]) {
+        self.text.update(|t| {
+            // Back to front, so that earlier offsets stay valid.
+            for (from, to, inserted) in edits.iter().rev() {
+                let byte = |u: u32| {
+                    if t.is_ascii() {
+                        (u as usize).min(t.len())
+                    } else {
+                        text::byte_offset(t, u)
+                    }
+                };
+                let (a, b) = (byte(*from), byte(*to));
+                if a <= b && b <= t.len() {
+                    t.replace_range(a..b, inserted);
+                }
+            }
+        });
+        self.changed();
+    }
+
     /// Replace the text (form and graph edits, restores): through the code
     /// editor when it is there, as one undoable step that keeps the cursor.
     pub fn set_text(&self, new_text: String) {

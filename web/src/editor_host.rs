@@ -66,8 +66,11 @@ impl JsEditor {
 
 /// What the editor tells the page.
 pub struct Callbacks {
-    /// The text after every change (typing, undo, our own edits).
+    /// The whole text (a new document in the editor).
     pub on_change: Box<dyn FnMut(String)>,
+    /// A change (typing, undo, our own edits): `[from, to, inserted, …]`, UTF-16
+    /// offsets of the text before it, ascending.
+    pub on_edit: Box<dyn FnMut(js_sys::Array)>,
     /// The cursor moved (UTF-16 offset).
     pub on_cursor: Box<dyn FnMut(u32)>,
     /// Undo and redo depths changed.
@@ -88,6 +91,7 @@ pub struct EditorHost {
 /// The callbacks as JavaScript functions, alive as long as the editor.
 struct Closures {
     on_change: Closure<dyn FnMut(String)>,
+    on_edit: Closure<dyn FnMut(js_sys::Array)>,
     on_cursor: Closure<dyn FnMut(u32)>,
     on_history: Closure<dyn FnMut(u32, u32)>,
     on_drop_file: Closure<dyn FnMut(web_sys::File)>,
@@ -134,6 +138,7 @@ impl EditorHost {
     ) -> EditorHost {
         let closures = Closures {
             on_change: Closure::new(callbacks.on_change),
+            on_edit: Closure::new(callbacks.on_edit),
             on_cursor: Closure::new(callbacks.on_cursor),
             on_history: Closure::new(callbacks.on_history),
             on_drop_file: Closure::new(callbacks.on_drop_file),
@@ -147,6 +152,7 @@ impl EditorHost {
         set("language", &JsValue::from_str(language(format)));
         set("label", &JsValue::from_str(label));
         set("onChange", closures.on_change.as_ref());
+        set("onEdit", closures.on_edit.as_ref());
         set("onCursor", closures.on_cursor.as_ref());
         set("onHistory", closures.on_history.as_ref());
         set("onDropFile", closures.on_drop_file.as_ref());
@@ -200,4 +206,20 @@ impl Drop for EditorHost {
     fn drop(&mut self) {
         self.editor.destroy();
     }
+}
+
+/// The edits of an `on_edit` call: `(from, to, inserted)`, UTF-16 offsets.
+pub fn edits(list: &js_sys::Array) -> Vec<(u32, u32, String)> {
+    let mut out = Vec::with_capacity(list.length() as usize / 3);
+    let mut i = 0;
+    while i + 2 < list.length() {
+        let n = |v: wasm_bindgen::JsValue| v.as_f64().unwrap_or(0.0) as u32;
+        out.push((
+            n(list.get(i)),
+            n(list.get(i + 1)),
+            list.get(i + 2).as_string().unwrap_or_default(),
+        ));
+        i += 3;
+    }
+    out
 }

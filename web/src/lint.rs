@@ -12,8 +12,11 @@ use ax_core::{Analysis, Code, Problem};
 
 /// The diagnostics of an analysis of `text`.
 pub fn diagnostics(text: &str, analysis: &Analysis) -> Vec<Diagnostic> {
-    let offsets = Offsets::new(text);
     let r = &analysis.report;
+    if r.errors.is_empty() && r.warnings.is_empty() {
+        return Vec::new();
+    }
+    let offsets = Offsets::new(text);
     r.errors
         .iter()
         .map(|p| (p, "error"))

@@ -9,7 +9,7 @@ use super::toolbar::import_file;
 use crate::complete;
 use crate::documents::use_storage;
 use crate::editing::{History, use_editor};
-use crate::editor_host::{Callbacks, EditorHost};
+use crate::editor_host::{Callbacks, EditorHost, edits};
 use crate::text::{self, Offsets};
 use leptos::prelude::*;
 use leptos::tachys::view::any_view::AnyView;
@@ -38,6 +38,7 @@ pub fn editor() -> AnyView {
         let el: web_sys::HtmlElement = el.unchecked_into();
         let callbacks = Callbacks {
             on_change: Box::new(move |t| d.user_edit(t)),
+            on_edit: Box::new(move |list| d.user_edits(&edits(&list))),
             on_cursor: Box::new(move |pos| d.cursor.set(pos)),
             on_history: Box::new(move |undo, redo| d.history.set(History { undo, redo })),
             on_drop_file: Box::new(move |f| import_file(storage, d, f)),
@@ -109,8 +110,11 @@ pub fn problems() -> AnyView {
     let items = Memo::new(move |_| {
         d.analyzed.with(|a| {
             d.text.with_untracked(|t| {
-                let o = Offsets::new(t);
                 let r = &a.analysis.report;
+                if r.errors.is_empty() && r.warnings.is_empty() {
+                    return Vec::new();
+                }
+                let o = Offsets::new(t);
                 r.errors
                     .iter()
                     .map(|p| (p, true))
