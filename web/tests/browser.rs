@@ -132,8 +132,13 @@ fn type_here(root: &web_sys::Element, text: &str) {
 
 /// A key press on the focused element (CodeMirror reads `keydown`).
 fn press(key: &str) {
+    press_with(key, false);
+}
+
+fn press_with(key: &str, ctrl: bool) {
     let init = web_sys::KeyboardEventInit::new();
     init.set_key(key);
+    init.set_ctrl_key(ctrl);
     init.set_bubbles(true);
     init.set_cancelable(true);
     let ev =
@@ -941,6 +946,18 @@ async fn the_pages_text_follows_edits_with_any_characters() {
     assert_eq!(m.designer.editor.text.get_untracked(), editor_text(&m.root));
     click(&m.by_id("undo"));
     assert_eq!(m.designer.editor.text.get_untracked(), editor_text(&m.root));
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn ctrl_f_opens_search_in_the_editor() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    if let Some(c) = q(&m.root, ".cm-content") {
+        let _ = c.unchecked_into::<web_sys::HtmlElement>().focus();
+    }
+    press_with("f", true);
+    until("the search panel", 2000.0, || q(&m.root, ".cm-search input[name=search]").is_some()).await;
     m.finish().await;
 }
 
