@@ -167,6 +167,9 @@ export class AxEditor {
       EditorView.contentAttributes.of({
         "aria-label": options.label || "Workflow text",
         "data-testid": "editor-content",
+        // Focusable for every tool (axe counts tabindex, not contenteditable,
+        // as keyboard access to the scrolling area around it).
+        tabindex: "0",
       }),
       EditorView.updateListener.of((update) => this.updated(update)),
       EditorView.domEventHandlers({

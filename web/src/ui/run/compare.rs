@@ -156,11 +156,13 @@ fn comparison(a: &RunView, b: &RunView, la: String, lb: String) -> AnyView {
     for s in &c.steps {
         body = body.child(step_row(s));
     }
+    // The first step that differs is open: what changed is in view at once.
     let details: Vec<AnyView> = c
         .steps
         .iter()
         .filter(|s| s.change != Change::Same)
-        .map(|s| step_outputs(s, &la, &lb))
+        .enumerate()
+        .map(|(i, s)| step_outputs(s, &la, &lb, i == 0))
         .collect();
     fragment(vec![
         elc("P", "small muted")
@@ -220,7 +222,7 @@ fn step_row(s: &StepComparison) -> El {
         )
 }
 
-fn step_outputs(s: &StepComparison, la: &str, lb: &str) -> AnyView {
+fn step_outputs(s: &StepComparison, la: &str, lb: &str, open: bool) -> AnyView {
     let out = |v: &Option<StepView>| {
         v.as_ref()
             .and_then(StepView::output_text)
@@ -242,7 +244,11 @@ fn step_outputs(s: &StepComparison, la: &str, lb: &str) -> AnyView {
                 .string(format!("{} {}\n", l.tag, l.text)),
         );
     }
-    elc("DETAILS", "compare-step")
+    let mut details = elc("DETAILS", "compare-step");
+    if open {
+        details = details.attr("open", "");
+    }
+    details
         .attr_string("data-step", s.key.clone())
         .child(
             el("SUMMARY")
