@@ -957,7 +957,10 @@ async fn ctrl_f_opens_search_in_the_editor() {
         let _ = c.unchecked_into::<web_sys::HtmlElement>().focus();
     }
     press_with("f", true);
-    until("the search panel", 2000.0, || q(&m.root, ".cm-search input[name=search]").is_some()).await;
+    until("the search panel", 2000.0, || {
+        q(&m.root, ".cm-search input[name=search]").is_some()
+    })
+    .await;
     m.finish().await;
 }
 
