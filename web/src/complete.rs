@@ -985,6 +985,9 @@ mod tests {
         assert_eq!(at(&text), ["true", "false"]);
         let text = FLOW.replace("    agent: critic\n", "    agent: |\n");
         assert_eq!(at(&text), ["finder", "writer"]);
+        // A field the schema describes by `$ref` to `oneOf` consts (the step type).
+        let text = FLOW.replace("    agent: critic\n", "    agent: critic\n    type: |\n");
+        assert_eq!(at(&text), ["prompt", "approval", "workflow"]);
     }
 
     #[test]
