@@ -965,6 +965,46 @@ async fn ctrl_f_opens_search_in_the_editor() {
 }
 
 #[wasm_bindgen_test]
+async fn the_graph_is_one_tab_stop_and_arrow_keys_move_between_steps() {
+    let m = mount("notes.yaml", text::STARTER);
+    m.ready().await;
+    until("nodes", 3000.0, || m.nodes().len() == 4).await;
+    // One node is reachable with Tab; the others are not in the tab order.
+    let tabbable: Vec<String> = m
+        .nodes()
+        .iter()
+        .filter(|n| n.get_attribute("tabindex").as_deref() == Some("0"))
+        .filter_map(|n| n.get_attribute("data-step"))
+        .collect();
+    assert_eq!(tabbable, ["collect"]);
+    let first = m.node("collect").unchecked_into::<web_sys::SvgElement>();
+    first.focus().expect("focus");
+    // collect → draft is the next level (columns or rows, whichever the layout chose).
+    let vertical = m.designer.editor.vertical.get_untracked();
+    press(if vertical { "ArrowDown" } else { "ArrowRight" });
+    let active = || {
+        document()
+            .active_element()
+            .and_then(|e| e.get_attribute("data-step"))
+            .unwrap_or_default()
+    };
+    until("focus on the next step", 2000.0, || active() == "draft").await;
+    assert_eq!(
+        m.node("draft").get_attribute("tabindex").as_deref(),
+        Some("0"),
+        "the tab stop follows"
+    );
+    // Enter opens its form.
+    press("Enter");
+    until("the form", 2000.0, || {
+        q(&m.root, "[data-testid=field-key]")
+            .is_some_and(|k| k.unchecked_ref::<web_sys::HtmlInputElement>().value() == "draft")
+    })
+    .await;
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
 async fn undo_and_redo_cover_form_edits() {
     let m = mount("notes.yaml", text::STARTER);
     m.ready().await;

@@ -117,15 +117,9 @@ pub fn graph_view() -> AnyView {
         .into_any()
 }
 
-/// The SVG: pointer and keyboard handling, the edges and the nodes.
-fn canvas(g: GraphCtx) -> AnyView {
-    let d = use_editor();
-    let runs = use_runs();
-    let camera = g.camera;
-    let view = camera.view;
-    // Pointer drag: (start x, start y, pan at start).
-    let drag: StoredValue<Option<Drag>> = StoredValue::new(None);
-    let on_wheel = move |e: ev::WheelEvent| {
+/// Zoom about the pointer with the wheel.
+fn on_wheel(camera: Camera) -> impl FnMut(ev::WheelEvent) + 'static {
+    move |e: ev::WheelEvent| {
         e.prevent_default();
         let Some(svg) = camera.svg.get_untracked() else {
             return;
@@ -137,8 +131,22 @@ fn canvas(g: GraphCtx) -> AnyView {
             f64::from(e.client_x()) - r.left(),
             f64::from(e.client_y()) - r.top(),
         );
-    };
-    let on_down = move |e: ev::PointerEvent| {
+    }
+}
+
+/// Pan by dragging: pointer down, move and up (also for cancel).
+fn drag_handlers(
+    g: GraphCtx,
+) -> (
+    impl FnMut(ev::PointerEvent) + 'static,
+    impl FnMut(ev::PointerEvent) + 'static,
+    impl FnMut(ev::PointerEvent) + Copy + 'static,
+) {
+    let camera = g.camera;
+    let view = camera.view;
+    // Pointer drag: (start x, start y, pan at start).
+    let drag: StoredValue<Option<Drag>> = StoredValue::new(None);
+    let down = move |e: ev::PointerEvent| {
         if e.button() != 0 {
             return;
         }
@@ -150,7 +158,7 @@ fn canvas(g: GraphCtx) -> AnyView {
         )));
         g.moved.set_value(false);
     };
-    let on_move = move |e: ev::PointerEvent| {
+    let moved = move |e: ev::PointerEvent| {
         let Some((x0, y0, (tx, ty))) = drag.get_value() else {
             return;
         };
@@ -166,9 +174,14 @@ fn canvas(g: GraphCtx) -> AnyView {
         }
         view.update(|v| (v.x, v.y) = (tx + dx, ty + dy));
     };
-    let on_up = move |_e: ev::PointerEvent| drag.set_value(None);
-    // Keys on the graph itself (a node's own keys come first, see `nodes`).
-    let on_key = move |e: ev::KeyboardEvent| {
+    let up = move |_e: ev::PointerEvent| drag.set_value(None);
+    (down, moved, up)
+}
+
+/// Keys on the graph itself (a node's own keys come first, see `nodes`).
+fn on_graph_key(g: GraphCtx) -> impl FnMut(ev::KeyboardEvent) + 'static {
+    let (camera, d) = (g.camera, g.d);
+    move |e: ev::KeyboardEvent| {
         let step = 60.0;
         match e.key().as_str() {
             "ArrowLeft" => camera.pan(step, 0.0),
@@ -188,7 +201,16 @@ fn canvas(g: GraphCtx) -> AnyView {
             _ => return,
         }
         e.prevent_default();
-    };
+    }
+}
+
+/// The SVG: pointer and keyboard handling, the edges and the nodes.
+fn canvas(g: GraphCtx) -> AnyView {
+    let d = use_editor();
+    let runs = use_runs();
+    let camera = g.camera;
+    let view = camera.view;
+    let (on_down, on_move, on_up) = drag_handlers(g);
     let on_background_click = move |_| {
         if !g.was_drag() {
             d.selected_edge.set(None);
@@ -209,12 +231,12 @@ fn canvas(g: GraphCtx) -> AnyView {
             "aria-label",
             "Dependency graph: arrow keys pan, plus and minus zoom, 0 fits; Tab reaches the steps, where arrow keys move between steps",
         )
-        .on(ev::wheel, on_wheel)
+        .on(ev::wheel, on_wheel(camera))
         .on(ev::pointerdown, on_down)
         .on(ev::pointermove, on_move)
         .on(ev::pointerup, on_up)
         .on(ev::pointercancel, on_up)
-        .on(ev::keydown, on_key)
+        .on(ev::keydown, on_graph_key(g))
         .on_click(on_background_click)
         .child(
             svg_el("defs").child(

@@ -25,6 +25,64 @@ struct Entry {
     record: Option<RunRecord>,
 }
 
+/// The dry runs of the document `doc` (or, without one, of the workflow
+/// `name`) and, with a server, its runs of the workflow `name`; newest first.
+async fn load_entries(
+    store: Option<crate::store::Store>,
+    api: Option<crate::server::Api>,
+    doc: Option<String>,
+    name: String,
+) -> Vec<Entry> {
+    let mut list = Vec::new();
+    if let Some(store) = store
+        && let Ok(stored) = store.list_runs().await
+    {
+        list.extend(
+            stored
+                .into_iter()
+                .filter(|r| match (&doc, &r.doc_id) {
+                    (Some(doc), Some(id)) => doc == id,
+                    _ => r.name == name,
+                })
+                .map(|r| Entry {
+                    run: RunRef {
+                        kind: RunKind::Local,
+                        id: r.id.clone(),
+                        label: format!("dry run {}", when(r.created_at)),
+                    },
+                    name: r.name.clone(),
+                    state: r.state.as_str().to_owned(),
+                    at: r.created_at,
+                    progress: format!("{}/{}", r.completed, r.total),
+                    record: Some(r),
+                }),
+        );
+    }
+    if let Some(api) = api
+        && let Ok(server) = api.executions().await
+    {
+        list.extend(
+            server
+                .into_iter()
+                .filter(|x| x.workflow_name() == name)
+                .map(|x| Entry {
+                    run: RunRef {
+                        kind: RunKind::Server,
+                        id: x.id.clone(),
+                        label: format!("server run {}", when(x.created_at)),
+                    },
+                    name: x.workflow_name(),
+                    state: x.state.clone(),
+                    at: x.created_at,
+                    progress: format!("{}/{}", x.progress.completed, x.progress.total),
+                    record: None,
+                }),
+        );
+    }
+    list.sort_by(|a, b| b.at.total_cmp(&a.at));
+    list
+}
+
 pub(super) fn document_runs() -> AnyView {
     let d = use_editor();
     let storage = use_storage();
@@ -49,51 +107,7 @@ pub(super) fn document_runs() -> AnyView {
         let store = storage.store.get_value();
         let api = runs.api.get_value();
         leptos::task::spawn_local(async move {
-            let mut list = Vec::new();
-            if let Some(store) = store
-                && let Ok(stored) = store.list_runs().await
-            {
-                list.extend(
-                    stored
-                        .into_iter()
-                        .filter(|r| match (&doc, &r.doc_id) {
-                            (Some(doc), Some(id)) => doc == id,
-                            _ => r.name == name,
-                        })
-                        .map(|r| Entry {
-                            run: RunRef {
-                                kind: RunKind::Local,
-                                id: r.id.clone(),
-                                label: format!("dry run {}", when(r.created_at)),
-                            },
-                            name: r.name.clone(),
-                            state: r.state.as_str().to_owned(),
-                            at: r.created_at,
-                            progress: format!("{}/{}", r.completed, r.total),
-                            record: Some(r),
-                        }),
-                );
-            }
-            if connected && let Ok(server) = api.executions().await {
-                list.extend(
-                    server
-                        .into_iter()
-                        .filter(|x| x.workflow_name() == name)
-                        .map(|x| Entry {
-                            run: RunRef {
-                                kind: RunKind::Server,
-                                id: x.id.clone(),
-                                label: format!("server run {}", when(x.created_at)),
-                            },
-                            name: x.workflow_name(),
-                            state: x.state.clone(),
-                            at: x.created_at,
-                            progress: format!("{}/{}", x.progress.completed, x.progress.total),
-                            record: None,
-                        }),
-                );
-            }
-            list.sort_by(|a, b| b.at.total_cmp(&a.at));
+            let list = load_entries(store, connected.then_some(api), doc, name).await;
             entries.set(list);
         });
     });
