@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use crate::run::{Ctx, Result};
+use crate::run::{Ctx, Result, python_venv};
 use crate::say;
 
 /// The peer's packages, pinned (transitive dependencies included).
@@ -49,35 +49,8 @@ fn publish(ctx: &Ctx, release: &std::path::Path, rest: &[String], names: &str) -
 
 /// A throwaway virtualenv in target/bench/venv with the pinned LangGraph.
 fn venv(ctx: &Ctx) -> Result<PathBuf> {
-    let dir = ctx.target.join("bench/venv");
-    let python = dir.join("bin/python");
-    let wanted = std::fs::read_to_string(ctx.root.join(REQUIREMENTS))
-        .map_err(|e| format!("cannot read {REQUIREMENTS}: {e}"))?;
-    let stamp = dir.join("ax-requirements.txt");
-    if python.is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted) {
-        say!("LangGraph virtualenv up to date: {}", dir.display());
-        return Ok(python);
-    }
-    let py = ["python3.11", "python3"]
-        .iter()
-        .find(|p| ctx.which(p).is_some())
-        .ok_or("python3 not found: install Python 3.11 (with venv and pip)")?;
-    let mut cmd = ctx.cmd(py);
-    cmd.args(["-m", "venv", "--clear"]).arg(&dir);
-    cmd.run()?;
-    let mut cmd = ctx.cmd(&python);
-    cmd.args([
-        "-m",
-        "pip",
-        "install",
-        "--quiet",
-        "--disable-pip-version-check",
-        "-r",
-    ])
-    .arg(ctx.root.join(REQUIREMENTS));
-    cmd.run()?;
-    std::fs::write(&stamp, wanted).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
-    Ok(python)
+    let python = python_venv(ctx, &ctx.target.join("bench/venv"), REQUIREMENTS)?;
+    Ok(python.join("python"))
 }
 
 pub fn bench_peer(ctx: &Ctx, rest: &[String]) -> Result<()> {

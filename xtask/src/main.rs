@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo xtask setup              install what this machine lacks (a quick no-op when done)
-//! cargo xtask test [STAGE…]      setup, then fmt, clippy, native tests, wasm tests, web build
+//! cargo xtask test [STAGE…]      setup, then fmt, clippy, native tests, wasm tests, web build,
+//!                                browser end to end, schemathesis against the API
 //! cargo xtask serve [ARGS…]      setup, build the web UI, run `ax serve ARGS…`
 //! cargo xtask web                build the web UI with trunk
 //! cargo xtask editor             bundle the designer's code editor (CodeMirror, npm + esbuild)
@@ -16,6 +17,7 @@ mod editor;
 mod fuzz;
 mod pg;
 mod run;
+mod schemathesis;
 mod setup;
 mod stages;
 mod wasm;

@@ -605,6 +605,42 @@ pub fn step<T>(
     }
 }
 
+/// A throwaway Python virtualenv in `dir` with the pinned packages of
+/// `requirements` (relative to the root), created or refreshed when that file
+/// changed; returns its `bin` folder.
+pub fn python_venv(ctx: &Ctx, dir: &Path, requirements: &str) -> Result<PathBuf> {
+    let bin = dir.join("bin");
+    let wanted = std::fs::read_to_string(ctx.root.join(requirements))
+        .map_err(|e| format!("cannot read {requirements}: {e}"))?;
+    let stamp = dir.join("ax-requirements.txt");
+    if bin.join("python").is_file()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&wanted)
+    {
+        say!("virtualenv up to date: {}", dir.display());
+        return Ok(bin);
+    }
+    let py = ["python3.11", "python3"]
+        .iter()
+        .find(|p| ctx.which(p).is_some())
+        .ok_or("python3 not found: install Python 3.11 (with venv and pip)")?;
+    let mut cmd = ctx.cmd(py);
+    cmd.args(["-m", "venv", "--clear"]).arg(dir);
+    cmd.run()?;
+    let mut cmd = ctx.cmd(bin.join("python"));
+    cmd.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-r",
+    ])
+    .arg(ctx.root.join(requirements));
+    cmd.run()?;
+    std::fs::write(&stamp, wanted).map_err(|e| format!("cannot write {}: {e}", stamp.display()))?;
+    Ok(bin)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,9 @@ pub enum Kind {
     WasmTest(&'static str),
     /// `trunk build --release --offline` at the workspace root (index.html, Trunk.toml).
     Trunk,
+    /// schemathesis against a live `ax serve` and its OpenAPI document
+    /// (`schemathesis.rs`).
+    Schemathesis,
 }
 
 pub struct Stage {
@@ -72,6 +75,8 @@ pub const STAGES: &[Stage] = &[
     // `ax serve` with the built web app, driven through headless Chromium.
     Stage::new("e2e-build", Kind::Cargo(&["build", "-p", "ax-server", "--bin", "ax"])).needs("tests/Cargo.toml"),
     Stage::new("e2e", Kind::Cargo(&["test", "-p", "ax-e2e", "--", "--ignored"])).needs("tests/Cargo.toml"),
+    // The HTTP API against its own OpenAPI document (pinned schemathesis in a virtualenv).
+    Stage::new("schemathesis", Kind::Schemathesis).needs("tests/schemathesis/requirements.txt"),
 ];
 
 /// The stages a command line selects: all, or those named (`wasm` selects `wasm-*`).
@@ -155,6 +160,7 @@ fn command(ctx: &Ctx, env: &Env, stage: &Stage) -> Result<Cmd> {
             cmd.args(["build", "--release", "--offline"]);
             cmd
         }
+        Kind::Schemathesis => return Err("the schemathesis stage is not one command".into()),
     };
     cmd.timeout(stage.timeout);
     Ok(cmd)
@@ -224,22 +230,25 @@ pub fn run(ctx: &Ctx, env: &Env, stages: &[&Stage], report: &mut Report) -> Resu
         }
         say!("==> {}", stage.name);
         let start = Instant::now();
-        let res = command(ctx, env, stage)
-            .and_then(|mut cmd| {
-                // Stopped and removed when this scope ends, whatever happened.
-                let pg = if stage.postgres {
-                    let pg = crate::pg::running(ctx, crate::pg::Mode::Fast)?;
-                    cmd.env(crate::pg::URL_VAR, pg.cluster.url())
-                        .env(crate::pg::REQUIRE_VAR, "1");
-                    Some(pg)
-                } else {
-                    None
-                };
-                let r = cmd.run();
-                drop(pg);
-                r
-            })
-            .and_then(|()| after(ctx, stage));
+        let res = match stage.kind {
+            Kind::Schemathesis => crate::schemathesis::run(ctx),
+            _ => command(ctx, env, stage)
+                .and_then(|mut cmd| {
+                    // Stopped and removed when this scope ends, whatever happened.
+                    let pg = if stage.postgres {
+                        let pg = crate::pg::running(ctx, crate::pg::Mode::Fast)?;
+                        cmd.env(crate::pg::URL_VAR, pg.cluster.url())
+                            .env(crate::pg::REQUIRE_VAR, "1");
+                        Some(pg)
+                    } else {
+                        None
+                    };
+                    let r = cmd.run();
+                    drop(pg);
+                    r
+                })
+                .and_then(|()| after(ctx, stage)),
+        };
         let took = start.elapsed();
         match res {
             Ok(note) => {

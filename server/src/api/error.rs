@@ -1,15 +1,18 @@
 //! API errors: `{"error": {"code", "message"}}` with a fitting status, and a JSON
 //! body extractor whose rejections use the same shape.
 
+use super::model::{ErrorBody, ErrorDetail, FilenameQuery, Report, Source};
 use crate::engine::EngineError;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -37,6 +40,19 @@ impl ApiError {
     pub fn conflict(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", message)
     }
+    /// Well-formed per the documented schema, but not usable (422).
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+    /// An engine error, where a "bad request" means a schema-valid body whose
+    /// content does not fit (inputs a workflow does not declare, a checkpoint that
+    /// does not fit its workflow): 422.
+    pub fn unprocessable_if_bad_request(e: EngineError) -> ApiError {
+        match e {
+            EngineError::BadRequest(m) => ApiError::unprocessable("unprocessable", m),
+            other => ApiError::from(other),
+        }
+    }
     pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -51,10 +67,13 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!("{} {}: {}", self.status, self.code, self.message);
         }
-        let mut body = json!({ "error": { "code": self.code, "message": self.message } });
-        if let Some(r) = self.report {
-            body["report"] = serde_json::to_value(*r).unwrap_or_default();
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+            report: self.report.map(|r| Report::from(*r)),
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -103,6 +122,42 @@ impl From<anyhow::Error> for ApiError {
             "internal",
             format!("{e:#}"),
         )
+    }
+}
+
+/// `Query<T>` whose rejections are API errors (400) that name the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|e: QueryRejection| {
+                ApiError::bad_request(format!(
+                    "the query string is not what this route takes ({}); see /api/openapi.json",
+                    e.body_text()
+                        .trim_start_matches("Failed to deserialize query string: ")
+                ))
+            })
+    }
+}
+
+/// `Path<T>` whose rejections are API errors (400).
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|e: PathRejection| {
+                ApiError::bad_request(format!("the URL path cannot be read: {}", e.body_text()))
+            })
     }
 }
 
@@ -193,56 +248,21 @@ pub struct SourceText {
     pub filename: Option<String>,
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct SourceJson {
-    source: String,
-    #[serde(default)]
-    filename: Option<String>,
-}
-
-fn filename_param(req: &Request) -> Option<String> {
-    let q = req.uri().query()?;
-    q.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == "filename" && !v.is_empty()).then(|| percent_decode(v))
-    })
-}
-
-/// `%XX` and `+` in a query value (invalid escapes are kept as written).
-fn percent_decode(v: &str) -> String {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                match (
-                    b.get(i + 1).and_then(|&c| hex(c)),
-                    b.get(i + 2).and_then(|&c| hex(c)),
-                ) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl<S: Send + Sync> FromRequest<S> for SourceText {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let content_type = super::access::content_type(req.headers());
-        let filename = filename_param(&req);
+        let filename = Query::<FilenameQuery>::try_from_uri(req.uri())
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the query string is not what this route takes ({})",
+                    e.body_text()
+                ))
+            })?
+            .0
+            .filename
+            .filter(|f| !f.is_empty());
         let is_json = content_type == "application/json" || content_type.ends_with("+json");
         let is_text = matches!(
             content_type.as_str(),
@@ -274,7 +294,7 @@ impl<S: Send + Sync> FromRequest<S> for SourceText {
                 ))
             })?;
             if value.get("source").is_some() {
-                let body: SourceJson = serde_json::from_value(value).map_err(|e| {
+                let body: Source = serde_json::from_value(value).map_err(|e| {
                     ApiError::bad_request(format!(
                         "the request body is not what this route expects: {e}"
                     ))
@@ -299,4 +319,66 @@ impl<S: Send + Sync> FromRequest<S> for SourceText {
             filename,
         })
     }
+}
+
+/// Errors that axum and tower-http answer themselves (405 with its `Allow` header,
+/// a body-limit 413, a ServeDir failure) come as plain text or empty bodies; give
+/// them the API's JSON shape, keeping status and headers.
+pub async fn json_errors(req: Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let content_type = super::access::content_type(resp.headers());
+    if !(content_type.is_empty() || content_type == "text/plain") {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let allow = parts
+        .headers
+        .get(axum::http::header::ALLOW)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method-not-allowed",
+            format!(
+                "{path} does not take {method}{}",
+                allow.map(|a| format!(": use {a}")).unwrap_or_default()
+            ),
+        ),
+        StatusCode::NOT_FOUND => ("not-found", format!("nothing at {path}")),
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "too-large",
+            format!(
+                "the request body is larger than {} bytes",
+                super::BODY_LIMIT
+            ),
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", text.clone()),
+        s if s.is_server_error() => ("internal", text.clone()),
+        _ => ("bad-request", text.clone()),
+    };
+    let message = if message.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        message
+    };
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message,
+        },
+        report: None,
+    };
+    (parts, Json(body)).into_response()
 }

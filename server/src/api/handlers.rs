@@ -1,29 +1,58 @@
-//! Route handlers: thin; the work is in the engine and the store.
+//! Route handlers: thin; the work is in the engine and the store. Each carries its
+//! `#[utoipa::path]`: the OpenAPI document is generated from these signatures and
+//! the wire types of `model.rs`, and the router is built from the same list, so the
+//! two cannot drift apart.
 
 use super::AppState;
-use super::error::{ApiError, ApiJson, JsonText, SourceText};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, JsonText, SourceText};
+use super::model::{
+    Checkpoint, CheckpointFileBody, ErrorBody, Execution, ExecutionSummary, ExecutionsQuery,
+    FilenameQuery, Health, ImportQuery, ListQuery, PauseBody, Report, SourceJson, StartExecution,
+    Step, Workflow,
+};
 use crate::store::{Control, DeleteOutcome, ExecutionFilter};
 use ax_core::checkpoint::CheckpointFile;
 use ax_core::{Options, analyze};
 use axum::Json;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::State;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use serde_json::Value;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-pub async fn health(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    // Answer only when the database answers.
-    state.engine.store().ping().await?;
-    Ok(Json(
-        json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }),
-    ))
+/// The most a list returns.
+const MAX_LIMIT: u32 = 1000;
+
+fn limit(given: Option<u32>) -> ApiResult<u32> {
+    match given {
+        None => Ok(100),
+        Some(n @ 1..=MAX_LIMIT) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "`limit={n}` is out of range: give 1 to {MAX_LIMIT} (default 100)"
+        ))),
+    }
 }
 
-pub async fn validate(body: SourceText) -> Json<Value> {
+/// Ready when the database answers.
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses((status = 200, description = "The server and its database answer", body = Health)))]
+pub async fn health(State(state): State<AppState>) -> ApiResult<Json<Health>> {
+    state.engine.store().ping().await?;
+    Ok(Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// Validate a workflow text: the same report as `ax workflow validate --format json`.
+#[utoipa::path(post, path = "/validate", tag = "workflows",
+    params(FilenameQuery),
+    request_body(description = "`{\"source\", \"filename\"?}` or a JSON workflow as `application/json`, or the workflow file itself as YAML",
+        content((SourceJson = "application/json"), (Value = "application/yaml"),
+            (Value = "application/x-yaml"), (Value = "text/yaml"))),
+    responses((status = 200, description = "The report, valid or not", body = Report)))]
+pub async fn validate(body: SourceText) -> Json<Report> {
     let a = analyze(
         &body.source,
         &Options {
@@ -31,32 +60,33 @@ pub async fn validate(body: SourceText) -> Json<Value> {
             ..Options::default()
         },
     );
-    Json(serde_json::to_value(a.full_report()).unwrap_or_default())
+    Json(Report::from(a.full_report()))
 }
 
-#[derive(Deserialize)]
-pub struct ListQuery {
-    #[serde(default)]
-    limit: Option<u32>,
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default, rename = "workflowId")]
-    workflow_id: Option<String>,
-}
-
-fn limit(q: &ListQuery) -> u32 {
-    q.limit.unwrap_or(100).clamp(1, 1000)
-}
-
+/// Stored workflows, newest first (without their text).
+#[utoipa::path(get, path = "/workflows", tag = "workflows", params(ListQuery),
+    responses((status = 200, description = "Newest first", body = Vec<Workflow>)))]
 pub async fn list_workflows(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
-    let n = limit(&q);
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<Vec<Workflow>>> {
+    let n = limit(q.limit)?;
     let rows = state.engine.store().list_workflows(n).await?;
-    Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
+    Ok(Json(rows.into_iter().map(Workflow::from).collect()))
 }
 
+/// Store a workflow (validated first).
+#[utoipa::path(post, path = "/workflows", tag = "workflows",
+    params(FilenameQuery),
+    request_body(description = "`{\"source\", \"filename\"?}` or a JSON workflow as `application/json`, or the workflow file itself as YAML",
+        content((SourceJson = "application/json"), (Value = "application/yaml"),
+            (Value = "application/x-yaml"), (Value = "text/yaml"))),
+    responses(
+        (status = 201, description = "Stored", body = Workflow, links(
+            ("GetWorkflow" = (operation_id = "get_workflow", parameters(("id" = "$response.body#/id")))),
+            ("DeleteWorkflow" = (operation_id = "delete_workflow", parameters(("id" = "$response.body#/id")))),
+            ("RunWorkflow" = (operation_id = "start_execution", request_body = json!({"workflowId": "$response.body#/id"}))))),
+        (status = 422, description = "The workflow is not valid: `report` says why and where", body = ErrorBody)))]
 pub async fn create_workflow(
     State(state): State<AppState>,
     body: SourceText,
@@ -65,25 +95,38 @@ pub async fn create_workflow(
         .engine
         .create_workflow(body.source, body.filename)
         .await?;
-    Ok((StatusCode::CREATED, Json(rec)).into_response())
+    Ok((StatusCode::CREATED, Json(Workflow::from(rec))).into_response())
 }
 
+/// One workflow with its text.
+#[utoipa::path(get, path = "/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id")),
+    responses(
+        (status = 200, description = "The workflow and its source", body = Workflow),
+        (status = 404, description = "No such workflow", body = ErrorBody)))]
 pub async fn get_workflow(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Workflow>> {
     let rec = state
         .engine
         .store()
         .get_workflow(&id, true)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no workflow {id}")))?;
-    Ok(Json(serde_json::to_value(rec).unwrap_or_default()))
+    Ok(Json(Workflow::from(rec)))
 }
 
+/// Delete a workflow and its finished executions.
+#[utoipa::path(delete, path = "/workflows/{id}", tag = "workflows",
+    params(("id" = String, Path, description = "The workflow's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such workflow", body = ErrorBody),
+        (status = 409, description = "One of its executions is still active", body = ErrorBody)))]
 pub async fn delete_workflow(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     match state.engine.store().delete_workflow(&id).await? {
         DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT),
@@ -94,55 +137,59 @@ pub async fn delete_workflow(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct StartBody {
-    #[serde(default)]
-    workflow_id: Option<String>,
-    #[serde(default)]
-    source: Option<String>,
-    #[serde(default)]
-    filename: Option<String>,
-    #[serde(default)]
-    inputs: BTreeMap<String, Value>,
-}
-
+/// Start an execution of a stored workflow, or store a text and run it.
+#[utoipa::path(post, path = "/executions", tag = "executions",
+    request_body(content = StartExecution, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Started: the run continues in the server", body = Execution, links(
+            ("GetExecution" = (operation_id = "get_execution", parameters(("id" = "$response.body#/id")))),
+            ("PauseExecution" = (operation_id = "pause", parameters(("id" = "$response.body#/id")))),
+            ("ResumeExecution" = (operation_id = "resume", parameters(("id" = "$response.body#/id")))),
+            ("CancelExecution" = (operation_id = "cancel", parameters(("id" = "$response.body#/id")))),
+            ("ListCheckpoints" = (operation_id = "list_checkpoints", parameters(("id" = "$response.body#/id")))),
+            ("ExecutionEvents" = (operation_id = "events", parameters(("id" = "$response.body#/id")))))),
+        (status = 404, description = "No such workflow", body = ErrorBody),
+        (status = 422, description = "The workflow text or the inputs are not valid", body = ErrorBody)))]
 pub async fn start_execution(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<StartBody>,
+    ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    let workflow_id = match (body.workflow_id, body.source) {
-        (Some(id), None) => id,
-        (None, Some(source)) => {
-            state
-                .engine
-                .create_workflow(source, body.filename)
-                .await?
-                .id
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "give either `workflowId` or `source`",
-            ));
+    let (workflow_id, inputs) = match StartExecution::from_value(body)? {
+        StartExecution::Stored(s) => (s.workflow_id, s.inputs),
+        StartExecution::Text(t) => {
+            let rec = state.engine.create_workflow(t.source, t.filename).await?;
+            (rec.id, t.inputs)
         }
     };
-    let (rec, _handle) = state.engine.submit(&workflow_id, body.inputs).await?;
-    let full = execution_json(&state, &rec.id).await?;
+    let (rec, _handle) = state
+        .engine
+        .submit(&workflow_id, inputs)
+        .await
+        .map_err(ApiError::unprocessable_if_bad_request)?;
+    let full = execution(&state, &rec.id).await?;
     Ok((StatusCode::CREATED, Json(full)).into_response())
 }
 
+/// Executions, newest first.
+#[utoipa::path(get, path = "/executions", tag = "executions", params(ExecutionsQuery),
+    responses((status = 200, description = "Newest first", body = Vec<ExecutionSummary>)))]
 pub async fn list_executions(
     State(state): State<AppState>,
-    Query(q): Query<ListQuery>,
-) -> ApiResult<Json<Value>> {
+    ApiQuery(q): ApiQuery<ExecutionsQuery>,
+) -> ApiResult<Json<Vec<ExecutionSummary>>> {
     if let Some(s) = &q.state
         && ax_core::ExecutionState::parse(s).is_none()
     {
+        let all: Vec<&str> = ax_core::ExecutionState::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
         return Err(ApiError::bad_request(format!(
-            "unknown state `{s}`; use one of idle, validating, running, paused, completed, failed, cancelled, interrupted"
+            "unknown state `{s}`; use one of {}",
+            all.join(", ")
         )));
     }
-    let n = limit(&q);
+    let n = limit(q.limit)?;
     let rows = state
         .engine
         .store()
@@ -152,52 +199,63 @@ pub async fn list_executions(
             limit: n,
         })
         .await?;
-    Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
+    Ok(Json(rows.into_iter().map(ExecutionSummary::from).collect()))
 }
 
 /// An execution with its steps (outputs included).
-pub async fn execution_json(state: &AppState, id: &str) -> ApiResult<Value> {
+pub async fn execution(state: &AppState, id: &str) -> ApiResult<Execution> {
     let (rec, steps) = state.engine.execution_with_steps(id, true).await?;
-    let mut v = serde_json::to_value(rec).unwrap_or_default();
-    v["steps"] = serde_json::to_value(steps).unwrap_or_default();
-    Ok(v)
+    Ok(Execution {
+        summary: ExecutionSummary::from(rec),
+        steps: steps.into_iter().map(Step::from).collect(),
+    })
 }
 
+/// One execution with its steps.
+#[utoipa::path(get, path = "/executions/{id}", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "The execution and its steps", body = Execution),
+        (status = 404, description = "No such execution", body = ErrorBody)))]
 pub async fn get_execution(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(execution_json(&state, &id).await?))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct PauseBody {
-    #[serde(default)]
-    now: bool,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Execution>> {
+    Ok(Json(execution(&state, &id).await?))
 }
 
 async fn control(state: &AppState, id: &str, c: Control) -> ApiResult<Response> {
     state.engine.control(id, c).await?;
-    let full = execution_json(state, id).await?;
+    let full = execution(state, id).await?;
     Ok((StatusCode::ACCEPTED, Json(full)).into_response())
 }
 
+/// Pause: nothing new starts; running steps finish, unless `now` aborts them (they
+/// run again on resume).
+#[utoipa::path(post, path = "/executions/{id}/pause", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    request_body(content = Option<PauseBody>, content_type = "application/json",
+        description = "Optional; no body pauses gracefully"),
+    responses(
+        (status = 202, description = "Asked: the run pauses within a second", body = Execution),
+        (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 409, description = "Not running", body = ErrorBody)))]
 pub async fn pause(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonText(body): JsonText,
 ) -> ApiResult<Response> {
-    // The body is optional: `{}` or nothing pauses gracefully, `{"now": true}` at once.
     let now = match body {
         None => false,
+        // `null` is no body too.
         Some(text) => {
-            serde_json::from_str::<PauseBody>(&text)
+            serde_json::from_str::<Option<PauseBody>>(&text)
                 .map_err(|e| {
                     ApiError::bad_request(format!(
-                        "the pause body must be {{\"now\": true|false}}: {e}"
+                        "the pause body must be {{\"now\": true|false}} or nothing: {e}"
                     ))
                 })?
+                .unwrap_or_default()
                 .now
         }
     };
@@ -213,35 +271,78 @@ pub async fn pause(
     .await
 }
 
-pub async fn resume(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+/// Resume a paused, failed or interrupted execution.
+#[utoipa::path(post, path = "/executions/{id}/resume", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 202, description = "Resumed", body = Execution),
+        (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 409, description = "Not resumable (running, completed or cancelled)", body = ErrorBody)))]
+pub async fn resume(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
     control(&state, &id, Control::Resume).await
 }
 
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+/// Cancel an execution: in-flight provider calls are aborted; final.
+#[utoipa::path(post, path = "/executions/{id}/cancel", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 202, description = "Cancelled", body = Execution),
+        (status = 404, description = "No such execution", body = ErrorBody),
+        (status = 409, description = "Already finished", body = ErrorBody)))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
     control(&state, &id, Control::Cancel).await
 }
 
+/// Restore points of an execution, newest first.
+#[utoipa::path(get, path = "/executions/{id}/checkpoints", tag = "checkpoints",
+    params(("id" = String, Path, description = "The execution's id")),
+    responses(
+        (status = 200, description = "Newest first", body = Vec<Checkpoint>, links(
+            ("RestoreCheckpoint" = (operation_id = "restore_checkpoint", parameters(("id" = "$response.body#/0/id")))),
+            ("ExportCheckpoint" = (operation_id = "export_checkpoint", parameters(("id" = "$response.body#/0/id")))))),
+        (status = 404, description = "No such execution", body = ErrorBody)))]
 pub async fn list_checkpoints(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<Vec<Checkpoint>>> {
     state.engine.execution(&id).await?;
     let rows = state.engine.store().list_checkpoints(&id).await?;
-    Ok(Json(serde_json::to_value(rows).unwrap_or_default()))
+    Ok(Json(rows.into_iter().map(Checkpoint::from).collect()))
 }
 
+/// Rewind the execution to this checkpoint (earlier attempts stay in the history)
+/// and continue it.
+#[utoipa::path(post, path = "/checkpoints/{id}/restore", tag = "checkpoints",
+    params(("id" = String, Path, description = "The checkpoint's id")),
+    responses(
+        (status = 202, description = "Restored and continuing", body = Execution),
+        (status = 404, description = "No such checkpoint", body = ErrorBody),
+        (status = 409, description = "The execution is running or cancelled", body = ErrorBody)))]
 pub async fn restore_checkpoint(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let (rec, _handle) = state.engine.restore(&id, true).await?;
-    let full = execution_json(&state, &rec.id).await?;
+    let full = execution(&state, &rec.id).await?;
     Ok((StatusCode::ACCEPTED, Json(full)).into_response())
 }
 
+/// A checkpoint file: the workflow text, the run's state and every output.
+#[utoipa::path(get, path = "/checkpoints/{id}/export", tag = "checkpoints",
+    params(("id" = String, Path, description = "The checkpoint's id")),
+    responses(
+        (status = 200, description = "The file (`Content-Disposition: attachment`)", body = CheckpointFileBody,
+            headers(("content-disposition" = String, description = "attachment; filename=\"ax-checkpoint-….json\""))),
+        (status = 404, description = "No such checkpoint", body = ErrorBody)))]
 pub async fn export_checkpoint(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
     let file = state.engine.export_checkpoint(&id).await?;
     let name = format!(
@@ -249,29 +350,27 @@ pub async fn export_checkpoint(
         file.execution_id.clone().unwrap_or_default()
     );
     Ok((
-        [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{name}\""),
-            ),
-        ],
-        file.to_json(),
+        [(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{name}\""),
+        )],
+        Json(CheckpointFileBody(file)),
     )
         .into_response())
 }
 
-#[derive(Deserialize)]
-pub struct ImportQuery {
-    #[serde(default)]
-    resume: Option<bool>,
-}
-
-/// An imported run stays stopped unless `?resume=true` asks for it to continue: the
-/// file may come from anywhere, and continuing spends the server's provider keys.
+/// Import a checkpoint file as a new execution. It stays stopped unless
+/// `?resume=true`: the file may come from anywhere, and continuing spends the
+/// server's provider keys.
+#[utoipa::path(post, path = "/checkpoints/import", tag = "checkpoints",
+    params(ImportQuery),
+    request_body(content = CheckpointFileBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "A new execution restored from the file", body = Execution),
+        (status = 422, description = "The file is well formed but cannot be used: a newer version, missing or corrupt outputs, an invalid workflow, a checkpoint that does not fit it", body = ErrorBody)))]
 pub async fn import_checkpoint(
     State(state): State<AppState>,
-    Query(q): Query<ImportQuery>,
+    ApiQuery(q): ApiQuery<ImportQuery>,
     JsonText(body): JsonText,
 ) -> ApiResult<Response> {
     let body = body.ok_or_else(|| {
@@ -279,54 +378,22 @@ pub async fn import_checkpoint(
             "send a checkpoint file (as exported by the designer or `GET /api/checkpoints/{id}/export`) as the body, with `Content-Type: application/json`",
         )
     })?;
-    let file = CheckpointFile::from_json(&body)
-        .map_err(|e| ApiError::bad_request(format!("not a usable checkpoint file: {e}")))?;
-    let (rec, _handle) = state.engine.import(file, q.resume.unwrap_or(false)).await?;
-    let full = execution_json(&state, &rec.id).await?;
-    Ok((StatusCode::CREATED, Json(full)).into_response())
-}
-
-/// The web app: files from trunk's output folder, `index.html` for client routes.
-pub async fn web_app(State(state): State<AppState>, uri: Uri) -> Response {
-    let Some(dir) = &state.web_dir else {
-        return (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            "<!doctype html><title>ax</title><h1>ax</h1><p>The web app is not built. Run <code>cargo xtask web</code> \
-             (or start with <code>cargo xtask serve</code>) and reload. The API is at <a href=\"/api/openapi.json\">/api</a>.</p>",
+    // The documented shape first (400 when it does not match), then what the core
+    // can use (422).
+    let value: Value = serde_json::from_str(&body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+    super::model::check_checkpoint_file_shape(&value)?;
+    let file = CheckpointFile::from_json(&body).map_err(|e| {
+        ApiError::unprocessable(
+            "bad-checkpoint",
+            format!("not a usable checkpoint file: {e}"),
         )
-            .into_response();
-    };
-    let rel = uri.path().trim_start_matches('/');
-    let safe = !rel
-        .split('/')
-        .any(|part| part == ".." || part.starts_with('.'));
-    let candidate = if rel.is_empty() || !safe {
-        dir.join("index.html")
-    } else {
-        dir.join(rel)
-    };
-    let path = if candidate.is_file() {
-        candidate
-    } else {
-        dir.join("index.html")
-    };
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => {
-            let mime = match path.extension().and_then(|e| e.to_str()) {
-                Some("html") => "text/html; charset=utf-8",
-                Some("js") => "text/javascript; charset=utf-8",
-                Some("wasm") => "application/wasm",
-                Some("css") => "text/css; charset=utf-8",
-                Some("svg") => "image/svg+xml",
-                Some("json") => "application/json",
-                Some("png") => "image/png",
-                Some("ico") => "image/x-icon",
-                _ => "application/octet-stream",
-            };
-            ([(header::CONTENT_TYPE, mime)], bytes).into_response()
-        }
-        Err(_) => ApiError::not_found(format!("the web app is missing {}", path.display()))
-            .into_response(),
-    }
+    })?;
+    let (rec, _handle) = state
+        .engine
+        .import(file, q.resume.unwrap_or(false))
+        .await
+        .map_err(ApiError::unprocessable_if_bad_request)?;
+    let full = execution(&state, &rec.id).await?;
+    Ok((StatusCode::CREATED, Json(full)).into_response())
 }

@@ -5,18 +5,21 @@
 mod access;
 mod error;
 mod handlers;
+mod model;
 mod openapi;
 mod sse;
+mod web;
 
 use crate::engine::Engine;
 pub use access::Access;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::any;
 pub use error::ApiError;
+pub use openapi::spec as openapi_spec;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,44 +41,17 @@ pub struct AppState {
 
 /// The whole application: API, events, health and the web app.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/openapi.json", get(openapi::document))
-        .route("/validate", post(handlers::validate))
-        .route(
-            "/workflows",
-            get(handlers::list_workflows).post(handlers::create_workflow),
-        )
-        .route(
-            "/workflows/{id}",
-            get(handlers::get_workflow).delete(handlers::delete_workflow),
-        )
-        .route(
-            "/executions",
-            get(handlers::list_executions).post(handlers::start_execution),
-        )
-        .route("/executions/{id}", get(handlers::get_execution))
-        .route("/executions/{id}/pause", post(handlers::pause))
-        .route("/executions/{id}/resume", post(handlers::resume))
-        .route("/executions/{id}/cancel", post(handlers::cancel))
-        .route(
-            "/executions/{id}/checkpoints",
-            get(handlers::list_checkpoints),
-        )
-        .route("/executions/{id}/events", get(sse::events))
-        .route("/checkpoints/import", post(handlers::import_checkpoint))
-        .route(
-            "/checkpoints/{id}/restore",
-            post(handlers::restore_checkpoint),
-        )
-        .route("/checkpoints/{id}/export", get(handlers::export_checkpoint))
-        .fallback(|| async { ApiError::not_found("no such API route; see /api/openapi.json") });
     // Layers run outside in: the Host check first (a rebinding page learns nothing,
     // not even whether a token is needed), then CORS (whose preflights carry no
-    // token), then the Origin and content-type checks of writes, then the token.
-    let mut router = Router::new()
-        .route("/healthz", get(handlers::health))
-        .nest("/api", api)
-        .fallback(handlers::web_app)
+    // token), then the Origin and content-type checks of writes, then the token;
+    // innermost, errors that axum or tower-http answer as plain text become JSON.
+    let api_not_found =
+        || async { ApiError::not_found("no such API route; see /api/openapi.json") };
+    let mut router = openapi::router()
+        .route("/api", any(api_not_found))
+        .route("/api/{*rest}", any(api_not_found))
+        .fallback_service(web::service(state.web_dir.clone()))
+        .layer(middleware::from_fn(error::json_errors))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
@@ -119,6 +95,11 @@ fn cors_layer(access: &Access) -> Option<CorsLayer> {
     )
 }
 
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
 /// With a token configured, accept it as `Authorization: Bearer`, as `?token=`
 /// (browsers' EventSource cannot send headers) or as the `ax_token` cookie that a
 /// `?token=` visit sets.
@@ -132,11 +113,9 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    let query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .map(percent_decode)
-    });
+    let query = Query::<TokenQuery>::try_from_uri(req.uri())
+        .ok()
+        .and_then(|Query(q)| q.token);
     let cookie = req
         .headers()
         .get_all(header::COOKIE)
@@ -174,38 +153,4 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,199 +1,195 @@
-//! The OpenAPI 3.1 description of the API, served at `/api/openapi.json`. A test
-//! checks that it lists exactly the routes the router serves.
+//! The routes and their OpenAPI 3.1 description, from one list: each handler's
+//! `#[utoipa::path]` and the wire types of `model.rs` generate the document, and
+//! utoipa-axum registers the same handlers with the router, so a route cannot be
+//! served undocumented or documented unserved. Responses that the middleware
+//! gives on every route (Host, Origin, token, content type, body size) are added
+//! to each operation here, where that middleware is known.
 
-use axum::Json;
-use serde_json::{Value, json};
+use super::model::ErrorBody;
+use super::{AppState, handlers, sse};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::LazyLock;
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::response::{Response as DocResponse, ResponseBuilder};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Doc, Ref, RefOr};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-fn error_responses() -> Value {
-    json!({
-        "400": {"$ref": "#/components/responses/Error"},
-        "401": {"$ref": "#/components/responses/Error"},
-        "404": {"$ref": "#/components/responses/Error"},
-        "409": {"$ref": "#/components/responses/Error"},
-        "413": {"$ref": "#/components/responses/Error"},
-        "500": {"$ref": "#/components/responses/Error"}
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "ax",
+        description = "Durable multi-agent LLM workflows: validate, store and run workflows, control executions, checkpoints and live events. Every error is `{\"error\": {\"code\", \"message\"}}` (docs/api.md). Without AX_TOKEN the server answers only on loopback names; with it, send `Authorization: Bearer <token>`."
+    ),
+    tags(
+        (name = "server", description = "Health"),
+        (name = "workflows", description = "Validate and store workflow files"),
+        (name = "executions", description = "Runs, their control and their events"),
+        (name = "checkpoints", description = "Restore points, export and import"),
+    )
+)]
+struct ApiDoc;
+
+/// The routes with their documentation (paths under `/api` are nested there).
+fn routes() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(document))
+        .routes(routes!(handlers::validate))
+        .routes(routes!(handlers::list_workflows, handlers::create_workflow))
+        .routes(routes!(handlers::get_workflow, handlers::delete_workflow))
+        .routes(routes!(
+            handlers::list_executions,
+            handlers::start_execution
+        ))
+        .routes(routes!(handlers::get_execution))
+        .routes(routes!(handlers::pause))
+        .routes(routes!(handlers::resume))
+        .routes(routes!(handlers::cancel))
+        .routes(routes!(handlers::list_checkpoints))
+        .routes(routes!(sse::events))
+        .routes(routes!(handlers::import_checkpoint))
+        .routes(routes!(handlers::restore_checkpoint))
+        .routes(routes!(handlers::export_checkpoint));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(handlers::health))
+        .nest("/api", api)
+}
+
+/// The router of `/healthz` and `/api/…` (without fallbacks and middleware).
+pub fn router() -> Router<AppState> {
+    routes().split_for_parts().0
+}
+
+/// The OpenAPI document of a server without (`token` false) or with a token, which
+/// every operation then requires.
+pub fn spec(token: bool) -> Doc {
+    let mut doc = routes().split_for_parts().1;
+    // After the routes are merged in: `#[openapi(modifiers)]` runs before that.
+    MiddlewareResponses.modify(&mut doc);
+    if token {
+        doc.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+    doc
+}
+
+fn to_json(doc: Doc) -> String {
+    doc.to_json().unwrap_or_else(|e| {
+        format!("{{\"error\": {{\"code\": \"internal\", \"message\": \"{e}\"}}}}")
     })
 }
 
-fn op(summary: &str, ok: &str, ok_schema: Value) -> Value {
-    let mut responses = error_responses();
-    responses[ok] =
-        json!({"description": summary, "content": {"application/json": {"schema": ok_schema}}});
-    json!({"summary": summary, "responses": responses})
-}
+static OPEN: LazyLock<String> = LazyLock::new(|| to_json(spec(false)));
+static WITH_TOKEN: LazyLock<String> = LazyLock::new(|| to_json(spec(true)));
 
-fn with_body(mut op: Value, schema: Value) -> Value {
-    op["requestBody"] =
-        json!({"required": true, "content": {"application/json": {"schema": schema}}});
-    op
-}
-
-/// A body that is `{"source", "filename"?}` or the workflow file itself.
-fn with_source_body(mut op: Value) -> Value {
-    let file = json!({"type": "string", "description": "the workflow file itself (YAML)"});
-    op["requestBody"] = json!({"required": true, "content": {
-        "application/json": {"schema": {"oneOf": [r("Source"), {"type": "object", "description": "a JSON workflow (an object without `source`)"}]}},
-        "application/yaml": {"schema": file},
-        "text/yaml": {"schema": file},
-        "text/plain": {"schema": file},
-    }});
-    op["parameters"] = json!([{"name": "filename", "in": "query", "required": false,
-        "description": "the file name (its extension picks YAML or JSON) when the body is the file itself",
-        "schema": {"type": "string"}}]);
-    op
-}
-
-fn id_param(name: &str) -> Value {
-    json!([{"name": name, "in": "path", "required": true, "schema": {"type": "string"}}])
-}
-
-fn r(name: &str) -> Value {
-    json!({"$ref": format!("#/components/schemas/{name}")})
-}
-
-fn list(name: &str) -> Value {
-    json!({"type": "array", "items": r(name)})
-}
-
-pub fn spec() -> Value {
-    let mut create_wf = with_source_body(op("Store a workflow", "201", r("Workflow")));
-    create_wf["responses"]["422"] = json!({"$ref": "#/components/responses/Invalid"});
-    let mut start = with_body(
-        op("Start an execution", "201", r("Execution")),
-        r("StartExecution"),
-    );
-    start["responses"]["422"] = json!({"$ref": "#/components/responses/Invalid"});
-    let mut events = op(
-        "Events of an execution (JSON, or Server-Sent Events with Accept: text/event-stream)",
-        "200",
-        list("Event"),
-    );
-    events["responses"]["200"]["content"]["text/event-stream"] =
-        json!({"schema": {"type": "string"}});
-    events["parameters"] = json!([
-        {"name": "id", "in": "path", "required": true, "schema": {"type": "string"}},
-        {"name": "after", "in": "query", "schema": {"type": "integer"}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer"}}
-    ]);
-    let mut list_exec = op(
-        "List executions, newest first",
-        "200",
-        list("ExecutionSummary"),
-    );
-    list_exec["parameters"] = json!([
-        {"name": "state", "in": "query", "schema": r("ExecutionState")},
-        {"name": "workflowId", "in": "query", "schema": {"type": "string"}},
-        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}}
-    ]);
-    let mut import = with_body(
-        op(
-            "Import a checkpoint file as a new execution",
-            "201",
-            r("Execution"),
-        ),
-        r("CheckpointFile"),
-    );
-    import["parameters"] =
-        json!([{"name": "resume", "in": "query", "schema": {"type": "boolean", "default": true}}]);
-    let mut export = op("Export a checkpoint file", "200", r("CheckpointFile"));
-    export["parameters"] = id_param("id");
-    let mut pause = op(
-        "Pause (in-flight steps finish unless now=true)",
-        "202",
-        r("Execution"),
-    );
-    pause["requestBody"] = json!({"required": false, "content": {"application/json": {"schema": {"type": "object", "properties": {"now": {"type": "boolean"}}}}}});
-    pause["parameters"] = id_param("id");
-    let with_id = |mut o: Value| {
-        o["parameters"] = id_param("id");
-        o
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "server",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API (with the token requirement when the server has one)", content_type = "application/json")))]
+pub async fn document(State(state): State<AppState>) -> Response {
+    let doc = if state.token.is_some() {
+        WITH_TOKEN.as_str()
+    } else {
+        OPEN.as_str()
     };
-    json!({
-        "openapi": "3.1.0",
-        "info": {
-            "title": "ax",
-            "version": env!("CARGO_PKG_VERSION"),
-            "description": "Durable multi-agent LLM workflows: validate, store and run workflows, control executions, checkpoints and live events. Errors are {\"error\": {\"code\", \"message\"}}."
-        },
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "Required when the server binds a non-loopback address (AX_TOKEN)."}},
-            "responses": {
-                "Error": {"description": "An error", "content": {"application/json": {"schema": r("Error")}}},
-                "Invalid": {"description": "The workflow is not valid", "content": {"application/json": {"schema": r("Error")}}}
-            },
-            "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {
-                    "error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}},
-                    "report": r("Report")}},
-                "Source": {"type": "object", "required": ["source"], "properties": {"source": {"type": "string"}, "filename": {"type": "string"}}},
-                "Problem": {"type": "object", "required": ["code", "message", "line", "column", "step"], "properties": {
-                    "code": {"type": "string"}, "message": {"type": "string"},
-                    "line": {"type": ["integer", "null"]}, "column": {"type": ["integer", "null"]}, "step": {"type": ["string", "null"]}}},
-                "Report": {"type": "object", "required": ["valid", "errors", "warnings"], "properties": {
-                    "valid": {"type": "boolean"}, "errors": list("Problem"), "warnings": list("Problem"),
-                    "order": {"type": "array", "items": {"type": "string"}},
-                    "levels": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}}}},
-                "Workflow": {"type": "object", "required": ["id", "name", "version", "hash", "stepCount", "createdAt"], "properties": {
-                    "id": {"type": "string"}, "name": {"type": "string"}, "version": {"type": "string"},
-                    "description": {"type": "string"}, "hash": {"type": "string"}, "stepCount": {"type": "integer"},
-                    "createdAt": {"type": "integer"}, "source": {"type": "string"}, "format": {"type": "string"}}},
-                "ExecutionState": {"type": "string", "enum": ["idle", "validating", "running", "paused", "completed", "failed", "cancelled", "interrupted"]},
-                "StepState": {"type": "string", "enum": ["pending", "ready", "running", "waiting-retry", "completed", "failed", "skipped", "cancelled"]},
-                "StartExecution": {"type": "object", "properties": {
-                    "workflowId": {"type": "string"}, "source": {"type": "string"}, "filename": {"type": "string"},
-                    "inputs": {"type": "object"}}},
-                "Progress": {"type": "object", "properties": {"total": {"type": "integer"}, "completed": {"type": "integer"},
-                    "failed": {"type": "integer"}, "running": {"type": "integer"}, "skipped": {"type": "integer"}}},
-                "ExecutionSummary": {"type": "object", "required": ["id", "workflowId", "workflow", "state", "createdAt"], "properties": {
-                    "id": {"type": "string"}, "workflowId": {"type": "string"}, "workflow": {"type": "string"},
-                    "state": r("ExecutionState"), "reason": {"type": "string"}, "createdAt": {"type": "integer"},
-                    "startedAt": {"type": "integer"}, "finishedAt": {"type": "integer"}, "inputs": {"type": "object"},
-                    "progress": r("Progress")}},
-                "Step": {"type": "object", "required": ["key", "state", "attempts"], "properties": {
-                    "key": {"type": "string"}, "agent": {"type": "string"}, "state": r("StepState"), "attempts": {"type": "integer"},
-                    "provider": {"type": ["string", "null"]}, "model": {"type": ["string", "null"]},
-                    "output": {"type": ["string", "null"]}, "error": {"type": ["string", "null"]},
-                    "tokensIn": {"type": "integer"}, "tokensOut": {"type": "integer"}, "costUsd": {"type": "number"},
-                    "latencyMs": {"type": "integer"}, "dependencies": {"type": "array", "items": {"type": "string"}}}},
-                "Execution": {"allOf": [r("ExecutionSummary"), {"type": "object", "properties": {"steps": list("Step")}}]},
-                "Checkpoint": {"type": "object", "required": ["id", "executionId", "createdAt", "completedSteps"], "properties": {
-                    "id": {"type": "string"}, "executionId": {"type": "string"}, "createdAt": {"type": "integer"},
-                    "state": r("ExecutionState"), "completedSteps": {"type": "array", "items": {"type": "string"}}}},
-                "CheckpointFile": {"type": "object", "required": ["format", "version", "workflow", "checkpoint", "outputs"], "properties": {
-                    "format": {"const": "ax-checkpoint"}, "version": {"type": "integer"},
-                    "workflow": {"type": "object", "required": ["name", "source"], "properties": {"name": {"type": "string"}, "source": {"type": "string"}, "filename": {"type": "string"}}},
-                    "checkpoint": {"type": "object"}, "outputs": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "origin": {"type": "string"}, "executionId": {"type": "string"}}},
-                "Event": {"type": "object", "required": ["id", "executionId", "at", "type"], "properties": {
-                    "id": {"type": "integer"}, "executionId": {"type": "string"}, "at": {"type": "integer"},
-                    "type": {"type": "string", "enum": ["execution", "step", "checkpoint", "log"]},
-                    "step": {"type": "string"}, "state": {"type": "string"}, "attempt": {"type": "integer"},
-                    "message": {"type": "string"}, "data": {}}}
-            }
-        },
-        "security": [{}, {"bearer": []}],
-        "paths": {
-            "/healthz": {"get": op("Ready when the database is open", "200", json!({"type": "object", "properties": {"status": {"const": "ok"}, "version": {"type": "string"}}}))},
-            "/api/openapi.json": {"get": op("This document", "200", json!({"type": "object"}))},
-            "/api/validate": {"post": with_source_body(op("Validate a workflow text", "200", r("Report")))},
-            "/api/workflows": {"get": op("List workflows, newest first", "200", list("Workflow")), "post": create_wf},
-            "/api/workflows/{id}": {
-                "get": with_id(op("Get a workflow with its source", "200", r("Workflow"))),
-                "delete": with_id(op("Delete a workflow and its finished executions", "204", json!({})))},
-            "/api/executions": {"get": list_exec, "post": start},
-            "/api/executions/{id}": {"get": with_id(op("Get an execution with its steps", "200", r("Execution")))},
-            "/api/executions/{id}/pause": {"post": pause},
-            "/api/executions/{id}/resume": {"post": with_id(op("Resume a paused, failed or interrupted execution", "202", r("Execution")))},
-            "/api/executions/{id}/cancel": {"post": with_id(op("Cancel an execution", "202", r("Execution")))},
-            "/api/executions/{id}/checkpoints": {"get": with_id(op("Restore points, newest first", "200", list("Checkpoint")))},
-            "/api/executions/{id}/events": {"get": events},
-            "/api/checkpoints/{id}/restore": {"post": with_id(op("Rewind the execution to this checkpoint and continue", "202", r("Execution")))},
-            "/api/checkpoints/{id}/export": {"get": export},
-            "/api/checkpoints/import": {"post": import}
-        }
-    })
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        doc,
+    )
+        .into_response()
 }
 
-pub async fn document() -> Json<Value> {
-    Json(spec())
+/// The answers the middleware can give on any route, and the token scheme.
+struct MiddlewareResponses;
+
+fn error_response(description: &str) -> RefOr<DocResponse> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (bool, &mut Operation)> {
+    [
+        (false, item.get.as_mut()),
+        (false, item.head.as_mut()),
+        (true, item.post.as_mut()),
+        (true, item.put.as_mut()),
+        (true, item.patch.as_mut()),
+        (true, item.delete.as_mut()),
+    ]
+    .into_iter()
+    .filter_map(|(write, op)| op.map(|op| (write, op)))
+}
+
+impl Modify for MiddlewareResponses {
+    fn modify(&self, doc: &mut Doc) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            ErrorBody::name().into_owned(),
+            <ErrorBody as utoipa::PartialSchema>::schema(),
+        );
+        let mut schemas = Vec::new();
+        <ErrorBody as ToSchema>::schemas(&mut schemas);
+        components.schemas.extend(schemas);
+        components.security_schemes.insert(
+            "bearer".to_owned(),
+            RefOr::T(SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer))),
+        );
+        let common = [
+            (
+                "400",
+                "A malformed Host header or query string, or a body that is not what the route takes",
+            ),
+            (
+                "401",
+                "This server has a token (AX_TOKEN) and the request did not carry it",
+            ),
+            (
+                "403",
+                "`host-not-allowed`: the Host is not one of the server's names (DNS rebinding); \
+                 `cross-origin`: a write from a page on another origin",
+            ),
+            ("500", "An internal error (the message says what failed)"),
+        ];
+        let too_large = [("413", "The body is larger than 8 MiB")];
+        let writes = [(
+            "415",
+            "A Content-Type this route does not take: never `text/plain`, \
+                 `application/x-www-form-urlencoded` or `multipart/form-data`; send \
+                 `application/json` (or a workflow file as `application/yaml`)",
+        )];
+        for item in doc.paths.paths.values_mut() {
+            for (write, op) in operations(item) {
+                let extra: &[(&str, &str)] = if write { &writes } else { &[] };
+                let body: &[(&str, &str)] = if op.request_body.is_some() {
+                    &too_large
+                } else {
+                    &[]
+                };
+                for (status, description) in common.iter().chain(extra).chain(body) {
+                    op.responses
+                        .responses
+                        .entry((*status).to_owned())
+                        .or_insert_with(|| error_response(description));
+                }
+            }
+        }
+    }
 }

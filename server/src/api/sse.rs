@@ -4,49 +4,79 @@
 //! provider streams it: live only, never stored, so they have no id.
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ApiPath, ApiQuery};
+use super::model::{ErrorBody, Event, EventsHeaders, EventsQuery};
 use crate::engine::StepDelta;
 use crate::store::EventRecord;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use serde::Deserialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 
-#[derive(Deserialize)]
-pub struct EventsQuery {
-    #[serde(default)]
-    after: Option<i64>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
+/// The events of an execution: a JSON list, or with `Accept: text/event-stream`
+/// (what `EventSource` sends) a Server-Sent Events stream of the stored events after
+/// `Last-Event-ID`/`after`, then the live ones, ending after the final state and the
+/// checkpoint recorded with it. The stream also carries `step-delta` events: the text
+/// of running steps as the provider streams it, live only, without an id.
+#[utoipa::path(get, path = "/executions/{id}/events", tag = "executions",
+    params(("id" = String, Path, description = "The execution's id"), EventsQuery, EventsHeaders),
+    responses(
+        (status = 200, description = "The events in order",
+            content((Vec<Event> = "application/json"), (String = "text/event-stream"))),
+        (status = 404, description = "No such execution", body = ErrorBody)))]
 pub async fn events(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let event_id = |what: &str, v: Option<&str>| -> Result<Option<i64>, ApiError> {
+        match v {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{what} `{v}` is not an event id (a whole number, 0 or more)"
+                    ))
+                }),
+        }
+    };
+    let header_id = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("?"));
+    let last_event_id = event_id("Last-Event-ID", header_id)?;
+    let after_param = q.after.map(|a| a.to_string());
+    let after = event_id("`after`", after_param.as_deref())?;
     state.engine.execution(&id).await?;
     let wants_stream = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<i64>().ok());
-    let after = last_event_id.or(q.after).unwrap_or(0);
+    let after = last_event_id.or(after).unwrap_or(0);
     if !wants_stream {
-        let n = q.limit.unwrap_or(1000).clamp(1, 10_000);
+        let n = match q.limit {
+            None => 1000,
+            Some(n @ 1..=10_000) => n,
+            Some(n) => {
+                return Err(ApiError::bad_request(format!(
+                    "`limit={n}` is out of range: give 1 to 10000 (default 1000)"
+                )));
+            }
+        };
         let rows = state.engine.store().events_after(&id, after, n).await?;
+        let rows: Vec<Event> = rows.into_iter().map(Event::from).collect();
         return Ok(Json(rows).into_response());
     }
     let rx = state.engine.subscribe();

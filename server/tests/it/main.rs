@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod common;
 mod engine;
+mod openapi;
 mod retries;
 mod security;
 mod store;

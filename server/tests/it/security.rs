@@ -11,14 +11,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Server {
-    base: String,
-    port: u16,
-    client: reqwest::Client,
-    t: TestEngine,
+pub(super) struct Server {
+    pub base: String,
+    pub port: u16,
+    pub client: reqwest::Client,
+    pub t: TestEngine,
 }
 
-async fn serve(token: Option<&str>, hosts: &[&str], cors: &[&str]) -> Server {
+pub(super) async fn serve(token: Option<&str>, hosts: &[&str], cors: &[&str]) -> Server {
     let t = engine(Backend::Sqlite).await;
     let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let access =
@@ -47,11 +47,11 @@ async fn serve(token: Option<&str>, hosts: &[&str], cors: &[&str]) -> Server {
 const WF: &str = "name: sec\nsteps:\n  - {key: a, agent: backend, prompt: \"a\"}\n";
 
 impl Server {
-    fn req(&self, method: Method, path: &str) -> RequestBuilder {
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
         self.client.request(method, format!("{}{path}", self.base))
     }
 
-    async fn send(rb: RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+    pub async fn send(rb: RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
         let r = rb.send().await.expect("request");
         let status = r.status().as_u16();
         let headers = r.headers().clone();
