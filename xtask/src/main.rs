@@ -4,7 +4,7 @@
 //! cargo xtask setup              install what this machine lacks (a quick no-op when done)
 //! cargo xtask test [STAGE…]      setup, then fmt, clippy, native tests, wasm tests, web build,
 //!                                browser end to end, schemathesis against the API
-//! cargo xtask serve [ARGS…]      setup, build the web UI, run `ax serve ARGS…`
+//! cargo xtask serve [ARGS…]      set up what serving needs, build the web UI, run `ax serve ARGS…`
 //! cargo xtask web                build the web UI with trunk
 //! cargo xtask editor             bundle the designer's code editor (CodeMirror, npm + esbuild)
 //! cargo xtask bench-core|bench-peer|soak|load|growth   the long measurements (bench/, BENCHMARKS.md, RELIABILITY.md)
@@ -38,7 +38,9 @@ commands:
                            failure; with STAGE names, only those (`wasm` = all `wasm-*`)
       --skip-setup         do not run setup first
       --list               list the stages and exit
-  serve [ARGS…]            setup, build the web UI, then `ax serve ARGS…` (release build)
+  serve [ARGS…]            set up what serving needs (the wasm32 target, wasm-bindgen-cli,
+                           trunk, npm for the editor bundle; not the browser or wasm-pack),
+                           build the web UI, then `ax serve ARGS…` (release build)
   web                      build the web UI (the editor bundle, then
                            `trunk build --release --offline`)
   editor                   bundle the designer's code editor (web/editor: `npm ci` when
@@ -110,14 +112,14 @@ fn dispatch(ctx: &Ctx, args: &[String], report: &mut Report) -> Result<ExitCode>
     match command.as_str() {
         "setup" => {
             no_args("setup", rest)?;
-            let env = setup::setup(ctx, report)?;
+            let env = setup::setup(ctx, report, setup::Needs::Test)?;
             say!("wasm builds use {}", env.describe_toolchain());
         }
         "test" => test(ctx, rest, report)?,
         "serve" => return serve(ctx, rest, report),
         "web" => {
             no_args("web", rest)?;
-            let env = setup::detect(ctx)?;
+            let env = setup::detect(ctx, setup::Needs::Serve)?;
             stages::web(ctx, &env)?;
         }
         "editor" => {
@@ -171,9 +173,9 @@ fn test(ctx: &Ctx, args: &[String], report: &mut Report) -> Result<()> {
     }
     let selected = stages::select(&names)?;
     let env = if skip_setup {
-        setup::detect(ctx)?
+        setup::detect(ctx, setup::Needs::Test)?
     } else {
-        setup::setup(ctx, report)?
+        setup::setup(ctx, report, setup::Needs::Test)?
     };
     if !skip_setup && stages::need_postgres(&selected) {
         pg::ensure_installed(ctx, report)?;
@@ -190,7 +192,8 @@ fn serve(ctx: &Ctx, args: &[String], report: &mut Report) -> Result<ExitCode> {
                 .into(),
         );
     }
-    let env = setup::setup(ctx, report)?;
+    // Only what building and serving the page needs: no browser, no wasm-pack.
+    let env = setup::setup(ctx, report, setup::Needs::Serve)?;
     if ctx.root.join("web/Cargo.toml").exists() {
         stages::web(ctx, &env)?;
     } else {

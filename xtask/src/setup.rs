@@ -29,10 +29,50 @@ const SYSROOT_RECIPE: &str = "ax wasm32 sysroot recipe 1";
 const WASM_PACK_VERSION: &str = "0.15.1";
 const TRUNK_VERSION: &str = "0.21.14";
 
+/// What a command needs installed: serving builds the page (the wasm32 target,
+/// wasm-bindgen-cli, trunk, and npm for the editor bundle); testing also runs it in
+/// Chromium (chromium, chromedriver, and wasm-pack for the wasm test stages).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Needs {
+    Serve,
+    Test,
+}
+
+/// What `setup` installs and checks for a command.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    /// Debian packages.
+    packages: &'static [&'static str],
+    /// cargo-installed tools, by binary name.
+    tools: &'static [&'static str],
+    /// Check that Chromium and chromedriver run and match.
+    browser: bool,
+}
+
+fn plan(needs: Needs) -> Plan {
+    match needs {
+        Needs::Serve => Plan {
+            packages: &[],
+            tools: &["wasm-bindgen", "trunk"],
+            browser: false,
+        },
+        Needs::Test => Plan {
+            packages: BROWSER_PACKAGES,
+            tools: &["wasm-bindgen", "wasm-pack", "trunk"],
+            browser: true,
+        },
+    }
+}
+
 /// What the other commands need from the set-up.
 pub struct Env {
     /// The rustup toolchain for wasm builds (`RUSTUP_TOOLCHAIN`); None: the active one.
     pub wasm_toolchain: Option<String>,
+    /// Chromium and its driver, when set up for testing.
+    pub browser: Option<Browser>,
+}
+
+pub struct Browser {
     pub chromedriver: PathBuf,
     pub chromium: PathBuf,
 }
@@ -54,6 +94,13 @@ impl Env {
         cmd
     }
 
+    /// Chromium and chromedriver, which only `cargo xtask setup`/`test` install.
+    pub fn browser(&self) -> Result<&Browser> {
+        self.browser.as_ref().ok_or_else(|| {
+            "Chromium and chromedriver are not set up: run `cargo xtask setup`".to_string()
+        })
+    }
+
     pub fn describe_toolchain(&self) -> String {
         match &self.wasm_toolchain {
             Some(tc) => format!("RUSTUP_TOOLCHAIN={tc}"),
@@ -62,16 +109,20 @@ impl Env {
     }
 }
 
-/// Install and check everything; print one timed line per step.
-pub fn setup(ctx: &Ctx, report: &mut Report) -> Result<Env> {
-    setup_steps(ctx, report).map_err(|e| format!("{e}; once fixed, rerun `cargo xtask setup`"))
+/// Install and check what `needs` asks for; print one timed line per step.
+pub fn setup(ctx: &Ctx, report: &mut Report, needs: Needs) -> Result<Env> {
+    setup_steps(ctx, report, needs)
+        .map_err(|e| format!("{e}; once fixed, rerun `cargo xtask setup`"))
 }
 
-fn setup_steps(ctx: &Ctx, report: &mut Report) -> Result<Env> {
-    step(report, "setup/browser-packages", || {
-        let note = ensure_packages(ctx, BROWSER_PACKAGES)?;
-        Ok(((), note))
-    })?;
+fn setup_steps(ctx: &Ctx, report: &mut Report, needs: Needs) -> Result<Env> {
+    let plan = plan(needs);
+    if !plan.packages.is_empty() {
+        step(report, "setup/browser-packages", || {
+            let note = ensure_packages(ctx, plan.packages)?;
+            Ok(((), note))
+        })?;
+    }
     let wasm_toolchain = step(report, "setup/wasm32-target", || {
         let tc = ensure_wasm_toolchain(ctx)?;
         let note = match &tc {
@@ -80,7 +131,10 @@ fn setup_steps(ctx: &Ctx, report: &mut Report) -> Result<Env> {
         };
         Ok((tc, note))
     })?;
-    step(report, "setup/tools", || Ok(((), ensure_tools(ctx)?)))?;
+    step(report, "setup/tools", || {
+        Ok(((), ensure_tools(ctx, plan.tools)?))
+    })?;
+    // The editor bundle is part of the page: serving needs npm as much as testing.
     step(report, "setup/node", || {
         // Any Node.js with npm will do (Debian's, or one installed otherwise).
         if ctx.which("npm").is_some() {
@@ -88,19 +142,28 @@ fn setup_steps(ctx: &Ctx, report: &mut Report) -> Result<Env> {
         }
         Ok(((), ensure_packages(ctx, NODE_PACKAGES)?))
     })?;
-    let (chromium, chromedriver) = step(report, "setup/browser", || {
-        let (chromium, chromedriver, note) = check_browser(ctx)?;
-        Ok(((chromium, chromedriver), note))
-    })?;
+    let browser = match plan.browser {
+        false => None,
+        true => Some(step(report, "setup/browser", || {
+            let (chromium, chromedriver, note) = check_browser(ctx)?;
+            Ok((
+                Browser {
+                    chromium,
+                    chromedriver,
+                },
+                note,
+            ))
+        })?),
+    };
     Ok(Env {
         wasm_toolchain,
-        chromedriver,
-        chromium,
+        browser,
     })
 }
 
-/// The same facts as `setup`, found without installing anything (for `--skip-setup`).
-pub fn detect(ctx: &Ctx) -> Result<Env> {
+/// The same facts as `setup`, found without installing anything (for `--skip-setup`
+/// and `cargo xtask web`).
+pub fn detect(ctx: &Ctx, needs: Needs) -> Result<Env> {
     let source = source()?;
     let wasm_toolchain = if source != Source::Debian && has_wasm_std(ctx, None)? {
         None
@@ -111,11 +174,19 @@ pub fn detect(ctx: &Ctx) -> Result<Env> {
             "no Rust toolchain here has the {WASM_TARGET} target: run `cargo xtask setup`"
         ));
     };
-    let (chromium, chromedriver) = find_browser(ctx)?;
+    let browser = match plan(needs).browser {
+        false => None,
+        true => {
+            let (chromium, chromedriver) = find_browser(ctx)?;
+            Some(Browser {
+                chromedriver,
+                chromium,
+            })
+        }
+    };
     Ok(Env {
         wasm_toolchain,
-        chromedriver,
-        chromium,
+        browser,
     })
 }
 
@@ -657,7 +728,7 @@ enum Locked {
     TryFirst,
 }
 
-fn ensure_tools(ctx: &Ctx) -> Result<String> {
+fn ensure_tools(ctx: &Ctx, wanted: &[&str]) -> Result<String> {
     let bindgen = wasm_bindgen_version(&ctx.root)?;
     let tools = [
         // The registry mirror lacks one of its locked transitive versions: never --locked.
@@ -682,7 +753,7 @@ fn ensure_tools(ctx: &Ctx) -> Result<String> {
         },
     ];
     let mut notes = Vec::new();
-    for tool in &tools {
+    for tool in tools.iter().filter(|t| wanted.contains(&t.bin)) {
         let found = tool_version(ctx, tool.bin);
         if found.as_deref() == Some(tool.version.as_str()) {
             notes.push(format!("{} {}", tool.bin, tool.version));
@@ -893,6 +964,20 @@ mod tests {
         let m = "wasm-bindgen = { version = \"=0.2.99\", default-features = false }\n";
         assert_eq!(manifest_pin(m, "wasm-bindgen").as_deref(), Some("0.2.99"));
         assert_eq!(manifest_pin("serde = \"1\"\n", "wasm-bindgen"), None);
+    }
+
+    /// `cargo xtask serve` installs what building and serving the page needs, not
+    /// the browser and wasm-pack that only the tests use (14 minutes on a fresh machine).
+    #[test]
+    fn serving_installs_less_than_testing() {
+        let serve = plan(Needs::Serve);
+        assert!(serve.packages.is_empty());
+        assert!(!serve.browser);
+        assert_eq!(serve.tools, ["wasm-bindgen", "trunk"]);
+        let test = plan(Needs::Test);
+        assert_eq!(test.packages, ["chromium", "chromium-driver"]);
+        assert!(test.browser);
+        assert_eq!(test.tools, ["wasm-bindgen", "wasm-pack", "trunk"]);
     }
 
     #[test]

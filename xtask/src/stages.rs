@@ -143,12 +143,13 @@ fn command(ctx: &Ctx, env: &Env, stage: &Stage) -> Result<Cmd> {
                 crate::editor::build(ctx)?;
             }
             let webdriver = write_webdriver_json(ctx, env)?;
+            let chromedriver = &env.browser()?.chromedriver;
             let mut cmd = env.wasm_cmd(ctx, "wasm-pack");
             cmd.args(["test", "--headless", "--chrome", "--chromedriver"])
-                .arg(&env.chromedriver)
+                .arg(chromedriver)
                 .args(["--mode", "no-install", dir])
                 .args(test_targets(&ctx.root.join(dir)))
-                .env("CHROMEDRIVER", &env.chromedriver)
+                .env("CHROMEDRIVER", chromedriver)
                 .env("WASM_BINDGEN_TEST_WEBDRIVER_JSON", webdriver)
                 .env("WASM_BINDGEN_TEST_TIMEOUT", "300")
                 .env("WASM_BINDGEN_TEST_DRIVER_TIMEOUT", "60");
@@ -205,7 +206,7 @@ fn write_webdriver_json(ctx: &Ctx, env: &Env) -> Result<std::path::PathBuf> {
     let args: Vec<String> = args.iter().map(|a| format!("\"--{a}\"")).collect();
     let json = format!(
         "{{\n  \"goog:chromeOptions\": {{\n    \"binary\": {:?},\n    \"args\": [{}]\n  }}\n}}\n",
-        env.chromium.display().to_string(),
+        env.browser()?.chromium.display().to_string(),
         args.join(", ")
     );
     let path = ctx.target.join("xtask/webdriver.json");

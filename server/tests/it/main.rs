@@ -10,3 +10,4 @@ mod openapi;
 mod retries;
 mod security;
 mod store;
+mod web;
