@@ -4,11 +4,15 @@
 //! Needs the built web app and chromedriver: `cargo xtask test e2e` builds and
 //! runs it (`cargo test -p ax-e2e -- --ignored` if they are already there).
 
+use std::collections::BTreeMap;
+
 use ax_e2e::{Browser, browser, serve, testid};
 
 const CYCLE: &str = "name: e2e-review\nsteps:\n  - key: parse\n    agent: backend\n    prompt: Parse the change\n    dependencies: [aggregate]\n  - key: audit\n    agent: security\n    prompt: \"Audit {{parse.result}}\"\n    dependencies: [parse]\n  - key: aggregate\n    agent: product\n    prompt: \"Sum up {{audit.result}}\"\n    dependencies: [audit]\n";
 
 const FIXED: &str = "name: e2e-review\nsteps:\n  - key: parse\n    agent: backend\n    prompt: Parse the change\n  - key: audit\n    agent: security\n    prompt: \"Audit {{parse.result}}\"\n    dependencies: [parse]\n  - key: quality\n    agent: quality\n    prompt: \"Check {{parse.result}}\"\n    dependencies: [parse]\n  - key: aggregate\n    agent: product\n    prompt: \"Sum up {{audit.result}} and {{quality.result}}\"\n    dependencies: [audit, quality]\n";
+
+const APPROVAL: &str = "name: e2e-ship\nsteps:\n  - key: draft\n    agent: writer\n    prompt: Write the notes\n  - key: sign-off\n    type: approval\n    prompt: \"Ship this? {{draft.result}}\"\n    dependencies: [draft]\n  - key: publish\n    agent: writer\n    prompt: \"Publish: {{sign-off.result.comment}}\"\n    dependencies: [sign-off]\n";
 
 const KEYS: [&str; 4] = ["parse", "audit", "quality", "aggregate"];
 
@@ -347,5 +351,329 @@ async fn designer_end_to_end() {
     );
     b.color_scheme("light").await;
 
+    approve_in_the_page(&b, &server.url).await;
     let _ = b.client.clone().close().await;
+}
+
+/// A server run waits at an approval; the run panel shows the request, and
+/// Approve (with a comment) lets it finish.
+async fn approve_in_the_page(b: &Browser, url: &str) {
+    b.set_editor(APPROVAL).await;
+    b.until(
+        "the approval's own shape",
+        20,
+        "document.querySelector('[data-testid=\"graph\"] .node.approval[data-step=\"sign-off\"]')",
+    )
+    .await;
+    b.click(&testid("run-server")).await;
+    b.until(
+        "the approval waiting on the server",
+        60,
+        "document.querySelector('[data-testid=\"graph\"] [data-step=\"sign-off\"][data-state=\"waiting\"]') && \
+         document.querySelector('[data-testid=\"run-state\"]').innerText === 'waiting'",
+    )
+    .await;
+    b.click(&testid("tab-run")).await;
+    b.click(&format!("{} [data-step=\"sign-off\"]", testid("graph")))
+        .await;
+    b.until(
+        "the request with Approve and Reject",
+        30,
+        "document.querySelector('[data-testid=\"decision-request\"]') && \
+         document.querySelector('[data-testid=\"decision-request\"]').innerText.startsWith('Ship this? ') && \
+         document.querySelector('[data-testid=\"reject\"]')",
+    )
+    .await;
+    b.screenshot("12-approval").await;
+    b.js(
+        "const t = document.querySelector('[data-testid=\"decision-comment\"]'); t.value = 'approved in the page'; \
+         t.dispatchEvent(new Event('change', {bubbles: true}));",
+        vec![],
+    )
+    .await;
+    b.click(&testid("approve")).await;
+    b.until(
+        "the approved run completed",
+        60,
+        "document.querySelector('[data-testid=\"graph\"] [data-step=\"publish\"][data-state=\"completed\"]')",
+    )
+    .await;
+    let list: serde_json::Value = reqwest::get(format!("{url}/api/executions"))
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let ship = list
+        .as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|x| x["workflow"] == "e2e-ship" || x["workflow"]["name"] == "e2e-ship")
+        })
+        .cloned()
+        .unwrap_or_default();
+    let id = ship["id"]
+        .as_str()
+        .expect("the approval's execution")
+        .to_owned();
+    let e: serde_json::Value = reqwest::get(format!("{url}/api/executions/{id}"))
+        .await
+        .expect("execution")
+        .json()
+        .await
+        .expect("json");
+    let sign_off = e["steps"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["key"] == "sign-off"))
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        sign_off["output"]
+            .as_str()
+            .is_some_and(|o| o.contains("approved in the page")),
+        "{e}"
+    );
+    b.screenshot("13-approved").await;
+}
+
+/// Checkpoints move both ways: a dry run paused mid-way in the page continues
+/// on `ax serve`, and a server run paused mid-way continues in the page; in
+/// both, the steps completed before the move keep their output and attempt
+/// count and are not called again.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the built web app and chromedriver: run `cargo xtask test e2e`"]
+async fn checkpoints_move_between_browser_and_server() {
+    let server = serve(1500).await;
+    let b = browser().await;
+    b.client.goto(&server.url).await.expect("load the page");
+    b.wait_for(&format!("{} .cm-content", testid("editor")), 60)
+        .await;
+    capture_downloads(&b).await;
+    b.set_editor(FIXED).await;
+    browser_to_server(&b, &server.url).await;
+    server_to_browser(&b, &server.url).await;
+    let _ = b.client.clone().close().await;
+}
+
+/// Keep every `Blob` the page turns into a download URL, so that the test can
+/// read a downloaded file (the page's "Export checkpoint").
+async fn capture_downloads(b: &Browser) {
+    b.js(
+        "window.axDownloads = []; const create = URL.createObjectURL; \
+         URL.createObjectURL = (blob) => { window.axDownloads.push(blob); return create.call(URL, blob); };",
+        vec![],
+    )
+    .await;
+}
+
+/// Click "Export checkpoint" and return the downloaded checkpoint file.
+async fn export_from_page(b: &Browser) -> serde_json::Value {
+    let before = b.js("return window.axDownloads.length;", vec![]).await;
+    b.click(&testid("export-checkpoint")).await;
+    b.until(
+        "the checkpoint download",
+        20,
+        &format!("window.axDownloads.length > {before}"),
+    )
+    .await;
+    let text = b
+        .js(
+            "return window.axDownloads[window.axDownloads.length - 1].text();",
+            vec![],
+        )
+        .await;
+    serde_json::from_str(text.as_str().expect("the file's text")).expect("a JSON checkpoint file")
+}
+
+/// The completed steps of a checkpoint file: key → (attempt, output text).
+fn completed_steps(file: &serde_json::Value) -> BTreeMap<String, (u64, String)> {
+    let steps = file["checkpoint"]["steps"]
+        .as_object()
+        .expect("the checkpoint's steps");
+    steps
+        .iter()
+        .filter(|(_, s)| s["state"] == "completed")
+        .map(|(k, s)| {
+            let hash = s["output"]["hash"].as_str().expect("an output reference");
+            let text = file["outputs"][hash].as_str().expect("the output's text");
+            (
+                k.clone(),
+                (s["attempt"].as_u64().expect("attempt"), text.to_owned()),
+            )
+        })
+        .collect()
+}
+
+async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+async fn post_json(url: &str, body: serde_json::Value) -> serde_json::Value {
+    let r = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = r.status();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    assert!(status.is_success(), "POST {url}: {status} {v}");
+    v
+}
+
+/// Poll the execution until `done` holds for it.
+async fn wait_execution(
+    url: &str,
+    id: &str,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let e = get_json(&format!("{url}/api/executions/{id}")).await;
+        if done(&e) {
+            return e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {e}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn step<'a>(e: &'a serde_json::Value, key: &str) -> &'a serde_json::Value {
+    e["steps"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["key"] == key))
+        .unwrap_or_else(|| panic!("no step {key} in {e}"))
+}
+
+/// A dry run paused after its first step, exported from the page, imported
+/// into the server with `?resume=true`: the server completes it and calls
+/// no step that the browser completed.
+async fn browser_to_server(b: &Browser, url: &str) {
+    set_latency(b, 3000).await;
+    b.click(&testid("run-local")).await;
+    b.until("the first dry-run step completed", 60, "document.querySelector('[data-testid=\"graph\"] [data-step=\"parse\"][data-state=\"completed\"]')").await;
+    b.click(&testid("pause")).await;
+    b.until(
+        "the dry run paused with nothing running",
+        60,
+        "document.querySelector('[data-testid=\"run-state\"]').innerText === 'paused' && \
+         !document.querySelector('[data-testid=\"graph\"] [data-state=\"running\"]')",
+    )
+    .await;
+    let file = export_from_page(b).await;
+    let done = completed_steps(&file);
+    assert!(
+        done.contains_key("parse") && !done.contains_key("aggregate"),
+        "the dry run should stop mid-way: {done:?}"
+    );
+    let e = post_json(&format!("{url}/api/checkpoints/import?resume=true"), file).await;
+    let id = e["id"].as_str().expect("the imported execution's id");
+    let e = wait_execution(url, id, "the imported run to complete", |e| {
+        e["state"] == "completed"
+    })
+    .await;
+    for (key, (attempt, output)) in &done {
+        let s = step(&e, key);
+        assert_eq!(s["output"].as_str(), Some(output.as_str()), "{key}: {e}");
+        assert_eq!(s["attempts"].as_u64(), Some(*attempt), "{key}: {e}");
+    }
+    let aggregate = step(&e, "aggregate");
+    assert_eq!(aggregate["state"], "completed", "{e}");
+    let events = get_json(&format!("{url}/api/executions/{id}/events")).await;
+    let called: Vec<&str> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|ev| ev["type"] == "step" && ev["state"] == "running")
+        .filter_map(|ev| ev["step"].as_str())
+        .collect();
+    assert!(called.contains(&"aggregate"), "{events}");
+    for key in done.keys() {
+        assert!(
+            !called.contains(&key.as_str()),
+            "{key} ran again on the server: {events}"
+        );
+    }
+}
+
+/// A server run paused after its first step, exported from the server,
+/// imported into the page and resumed there as a dry run: it completes, and
+/// the steps the server completed keep their output and attempts.
+async fn server_to_browser(b: &Browser, url: &str) {
+    let e = post_json(
+        &format!("{url}/api/executions"),
+        serde_json::json!({ "source": FIXED }),
+    )
+    .await;
+    let id = e["id"].as_str().expect("the execution's id").to_owned();
+    wait_execution(url, &id, "the server's first step", |e| {
+        step(e, "parse")["state"] == "completed"
+    })
+    .await;
+    post_json(
+        &format!("{url}/api/executions/{id}/pause"),
+        serde_json::json!({ "now": false }),
+    )
+    .await;
+    wait_execution(url, &id, "the server run paused", |e| {
+        e["state"] == "paused"
+    })
+    .await;
+    let cps = get_json(&format!("{url}/api/executions/{id}/checkpoints")).await;
+    let cp = cps[0]["id"].as_str().expect("the newest checkpoint");
+    let text = reqwest::get(format!("{url}/api/checkpoints/{cp}/export"))
+        .await
+        .expect("export")
+        .text()
+        .await
+        .expect("the file");
+    let file: serde_json::Value = serde_json::from_str(&text).expect("a JSON checkpoint file");
+    let done = completed_steps(&file);
+    assert!(
+        done.contains_key("parse") && !done.contains_key("aggregate"),
+        "the server run should stop mid-way: {done:?}"
+    );
+
+    set_latency(b, 300).await;
+    b.wait_for(&testid("import-checkpoint"), 20).await;
+    b.js(
+        "const input = document.querySelector('[data-testid=\"import-checkpoint\"]').parentElement.querySelector('input[type=file]'); \
+         const t = new DataTransfer(); t.items.add(new File([arguments[0]], 'server-checkpoint.json', {type: 'application/json'})); \
+         input.files = t.files; input.dispatchEvent(new Event('change', {bubbles: true}));",
+        vec![serde_json::json!(text)],
+    )
+    .await;
+    b.until(
+        "the imported run ready to resume in the page",
+        30,
+        "[...document.querySelectorAll('[data-testid=\"notice\"]')].some(n => n.innerText.includes('Imported the checkpoint')) && \
+         !document.querySelector('[data-testid=\"resume\"]').disabled && \
+         document.querySelector('[data-testid=\"graph\"] [data-step=\"parse\"][data-state=\"completed\"]')",
+    )
+    .await;
+    b.click(&testid("resume")).await;
+    b.until(
+        "the imported run completed in the page",
+        60,
+        &format!(
+            "document.querySelector('[data-testid=\"run-state\"]').innerText === 'completed' && {}",
+            all_completed_js()
+        ),
+    )
+    .await;
+    b.screenshot("14-server-checkpoint-done-in-browser").await;
+    let after = completed_steps(&export_from_page(b).await);
+    for (key, v) in &done {
+        assert_eq!(after.get(key), Some(v), "{key} changed in the browser");
+    }
+    assert!(after.contains_key("aggregate"), "{after:?}");
 }

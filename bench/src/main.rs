@@ -8,11 +8,14 @@
 //! ax-bench growth [--quick] [--executions N]                        database size with pruning
 //! ax-bench publish [--file F] [--names a,b]                         copy target/bench/*.md into RELIABILITY.md (or F)
 //! ax-bench core-report                                              criterion results of the core → target/bench/core.md
-//! ax-bench first-token [--runs N]                                    first-token latency ax adds, through `ax serve`
+//! ax-bench first-token [--runs N] [--settle-ms MS] [--build CMD]    first-token latency ax adds, through `ax serve` and `ax workflow run --stream`
+//! ax-bench cli    [--quick] [--reps N] [--before OLD_AX]            `ax workflow run` of a 1,000-step chain, whole process
+//! ax-bench scale  [--executions N] [--latency-ms MS] [--workers 1,2,3] [--pg URL]   N code-review runs: SQLite, PostgreSQL × workers
 //! ```
 //! `cargo xtask bench-peer | soak | load | growth` build what is needed and run these.
 
 mod axrun;
+mod cli;
 mod core_report;
 mod fakellm;
 mod firsttoken;
@@ -20,6 +23,7 @@ mod growth;
 mod load;
 mod peer;
 mod publish;
+mod scale;
 mod serve;
 mod soak;
 mod util;
@@ -27,7 +31,7 @@ mod workflows;
 
 use util::Args;
 
-const USAGE: &str = "usage: ax-bench <peer|ax-run|soak|load|growth|publish|core-report|first-token> [OPTIONS] (see bench/src/main.rs)";
+const USAGE: &str = "usage: ax-bench <peer|ax-run|cli|soak|load|growth|publish|core-report|first-token|scale> [OPTIONS] (see bench/src/main.rs)";
 
 fn main() {
     let argv: Vec<String> = std::env::args().skip(1).collect();
@@ -39,12 +43,14 @@ fn main() {
     let res = Args::parse(rest, &flags).and_then(|a| match cmd.as_str() {
         "peer" => peer::main(&a),
         "ax-run" => axrun::main(&a),
+        "cli" => cli::main(&a),
         "soak" => soak::main(&a),
         "load" => load::main(&a),
         "growth" => growth::main(&a),
         "publish" => publish::main(&a),
         "core-report" => core_report::main(&a),
         "first-token" => firsttoken::main(&a),
+        "scale" => scale::main(&a),
         "help" | "--help" | "-h" => {
             println!("{USAGE}");
             Ok(())

@@ -58,6 +58,12 @@ pub struct Header {
     pub clock: u64,
     #[serde(default)]
     pub last_wake: Option<u64>,
+    /// The run's own budget, over `config.budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::model::Budget>,
+    /// What the run's answers cost so far.
+    #[serde(default, skip_serializing_if = "crate::exec::Spend::is_zero")]
+    pub spent: crate::exec::Spend,
 }
 
 /// A reference to a stored output.

@@ -706,7 +706,27 @@ fn step_fields(step: &Step) -> Vec<(&'static str, Value)> {
     if let Some(w) = &step.when {
         out.push(("when", Value::String(w.clone())));
     }
+    for (name, value) in settings_fields(step) {
+        if let Some(v) = value {
+            out.push((name, v));
+        }
+    }
     out
+}
+
+/// A step's own model settings, in the file format's order (`None` when absent).
+fn settings_fields(step: &Step) -> [(&'static str, Option<Value>); 5] {
+    [
+        ("model", step.model.clone().map(Value::String)),
+        ("temperature", step.temperature.map(Value::from)),
+        ("maxTokens", step.max_tokens.map(Value::from)),
+        ("system", step.system.clone().map(Value::String)),
+        (
+            "cache",
+            step.cache
+                .map(|c| serde_json::to_value(c).unwrap_or(Value::Null)),
+        ),
+    ]
 }
 
 /// The fields of approvals, `forEach` and sub-workflows between `prompt` and
@@ -1332,6 +1352,14 @@ fn update_in_place(
             None => remove_field(&text, format, i, "when")?,
         };
     }
+    for ((name, o), (_, n)) in settings_fields(old).into_iter().zip(settings_fields(new)) {
+        if o != n {
+            text = match n {
+                Some(v) => set_field(&text, format, i, name, &v)?,
+                None => remove_field(&text, format, i, name)?,
+            };
+        }
+    }
     Ok(text)
 }
 
@@ -1379,6 +1407,29 @@ mod tests {
     const YAML: &str = "# The release flow\nname: demo   # the name\nsteps:\n  # first: plan it\n  - key: plan\n    agent: 'planner'\n    prompt: |\n      Plan the work.\n      Carefully.\n\n  - key: build   # builds\n    agent: builder\n    prompt: \"Build {{plan.result}} now\"\n    dependencies:\n      - plan\n    retryPolicy:\n      maxRetries: 2   # twice\n  - {key: ship, agent: shipper, prompt: \"Ship {{ build.result }}\", dependencies: [build, plan]}\nconfig: {parallelism: 2}\n";
 
     const JSON: &str = "{\n  \"name\": \"demo\",\n  \"steps\": [\n    {\n      \"key\": \"plan\",\n      \"agent\": \"planner\",\n      \"prompt\": \"Plan it\"\n    },\n    {\"key\": \"build\", \"agent\": \"builder\", \"prompt\": \"Build {{plan.result}}\", \"dependencies\": [\"plan\"]}\n  ]\n}\n";
+
+    /// The designer's form sets and clears a step's own model settings and
+    /// cache in place, in YAML (block and flow) and JSON.
+    #[test]
+    fn model_settings_and_cache_are_edited_in_place() {
+        for (text, i) in [(YAML, 0), (YAML, 2), (JSON, 1)] {
+            let (old, _) = load_step(text, None, i).expect("step");
+            let mut new = old.clone();
+            new.model = Some("m-2".into());
+            new.temperature = Some(0.5);
+            new.max_tokens = Some(99);
+            new.system = Some("Be brief.".into());
+            new.cache = Some(crate::model::Cache::On(true));
+            let t = update_step(text, None, i, &new).expect("edit");
+            assert_eq!(load_step(&t, None, i).map(|(s, _)| s), Some(new), "{t}");
+            let back = update_step(&t, None, i, &old).expect("edit");
+            assert_eq!(
+                load_step(&back, None, i).map(|(s, _)| s),
+                Some(old),
+                "{back}"
+            );
+        }
+    }
 
     fn wf(text: &str) -> Workflow {
         let a = analyze(text, &Options::default());

@@ -20,9 +20,11 @@
 //! names one attempt or one child.
 
 mod approval;
+mod budget;
 mod child;
 mod items;
 
+pub use budget::{DEFAULT_MAX_TOKENS, Rate, Spend, prompt_tokens};
 pub use child::ChildControl;
 pub use items::{ItemRun, Items};
 
@@ -30,7 +32,7 @@ use crate::checkpoint::{
     CHECKPOINT_VERSION, Checkpoint, CheckpointDelta, Compatibility, Header, OutputRef,
     RestoreError, StepSnapshot,
 };
-use crate::model::{ErrorClass, RetryPolicy, StepType};
+use crate::model::{Budget, ErrorClass, ModelSettings, RetryPolicy, StepType};
 use crate::plan::{InputError, Plan, output_hash};
 use crate::retry::{self, Decision, ProviderRetry};
 use crate::sort::VecSet;
@@ -189,6 +191,12 @@ pub struct StartStep {
     /// For a `forEach` step: the item (0-based) this attempt is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<u32>,
+    /// The step's own model settings, over the agent's.
+    #[serde(default, skip_serializing_if = "ModelSettings::is_empty")]
+    pub settings: ModelSettings,
+    /// Whether (and how) the driver may answer from the response cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::model::CacheUse>,
 }
 
 /// A request to start a child execution (`type: workflow`): run `workflow`
@@ -466,7 +474,16 @@ pub struct Execution {
     pause_settled: bool,
     seq: u64,
     clock: u64,
+    /// The run's own budget (over `config.budget`) and what it spent.
+    budget: Budget,
+    spent: Spend,
     // Derived state, rebuilt on restore.
+    /// Each step's worst case per attempt (the driver's price table).
+    rates: Vec<Rate>,
+    /// The worst case of attempts in flight: (step, attempt, spend).
+    reserved: Vec<(usize, u32, Spend)>,
+    /// The next attempt waits for attempts in flight to settle (budget).
+    budget_wait: bool,
     /// Attempts and children in flight (what `config.parallelism` caps).
     running: usize,
     /// Children in flight, and those of them waiting for a decision.
@@ -517,6 +534,11 @@ impl Execution {
             pause_settled: false,
             seq: 0,
             clock: 0,
+            budget: Budget::default(),
+            spent: Spend::default(),
+            rates: Vec::new(),
+            reserved: Vec::new(),
+            budget_wait: false,
             running: 0,
             children: 0,
             waiting_children: 0,
@@ -1297,6 +1319,10 @@ impl Execution {
             } else {
                 self.start_attempt(i, now)?;
             }
+            if std::mem::take(&mut self.budget_wait) {
+                // Within budget once attempts in flight have answered.
+                break;
+            }
         }
         Ok(())
     }
@@ -1320,6 +1346,11 @@ impl Execution {
                 return self.drain(work, now);
             }
         };
+        if !self.within_budget(i, &prompt, now)? {
+            // Paused, or waiting for answers: it starts later.
+            self.ready.insert(i);
+            return Ok(());
+        }
         let plan = Arc::clone(&self.plan);
         let step = &plan.workflow.steps[i];
         let deadline = step.timeout_ms.map(|t| now.saturating_add(t));
@@ -1343,6 +1374,8 @@ impl Execution {
             deadline,
             output_schema: plan.output_schemas[i].clone(),
             item: None,
+            settings: step.settings(),
+            cache: step.cache_use(&plan.workflow.config),
         }));
         Ok(())
     }
@@ -1665,6 +1698,8 @@ impl Execution {
             pause_settled: self.pause_settled,
             clock: self.clock.max(now),
             last_wake: self.last_wake,
+            budget: (!self.budget.is_unlimited()).then_some(self.budget),
+            spent: self.spent,
         }
     }
 
@@ -1906,6 +1941,11 @@ impl Execution {
             pause_settled: h.pause_settled,
             seq: cp.seq,
             clock: h.clock,
+            budget: h.budget.unwrap_or_default(),
+            spent: h.spent,
+            rates: Vec::new(),
+            reserved: Vec::new(),
+            budget_wait: false,
             running: 0,
             children: 0,
             waiting_children: 0,
@@ -1926,7 +1966,15 @@ impl Execution {
         if !same {
             // Re-evaluate pending steps whose dependencies are all settled.
             let now = e.clock;
-            if e.state.is_terminal() && e.steps.iter().any(|s| !s.state.is_settled()) {
+            if e.state == ExecutionState::Cancelled {
+                // Cancel is final, edited definition or not: what it would
+                // redo stays cancelled, as a cancel leaves what never ran.
+                for s in e.steps.iter_mut().filter(|s| !s.state.is_settled()) {
+                    s.state = StepState::Cancelled;
+                    s.reason = Some("the execution was cancelled".into());
+                }
+                e.rebuild_derived();
+            } else if e.state.is_terminal() && e.steps.iter().any(|s| !s.state.is_settled()) {
                 // A finished run with steps to redo becomes resumable.
                 e.state = ExecutionState::Interrupted;
                 e.finished_at = None;

@@ -39,7 +39,8 @@ pub use exec::{
     Action, ChildControl, Event, ExecError, Execution, StartChild, StartStep, StepError,
 };
 pub use model::{
-    Config, ErrorClass, ForEach, InputSpec, OnTimeout, RetryPolicy, Step, StepType, Workflow,
+    Budget, Cache, CacheUse, Config, ErrorClass, ForEach, InputSpec, ModelSettings, OnTimeout,
+    RetryPolicy, Step, StepType, Workflow,
 };
 pub use plan::Plan;
 pub use report::{Code, Problem, Report};

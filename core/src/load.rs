@@ -6,9 +6,9 @@
 //! loaded (with the field empty) so that graph and placeholder checks can run too.
 
 use crate::model::{
-    Config, ErrorClass, ForEach, InputSpec, OnTimeout, RetryPolicy, Step, StepType, Workflow,
-    default_max_retries, default_multiplier, default_parallelism, default_retry_delay,
-    default_version,
+    Budget, Cache, CacheTtl, Config, ErrorClass, ForEach, InputSpec, OnTimeout, RetryPolicy, Step,
+    StepType, Workflow, default_max_retries, default_multiplier, default_parallelism,
+    default_retry_delay, default_version,
 };
 use crate::parse::{Entry, Format, Node, NodeKind, Scalar};
 use crate::report::{Code, Sink, suggest};
@@ -29,24 +29,31 @@ pub(crate) const WORKFLOW_FIELDS: &[&str] = &[
     "inputs",
     "outputs",
 ];
+/// The common fields first (each field of each step is looked up here); the
+/// first four are the required ones, by their bits (see [`Loader::step`]).
 pub(crate) const STEP_FIELDS: &[&str] = &[
     "key",
     "agent",
     "prompt",
-    "type",
     "workflow",
-    "inputs",
-    "forEach",
-    "maxConcurrency",
-    "maxItems",
     "dependencies",
     "parallel",
     "optional",
     "timeoutMs",
-    "onTimeout",
     "retryPolicy",
     "outputSchema",
     "when",
+    "type",
+    "inputs",
+    "forEach",
+    "maxConcurrency",
+    "maxItems",
+    "onTimeout",
+    "model",
+    "temperature",
+    "maxTokens",
+    "system",
+    "cache",
 ];
 pub(crate) const RETRY_FIELDS: &[&str] = &[
     "maxRetries",
@@ -60,7 +67,10 @@ pub(crate) const CONFIG_FIELDS: &[&str] = &[
     "checkpointInterval",
     "parallelism",
     "continueOnError",
+    "budget",
+    "cache",
 ];
+pub(crate) const BUDGET_FIELDS: &[&str] = &["usd", "tokens"];
 pub(crate) const INPUT_FIELDS: &[&str] = &["description", "default"];
 
 /// A field's key and value spans.
@@ -484,6 +494,28 @@ impl<'t> Loader<'_, 't> {
         }
     }
 
+    /// A finite number (ranges are validation's business).
+    fn number(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<f64> {
+        match e.value.scalar() {
+            Some(Scalar::Int(i)) => Some(i as f64),
+            Some(Scalar::Float(f)) if f.is_finite() => Some(f),
+            _ => {
+                let got = match e.value.scalar() {
+                    Some(Scalar::Str(s)) => format!("`{s}`"),
+                    Some(Scalar::Float(f)) => format!("{f}"),
+                    _ => e.value.type_name().to_owned(),
+                };
+                self.sink.error(
+                    Code::Schema,
+                    Some(e.value.span),
+                    step,
+                    format!("`{}` must be a number, not {got}", e.key),
+                );
+                None
+            }
+        }
+    }
+
     fn u32_field(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<u32> {
         let v = self.unsigned(e, step, "")?;
         match u32::try_from(v) {
@@ -552,6 +584,8 @@ impl<'t> Loader<'_, 't> {
                     }
                 }
                 "continueOnError" => c.continue_on_error = self.boolean(e, None).unwrap_or(false),
+                "budget" => c.budget = self.budget(&e.value),
+                "cache" => c.cache = self.cache(e, None),
                 _ => {}
             }
         }
@@ -559,6 +593,83 @@ impl<'t> Loader<'_, 't> {
             c.parallelism = default_parallelism();
         }
         c
+    }
+
+    /// `cache`: `true`, `false` or `{ttlMs}`.
+    fn cache(&mut self, e: &Entry<'_>, step: Option<&str>) -> Option<Cache> {
+        if let Some(Scalar::Bool(b)) = e.value.scalar() {
+            return Some(Cache::On(b));
+        }
+        let NodeKind::Map(entries) = &e.value.kind else {
+            self.sink.error(
+                Code::Schema,
+                Some(e.value.span),
+                step,
+                format!(
+                    "`cache` is true, false or `{{ttlMs: 3600000}}`, not {}",
+                    e.value.type_name()
+                ),
+            );
+            return None;
+        };
+        let mut ttl = None;
+        for f in self.check_fields(entries, &["ttlMs"], "cache", step) {
+            ttl = self.positive_ms(f, step);
+        }
+        if entries.is_empty() {
+            self.sink.error(
+                Code::InvalidValue,
+                Some(e.value.span),
+                step,
+                "`cache` is empty; write `cache: true` or `cache: {ttlMs: 3600000}`".into(),
+            );
+        }
+        ttl.map(|ttl_ms| Cache::Ttl(CacheTtl { ttl_ms }))
+    }
+
+    /// `config.budget`: `{usd, tokens}`, at least one.
+    fn budget(&mut self, n: &Node<'_>) -> Option<Budget> {
+        let NodeKind::Map(entries) = &n.kind else {
+            self.sink.error(
+                Code::Schema,
+                Some(n.span),
+                None,
+                format!(
+                    "`budget` is a mapping such as `{{usd: 2.50, tokens: 500000}}`, not {}",
+                    n.type_name()
+                ),
+            );
+            return None;
+        };
+        let mut b = Budget::default();
+        for e in self.check_fields(entries, BUDGET_FIELDS, "budget", None) {
+            match e.key.as_ref() {
+                "usd" => {
+                    b.usd = self.number(e, None).filter(|&v| {
+                        v >= 0.0 || {
+                            self.sink.error(
+                                Code::InvalidValue,
+                                Some(e.value.span),
+                                None,
+                                format!("`usd` must be zero or more, not {v}"),
+                            );
+                            false
+                        }
+                    })
+                }
+                "tokens" => b.tokens = self.unsigned(e, None, "tokens"),
+                _ => {}
+            }
+        }
+        if entries.is_empty() {
+            self.sink.error(
+                Code::InvalidValue,
+                Some(n.span),
+                None,
+                "`budget` is empty; set `usd`, `tokens` or both, or remove it".into(),
+            );
+        }
+        Some(b)
     }
 
     fn inputs(&mut self, n: &Node<'_>, map: &mut SourceMap) -> BTreeMap<String, InputSpec> {
@@ -745,26 +856,27 @@ impl<'t> Loader<'_, 't> {
                     ),
                 },
                 "when" => step.when = self.string(e, label),
+                "model" => step.model = self.string(e, label),
+                "system" => step.system = self.string(e, label),
+                "maxTokens" => step.max_tokens = self.u32_field(e, label),
+                "temperature" => step.temperature = self.number(e, label),
+                "cache" => step.cache = self.cache(e, label),
                 _ => {}
             }
         }
         // What each type needs (fields a type does not take are validation's
         // business: it reports them for workflows that did not come from text too).
-        let has = |name: &str| {
-            STEP_FIELDS
-                .iter()
-                .position(|f| *f == name)
-                .is_some_and(|at| seen & (1 << at) != 0)
-        };
-        let required: &[&str] = match step.kind {
+        // `key`, `agent`, `prompt` and `workflow` are the first four fields.
+        let required: &[usize] = match step.kind {
             // What a mistyped type needs is unknown: only its key is asked for.
-            _ if unknown_type => &["key"],
-            StepType::Prompt => &["key", "agent", "prompt"],
-            StepType::Approval => &["key", "prompt"],
-            StepType::Workflow => &["key", "workflow"],
+            _ if unknown_type => &[0],
+            StepType::Prompt => &[0, 1, 2],
+            StepType::Approval => &[0, 2],
+            StepType::Workflow => &[0, 3],
         };
-        for &field in required {
-            if !has(field) {
+        for &at in required {
+            let field = STEP_FIELDS[at];
+            if seen & (1 << at) == 0 {
                 let example = match field {
                     "key" => "key: my-step",
                     "agent" => "agent: backend",
@@ -1063,14 +1175,17 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    /// `step` tracks the fields it saw by their bits in `seen`.
+    /// `step` tracks the fields it saw by their bits in `seen`, and finds the
+    /// required ones by position.
     #[test]
     fn field_lists_fit_the_seen_bits() {
+        assert_eq!(&STEP_FIELDS[..4], ["key", "agent", "prompt", "workflow"]);
         assert!(
             [
                 STEP_FIELDS,
                 RETRY_FIELDS,
                 CONFIG_FIELDS,
+                BUDGET_FIELDS,
                 INPUT_FIELDS,
                 WORKFLOW_FIELDS
             ]

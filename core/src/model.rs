@@ -120,6 +120,83 @@ pub struct Step {
     /// Condition on upstream results; when false the step is skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when: Option<String>,
+    /// The model for this step, instead of the agent's (on the agent's first
+    /// provider; fallbacks keep their own). Prompt steps only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Sampling temperature for this step, 0 to 2, instead of the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// The longest answer, in tokens, for this step, instead of the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// The system prompt for this step, instead of the agent's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+    /// Reuse an earlier identical answer (same provider, model, settings and
+    /// prompt) instead of calling the model: `true`, `false` (never, even when
+    /// `config.cache` is on) or `{ttlMs}` (only answers younger than that).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Cache>,
+}
+
+/// A response cache setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(untagged)]
+pub enum Cache {
+    On(bool),
+    Ttl(CacheTtl),
+}
+
+/// `{ttlMs}`: cached answers older than this are not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CacheTtl {
+    pub ttl_ms: u64,
+}
+
+/// How an attempt uses the response cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheUse {
+    /// Only answers younger than this many milliseconds (None: any age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+impl Cache {
+    /// What the setting means for an attempt: None when caching is off.
+    pub fn using(self) -> Option<CacheUse> {
+        match self {
+            Cache::On(false) => None,
+            Cache::On(true) => Some(CacheUse { ttl_ms: None }),
+            Cache::Ttl(t) => Some(CacheUse {
+                ttl_ms: Some(t.ttl_ms),
+            }),
+        }
+    }
+}
+
+/// A step's own model settings (each overrides the agent's when set).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+}
+
+impl ModelSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == ModelSettings::default()
+    }
 }
 
 /// What a step does.
@@ -249,6 +326,39 @@ pub struct Config {
     /// Keep running independent steps after a required step fails.
     #[serde(default)]
     pub continue_on_error: bool,
+    /// What a run may spend; a run about to exceed it pauses (overridable per run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+    /// The response cache for every prompt step without its own `cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Cache>,
+}
+
+/// What a run may spend at most: US dollars (at the agents file's prices) and
+/// tokens (in and out). Either or both.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+}
+
+impl Budget {
+    /// Nothing is limited.
+    pub fn is_unlimited(&self) -> bool {
+        self.usd.is_none() && self.tokens.is_none()
+    }
+
+    /// `over`'s limits where it sets them, else this one's.
+    pub fn or(self, over: Budget) -> Budget {
+        Budget {
+            usd: over.usd.or(self.usd),
+            tokens: over.tokens.or(self.tokens),
+        }
+    }
 }
 
 impl Default for Config {
@@ -259,6 +369,8 @@ impl Default for Config {
             checkpoint_interval: None,
             parallelism: default_parallelism(),
             continue_on_error: false,
+            budget: None,
+            cache: None,
         }
     }
 }
@@ -413,6 +525,22 @@ impl Step {
     pub fn max_items(&self) -> u32 {
         self.max_items.unwrap_or(DEFAULT_MAX_ITEMS)
     }
+
+    /// How the step's attempts use the response cache (its own `cache`, else
+    /// `config.cache`); None when off.
+    pub fn cache_use(&self, config: &Config) -> Option<CacheUse> {
+        self.cache.or(config.cache).and_then(Cache::using)
+    }
+
+    /// The step's own model settings.
+    pub fn settings(&self) -> ModelSettings {
+        ModelSettings {
+            model: self.model.clone(),
+            temperature: self.temperature,
+            max_tokens: self.max_tokens,
+            system: self.system.clone(),
+        }
+    }
 }
 
 /// The JSON Schema of the file format, generated from these types.
@@ -472,13 +600,41 @@ pub fn json_schema() -> serde_json::Value {
         json!({"pattern": "^[A-Za-z0-9_-]{1,128}$"}),
     );
     set("/$defs/Step/properties/workflow", "minLength", json!(1));
+    set("/$defs/Step/properties/model", "minLength", json!(1));
+    set("/$defs/Step/properties/temperature", "minimum", json!(0));
+    set("/$defs/Step/properties/temperature", "maximum", json!(2));
+    set("/$defs/Budget/properties/usd", "minimum", json!(0));
+    set("/$defs/Budget/properties/tokens", "minimum", json!(0));
+    set("/$defs/Budget", "minProperties", json!(1));
+    set("/$defs/CacheTtl/properties/ttlMs", "minimum", json!(1));
     // What each step type needs and refuses (the validator says the same, with
     // positions): a prompt step needs `agent` and `prompt`, an approval a
     // `prompt` and no `agent`, a workflow step a `workflow` and no prompt.
     let refuse = |fields: &[&str]| json!({"not": {"anyOf": fields.iter().map(|f| json!({"required": [f]})).collect::<Vec<_>>()}});
-    let mut approval = refuse(&["agent", "workflow", "inputs", "forEach", "retryPolicy"]);
+    let mut approval = refuse(&[
+        "agent",
+        "workflow",
+        "inputs",
+        "forEach",
+        "retryPolicy",
+        "model",
+        "temperature",
+        "maxTokens",
+        "system",
+        "cache",
+    ]);
     approval["required"] = json!(["prompt"]);
-    let mut workflow = refuse(&["agent", "prompt", "onTimeout", "outputSchema"]);
+    let mut workflow = refuse(&[
+        "agent",
+        "prompt",
+        "onTimeout",
+        "outputSchema",
+        "model",
+        "temperature",
+        "maxTokens",
+        "system",
+        "cache",
+    ]);
     workflow["required"] = json!(["workflow"]);
     set(
         "/$defs/Step",
@@ -501,6 +657,7 @@ pub fn json_schema() -> serde_json::Value {
         "/$defs/Step/properties/maxConcurrency",
         "/$defs/Step/properties/maxItems",
         "/$defs/Step/properties/timeoutMs",
+        "/$defs/Step/properties/maxTokens",
         "/$defs/Config/properties/timeout",
         "/$defs/Config/properties/checkpointInterval",
         "/$defs/Config/properties/parallelism",

@@ -338,6 +338,19 @@ fn step_hash(s: &crate::model::Step, canon: &mut String) -> [u8; 16] {
             serde_json::to_value(f).unwrap_or(Value::Null),
         );
     }
+    // A step's own model settings: a changed model is a changed step.
+    if let Some(m) = &s.model {
+        extra.insert("model".into(), Value::String(m.clone()));
+    }
+    if let Some(t) = s.temperature {
+        extra.insert("temperature".into(), Value::from(t));
+    }
+    if let Some(m) = s.max_tokens {
+        extra.insert("maxTokens".into(), Value::from(m));
+    }
+    if let Some(m) = &s.system {
+        extra.insert("system".into(), Value::String(m.clone()));
+    }
     if !extra.is_empty() {
         canon.push(',');
         canonical_json(&Value::Object(extra), canon);

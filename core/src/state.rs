@@ -91,7 +91,9 @@ impl ExecutionState {
                 // A decision (or a child's) arrives: running again; a rejection
                 // can fail the run at once.
                 | (Waiting, Running | Paused | Failed | Cancelled | Interrupted)
-                | (Interrupted, Running | Paused | Cancelled)
+                // A decision or a child's report can fail it while no process
+                // runs it.
+                | (Interrupted, Running | Paused | Cancelled | Failed)
                 | (Failed, Running)
         )
     }

@@ -327,6 +327,7 @@ fn check<'w>(wf: &'w Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> 
             );
         }
         check_kind(s, i, map, &loc, sink);
+        check_settings(s, i, &loc, sink);
     }
     for name in wf.inputs.keys() {
         if let Some(&i) = index.get(name.as_str()) {
@@ -429,6 +430,21 @@ fn check<'w>(wf: &'w Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> 
     let mut schemas = Vec::with_capacity(n);
     for (i, s) in wf.steps.iter().enumerate() {
         let label = (!s.key.is_empty()).then_some(s.key.as_str());
+        // The prompt as before forEach and sub-workflows (the hot path: every
+        // step has one); their fields through `scan_field`.
+        if let Err(errs) = Template::scan(&s.prompt, |ph| prompt_refs.push((i, ph, "prompt"))) {
+            prompts_ok = false;
+            for e in errs {
+                let raw = &s.prompt[e.range.clone()];
+                let span = loc.inside(text, loc.step_field(i, "prompt"), raw, &mut 0);
+                sink.error(
+                    Code::InvalidValue,
+                    span,
+                    label,
+                    format!("in `prompt`: {}", e.message),
+                );
+            }
+        }
         let mut scan_field = |field: &'static str, t: &'w str, sink: &mut Sink<'_>| {
             if let Err(errs) = Template::scan(t, |ph| prompt_refs.push((i, ph, field))) {
                 prompts_ok = false;
@@ -444,7 +460,6 @@ fn check<'w>(wf: &'w Workflow, map: Option<&SourceMap>, sink: &mut Sink<'_>) -> 
                 }
             }
         };
-        scan_field("prompt", &s.prompt, sink);
         match &s.for_each {
             Some(ForEach::Template(t)) => {
                 if Template::parse(t).is_ok_and(|t| t.as_single().is_none()) {
@@ -747,6 +762,11 @@ fn check_kind(s: &Step, i: usize, map: Option<&SourceMap>, loc: &Locator<'_>, si
             "onTimeout" => s.on_timeout.is_some(),
             "retryPolicy" => s.retry_policy.is_some(),
             "outputSchema" => s.output_schema.is_some(),
+            "model" => s.model.is_some(),
+            "temperature" => s.temperature.is_some(),
+            "maxTokens" => s.max_tokens.is_some(),
+            "system" => s.system.is_some(),
+            "cache" => s.cache.is_some(),
             _ => false,
         },
     };
@@ -793,6 +813,12 @@ fn check_kind(s: &Step, i: usize, map: Option<&SourceMap>, loc: &Locator<'_>, si
                 "retryPolicy",
                 "does not apply to an approval step: a decision is not retried; remove it",
             );
+            for f in SETTINGS {
+                refuse(
+                    f,
+                    "does not apply to an approval step: no model is asked; remove it",
+                );
+            }
         }
         StepType::Workflow => {
             refuse(
@@ -808,6 +834,12 @@ fn check_kind(s: &Step, i: usize, map: Option<&SourceMap>, loc: &Locator<'_>, si
                 "outputSchema",
                 "does not apply to a `type: workflow` step: the child's result is its `outputs`; remove it",
             );
+            for f in SETTINGS {
+                refuse(
+                    f,
+                    "does not apply to a `type: workflow` step: set it on the child workflow's steps; remove it",
+                );
+            }
         }
     }
     if !has_for_each(s, i, map) {
@@ -850,6 +882,43 @@ fn check_kind(s: &Step, i: usize, map: Option<&SourceMap>, loc: &Locator<'_>, si
                 );
             }
         }
+    }
+}
+
+/// A step's own model settings (prompt steps only).
+const SETTINGS: [&str; 5] = ["model", "temperature", "maxTokens", "system", "cache"];
+
+/// The ranges of a step's own model settings (their types were checked by the
+/// loader; a workflow that came as data is checked here too).
+fn check_settings(s: &Step, i: usize, loc: &Locator<'_>, sink: &mut Sink<'_>) {
+    let label = (!s.key.is_empty()).then_some(s.key.as_str());
+    if let Some(m) = &s.model
+        && m.trim().is_empty()
+    {
+        sink.error(
+            Code::InvalidValue,
+            loc.step_field(i, "model"),
+            label,
+            "`model` is blank; name a model such as `claude-sonnet-4-5`, or remove it to use the agent's".into(),
+        );
+    }
+    if let Some(t) = s.temperature
+        && !(t.is_finite() && (0.0..=2.0).contains(&t))
+    {
+        sink.error(
+            Code::InvalidValue,
+            loc.step_field(i, "temperature"),
+            label,
+            format!("`temperature` must be between 0 and 2, not {t}"),
+        );
+    }
+    if s.max_tokens == Some(0) {
+        sink.error(
+            Code::InvalidValue,
+            loc.step_field(i, "maxTokens"),
+            label,
+            "`maxTokens` must be at least 1; remove it to use the agent's".into(),
+        );
     }
 }
 

@@ -1,9 +1,9 @@
 //! The executor's behaviour, driven in virtual time: scheduling, retries,
 //! failures, conditions, timeouts, control, checkpoints.
 
-use ax_core::exec::{AbortReason, Action, Event, Execution, StepError};
+use ax_core::exec::{AbortReason, Action, Event, Execution, Rate, Spend, StepError};
 use ax_core::sim::{Reply, Simulator};
-use ax_core::{Checkpoint, ErrorClass, ExecutionState, Plan, ProviderRetry, StepState};
+use ax_core::{Budget, Checkpoint, ErrorClass, ExecutionState, Plan, ProviderRetry, StepState};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -790,4 +790,186 @@ fn checkpoint_interval_limits_checkpoints() {
             .count(),
         11
     );
+}
+
+/// A step's own model settings reach the driver with each attempt, and are part
+/// of its hash: restoring after its model changed runs it (and what depends on
+/// it) again; the other steps keep their results.
+#[test]
+fn step_model_settings_travel_with_attempts_and_change_the_hash() {
+    let pinned = FAN.replace(
+        "{key: b2, agent: a,",
+        "{key: b2, agent: a, model: small-1, temperature: 0.2, maxTokens: 300, system: terse,",
+    );
+    let mut sim = Simulator::new(exec(&pinned), 0, |s| ok(1, &format!("<{}>", s.key)));
+    assert_eq!(sim.run(1000), Ok(ExecutionState::Completed));
+    let starts = sim.starts();
+    let b2 = starts.iter().find(|(_, s)| s.key == "b2").expect("b2 ran");
+    assert_eq!(b2.1.settings.model.as_deref(), Some("small-1"));
+    assert_eq!(b2.1.settings.temperature, Some(0.2));
+    assert_eq!(b2.1.settings.max_tokens, Some(300));
+    assert_eq!(b2.1.settings.system.as_deref(), Some("terse"));
+    assert!(
+        starts
+            .iter()
+            .filter(|(_, s)| s.key != "b2")
+            .all(|(_, s)| s.settings.is_empty())
+    );
+    let cp = sim.exec.snapshot();
+    let outputs = sim.exec.outputs();
+    for (edit, rerun) in [
+        ("model: small-1", "model: large-2"),
+        ("temperature: 0.2", "temperature: 0.3"),
+        ("maxTokens: 300", "maxTokens: 301"),
+        ("system: terse", "system: verbose"),
+    ] {
+        let edited = pinned.replace(edit, rerun);
+        let (_, compat) =
+            Execution::restore(plan(&edited), &cp, &|h| outputs.get(h).cloned()).expect("restores");
+        assert_eq!(compat.rerun, ["b2", "join"], "{rerun}");
+        assert_eq!(compat.kept, ["root", "b1", "b3"], "{rerun}");
+    }
+    // A workflow without them keeps the hash it had before they existed.
+    assert_eq!(plan(FAN).step_hash(0), plan(&pinned).step_hash(0));
+}
+
+fn started(actions: &[Action]) -> Vec<(String, u32)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StartStep(s) => Some((s.key.clone(), s.attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rate(usd_in: f64, usd_out: f64) -> impl Fn(&ax_core::Step) -> Rate {
+    move |s| Rate {
+        usd_per_token: Some((usd_in, usd_out)),
+        max_tokens: s.max_tokens.unwrap_or(100),
+        fixed_tokens: 0,
+    }
+}
+
+const BUDGETED: &str = r#"
+name: budgeted
+config: {budget: {tokens: 40}, parallelism: 2}
+steps:
+  - {key: a, agent: x, prompt: aa, maxTokens: 10}
+  - {key: b, agent: x, prompt: bb, maxTokens: 10, dependencies: [a]}
+  - {key: c, agent: x, prompt: cc, maxTokens: 10, dependencies: [b]}
+"#;
+
+/// Before each attempt: spent + its worst case (prompt estimate + maxTokens)
+/// against the budget; over it, the run pauses with reason `budget` instead of
+/// starting the attempt, and goes on once the budget is raised.
+#[test]
+fn budget_pauses_before_the_attempt_that_would_exceed_it() {
+    let mut e = exec(BUDGETED);
+    e.set_rates(&rate(0.0, 0.0));
+    let spend = Spend {
+        usd: 0.0,
+        tokens: 18,
+    };
+    let a = e.handle(Event::Start, 0).expect("start");
+    assert_eq!(started(&a), [("a".to_owned(), 1)]);
+    e.charge("a", 1, spend);
+    let ok = |k: &str| Event::StepSucceeded {
+        key: k.into(),
+        attempt: 1,
+        output: "x".into(),
+    };
+    let a = e.handle(ok("a"), 1).expect("a done");
+    assert_eq!(started(&a), [("b".to_owned(), 1)]);
+    e.charge("b", 1, spend);
+    // 36 spent + 1 + 10 > 40: c does not start.
+    let a = e.handle(ok("b"), 2).expect("b done");
+    assert!(started(&a).is_empty());
+    assert_eq!(e.state(), ExecutionState::Paused);
+    let reason = e.reason().unwrap_or("");
+    assert!(
+        reason.starts_with("budget: the next attempt of `c` may use up to 11 tokens"),
+        "{reason}"
+    );
+    assert!(a.iter().any(|x| matches!(x, Action::Checkpoint)));
+    assert_eq!(state_of(&e, "c"), StepState::Ready);
+    assert_eq!(e.spent().tokens, 36);
+    // Resuming as it is pauses again at once.
+    let a = e.handle(Event::Resume, 3).expect("resume");
+    assert!(started(&a).is_empty());
+    assert_eq!(e.state(), ExecutionState::Paused);
+    // Checkpoints keep what was spent and the raised budget; nothing is charged twice.
+    e.set_budget(Budget {
+        usd: None,
+        tokens: Some(100),
+    });
+    let cp = e.snapshot();
+    let (mut r, _) =
+        Execution::restore(e.plan().clone(), &cp, &|_| Some(Arc::from("x"))).expect("restore");
+    assert_eq!(r.spent(), e.spent());
+    assert_eq!(r.budget().tokens, Some(100));
+    r.set_rates(&rate(0.0, 0.0));
+    let a = r.handle(Event::Resume, 4).expect("resume");
+    assert_eq!(started(&a), [("c".to_owned(), 1)]);
+    r.charge("c", 1, spend);
+    r.handle(ok("c"), 5).expect("c done");
+    assert_eq!(r.state(), ExecutionState::Completed);
+    assert_eq!(r.spent().tokens, 54);
+}
+
+/// Attempts in flight hold their worst case: two parallel steps that together
+/// could pass the budget do not start together.
+#[test]
+fn attempts_in_flight_hold_their_worst_case() {
+    let yaml = r#"
+name: par
+config: {budget: {usd: 0.0005}, parallelism: 4}
+steps:
+  - {key: a, agent: x, prompt: aa, maxTokens: 100}
+  - {key: b, agent: x, prompt: bb, maxTokens: 100}
+"#;
+    let mut e = exec(yaml);
+    // $3 per million out: 100 tokens = $0.0003 each; two would be $0.0006.
+    e.set_rates(&rate(0.0, 3e-6));
+    let a = e.handle(Event::Start, 0).expect("start");
+    assert_eq!(started(&a), [("a".to_owned(), 1)]);
+    assert_eq!(e.state(), ExecutionState::Running, "b waits for a");
+    // Its answer cost less than the worst case: b fits now.
+    e.charge(
+        "a",
+        1,
+        Spend {
+            usd: 0.0001,
+            tokens: 40,
+        },
+    );
+    let a = e
+        .handle(
+            Event::StepSucceeded {
+                key: "a".into(),
+                attempt: 1,
+                output: "x".into(),
+            },
+            1,
+        )
+        .expect("a done");
+    assert_eq!(started(&a), [("b".to_owned(), 1)]);
+    // b is in flight holding $0.0003; spent $0.0001: c (if there were one) could not start.
+    assert!((e.spent().usd - 0.0001).abs() < 1e-12);
+}
+
+/// A dollar budget with a model that has no price cannot be kept: the run
+/// pauses and says so, rather than guessing.
+#[test]
+fn usd_budget_without_a_price_pauses() {
+    let mut e =
+        exec("name: x\nconfig: {budget: {usd: 1}}\nsteps: [{key: a, agent: x, prompt: p}]\n");
+    let a = e.handle(Event::Start, 0).expect("start");
+    assert!(started(&a).is_empty());
+    assert!(e.reason().unwrap_or("").contains("without a price"));
+    // A token budget needs no price.
+    let mut e =
+        exec("name: x\nconfig: {budget: {tokens: 5000}}\nsteps: [{key: a, agent: x, prompt: p}]\n");
+    let a = e.handle(Event::Start, 0).expect("start");
+    assert_eq!(started(&a), [("a".to_owned(), 1)]);
 }

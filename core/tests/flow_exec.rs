@@ -1386,3 +1386,33 @@ fn a_version_1_checkpoint_restores_and_finishes() {
     assert_eq!(sim.run(100), Ok(ExecutionState::Completed));
     assert_eq!(output_of(&sim.exec, "publish"), json!("<publish>"));
 }
+
+/// Found by `flow_events`: a child's report (or a decision) can arrive while no
+/// process runs the parent; a failure then fails the run (it went from
+/// `interrupted` to an illegal transition before).
+#[test]
+fn a_child_failing_while_its_parent_is_interrupted_fails_the_run() {
+    let mut e = exec("name: p\nsteps:\n  - {key: sub, type: workflow, workflow: c.yaml}\n");
+    e.handle(Event::Start, 0).expect("start");
+    e.interrupt(10).expect("interrupt");
+    assert_eq!(e.state(), ExecutionState::Interrupted);
+    assert_eq!(e.children_in_flight(), 1, "the child runs on");
+    let actions = e
+        .handle(
+            Event::ChildFailed {
+                key: "sub".into(),
+                attempt: 1,
+                error: StepError::new(ErrorClass::Auth, "the sub-workflow `c` failed: 401"),
+            },
+            20,
+        )
+        .expect("accepted");
+    assert_eq!(e.state(), ExecutionState::Failed);
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Finished {
+            state: ExecutionState::Failed,
+            ..
+        }
+    )));
+}

@@ -451,3 +451,167 @@ fn a_loader_can_be_a_closure() {
     assert!(a.report.valid, "{:?}", lines(&a.report));
     assert_eq!(calls, ["stored:p -> summarize"]);
 }
+
+/// `model`, `temperature`, `maxTokens` and `system`: types, ranges and the
+/// step types that take them, each reported at its line and column.
+#[test]
+fn step_model_settings_are_checked_with_positions() {
+    let ok = "name: x\nsteps:\n  - key: a\n    agent: b\n    prompt: p\n    model: m-1\n    temperature: 1.5\n    maxTokens: 2e3\n    system: be brief\n";
+    let a = analyze(ok, &Options::for_file("x.yaml"));
+    assert!(a.report.valid, "{:?}", a.report.errors);
+    let s = &a.workflow().expect("workflow").steps[0];
+    assert_eq!(s.model.as_deref(), Some("m-1"));
+    assert_eq!((s.temperature, s.max_tokens), (Some(1.5), Some(2000)));
+    assert_eq!(s.system.as_deref(), Some("be brief"));
+
+    let bad = "name: x\nsteps:\n  - key: a\n    agent: b\n    prompt: p\n    model: \" \"\n    temperature: 2.5\n    maxTokens: 0\n    system: [x]\n  - key: c\n    agent: b\n    prompt: p\n    temperature: warm\n    maxTokens: -1\n  - key: d\n    type: approval\n    prompt: ok?\n    model: m\n";
+    let a = analyze(bad, &Options::for_file("x.yaml"));
+    let got: Vec<String> = a
+        .report
+        .errors
+        .iter()
+        .map(|p| {
+            format!(
+                "{}:{} {} {}",
+                p.line.unwrap_or(0),
+                p.column.unwrap_or(0),
+                p.code,
+                p.message
+            )
+        })
+        .collect();
+    let all = got.join("\n");
+    for want in [
+        "6:12 invalid-value `model` is blank",
+        "7:18 invalid-value `temperature` must be between 0 and 2, not 2.5",
+        "8:16 invalid-value `maxTokens` must be at least 1",
+        "9:13 schema `system` must be text, not a list",
+        "13:18 schema `temperature` must be a number, not `warm`",
+        "14:16 invalid-value `maxTokens` must be zero or more",
+        "18:5 invalid-value `model` does not apply to an approval step",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in\n{all}");
+    }
+    assert_eq!(got.len(), 7, "{all}");
+}
+
+/// A workflow that came as data (the designer's form, the API) gets the same
+/// range checks.
+#[test]
+fn step_model_settings_of_a_workflow_as_data_are_checked() {
+    let step = |key: &str| Step {
+        key: key.into(),
+        agent: "b".into(),
+        prompt: "p".into(),
+        ..Step::default()
+    };
+    let wf = Workflow {
+        name: "x".into(),
+        description: None,
+        version: "1".into(),
+        steps: vec![
+            Step {
+                temperature: Some(-0.1),
+                max_tokens: Some(0),
+                ..step("a")
+            },
+            Step {
+                model: Some("m".into()),
+                kind: StepType::Workflow,
+                workflow: Some("./c.yaml".into()),
+                agent: String::new(),
+                prompt: String::new(),
+                ..step("w")
+            },
+        ],
+        config: Default::default(),
+        tags: vec![],
+        author: None,
+        inputs: Default::default(),
+        outputs: Default::default(),
+    };
+    let all = lines(&validate_workflow(wf).expect_err("invalid")).join("\n");
+    assert!(
+        all.contains("`temperature` must be between 0 and 2, not -0.1"),
+        "{all}"
+    );
+    assert!(all.contains("`maxTokens` must be at least 1"), "{all}");
+    assert!(
+        all.contains("`model` does not apply to a `type: workflow` step"),
+        "{all}"
+    );
+}
+
+/// `config.budget`: `usd` zero or more, `tokens` a whole number, nothing else.
+#[test]
+fn budget_is_checked_with_positions() {
+    let a = analyze(
+        "name: x\nconfig:\n  budget: {usd: 2.5, tokens: 5e5}\nsteps: [{key: a, agent: b, prompt: p}]\n",
+        &Options::for_file("x.yaml"),
+    );
+    assert!(a.report.valid, "{:?}", a.report.errors);
+    let b = a
+        .workflow()
+        .expect("workflow")
+        .config
+        .budget
+        .expect("budget");
+    assert_eq!((b.usd, b.tokens), (Some(2.5), Some(500_000)));
+    let r = report(
+        "name: x\nconfig:\n  budget: {usd: -1, tokens: lots, eur: 3}\nsteps: [{key: a, agent: b, prompt: p}]\n",
+    );
+    let all = lines(&r).join("\n");
+    assert!(
+        all.contains("3:17 invalid-value `usd` must be zero or more, not -1"),
+        "{all}"
+    );
+    assert!(
+        all.contains("3:29 schema `tokens` must be a whole number of tokens, not `lots`"),
+        "{all}"
+    );
+    assert!(
+        all.contains("3:35 schema unknown field `eur` in budget"),
+        "{all}"
+    );
+    let r = report("name: x\nconfig: {budget: {}}\nsteps: [{key: a, agent: b, prompt: p}]\n");
+    assert!(lines(&r).join("\n").contains("`budget` is empty"), "{r:?}");
+}
+
+/// `cache` on a step and in `config`: true, false or `{ttlMs}`; a step's own
+/// setting wins over the file's.
+#[test]
+fn cache_settings_load_and_are_checked() {
+    let a = analyze(
+        "name: x\nconfig: {cache: true}\nsteps:\n  - {key: a, agent: b, prompt: p}\n  - {key: c, agent: b, prompt: p, cache: false}\n  - {key: d, agent: b, prompt: p, cache: {ttlMs: 60000}}\n",
+        &Options::for_file("x.yaml"),
+    );
+    assert!(a.report.valid, "{:?}", a.report.errors);
+    let wf = a.workflow().expect("workflow");
+    let uses: Vec<_> = wf.steps.iter().map(|s| s.cache_use(&wf.config)).collect();
+    assert_eq!(
+        uses,
+        [
+            Some(ax_core::CacheUse { ttl_ms: None }),
+            None,
+            Some(ax_core::CacheUse {
+                ttl_ms: Some(60000)
+            })
+        ]
+    );
+    let r = report(
+        "name: x\nsteps:\n  - {key: a, agent: b, prompt: p, cache: yes}\n  - {key: c, agent: b, prompt: p, cache: {ttlMs: 0}}\n  - {key: d, type: approval, prompt: p, cache: true}\n",
+    );
+    let all = lines(&r).join("\n");
+    assert!(
+        all.contains("3:42 schema `cache` is true, false or `{ttlMs: 3600000}`, not a string"),
+        "{all}"
+    );
+    assert!(
+        all.contains("4:50 invalid-value `ttlMs` must be at least 1 millisecond"),
+        "{all}"
+    );
+    assert!(
+        all.contains("5:41 invalid-value `cache` does not apply to an approval step"),
+        "{all}"
+    );
+}

@@ -273,8 +273,28 @@ pub struct ProviderConfig {
     /// Echo only: how long each answer takes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<u64>,
+    /// Calls to this provider at once, across every run of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
+    /// Requests a minute, spaced evenly, across every run of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u32>,
+    /// Tokens (prompt and answer) a minute, across every run of the process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
     #[serde(flatten)]
     pub calls: CallSettings,
+}
+
+impl ProviderConfig {
+    /// The capacity limits this provider sets.
+    pub fn limits(&self) -> crate::providers::Limits {
+        crate::providers::Limits {
+            max_concurrency: self.max_concurrency,
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+        }
+    }
 }
 
 /// By hand: a base URL may carry credentials (`https://user:pass@host`, `?key=`).
@@ -286,6 +306,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("api_key_env", &self.api_key_env)
             .field("model", &self.model)
             .field("latency_ms", &self.latency_ms)
+            .field("limits", &self.limits())
             .field("calls", &self.calls)
             .finish()
     }
@@ -407,7 +428,16 @@ impl FileFormat {
 
 const TOP_FIELDS: &[&str] = &["defaults", "providers", "agents", "prices"];
 const DEFAULTS_FIELDS: &[&str] = &["provider", "temperature", "max_tokens"];
-const PROVIDER_FIELDS: &[&str] = &["kind", "base_url", "api_key_env", "model", "latency_ms"];
+const PROVIDER_FIELDS: &[&str] = &[
+    "kind",
+    "base_url",
+    "api_key_env",
+    "model",
+    "latency_ms",
+    "max_concurrency",
+    "requests_per_minute",
+    "tokens_per_minute",
+];
 const AGENT_FIELDS: &[&str] = &[
     "provider",
     "model",
@@ -492,6 +522,9 @@ impl AgentsConfig {
             overlay(&mut mine.api_key_env, p.api_key_env);
             overlay(&mut mine.model, p.model);
             overlay(&mut mine.latency_ms, p.latency_ms);
+            overlay(&mut mine.max_concurrency, p.max_concurrency);
+            overlay(&mut mine.requests_per_minute, p.requests_per_minute);
+            overlay(&mut mine.tokens_per_minute, p.tokens_per_minute);
             mine.calls.merge(p.calls);
         }
         for (name, a) in other.agents {
@@ -581,6 +614,18 @@ impl AgentsConfig {
                 ));
             }
             p.calls.check(origin, &at, &mut problems);
+            let limits = [
+                ("max_concurrency", p.max_concurrency.map(u64::from)),
+                ("requests_per_minute", p.requests_per_minute.map(u64::from)),
+                ("tokens_per_minute", p.tokens_per_minute),
+            ];
+            for (field, value) in limits {
+                if value == Some(0) {
+                    problems.push(format!(
+                        "{origin}: {at} {field} must be a positive whole number (got 0); remove it for no limit"
+                    ));
+                }
+            }
             let effective = p.calls.or(self.defaults.calls);
             if let (Some(first), Some(most)) = (
                 effective.initial_retry_delay_ms,

@@ -146,6 +146,7 @@ mod tests {
             name: "n".into(),
             state: ExecutionState::Completed,
             reason: None,
+            spend: None,
             steps: steps
                 .iter()
                 .map(|(k, o)| {

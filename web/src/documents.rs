@@ -182,6 +182,33 @@ impl Storage {
         }
     }
 
+    /// Open the document a `type: workflow` step of the open document runs
+    /// (`reference` as written, relative to this document's name), or say that
+    /// this browser has none by that name.
+    pub fn open_child(&self, reference: String) {
+        let this = *self;
+        let from = self.editor.name.get_untracked();
+        let want = ax_core::subworkflow::join_path(&from, &reference);
+        leptos::task::spawn_local(async move {
+            let Some(store) = this.store.get_value() else {
+                this.notices
+                    .error("Storage is unavailable: no documents to open.");
+                return;
+            };
+            let _ = this.store_draft(None).await;
+            let docs = store.list_docs().await.unwrap_or_default();
+            match docs
+                .into_iter()
+                .find(|d| ax_core::subworkflow::join_path("", &d.name) == want)
+            {
+                Some(doc) => this.open_doc(doc),
+                None => this.notices.error(format!(
+                    "No document named `{want}` in this browser (step's workflow: `{reference}`): create it with New or Import… under that name."
+                )),
+            }
+        });
+    }
+
     /// Store the current draft, then create and open a new document.
     pub fn new_doc(&self, name: String, text: String) {
         let this = *self;

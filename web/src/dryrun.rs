@@ -8,15 +8,18 @@
 //! text is stored once, by hash.
 
 use ax_core::checkpoint::{Checkpoint, CheckpointDelta};
-use ax_core::exec::AbortReason;
+use ax_core::exec::{AbortReason, ChildControl, StartChild};
 use ax_core::{
     Action, ErrorClass, Event, ExecError, Execution, ExecutionState, Plan, StartStep, StepError,
     StepState,
 };
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::run_view::{AttemptView, Outcome, StepView, Usage, estimate_tokens};
+use crate::run_view::{
+    AttemptView, ItemView, ItemsView, Outcome, StepView, Usage, estimate_tokens,
+};
 
 /// A full snapshot after this many deltas, so that a restore replays few.
 pub const SNAPSHOT_EVERY: u64 = 20;
@@ -69,11 +72,12 @@ fn fnv(s: &str) -> u64 {
     })
 }
 
-/// What the simulated provider answers to one attempt, and after how long.
+/// What the simulated provider answers to one attempt (or how a child ends),
+/// and after how long.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
+pub struct Reply<T = String> {
     pub after_ms: u64,
-    pub outcome: Result<String, StepError>,
+    pub outcome: Result<T, StepError>,
 }
 
 /// The simulated provider: deterministic per (seed, step, attempt).
@@ -129,6 +133,68 @@ pub fn simulate(plan: &Plan, start: &StartStep, settings: &SimSettings) -> Reply
     }
 }
 
+/// How long a child may run in virtual time (events), so that a child that
+/// never ends cannot hang the page.
+const CHILD_EVENTS: usize = 200_000;
+
+/// A `type: workflow` step's child in a dry run: the sub-workflow (loaded with
+/// the plan from the browser's documents) runs to its end in virtual time with
+/// the simulated provider, its own children likewise; its result (or error)
+/// arrives after its simulated duration. A child that waits for an approval
+/// cannot be answered in the page and fails saying so.
+pub fn simulate_child(plan: &Plan, start: &StartChild, settings: &SimSettings) -> Reply<Value> {
+    let fail = |message: String| Reply {
+        after_ms: 0,
+        outcome: Err(StepError::new(ErrorClass::Other, message)),
+    };
+    let Some(sub) = plan
+        .index_of(&start.key)
+        .and_then(|i| plan.sub_workflow(i))
+        .cloned()
+    else {
+        return fail(format!(
+            "the sub-workflow `{}` of step `{}` is not loaded: keep it as a document of this browser under that name (New or Import…), then start the dry run again",
+            start.workflow, start.key
+        ));
+    };
+    let seed = settings.seed ^ fnv(&start.key) ^ u64::from(start.attempt);
+    let exec = match Execution::new(sub.plan.clone(), start.inputs.clone(), seed) {
+        Ok(e) => e,
+        Err(e) => return fail(format!("sub-workflow `{}`: {e}", sub.id)),
+    };
+    let mut child = Driver::new(exec, *settings);
+    child.records = false;
+    let end = match child.run_virtual(CHILD_EVENTS) {
+        Ok(end) => end,
+        Err(e) => return fail(format!("sub-workflow `{}`: {e}", sub.id)),
+    };
+    let outcome = match (child.state(), child.exec.outcome()) {
+        (ExecutionState::Waiting, _) => Err(StepError::new(
+            ErrorClass::Other,
+            format!(
+                "sub-workflow `{}` waits for a decision on {}: the dry run cannot decide inside a sub-workflow; dry-run its document, or run it on the server",
+                sub.id,
+                child
+                    .exec
+                    .pending_decisions()
+                    .iter()
+                    .map(|(k, _)| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
+        (_, Some(outcome)) => outcome,
+        (state, None) => Err(StepError::new(
+            ErrorClass::Other,
+            format!("sub-workflow `{}` did not end (it is {state})", sub.id),
+        )),
+    };
+    Reply {
+        after_ms: end,
+        outcome,
+    }
+}
+
 /// A checkpoint to store, with the output texts it needs that are not stored yet.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Persist {
@@ -179,26 +245,46 @@ pub struct Driver {
     attempts: BTreeMap<String, Vec<AttemptView>>,
     /// Output hashes already stored.
     stored: BTreeSet<String>,
+    /// The simulated answers of running attempts, streamed in pieces:
+    /// (step key, attempt, started at, answer due after ms, answer); a few at
+    /// a time, a list is enough.
+    answers: Vec<(String, u32, u64, u64, String)>,
     deltas_since_snapshot: u64,
     snapshots: u64,
+    /// Takes checkpoints (a simulated child does not: it is not stored).
+    records: bool,
+}
+
+/// The simulated provider costs nothing (a dry run never pauses at a dollar
+/// budget); tokens are bounded by the step's `maxTokens`.
+fn simulated_rate(s: &ax_core::Step) -> ax_core::exec::Rate {
+    ax_core::exec::Rate {
+        usd_per_token: Some((0.0, 0.0)),
+        max_tokens: s.max_tokens.unwrap_or(ax_core::exec::DEFAULT_MAX_TOKENS),
+        fixed_tokens: 0,
+    }
 }
 
 impl Driver {
-    pub fn new(exec: Execution, settings: SimSettings) -> Driver {
+    pub fn new(mut exec: Execution, settings: SimSettings) -> Driver {
+        exec.set_rates(&simulated_rate);
         Driver {
             exec,
             settings,
             prompts: BTreeMap::new(),
             attempts: BTreeMap::new(),
             stored: BTreeSet::new(),
+            answers: Vec::new(),
             deltas_since_snapshot: 0,
             snapshots: 0,
+            records: true,
         }
     }
 
     /// A driver for a restored execution whose outputs are already stored and
     /// whose base snapshot exists.
-    pub fn restored(exec: Execution, settings: SimSettings) -> Driver {
+    pub fn restored(mut exec: Execution, settings: SimSettings) -> Driver {
+        exec.set_rates(&simulated_rate);
         let stored = ax_core::sort::btree_set(exec.output_list().into_iter().map(|(h, _)| h));
         Driver {
             exec,
@@ -206,8 +292,10 @@ impl Driver {
             prompts: BTreeMap::new(),
             attempts: BTreeMap::new(),
             stored,
+            answers: Vec::new(),
             deltas_since_snapshot: 0,
             snapshots: 1,
+            records: true,
         }
     }
 
@@ -221,7 +309,15 @@ impl Driver {
             Event::StepSucceeded { key, attempt, .. } => {
                 Some((key.clone(), *attempt, Outcome::Succeeded))
             }
+            Event::ChildCompleted { key, attempt, .. } => {
+                Some((key.clone(), *attempt, Outcome::Succeeded))
+            }
             Event::StepFailed {
+                key,
+                attempt,
+                error,
+            }
+            | Event::ChildFailed {
                 key,
                 attempt,
                 error,
@@ -252,6 +348,72 @@ impl Driver {
             a.finished_at = Some(now);
             a.outcome = outcome;
         }
+    }
+
+    fn start_attempt(&mut self, key: &str, attempt: u32, now: u64) {
+        self.attempts
+            .entry(key.to_owned())
+            .or_default()
+            .push(AttemptView {
+                attempt,
+                started_at: Some(now),
+                finished_at: None,
+                outcome: Outcome::Running,
+            });
+    }
+
+    /// Run from idle to the end (or until nothing more can happen) in virtual
+    /// time from 0, answers after their simulated latency; returns the time it
+    /// ended. `max_events` bounds it.
+    pub fn run_virtual(&mut self, max_events: usize) -> Result<u64, ExecError> {
+        let mut now = 0;
+        // (due, key, attempt, event), in the order they were scheduled.
+        let mut pending: Vec<(u64, String, u32, Event)> = Vec::new();
+        let mut wake: Option<u64> = None;
+        let mut effects = self.feed(Event::Start, now)?;
+        for _ in 0..max_events {
+            for e in effects.drain(..) {
+                match e {
+                    Effect::Reply {
+                        key,
+                        attempt,
+                        after_ms,
+                        event,
+                    } => pending.push((now + after_ms, key, attempt, event)),
+                    Effect::Cancel { key, attempt } => {
+                        pending.retain(|p| !(p.1 == key && p.2 == attempt))
+                    }
+                    Effect::Wake { at } => wake = Some(at),
+                    Effect::Persist(_) | Effect::Finished { .. } => {}
+                }
+            }
+            if self.state().is_terminal() {
+                break;
+            }
+            let next = pending
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, p)| p.0)
+                .map(|(i, p)| (i, p.0));
+            let event = match (next, wake) {
+                (None, None) => break,
+                (Some((i, at)), w) if w.is_none_or(|w| at <= w) => {
+                    now = now.max(at);
+                    pending.remove(i).3
+                }
+                (_, w) => {
+                    wake = None;
+                    now = now.max(w.unwrap_or(now));
+                    Event::Tick
+                }
+            };
+            effects = match self.feed(event, now) {
+                Ok(e) => e,
+                Err(ExecError::Stale { .. }) => Vec::new(),
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(now)
     }
 
     /// The page went away with attempts in flight: they are re-run on resume.
@@ -310,39 +472,12 @@ impl Driver {
         let mut effects = Vec::new();
         for a in actions {
             match a {
-                Action::Checkpoint => records.push(Effect::Persist(self.take_checkpoint())),
-                Action::StepChanged { .. } | Action::ExecutionChanged { .. } => {}
-                Action::StartStep(s) => {
-                    self.prompts.insert(s.key.clone(), s.prompt.clone());
-                    self.attempts
-                        .entry(s.key.clone())
-                        .or_default()
-                        .push(AttemptView {
-                            attempt: s.attempt,
-                            started_at: Some(now),
-                            finished_at: None,
-                            outcome: Outcome::Running,
-                        });
-                    let reply = simulate(self.exec.plan(), &s, &self.settings);
-                    let event = match reply.outcome {
-                        Ok(output) => Event::StepSucceeded {
-                            key: s.key.clone(),
-                            attempt: s.attempt,
-                            output,
-                        },
-                        Err(error) => Event::StepFailed {
-                            key: s.key.clone(),
-                            attempt: s.attempt,
-                            error,
-                        },
-                    };
-                    effects.push(Effect::Reply {
-                        key: s.key,
-                        attempt: s.attempt,
-                        after_ms: reply.after_ms,
-                        event,
-                    });
+                Action::Checkpoint if self.records => {
+                    records.push(Effect::Persist(self.take_checkpoint()))
                 }
+                Action::Checkpoint => {}
+                Action::StepChanged { .. } | Action::ExecutionChanged { .. } => {}
+                Action::StartStep(s) => effects.push(self.start_step(s, now)),
                 Action::AbortStep {
                     key,
                     attempt,
@@ -363,27 +498,81 @@ impl Driver {
                 }
                 // forEach items arrive as attempts (`StartStep` with an item);
                 // an approval waits for a decision (the run is `waiting`).
+                // A simulated child has its outcome already: a pause lets it
+                // finish (as a running attempt does); a cancel drops it.
                 Action::ItemsListed { .. }
                 | Action::ItemChanged { .. }
                 | Action::AwaitDecision { .. }
-                | Action::ControlChild { .. } => {}
-                Action::StartChild(c) => effects.push(Effect::Reply {
-                    key: c.key.clone(),
-                    attempt: c.attempt,
-                    after_ms: 0,
-                    event: Event::ChildFailed {
-                        key: c.key,
-                        attempt: c.attempt,
-                        error: StepError::new(
-                            ErrorClass::Unavailable,
-                            "the dry run does not run sub-workflows yet",
-                        ),
-                    },
-                }),
+                | Action::ControlChild {
+                    control: ChildControl::Pause { .. } | ChildControl::Resume,
+                    ..
+                } => {}
+                Action::ControlChild { key, attempt, .. } => {
+                    self.end_attempt(&key, attempt, Outcome::Aborted("cancelled".into()), now);
+                    effects.push(Effect::Cancel { key, attempt });
+                }
+                Action::StartChild(c) => effects.push(self.start_child(c, now)),
             }
         }
         records.extend(effects);
         records
+    }
+
+    /// An attempt starts: its simulated answer, due after its latency.
+    fn start_step(&mut self, s: StartStep, now: u64) -> Effect {
+        self.prompts.insert(s.key.clone(), s.prompt.clone());
+        self.start_attempt(&s.key, s.attempt, now);
+        let reply = simulate(self.exec.plan(), &s, &self.settings);
+        let (key, attempt) = (s.key, s.attempt);
+        self.answers.retain(|a| a.0 != key);
+        if let (Ok(output), None) = (&reply.outcome, s.item) {
+            let answer = (key.clone(), attempt, now, reply.after_ms, output.clone());
+            self.answers.push(answer);
+        }
+        let event = match reply.outcome {
+            Ok(output) => Event::StepSucceeded {
+                key: key.clone(),
+                attempt,
+                output,
+            },
+            Err(error) => Event::StepFailed {
+                key: key.clone(),
+                attempt,
+                error,
+            },
+        };
+        Effect::Reply {
+            key,
+            attempt,
+            after_ms: reply.after_ms,
+            event,
+        }
+    }
+
+    /// A child starts: it runs at once in virtual time; its outcome is due
+    /// after its simulated duration.
+    fn start_child(&mut self, c: StartChild, now: u64) -> Effect {
+        self.start_attempt(&c.key, c.attempt, now);
+        let reply = simulate_child(self.exec.plan(), &c, &self.settings);
+        let (key, attempt) = (c.key, c.attempt);
+        let event = match reply.outcome {
+            Ok(result) => Event::ChildCompleted {
+                key: key.clone(),
+                attempt,
+                result,
+            },
+            Err(error) => Event::ChildFailed {
+                key: key.clone(),
+                attempt,
+                error,
+            },
+        };
+        Effect::Reply {
+            key,
+            attempt,
+            after_ms: reply.after_ms,
+            event,
+        }
     }
 
     /// Every step's state, prompt, output, attempts and estimated tokens, in
@@ -449,10 +638,61 @@ impl Driver {
                     provider: Some("simulated".into()),
                     model: None,
                     attempts,
+                    request: s.request.clone(),
+                    items: s.items.as_deref().map(items_view),
+                    live: None,
+                    waiting_for: None,
                 };
                 (key, view)
             })
             .collect()
+    }
+}
+
+/// A simulated answer streams in this many pieces, evenly over its latency;
+/// the last one arrives with the answer.
+pub const PIECES: u64 = 4;
+
+impl Driver {
+    /// The running steps' simulated answers so far at `now`: of each answer,
+    /// the pieces due by then (none before the first quarter of its latency).
+    pub fn stream_at(&self, steps: &mut [(String, StepView)], now: u64) {
+        for (key, s) in steps.iter_mut() {
+            let Some((_, attempt, started, after, text)) =
+                self.answers.iter().find(|a| a.0 == *key)
+            else {
+                continue;
+            };
+            if s.state != StepState::Running || s.attempt != *attempt || *after == 0 {
+                continue;
+            }
+            let due = (now.saturating_sub(*started) * PIECES / after).min(PIECES - 1);
+            let chars = text.chars().count() as u64;
+            let shown = (chars * due / PIECES) as usize;
+            if shown > 0 {
+                s.push_delta(*attempt, 0, &text.chars().take(shown).collect::<String>());
+            }
+        }
+    }
+}
+
+/// A forEach step's items as the run panel shows them.
+fn items_view(items: &ax_core::exec::Items) -> ItemsView {
+    ItemsView {
+        completed: items.completed(),
+        total: items.len(),
+        items: items
+            .runs
+            .iter()
+            .map(|r| ItemView {
+                state: r.state,
+                output: r.output.as_ref().map(|o| o.text.clone()),
+                error: r
+                    .error
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.class, e.message)),
+            })
+            .collect(),
     }
 }
 
@@ -623,6 +863,8 @@ mod tests {
                     deadline: None,
                     output_schema: None,
                     item: None,
+                    settings: Default::default(),
+                    cache: None,
                 };
                 simulate(&p, &s, &settings)
             })
@@ -689,6 +931,176 @@ mod tests {
             effects = d.feed(ev, now).unwrap_or_default();
         }
         d.state()
+    }
+
+    fn zero() -> SimSettings {
+        SimSettings {
+            latency_ms: 0,
+            failure_rate: 0.0,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn an_approval_waits_and_the_decision_is_a_checkpointed_event() {
+        let p = plan(
+            "name: t\nsteps:\n  - {key: a, agent: x, prompt: go}\n  - {key: ok, type: approval, prompt: \"Fine? {{a.result}}\", dependencies: [a]}\n  - {key: b, agent: x, prompt: \"said {{ok.result.comment}}\", dependencies: [ok]}\n",
+        );
+        let exec = Execution::new(p.clone(), sample_inputs(&p), 1).expect("exec");
+        let mut d = Driver::new(exec, zero());
+        let mut stored = Vec::new();
+        assert_eq!(run(&mut d, &mut stored), ExecutionState::Waiting);
+        let view = d.view();
+        assert_eq!(view[1].1.state, StepState::Waiting);
+        assert!(
+            view[1]
+                .1
+                .request
+                .as_deref()
+                .is_some_and(|r| r.starts_with("Fine? [simulated answer")),
+            "{:?}",
+            view[1].1.request
+        );
+        let decision = Event::Approve {
+            key: "ok".into(),
+            comment: Some("yes".into()),
+            data: None,
+            by: None,
+        };
+        let effects = d.feed(decision, 5_000).expect("approve");
+        let Some(Effect::Persist(p1)) = effects.first().cloned() else {
+            panic!("the decision is checkpointed first: {effects:?}")
+        };
+        // The checkpoint carries the decision: restored, the step is completed.
+        stored.push((p1.seq, p1.record));
+        let cp = fold_checkpoint(&stored, p1.seq).expect("fold");
+        let outputs = d.exec.outputs();
+        let (restored, _) =
+            Execution::restore(p.clone(), &cp, &|h| outputs.get(h).cloned()).expect("restore");
+        assert_eq!(restored.steps()[1].state, StepState::Completed);
+        assert_eq!(run_from(&mut d, effects), ExecutionState::Completed);
+        assert_eq!(d.view()[2].1.prompt.as_deref(), Some("said yes"));
+    }
+
+    #[test]
+    fn foreach_items_run_and_show_their_results() {
+        let p = plan(
+            "name: t\nsteps:\n  - {key: each, agent: x, forEach: [\"a\", \"b\"], prompt: \"item {{item}} #{{index}}\"}\n",
+        );
+        let exec = Execution::new(p.clone(), sample_inputs(&p), 1).expect("exec");
+        let mut d = Driver::new(exec, zero());
+        assert_eq!(run(&mut d, &mut Vec::new()), ExecutionState::Completed);
+        let view = d.view();
+        let items = view[0].1.items.clone().expect("items");
+        assert_eq!((items.completed, items.total), (2, 2));
+        let rows = view[0].1.item_rows();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[1].1.contains("item b #1"), "{:?}", rows[1]);
+        assert_eq!(view[0].1.attempts.len(), 2, "one attempt per item");
+    }
+
+    const KID: &str = "name: kid\ninputs:\n  text: {}\nsteps:\n  - {key: t, agent: x, prompt: \"Translate {{text}}\"}\n";
+
+    fn tree(parent: &str, docs: Vec<(String, String)>) -> Arc<Plan> {
+        let mut loader = ax_core::subworkflow::DocumentLoader::new(docs);
+        let a =
+            ax_core::subworkflow::analyze_tree(parent, &Options::default(), "p.yaml", &mut loader);
+        a.plan.unwrap_or_else(|| panic!("{:?}", a.report.errors))
+    }
+
+    #[test]
+    fn a_simulated_answer_streams_in_pieces_over_its_latency() {
+        let p = plan("name: s\nsteps:\n  - {key: a, agent: w, prompt: Say a long thing}\n");
+        let exec = Execution::new(p.clone(), sample_inputs(&p), 1).expect("exec");
+        let settings = SimSettings {
+            latency_ms: 1000,
+            ..zero()
+        };
+        let mut d = Driver::new(exec, settings);
+        let effects = d.feed(Event::Start, 100).expect("start");
+        let (after, event) = effects
+            .iter()
+            .find_map(|e| match e {
+                Effect::Reply {
+                    after_ms, event, ..
+                } => Some((*after_ms, event.clone())),
+                _ => None,
+            })
+            .expect("an answer");
+        let Event::StepSucceeded { output, .. } = &event else {
+            panic!("{event:?}")
+        };
+        let live_at = |d: &Driver, now: u64| {
+            let mut steps = d.view();
+            d.stream_at(&mut steps, now);
+            steps[0].1.live.as_ref().map(|l| l.text.clone())
+        };
+        assert_eq!(live_at(&d, 100), None, "nothing before the first piece");
+        let half = live_at(&d, 100 + after / 2).expect("half the answer");
+        let late = live_at(&d, 100 + after * 10).expect("all but the last piece");
+        assert!(output.starts_with(&late) && late.starts_with(&half) && half.len() < late.len());
+        assert!(
+            late.len() < output.len(),
+            "the last piece comes with the answer"
+        );
+        d.feed(event.clone(), 100 + after).expect("answer");
+        assert_eq!(live_at(&d, 100 + after), None, "the output replaces it");
+    }
+
+    #[test]
+    fn a_child_runs_in_virtual_time_and_its_result_arrives_after_it() {
+        let p = tree(
+            "name: p\nsteps:\n  - {key: c, type: workflow, workflow: ./kid.yaml, inputs: {text: hello}}\n",
+            vec![("kid.yaml".into(), KID.into())],
+        );
+        let exec = Execution::new(p.clone(), sample_inputs(&p), 1).expect("exec");
+        let settings = SimSettings {
+            latency_ms: 100,
+            ..zero()
+        };
+        let mut d = Driver::new(exec, settings);
+        let effects = d.feed(Event::Start, 0).expect("start");
+        let reply = effects.iter().find_map(|e| match e {
+            Effect::Reply {
+                after_ms, event, ..
+            } => Some((*after_ms, event.clone())),
+            _ => None,
+        });
+        let Some((after, Event::ChildCompleted { result, .. })) = reply else {
+            panic!("{effects:?}")
+        };
+        assert!(
+            (50..=150).contains(&after),
+            "the child's simulated time: {after}"
+        );
+        assert!(
+            result["t"]
+                .as_str()
+                .is_some_and(|t| t.contains("Translate hello")),
+            "{result}"
+        );
+        assert_eq!(run_from(&mut d, effects), ExecutionState::Completed);
+    }
+
+    #[test]
+    fn a_child_that_waits_for_a_person_fails_saying_why() {
+        let kid = "name: kid\nsteps:\n  - {key: ok, type: approval, prompt: Fine?}\n";
+        let p = tree(
+            "name: p\nsteps:\n  - {key: c, type: workflow, workflow: kid.yaml}\n",
+            vec![("kid.yaml".into(), kid.into())],
+        );
+        let start = StartChild {
+            key: "c".into(),
+            attempt: 1,
+            workflow: "kid.yaml".into(),
+            inputs: BTreeMap::new(),
+            deadline: None,
+            item: None,
+        };
+        let reply = simulate_child(&p, &start, &zero());
+        let err = reply.outcome.expect_err("fails");
+        assert!(err.message.contains("`ok`"), "{}", err.message);
+        assert!(err.message.contains("cannot decide"), "{}", err.message);
     }
 
     #[test]

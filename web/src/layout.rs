@@ -35,6 +35,12 @@ pub struct NodeBox {
     pub y: f64,
     pub optional: bool,
     pub conditional: bool,
+    /// `prompt`, `approval` or `workflow`: each has its own shape.
+    pub kind: ax_core::model::StepType,
+    /// Runs once per item (`forEach`).
+    pub for_each: bool,
+    /// A `type: workflow` step's child, as written.
+    pub workflow: Option<String>,
 }
 
 /// A drawn dependency: `to` depends on `from`.
@@ -77,6 +83,9 @@ pub fn shape_of(wf: &Workflow, sound: bool, vertical: bool) -> u64 {
             &s.dependencies,
             s.optional,
             s.when.is_some(),
+            s.kind.as_str(),
+            s.for_each.is_some(),
+            &s.workflow,
         )
             .hash(&mut h);
     }
@@ -395,6 +404,9 @@ pub fn layout_oriented(wf: &Workflow, graph: Option<&Graph>, vertical: bool) -> 
                 y: xy[i].1,
                 optional: s.optional,
                 conditional: s.when.is_some(),
+                kind: s.kind,
+                for_each: s.for_each.is_some(),
+                workflow: s.workflow.clone(),
             }
         })
         .collect();

@@ -4,11 +4,11 @@
 //! time: each handling stores its checkpoint before it starts any timer.
 
 use crate::browser::now_ms;
-use crate::dryrun::{Driver, Effect, Persist, Record, SimSettings, fold_checkpoint};
+use crate::dryrun::{Driver, Effect, PIECES, Persist, Record, SimSettings, fold_checkpoint};
 use crate::run_view::{CheckpointMeta, RunKind, RunView};
 use crate::store::{CheckpointRecord, RunRecord, Store, new_id};
 use ax_core::checkpoint::{CheckpointFile, WorkflowSource};
-use ax_core::{Event, ExecError, Execution, ExecutionState, Options, Plan, analyze};
+use ax_core::{Event, ExecError, Execution, ExecutionState, Options, Plan};
 use leptos::prelude::{TimeoutHandle, set_timeout_with_handle};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -139,15 +139,38 @@ pub struct LocalRun {
     queue: Queue,
 }
 
-/// Parse a run's workflow text into a plan.
-pub fn plan_of(source: &str, filename: Option<&str>) -> Result<Arc<Plan>, String> {
+/// The browser's documents as (name, text): where a dry run finds the
+/// sub-workflows its `type: workflow` steps run (by name, relative to the
+/// run's own document name).
+pub async fn documents(store: Option<&Store>) -> Result<Vec<(String, String)>, String> {
+    match store {
+        Some(s) => Ok(s
+            .list_docs()
+            .await?
+            .into_iter()
+            .map(|d| (d.name, d.text))
+            .collect()),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Parse a run's workflow text into a plan, with the sub-workflows it runs
+/// taken from `docs` (a missing one is a `missing-workflow` problem).
+pub fn plan_of(
+    source: &str,
+    filename: Option<&str>,
+    docs: Vec<(String, String)>,
+) -> Result<Arc<Plan>, String> {
     let format = filename.and_then(ax_core::parse::Format::from_filename);
-    let a = analyze(
+    let mut loader = ax_core::subworkflow::DocumentLoader::new(docs);
+    let a = ax_core::subworkflow::analyze_tree(
         source,
         &Options {
             format,
             ..Options::default()
         },
+        filename.unwrap_or(""),
+        &mut loader,
     );
     a.plan.ok_or_else(|| {
         let first = a
@@ -191,7 +214,8 @@ impl LocalRun {
         inputs: BTreeMap<String, serde_json::Value>,
         on_view: OnView,
     ) -> Result<LocalRun, String> {
-        let plan = plan_of(&source, filename.as_deref())?;
+        let docs = documents(store.as_ref()).await?;
+        let plan = plan_of(&source, filename.as_deref(), docs)?;
         let exec =
             Execution::new(plan.clone(), inputs, settings.seed).map_err(|e| e.to_string())?;
         let t = js_sys::Date::now();
@@ -241,7 +265,8 @@ impl LocalRun {
         let cp = fold_checkpoint(&records, target).ok_or("no snapshot precedes that checkpoint")?;
         // A map type the page has anyway (not one more `HashMap` type).
         let outputs = ax_core::sort::btree_map(store.get_outputs(cp.output_hashes()).await?);
-        let plan = plan_of(&record.source, record.filename.as_deref())?;
+        let docs = documents(Some(&store)).await?;
+        let plan = plan_of(&record.source, record.filename.as_deref(), docs)?;
         let (exec, _) = Execution::restore(plan, &cp, &|h| {
             outputs.get(h).map(|t| Arc::from(t.as_str()))
         })
@@ -294,7 +319,8 @@ impl LocalRun {
         let cp =
             fold_checkpoint(&records, last).ok_or("no snapshot precedes the newest checkpoint")?;
         let outputs = ax_core::sort::btree_map(store.get_outputs(cp.output_hashes()).await?);
-        let plan = plan_of(&record.source, record.filename.as_deref())?;
+        let docs = documents(Some(store)).await?;
+        let plan = plan_of(&record.source, record.filename.as_deref(), docs)?;
         let (exec, _) = Execution::restore(plan, &cp, &|h| {
             outputs.get(h).map(|t| Arc::from(t.as_str()))
         })
@@ -306,6 +332,7 @@ impl LocalRun {
             name: record.name.clone(),
             state: record.state,
             reason: driver.exec.reason().map(str::to_owned),
+            spend: None,
             steps: driver.view(),
             checkpoints: stored.iter().map(meta).collect(),
             source: Some(record.source.clone()),
@@ -321,7 +348,12 @@ impl LocalRun {
         file: CheckpointFile,
         on_view: OnView,
     ) -> Result<(LocalRun, String), String> {
-        let plan = plan_of(&file.workflow.source, file.workflow.filename.as_deref())?;
+        let docs = documents(store.as_ref()).await?;
+        let plan = plan_of(
+            &file.workflow.source,
+            file.workflow.filename.as_deref(),
+            docs,
+        )?;
         let outputs = &file.outputs;
         let (exec, compat) = Execution::restore(plan.clone(), &file.checkpoint, &|h| {
             outputs.get(h).map(|t| Arc::from(t.as_str()))
@@ -409,7 +441,8 @@ impl LocalRun {
         self.inner.borrow().last_error.clone()
     }
 
-    /// Queue a control event (pause, resume, cancel).
+    /// Queue a control event (pause, resume, cancel) or a decision (approve,
+    /// reject).
     pub fn send(&self, event: Event) {
         self.queue.send(Msg::Event(event));
     }
@@ -456,6 +489,8 @@ impl LocalRun {
 
     pub fn view(&self) -> RunView {
         let inner = self.inner.borrow();
+        let mut steps = inner.driver.view();
+        inner.driver.stream_at(&mut steps, now_ms());
         RunView {
             kind: RunKind::Local,
             id: inner.record.id.clone(),
@@ -467,7 +502,8 @@ impl LocalRun {
                 .reason()
                 .map(str::to_owned)
                 .or_else(|| inner.last_error.clone()),
-            steps: inner.driver.view(),
+            spend: None,
+            steps,
             checkpoints: inner.checkpoints.clone(),
             source: Some(inner.record.source.clone()),
             created_at: Some(inner.record.created_at as u64),
@@ -488,7 +524,11 @@ impl LocalRun {
                     Msg::Event(ev) => {
                         let control = matches!(
                             ev,
-                            Event::Pause { .. } | Event::Resume | Event::Cancel { .. }
+                            Event::Pause { .. }
+                                | Event::Resume
+                                | Event::Cancel { .. }
+                                | Event::Approve { .. }
+                                | Event::Reject { .. }
                         );
                         match inner.driver.feed(ev, now) {
                             Ok(effects) => {
@@ -577,6 +617,12 @@ impl LocalRun {
                     Duration::from_millis(after_ms),
                 )
                 .ok();
+                // The answer streams in: show each piece when it is due.
+                for i in (1..PIECES).filter(|_| after_ms > 0) {
+                    let this = self.clone();
+                    let at = Duration::from_millis(after_ms * i / PIECES);
+                    let _ = set_timeout_with_handle(move || this.refresh_view(false), at);
+                }
                 if let Some(h) = h {
                     let id = (key, attempt);
                     inner.replies.retain(|(k, _)| *k != id);

@@ -46,6 +46,8 @@ pub struct Runs {
     pub run: RwSignal<Option<RunView>>,
     /// Each step's state in `run`, sorted by key (see [`state_of`]).
     pub states: Memo<Vec<(String, StepState)>>,
+    /// The forEach steps of `run` whose items are listed: (key, completed, total).
+    pub items: Memo<Vec<(String, usize, usize)>>,
     pub server: RwSignal<ServerStatus>,
     active: StoredValue<Option<Active>, LocalStorage>,
     pub settings: RwSignal<SimSettings>,
@@ -73,12 +75,27 @@ impl Runs {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         });
+        let items = Memo::new(move |_| {
+            run.with(|r| {
+                r.as_ref()
+                    .map(|r| {
+                        r.steps
+                            .iter()
+                            .filter_map(|(k, v)| {
+                                v.items.as_ref().map(|i| (k.clone(), i.completed, i.total))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+        });
         Runs {
             editor,
             storage,
             notices,
             run,
             states,
+            items,
             server: RwSignal::new(ServerStatus::Unknown),
             active: StoredValue::new_local(None),
             settings: RwSignal::new(SimSettings::default()),
@@ -254,7 +271,8 @@ impl Runs {
             this.busy.set(false);
             match result {
                 Ok(run) => {
-                    if resume {
+                    // A waiting run goes on with a decision, not with Resume.
+                    if resume && run.state() != ExecutionState::Waiting {
                         run.send(Event::Resume);
                     }
                     d.run.set(Some(run.view()));
@@ -314,6 +332,54 @@ impl Runs {
             return;
         }
         d.notices.error("No run is active.");
+    }
+
+    /// Approve or reject the approval step `key` of the run on the graph, with
+    /// an optional comment: a dry run takes it as an event of its executor (so it
+    /// is checkpointed like the rest), a server run through the API.
+    pub fn decide(&self, key: String, approve: bool, comment: Option<String>) {
+        let d = *self;
+        if let Some(run) = self.local() {
+            run.send(if approve {
+                Event::Approve {
+                    key,
+                    comment,
+                    data: None,
+                    by: None,
+                }
+            } else {
+                Event::Reject {
+                    key,
+                    comment,
+                    by: None,
+                }
+            });
+            return;
+        }
+        let server_id = self.active.with_value(|a| match a {
+            Some(Active::Server { id, .. }) => Some(id.clone()),
+            _ => None,
+        });
+        let Some(id) = server_id else {
+            d.notices.error("No run is active.");
+            return;
+        };
+        let api = self.api.get_value();
+        leptos::task::spawn_local(async move {
+            if let Err(e) = api.decide(&id, &key, approve, comment.as_deref()).await {
+                let what = if approve { "approve" } else { "reject" };
+                d.notices
+                    .error(format!("Could not {what} step `{key}`: {e}"));
+                return;
+            }
+            if let Ok(view) = api.run_view(&id).await {
+                d.run.update(|v| {
+                    if v.as_ref().is_some_and(|v| v.id == id) {
+                        *v = Some(view);
+                    }
+                });
+            }
+        });
     }
 
     /// Rewind to a checkpoint of the run on the graph.
@@ -521,16 +587,18 @@ impl Runs {
                 let wants = matches!(
                     ev.kind.as_str(),
                     "checkpoint" | "execution" | server::STREAM_END
-                ) || ev.state.as_deref() == Some("completed");
+                ) || matches!(ev.kind.as_str(), "item" | "decision")
+                    || matches!(ev.state.as_deref(), Some("completed" | "waiting"));
                 if wants && !*refresh_due.borrow() {
                     *refresh_due.borrow_mut() = true;
                     let (api, id, due) = (api2.clone(), id2.clone(), refresh_due.clone());
                     leptos::task::spawn_local(async move {
                         browser::sleep(if terminal { 0 } else { 500 }).await;
                         *due.borrow_mut() = false;
-                        if let Ok(view) = api.run_view(&id).await {
+                        if let Ok(mut view) = api.run_view(&id).await {
                             d.run.update(|v| {
-                                if v.as_ref().is_some_and(|v| v.id == id) {
+                                if let Some(old) = v.as_ref().filter(|v| v.id == id) {
+                                    view.keep_live(old);
                                     *v = Some(view);
                                 }
                             });
@@ -567,7 +635,10 @@ impl Runs {
             let open = runs.into_iter().find(|r| {
                 matches!(
                     r.state,
-                    ExecutionState::Running | ExecutionState::Paused | ExecutionState::Interrupted
+                    ExecutionState::Running
+                        | ExecutionState::Paused
+                        | ExecutionState::Interrupted
+                        | ExecutionState::Waiting
                 ) && r.last_seq > 0
             });
             self.resume_offer.set(open);

@@ -3,7 +3,9 @@
 //! the local designer keeps working.
 
 use crate::browser::{Answer, http};
-use crate::run_view::{AttemptView, CheckpointMeta, Outcome, RunKind, RunView, StepView, Usage};
+use crate::run_view::{
+    AttemptView, CheckpointMeta, ItemsView, Outcome, RunKind, RunView, Spend, StepView, Usage,
+};
 use ax_core::{ExecutionState, StepState};
 use serde_json::Value;
 use std::cell::Cell;
@@ -88,6 +90,10 @@ pub struct ServerStep {
     pub latency_ms: Option<u64>,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// An approval step's request.
+    pub request: Option<String>,
+    /// A forEach step's (completed, total) items, once listed.
+    pub items: Option<(usize, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +108,8 @@ pub struct ServerExecution {
     pub finished_at: Option<u64>,
     pub inputs: Value,
     pub steps: Vec<ServerStep>,
+    /// `spent` and `budget` (absent from older servers).
+    pub spend: Option<Spend>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -128,8 +136,17 @@ pub struct ServerEvent {
     pub step: Option<String>,
     pub state: Option<String>,
     pub attempt: Option<u32>,
+    /// The event's message; a `step-delta` event's text.
     pub message: Option<String>,
+    /// A `step-delta` event's offset: characters of the answer sent before.
+    pub offset: Option<usize>,
 }
+
+/// The `type` given to a `step-delta` message (its data has none).
+pub const STEP_DELTA: &str = "step-delta";
+/// The `type` given to a `step-waiting` message; its `waitingFor` is the
+/// event's message (`None`: the wait is over).
+pub const STEP_WAITING: &str = "step-waiting";
 
 /// Reading the API's JSON answers: fields are taken from a parsed `Value`
 /// (one parser for every answer, instead of a serde visitor per type). A missing
@@ -247,6 +264,11 @@ impl FromJson for ServerStep {
             latency_ms: opt_u64(v, "latencyMs"),
             started_at: opt_u64(v, "startedAt"),
             finished_at: opt_u64(v, "finishedAt"),
+            request: opt_str(v, "request"),
+            items: v
+                .get("items")
+                .filter(|i| i.is_object())
+                .map(|i| (count(i, "completed") as usize, count(i, "total") as usize)),
         })
     }
 }
@@ -267,6 +289,15 @@ impl FromJson for ServerExecution {
                 Some(l) if !l.is_null() => Vec::from_json(l)?,
                 _ => Vec::new(),
             },
+            spend: v.get("spent").filter(|s| s.is_object()).map(|s| {
+                let b = v.get("budget").unwrap_or(&Value::Null);
+                Spend {
+                    usd: num(s, "usd"),
+                    tokens: count(s, "tokens"),
+                    budget_usd: b.get("usd").and_then(Value::as_f64),
+                    budget_tokens: opt_u64(b, "tokens"),
+                }
+            }),
         })
     }
 }
@@ -302,6 +333,47 @@ impl FromJson for ServerEvent {
             state: opt_str(v, "state"),
             attempt: v.get("attempt").and_then(Value::as_u64).map(|a| a as u32),
             message: opt_str(v, "message"),
+            offset: None,
+        })
+    }
+}
+
+impl ServerEvent {
+    /// A `step-delta` message's data: `{"execution", "step", "attempt", "offset", "text"}`.
+    pub fn parse_delta(text: &str) -> Result<ServerEvent, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let num = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| format!("step-delta: missing number `{k}`"))
+        };
+        Ok(ServerEvent {
+            kind: STEP_DELTA.into(),
+            at: None,
+            step: Some(req_str(&v, "step")?),
+            state: None,
+            attempt: Some(num("attempt")? as u32),
+            message: Some(req_str(&v, "text")?),
+            offset: Some(num("offset")? as usize),
+        })
+    }
+
+    /// A `step-waiting` message's data: `{"execution", "step", "attempt",
+    /// "waitingFor": text | null}`.
+    pub fn parse_waiting(text: &str) -> Result<ServerEvent, String> {
+        let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let attempt = v
+            .get("attempt")
+            .and_then(Value::as_u64)
+            .ok_or("step-waiting: missing number `attempt`")?;
+        Ok(ServerEvent {
+            kind: STEP_WAITING.into(),
+            at: None,
+            step: Some(req_str(&v, "step")?),
+            state: None,
+            attempt: Some(attempt as u32),
+            message: opt_str(&v, "waitingFor"),
+            offset: None,
         })
     }
 }
@@ -406,6 +478,28 @@ impl Api {
         let body = (action == "pause").then_some("{\"now\": false}");
         self.call("POST", &format!("/api/executions/{id}/{action}"), body)
             .await
+    }
+
+    /// Approve (`approve: true`) or reject a waiting approval step, with an
+    /// optional comment (`POST /api/executions/{id}/steps/{key}/approve|reject`).
+    pub async fn decide(
+        &self,
+        id: &str,
+        key: &str,
+        approve: bool,
+        comment: Option<&str>,
+    ) -> Result<ServerExecution, String> {
+        let mut body = serde_json::Map::new();
+        if let Some(c) = comment {
+            body.insert("comment".into(), Value::String(c.to_owned()));
+        }
+        let body = Value::Object(body).to_string();
+        let action = if approve { "approve" } else { "reject" };
+        let path = format!(
+            "/api/executions/{id}/steps/{}/{action}",
+            js_sys::encode_uri_component(key)
+        );
+        self.call("POST", &path, Some(&body)).await
     }
 
     pub async fn checkpoints(&self, id: &str) -> Result<Vec<ServerCheckpoint>, String> {
@@ -531,6 +625,7 @@ pub fn view_of(
         name: name_of(&e.workflow),
         state: exec_state(&e.state),
         reason: e.reason.clone(),
+        spend: e.spend,
         steps: e
             .steps
             .iter()
@@ -587,6 +682,14 @@ pub fn view_of(
                     provider: s.provider.clone(),
                     model: s.model.clone(),
                     attempts,
+                    request: s.request.clone(),
+                    items: s.items.map(|(completed, total)| ItemsView {
+                        completed,
+                        total,
+                        items: Vec::new(),
+                    }),
+                    live: None,
+                    waiting_for: None,
                 };
                 (s.key.clone(), view)
             })
@@ -674,8 +777,19 @@ pub fn apply_event(view: &mut RunView, ev: &ServerEvent) -> bool {
                 match view.steps.iter_mut().find(|(k, _)| k == key) {
                     Some((_, s)) => {
                         s.state = step_state(state);
+                        if ev.attempt.is_some_and(|a| a != s.attempt) {
+                            s.waiting_for = None;
+                        }
                         if let Some(a) = ev.attempt {
                             s.attempt = a;
+                        }
+                        if s.state != StepState::Running
+                            || s.live.as_ref().is_some_and(|l| l.attempt != s.attempt)
+                        {
+                            s.live = None;
+                        }
+                        if s.state != StepState::Running {
+                            s.waiting_for = None;
                         }
                         if ev.message.is_some() {
                             s.reason = ev.message.clone();
@@ -701,6 +815,29 @@ pub fn apply_event(view: &mut RunView, ev: &ServerEvent) -> bool {
                 view.reason = ev.message.clone();
             }
             view.state.is_terminal()
+        }
+        STEP_DELTA => {
+            let (Some(key), Some(a), Some(o), Some(t)) =
+                (&ev.step, ev.attempt, ev.offset, &ev.message)
+            else {
+                return false;
+            };
+            if let Some((_, s)) = view.steps.iter_mut().find(|(k, _)| k == key)
+                && s.state == StepState::Running
+            {
+                s.push_delta(a, o, t);
+            }
+            false
+        }
+        STEP_WAITING => {
+            if let (Some(key), Some(a)) = (&ev.step, ev.attempt)
+                && let Some((_, s)) = view.steps.iter_mut().find(|(k, _)| k == key)
+                && s.state == StepState::Running
+                && a >= s.attempt
+            {
+                s.waiting_for = ev.message.clone();
+            }
+            false
         }
         _ => false,
     }
@@ -776,7 +913,17 @@ pub fn watch(
     let source = web_sys::EventSource::new(&api.events_url(id)).map_err(|e| format!("{e:?}"))?;
     let mut listeners = Vec::new();
     let done = Rc::new(Cell::new(false));
-    for kind in ["execution", "step", "checkpoint", "log", "message"] {
+    for kind in [
+        "execution",
+        "step",
+        "item",
+        "decision",
+        "checkpoint",
+        "log",
+        "message",
+        STEP_DELTA,
+        STEP_WAITING,
+    ] {
         let on_event = on_event.clone();
         let done = done.clone();
         let cb = Closure::<dyn FnMut(web_sys::Event)>::new(move |e: web_sys::Event| {
@@ -786,7 +933,12 @@ pub fn watch(
             let Some(data) = m.data().as_string() else {
                 return;
             };
-            let Ok(ev) = ServerEvent::parse(&data) else {
+            let parsed = match e.type_().as_str() {
+                STEP_DELTA => ServerEvent::parse_delta(&data),
+                STEP_WAITING => ServerEvent::parse_waiting(&data),
+                _ => ServerEvent::parse(&data),
+            };
+            let Ok(ev) = parsed else {
                 return;
             };
             let terminal = ev.kind == "execution"
@@ -820,6 +972,7 @@ pub fn watch(
                 state: None,
                 attempt: None,
                 message: None,
+                offset: None,
             });
         } else if source2.ready_state() == web_sys::EventSource::CLOSED {
             on_lost();
@@ -840,6 +993,27 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     #[test]
+    fn approvals_and_items_come_from_the_api() {
+        let e = ServerExecution::parse(r#"{"id":"e","workflowId":"w","workflow":"demo","state":"waiting","createdAt":1,"inputs":{},"steps":[{"key":"ok","agent":"","state":"waiting","attempts":0,"request":"Ship it?","tokensIn":0,"tokensOut":0,"dependencies":[]},{"key":"each","agent":"x","state":"completed","attempts":2,"output":"[\"first\",{\"a\":1}]","items":{"completed":2,"total":2},"tokensIn":0,"tokensOut":0,"dependencies":[]}]}"#).expect("execution");
+        let v = view_of(&e, Vec::new(), None);
+        assert_eq!(v.state, ExecutionState::Waiting);
+        let ok = v.step("ok").expect("ok");
+        assert_eq!(ok.state, StepState::Waiting);
+        assert_eq!(ok.request.as_deref(), Some("Ship it?"));
+        assert!(ok.items.is_none());
+        let each = v.step("each").expect("each");
+        assert_eq!(
+            each.items.as_ref().map(|i| (i.completed, i.total)),
+            Some((2, 2))
+        );
+        // The items' results: the elements of the step's output list.
+        let rows = each.item_rows();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0], (StepState::Completed, "first".to_owned()));
+        assert!(rows[1].1.contains("\"a\": 1"), "{:?}", rows[1]);
+    }
+
+    #[test]
     fn events_update_the_view() {
         let e = ServerExecution::parse(r#"{"id":"e1","workflowId":"w","workflow":"demo","state":"running","createdAt":1,"inputs":{},"steps":[{"key":"a","agent":"x","state":"running","attempts":1,"tokensIn":0,"tokensOut":0,"dependencies":[]},{"key":"b","agent":"x","state":"pending","attempts":0,"error":{"class":"timeout","message":"slow"},"tokensIn":0,"tokensOut":0,"dependencies":["a"]}]}"#).expect("execution");
         let mut v = view_of(&e, Vec::new(), None);
@@ -854,6 +1028,39 @@ mod tests {
         .expect("event");
         assert!(apply_event(&mut v, &ev));
         assert_eq!(v.state, ExecutionState::Completed);
+    }
+
+    #[test]
+    fn step_deltas_grow_the_running_steps_text_until_it_completes() {
+        let e = ServerExecution::parse(r#"{"id":"e1","workflowId":"w","workflow":"demo","state":"running","createdAt":1,"inputs":{},"steps":[{"key":"a","agent":"x","state":"running","attempts":1,"tokensIn":0,"tokensOut":0,"dependencies":[]}]}"#).expect("execution");
+        let mut v = view_of(&e, Vec::new(), None);
+        let delta = |attempt: u32, offset: usize, text: &str| {
+            let data = serde_json::json!({"execution": "e1", "step": "a", "attempt": attempt, "offset": offset, "text": text});
+            ServerEvent::parse_delta(&data.to_string()).expect("delta")
+        };
+        let live = |v: &RunView| v.steps[0].1.live.as_ref().map(|l| l.text.clone());
+        assert!(!apply_event(&mut v, &delta(1, 0, "The ans")));
+        apply_event(&mut v, &delta(1, 7, "wer is"));
+        assert_eq!(live(&v).as_deref(), Some("The answer is"));
+        // A retry starts the text anew.
+        let step = |state: &str, attempt: u32| {
+            ServerEvent::parse(&format!(r#"{{"id":1,"executionId":"e1","at":5,"type":"step","step":"a","state":"{state}","attempt":{attempt}}}"#)).expect("event")
+        };
+        apply_event(&mut v, &step("waiting-retry", 1));
+        assert_eq!(live(&v), None);
+        apply_event(&mut v, &step("running", 2));
+        apply_event(&mut v, &delta(1, 13, " late"));
+        apply_event(&mut v, &delta(2, 0, "Second"));
+        assert_eq!(live(&v).as_deref(), Some("Second"));
+        // A fresh view from the API keeps the live text of the running attempt.
+        let mut fresh = view_of(&e, Vec::new(), None);
+        fresh.steps[0].1.attempt = 2;
+        fresh.keep_live(&v);
+        assert_eq!(live(&fresh).as_deref(), Some("Second"));
+        // The committed output replaces it.
+        apply_event(&mut v, &step("completed", 2));
+        assert_eq!(live(&v), None);
+        assert!(ServerEvent::parse_delta(r#"{"step":"a","attempt":1}"#).is_err());
     }
 
     #[test]
@@ -885,6 +1092,58 @@ mod tests {
         );
         // Steps without events keep what the execution said.
         assert_eq!(v.steps[1].1.attempts.len(), 1);
+    }
+
+    #[test]
+    fn spend_budget_cache_and_capacity_waits_reach_the_view() {
+        let e = ServerExecution::parse(r#"{"id":"e1","workflowId":"w","workflow":"demo","state":"paused","reason":"budget: the next attempt of b may cost $0.40; spent $2.30 of $2.50","createdAt":1,"inputs":{},"budget":{"usd":2.5},"spent":{"usd":0.0123,"tokens":1234},"steps":[{"key":"a","agent":"x","state":"completed","attempts":1,"provider":"cache","model":"m","output":"hi","tokensIn":10,"tokensOut":4,"costUsd":0,"dependencies":[]},{"key":"b","agent":"x","state":"running","attempts":1,"provider":"openai","tokensIn":0,"tokensOut":0,"dependencies":["a"]}]}"#).expect("execution");
+        let mut v = view_of(&e, Vec::new(), None);
+        let spend = v.spend.expect("spend");
+        assert_eq!(spend.text(), "Spent $0.0123 · 1,234 tokens (budget $2.50)");
+        let hint = crate::run_view::budget_hint(v.reason.as_deref(), &v.id).expect("hint");
+        assert!(
+            hint.contains("ax workflow resume e1 --budget-usd"),
+            "{hint}"
+        );
+        assert!(v.step("a").expect("a").cached());
+        assert!(!v.step("b").expect("b").cached());
+        let waiting = |w: &str| {
+            let data = format!(r#"{{"execution":"e1","step":"b","attempt":1,"waitingFor":{w}}}"#);
+            ServerEvent::parse_waiting(&data).expect("step-waiting")
+        };
+        let waits = |v: &RunView| v.step("b").and_then(|s| s.waiting_for.clone());
+        assert!(!apply_event(
+            &mut v,
+            &waiting(r#""capacity of provider openai""#)
+        ));
+        assert_eq!(waits(&v).as_deref(), Some("capacity of provider openai"));
+        // A fresh view from the API keeps it while the same attempt runs.
+        let mut fresh = view_of(&e, Vec::new(), None);
+        fresh.keep_live(&v);
+        assert_eq!(waits(&fresh), waits(&v));
+        apply_event(&mut v, &waiting("null"));
+        assert_eq!(waits(&v), None);
+        // The step settling ends the wait too.
+        apply_event(&mut v, &waiting(r#""capacity of provider openai""#));
+        let done = ServerEvent::parse(r#"{"id":9,"executionId":"e1","at":5,"type":"step","step":"b","state":"completed","attempt":1}"#).expect("event");
+        apply_event(&mut v, &done);
+        assert_eq!(waits(&v), None);
+        assert!(ServerEvent::parse_waiting(r#"{"step":"b"}"#).is_err());
+        // Without a budget only the spend; an older server sends neither.
+        let e2 = ServerExecution::parse(
+            r#"{"id":"e2","state":"completed","spent":{"usd":0,"tokens":0}}"#,
+        )
+        .expect("execution");
+        assert_eq!(
+            e2.spend.map(|s| s.text()).as_deref(),
+            Some("Spent $0 · 0 tokens")
+        );
+        let e3 = ServerExecution::parse(r#"{"id":"e3","state":"completed"}"#).expect("execution");
+        assert_eq!(e3.spend, None);
+        assert_eq!(
+            crate::run_view::budget_hint(Some("paused by a user"), "e3"),
+            None
+        );
     }
 
     #[test]

@@ -726,6 +726,59 @@ async fn pause_resume_and_cancel_buttons_control_the_run() {
 }
 
 #[wasm_bindgen_test]
+async fn a_dry_runs_answer_streams_into_the_running_steps_row() {
+    let m = mount("stream.yaml", text::STARTER);
+    m.ready().await;
+    click(&m.by_id("tab-run"));
+    until("run panel", 2000.0, || {
+        q(&m.root, "[data-testid=latency]").is_some()
+    })
+    .await;
+    set_input(&m.by_id("latency"), "2000");
+    click(&m.by_id("run-local"));
+    let partial = || {
+        q(&m.root, "li[data-state=running] [data-testid=live-text]")
+            .and_then(|e| e.text_content())
+            .filter(|t| !t.is_empty())
+    };
+    until("partial text of a running step", 5000.0, || {
+        partial().is_some()
+    })
+    .await;
+    let text = partial().unwrap_or_default();
+    let row = q(&m.root, "li[data-state=running]").expect("running row");
+    let key = row.get_attribute("data-step").unwrap_or_default();
+    // Selected, its details show the answer so far too.
+    click(&q(&row, "button").expect("row button"));
+    until("live text in the details", 2000.0, || {
+        q(&m.root, "[data-testid=step-detail] [data-testid=live-text]").is_some()
+    })
+    .await;
+    // Once the step completes, its output (which the text began) replaces it.
+    until("the step completed", 5000.0, || {
+        q(
+            &m.root,
+            &format!("li[data-step={key}][data-state=completed]"),
+        )
+        .is_some()
+    })
+    .await;
+    let output = m.by_id("step-output").text_content().unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        output.contains(lines[0]) && output.len() > text.len(),
+        "{text:?} is part of {output:?}"
+    );
+    assert!(q(&m.root, "[data-testid=step-detail] [data-testid=live-text]").is_none());
+    click(&m.by_id("cancel"));
+    until("cancelled", 3000.0, || {
+        m.by_id("run-state").text_content().as_deref() == Some("cancelled")
+    })
+    .await;
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
 async fn save_lists_the_document_and_keeps_a_version() {
     let m = mount("kept.yaml", text::STARTER);
     m.ready().await;
@@ -1468,4 +1521,344 @@ fn edits_layout_and_positions_work_in_wasm() {
         Some(4)
     );
     assert_eq!(text::selection_for("a: é\nb: x", 2, 4, None), (8, 9));
+}
+
+// ---- Approvals, forEach and sub-workflows in dry runs ----
+
+const APPROVAL: &str = "name: ship\nsteps:\n  - key: draft\n    agent: writer\n    prompt: Write the release notes\n  - key: sign-off\n    type: approval\n    prompt: \"Ship this? {{draft.result}}\"\n    dependencies: [draft]\n  - key: publish\n    agent: writer\n    prompt: \"Publish, as agreed: {{sign-off.result.comment}}\"\n    dependencies: [sign-off]\n";
+
+const FOR_EACH: &str = "name: each\nsteps:\n  - key: review\n    agent: security\n    forEach: [\"a.rs\", \"b.rs\", \"c.rs\"]\n    prompt: \"Review {{item}} (file {{index}})\"\n  - key: sum-up\n    agent: lead\n    prompt: \"Sum up {{review.result}}\"\n    dependencies: [review]\n";
+
+/// The run's state as the panel shows it ("" before the run is shown).
+fn run_state<M: leptos::tachys::view::Mountable>(m: &Mounted<M>) -> String {
+    q(&m.root, "[data-testid=run-state]")
+        .and_then(|e| e.text_content())
+        .unwrap_or_default()
+}
+
+async fn open_run_tab<M: leptos::tachys::view::Mountable>(m: &Mounted<M>, latency: &str) {
+    click(&m.by_id("tab-run"));
+    until("run panel", 2000.0, || {
+        q(&m.root, "[data-testid=latency]").is_some()
+    })
+    .await;
+    set_input(&m.by_id("latency"), latency);
+}
+
+#[wasm_bindgen_test]
+async fn approving_in_the_page_continues_a_waiting_dry_run() {
+    let m = mount("ship.yaml", APPROVAL);
+    m.ready().await;
+    until("nodes", 3000.0, || m.nodes().len() == 3).await;
+    // An approval has its own shape (a hexagon, not the prompt's box).
+    let sign_off = m.node("sign-off");
+    assert!(
+        sign_off
+            .get_attribute("class")
+            .unwrap_or_default()
+            .contains("approval"),
+        "{:?}",
+        sign_off.get_attribute("class")
+    );
+    assert!(q(&sign_off, "path.box").is_some());
+    assert!(q(&m.node("draft"), "rect.box").is_some());
+    open_run_tab(&m, "0").await;
+    click(&m.by_id("run-local"));
+    until("waiting", 5000.0, || run_state(&m) == "waiting").await;
+    assert_eq!(
+        m.node("sign-off").get_attribute("data-state").as_deref(),
+        Some("waiting")
+    );
+    assert_eq!(
+        m.node("publish").get_attribute("data-state").as_deref(),
+        Some("pending")
+    );
+    click(&m.node("sign-off"));
+    until("the decision", 2000.0, || {
+        q(&m.root, "[data-testid=decision]").is_some()
+    })
+    .await;
+    let request = m
+        .by_id("decision-request")
+        .text_content()
+        .unwrap_or_default();
+    assert!(request.starts_with("Ship this? "), "{request}");
+    assert!(request.contains("dry run"), "rendered: {request}");
+    set_input(&m.by_id("decision-comment"), "ship it on Monday");
+    click(&m.by_id("approve"));
+    until("completed", 5000.0, || run_state(&m) == "completed").await;
+    // The decision is the step's result, and later steps quote it.
+    let output = m.by_id("step-output").text_content().unwrap_or_default();
+    assert!(output.contains("\"approved\": true"), "{output}");
+    assert!(output.contains("ship it on Monday"), "{output}");
+    assert!(q(&m.root, "[data-testid=decision]").is_none());
+    click(&m.node("publish"));
+    until("publish's prompt", 2000.0, || {
+        q(&m.root, "[data-testid=step-prompt]")
+            .and_then(|p| p.text_content())
+            .is_some_and(|t| t.contains("ship it on Monday"))
+    })
+    .await;
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn a_foreach_dry_run_shows_item_progress_and_results() {
+    let m = mount("each.yaml", FOR_EACH);
+    m.ready().await;
+    until("nodes", 3000.0, || m.nodes().len() == 2).await;
+    let badge = || {
+        q(&m.node("review"), "[data-testid=node-items]")
+            .and_then(|b| b.text_content())
+            .unwrap_or_default()
+    };
+    assert_eq!(badge(), "each");
+    open_run_tab(&m, "0").await;
+    click(&m.by_id("run-local"));
+    until("completed", 5000.0, || run_state(&m) == "completed").await;
+    until("done/total on the node", 2000.0, || badge() == "3/3").await;
+    click(&m.node("review"));
+    until("the items", 2000.0, || {
+        q(&m.root, "[data-testid=step-items]").is_some()
+    })
+    .await;
+    assert_eq!(
+        m.by_id("step-items-progress").text_content().as_deref(),
+        Some("Items: 3 of 3 done")
+    );
+    let items = qa(&m.root, "[data-testid=step-items] li");
+    assert_eq!(items.len(), 3);
+    for (i, (li, file)) in items.iter().zip(["a.rs", "b.rs", "c.rs"]).enumerate() {
+        let text = li.text_content().unwrap_or_default();
+        assert!(
+            text.contains(&format!("Review {file} (file {i})")),
+            "{text}"
+        );
+        assert_eq!(li.get_attribute("data-state").as_deref(), Some("completed"));
+    }
+    // The step's result is the list of the items' results, in item order.
+    let output = m.by_id("step-output").text_content().unwrap_or_default();
+    let list: serde_json::Value = serde_json::from_str(&output).expect("a JSON list");
+    assert_eq!(list.as_array().map(Vec::len), Some(3), "{output}");
+    m.finish().await;
+}
+
+#[wasm_bindgen_test]
+async fn a_waiting_dry_run_is_decided_after_a_reload() {
+    let db = unique("approval");
+    let store = Store::open(&db).await.expect("open");
+    let (seen, on_view) = watcher();
+    let run = LocalRun::start(
+        Some(store.clone()),
+        APPROVAL.into(),
+        Some("ship.yaml".into()),
+        None,
+        settings(0),
+        Default::default(),
+        on_view,
+    )
+    .await
+    .expect("start");
+    until("waiting", 5000.0, || {
+        state_of(&seen) == Some(ExecutionState::Waiting)
+    })
+    .await;
+    let view = seen.borrow().clone().expect("view");
+    let request = view.step("sign-off").and_then(|s| s.request.clone());
+    assert!(request.is_some_and(|r| r.starts_with("Ship this?")));
+    // The page goes away while the run waits; the waiting state is stored.
+    run.stop();
+    let record = store
+        .get_run(&run.id())
+        .await
+        .expect("get")
+        .expect("stored");
+    assert_eq!(record.state, ExecutionState::Waiting);
+    let (seen2, on_view2) = watcher();
+    let reopened = LocalRun::open(store.clone(), record, None, on_view2)
+        .await
+        .expect("open");
+    until("still waiting", 3000.0, || {
+        state_of(&seen2) == Some(ExecutionState::Waiting)
+    })
+    .await;
+    // A decision on a step that is not an approval is refused, and said.
+    reopened.send(Event::Approve {
+        key: "draft".into(),
+        comment: None,
+        data: None,
+        by: None,
+    });
+    until("refused", 3000.0, || {
+        reopened
+            .last_error()
+            .is_some_and(|e| e.contains("not an approval"))
+    })
+    .await;
+    assert_eq!(state_of(&seen2), Some(ExecutionState::Waiting));
+    reopened.send(Event::Reject {
+        key: "sign-off".into(),
+        comment: Some("not before the audit".into()),
+        by: None,
+    });
+    until("failed", 3000.0, || {
+        state_of(&seen2) == Some(ExecutionState::Failed)
+    })
+    .await;
+    let view = seen2.borrow().clone().expect("view");
+    let error = view
+        .step("sign-off")
+        .and_then(|s| s.error.clone())
+        .unwrap_or_default();
+    assert!(error.starts_with("rejected"), "{error}");
+    assert!(error.contains("not before the audit"), "{error}");
+    reopened.stop();
+    store.close();
+    delete_db(&db).await;
+}
+
+const CHILD: &str = "name: localize\ninputs:\n  text: {}\nsteps:\n  - key: translate\n    agent: translator\n    prompt: \"Translate {{text}}\"\n";
+
+const PARENT: &str = "name: report\nsteps:\n  - key: draft\n    agent: writer\n    prompt: Draft it\n  - key: localize\n    type: workflow\n    workflow: ./localize.yaml\n    inputs:\n      text: \"{{draft.result}}\"\n    dependencies: [draft]\n";
+
+#[wasm_bindgen_test]
+async fn a_sub_workflow_runs_from_the_browsers_documents() {
+    let db = unique("child");
+    let store = Store::open(&db).await.expect("open");
+    let start = |store: Store, seen: ax_web::local_run::OnView| {
+        LocalRun::start(
+            Some(store),
+            PARENT.into(),
+            Some("report.yaml".into()),
+            None,
+            settings(0),
+            Default::default(),
+            seen,
+        )
+    };
+    // Without the child among the documents: a clear problem, nothing runs.
+    let (_, on_view) = watcher();
+    let err = match start(store.clone(), on_view).await {
+        Ok(_) => panic!("started without its sub-workflow"),
+        Err(e) => e,
+    };
+    assert!(err.contains("localize.yaml"), "{err}");
+    store
+        .create_doc("localize.yaml", CHILD)
+        .await
+        .expect("child");
+    let (seen, on_view) = watcher();
+    let run = start(store.clone(), on_view).await.expect("start");
+    until("completed", 5000.0, || {
+        state_of(&seen) == Some(ExecutionState::Completed)
+    })
+    .await;
+    let view = seen.borrow().clone().expect("view");
+    let output = view
+        .step("localize")
+        .and_then(|s| s.output.clone())
+        .unwrap_or_default();
+    // The child's result: its final steps' results by key.
+    let result: serde_json::Value = serde_json::from_str(&output).expect("JSON");
+    let translated = result["translate"].as_str().unwrap_or_default();
+    assert!(
+        translated.contains("Translate [simulated answer"),
+        "{output}"
+    );
+    run.stop();
+    store.close();
+    delete_db(&db).await;
+}
+
+fn set_select(el: &web_sys::Element, value: &str) {
+    if let Some(s) = el.dyn_ref::<web_sys::HtmlSelectElement>() {
+        s.set_value(value);
+    }
+    fire(el, "change");
+}
+
+#[wasm_bindgen_test]
+async fn the_form_edits_the_new_fields_and_a_sub_workflow_opens_its_child() {
+    let m = mount("report.yaml", PARENT);
+    m.ready().await;
+    let store = m.designer.storage.store.get_value().expect("store");
+    store
+        .create_doc("localize.yaml", CHILD)
+        .await
+        .expect("child");
+    until("nodes", 3000.0, || m.nodes().len() == 2).await;
+    let node = m.node("localize");
+    assert!(node.class_list().contains("workflow"));
+    assert!(q(&node, "rect.inner").is_some());
+    let sub = q(&node, "text.agent").and_then(|t| t.text_content());
+    assert_eq!(sub.as_deref(), Some("↳ ./localize.yaml"));
+    let text = || editor_text(&m.root);
+    let wf = || {
+        analyze(&text(), &Options::default())
+            .workflow()
+            .cloned()
+            .expect("workflow")
+    };
+    // A sub-workflow step: no agent field; its workflow, forEach and maxConcurrency.
+    click(&m.node("localize"));
+    until("form", 2000.0, || {
+        q(&m.root, "[data-testid=field-workflow]").is_some()
+    })
+    .await;
+    assert!(q(&m.root, "[data-testid=field-agent]").is_none());
+    assert_eq!(
+        m.by_id("field-workflow")
+            .unchecked_ref::<web_sys::HtmlInputElement>()
+            .value(),
+        "./localize.yaml"
+    );
+    set_input(&m.by_id("field-for-each"), "[\"de\", \"ja\"]");
+    until("forEach", 2000.0, || text().contains("forEach:")).await;
+    set_input(&m.by_id("field-max-concurrency"), "2");
+    until("maxConcurrency", 2000.0, || {
+        text().contains("maxConcurrency: 2")
+    })
+    .await;
+    let step = wf().step("localize").cloned().expect("localize");
+    assert_eq!(
+        step.for_each,
+        Some(ax_core::model::ForEach::List(vec![
+            serde_json::json!("de"),
+            serde_json::json!("ja")
+        ]))
+    );
+    // A prompt step made an approval: its agent goes, onTimeout appears.
+    click(&m.node("draft"));
+    until("draft's form", 2000.0, || {
+        q(&m.root, "[data-testid=field-agent]").is_some()
+    })
+    .await;
+    set_select(&m.by_id("field-type"), "approval");
+    until("type", 2000.0, || text().contains("type: approval")).await;
+    assert!(!text().contains("agent: writer"), "{}", text());
+    until("onTimeout field", 2000.0, || {
+        q(&m.root, "[data-testid=field-on-timeout]").is_some()
+    })
+    .await;
+    set_select(&m.by_id("field-on-timeout"), "approve");
+    until("onTimeout", 2000.0, || {
+        text().contains("onTimeout: approve")
+    })
+    .await;
+    until("the approval's shape", 2000.0, || {
+        m.node("draft").class_list().contains("approval")
+    })
+    .await;
+    // "Open it" opens the child's document.
+    click(&m.node("localize"));
+    until("open-child", 2000.0, || {
+        q(&m.root, "[data-testid=open-child]").is_some()
+    })
+    .await;
+    click(&m.by_id("open-child"));
+    until("the child's document", 3000.0, || {
+        text().starts_with("name: localize")
+    })
+    .await;
+    m.finish().await;
 }

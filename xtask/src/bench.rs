@@ -175,3 +175,22 @@ fn ensure_wrk(ctx: &Ctx) -> Result<()> {
     }
     Ok(())
 }
+
+/// Throughput and dispatch latency of many concurrent runs on SQLite and on a
+/// throwaway PostgreSQL cluster (as PostgreSQL ships: fsync on), into
+/// BENCHMARKS.md. Options go to `ax-bench scale` (`--executions N`, …).
+pub fn scale(ctx: &Ctx, rest: &[String], report: &mut crate::run::Report) -> Result<()> {
+    crate::pg::ensure_installed(ctx, report)?;
+    let release = build(ctx)?;
+    let pg = crate::pg::running(ctx, crate::pg::Mode::Durable)?;
+    let mut cmd = ctx.cmd(release.join("ax-bench"));
+    cmd.args(["scale", "--pg", &pg.cluster.url()])
+        .args(rest)
+        .arg("--ax")
+        .arg(release.join("ax"))
+        .arg("--out")
+        .arg(ctx.target.join("bench"));
+    cmd.run()?;
+    drop(pg);
+    publish_to(ctx, &release, rest, "scale", "BENCHMARKS.md")
+}

@@ -57,6 +57,9 @@ commands:
                            (installs Debian's wrk if missing): target/bench/load.md
   growth [--quick]         10,000 executions with `ax workflow prune`: database size over time
                            (full runs of soak, load and growth update RELIABILITY.md)
+  bench-scale [OPTIONS]    1,000 code-review runs at 100 ms model latency: SQLite with one
+                           process, PostgreSQL (a throwaway cluster) with 1, 2, 3 `ax worker`s:
+                           target/bench/scale.md (full runs update BENCHMARKS.md)
   fuzz [TARGET…] [OPTIONS] the cargo-fuzz targets of fuzz/ one after another (needs nightly
                            and cargo-fuzz; not part of `test`), seeded from fuzz/seeds/;
                            a summary line per target; crashes land in fuzz/artifacts/
@@ -131,6 +134,7 @@ fn dispatch(ctx: &Ctx, args: &[String], report: &mut Report) -> Result<ExitCode>
         "soak" => bench::soak(ctx, rest)?,
         "load" => bench::load(ctx, rest)?,
         "growth" => bench::growth(ctx, rest)?,
+        "bench-scale" => bench::scale(ctx, rest, report)?,
         "fuzz" => fuzz::fuzz(ctx, rest)?,
         "pg" => return pg::command(ctx, rest, report),
         "help" | "-h" | "--help" => println!("{USAGE}"),

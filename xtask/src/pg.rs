@@ -17,6 +17,8 @@ use crate::run::{Ctx, Report, Result, step};
 use crate::say;
 
 pub const PACKAGES: &[&str] = &["postgresql"];
+/// What the partition test needs besides: `ip netns` and veth pairs.
+pub const NET_PACKAGES: &[&str] = &["iproute2"];
 /// The variable that gives tests the server's URL.
 pub const URL_VAR: &str = "AX_TEST_PG";
 /// Set for test runs that must not skip the PostgreSQL variants.
@@ -176,15 +178,20 @@ pub fn running(ctx: &Ctx, mode: Mode) -> Result<Running<'_>> {
     Ok(Running { cluster, ctx })
 }
 
-/// Install Debian's `postgresql` when no server binaries are found.
+/// Install Debian's `postgresql` when no server binaries are found, and
+/// `iproute2` when there is no `ip` (the partition test's namespaces).
 pub fn ensure_installed(ctx: &Ctx, report: &mut Report) -> Result<()> {
     step(report, "setup/postgresql", || {
+        let net = match ctx.which("ip") {
+            Some(ip) => format!("found {}", ip.display()),
+            None => crate::setup::ensure_packages(ctx, NET_PACKAGES)?,
+        };
         if let Ok(bin) = find_bin_dir() {
-            return Ok(((), format!("found {}", bin.display())));
+            return Ok(((), format!("found {}; {net}", bin.display())));
         }
         let note = crate::setup::ensure_packages(ctx, PACKAGES)?;
         let bin = find_bin_dir()?;
-        Ok(((), format!("{note}; {}", bin.display())))
+        Ok(((), format!("{note}; {}; {net}", bin.display())))
     })
 }
 

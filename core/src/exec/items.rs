@@ -303,6 +303,16 @@ impl Execution {
                 return self.item_failed_for_good(i, j, err, now);
             }
         };
+        if let Some(p) = &prompt
+            && !self.within_budget(i, p, now)?
+        {
+            // Paused, or waiting for answers: it starts later.
+            if let Some(it) = self.items_mut(i) {
+                it.startable.insert(j as u32);
+            }
+            self.refresh_ready(i);
+            return Ok(());
+        }
         let s = &mut self.steps[i];
         s.attempt = s.attempt.saturating_add(1);
         let attempt = s.attempt;
@@ -343,6 +353,8 @@ impl Execution {
                 deadline,
                 output_schema: plan.output_schemas[i].clone(),
                 item: item_no,
+                settings: step.settings(),
+                cache: step.cache_use(&plan.workflow.config),
             }),
         });
         self.refresh_ready(i);

@@ -106,6 +106,9 @@ impl From<EngineError> for ApiError {
             EngineError::NotFound(m) => ApiError::not_found(m),
             EngineError::Conflict(m) => ApiError::conflict(m),
             EngineError::BadRequest(m) => ApiError::bad_request(m),
+            EngineError::Unprocessable(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", m)
+            }
             EngineError::Internal(e) => ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

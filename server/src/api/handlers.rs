@@ -7,12 +7,12 @@ use super::AppState;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, JsonText, SourceText};
 use super::model::{
     Checkpoint, CheckpointFileBody, ErrorBody, Execution, ExecutionSummary, ExecutionsQuery,
-    FilenameQuery, Health, ImportQuery, ListQuery, PauseBody, Report, SourceJson, StartExecution,
-    Step, Workflow,
+    FilenameQuery, Health, ImportQuery, ListQuery, PauseBody, Report, ResumeBody, SourceJson,
+    Spent, StartExecution, Stats, StatsQuery, Step, Workflow, WorkflowStats,
 };
+use crate::engine::RunOptions;
 use crate::store::{Control, DeleteOutcome, ExecutionFilter};
 use ax_core::checkpoint::CheckpointFile;
-use ax_core::{Options, analyze};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -52,15 +52,16 @@ pub async fn health(State(state): State<AppState>) -> ApiResult<Json<Health>> {
         content((SourceJson = "application/json"), (Value = "application/yaml"),
             (Value = "application/x-yaml"), (Value = "text/yaml"))),
     responses((status = 200, description = "The report, valid or not", body = Report)))]
-pub async fn validate(body: SourceText) -> Json<Report> {
-    let a = analyze(
-        &body.source,
-        &Options {
-            filename: body.filename,
-            ..Options::default()
-        },
-    );
-    Json(Report::from(a.full_report()))
+pub async fn validate(State(state): State<AppState>, body: SourceText) -> ApiResult<Json<Report>> {
+    let a = state
+        .engine
+        .analyze(
+            &body.source,
+            body.filename.as_deref(),
+            &crate::engine::Files::new(),
+        )
+        .await?;
+    Ok(Json(Report::from(a.full_report())))
 }
 
 /// Stored workflows, newest first (without their text).
@@ -154,16 +155,22 @@ pub async fn start_execution(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<Response> {
-    let (workflow_id, inputs) = match StartExecution::from_value(body)? {
-        StartExecution::Stored(s) => (s.workflow_id, s.inputs),
+    let (workflow_id, inputs, budget, cache) = match StartExecution::from_value(body)? {
+        StartExecution::Stored(s) => (s.workflow_id, s.inputs, s.budget, s.cache),
         StartExecution::Text(t) => {
+            // A bad budget stores nothing.
+            t.budget.unwrap_or_default().budget()?;
             let rec = state.engine.create_workflow(t.source, t.filename).await?;
-            (rec.id, t.inputs)
+            (rec.id, t.inputs, t.budget, t.cache)
         }
+    };
+    let options = RunOptions {
+        budget: budget.unwrap_or_default().budget()?,
+        cache,
     };
     let (rec, _handle) = state
         .engine
-        .submit(&workflow_id, inputs)
+        .submit_with(&workflow_id, inputs, options)
         .await
         .map_err(ApiError::unprocessable_if_bad_request)?;
     let full = execution(&state, &rec.id).await?;
@@ -196,18 +203,51 @@ pub async fn list_executions(
         .list_executions(ExecutionFilter {
             state: q.state,
             workflow_id: q.workflow_id,
+            parent_id: q.parent_id,
             limit: n,
         })
         .await?;
     Ok(Json(rows.into_iter().map(ExecutionSummary::from).collect()))
 }
 
+/// Statistics per workflow name: runs by state, success rate, duration
+/// percentiles, tokens and cost.
+#[utoipa::path(get, path = "/stats", tag = "workflows", params(StatsQuery),
+    responses(
+        (status = 200, description = "One entry per workflow name, names in order", body = Stats),
+        (status = 404, description = "`?workflow=` names no stored workflow", body = ErrorBody)))]
+pub async fn stats(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<StatsQuery>,
+) -> ApiResult<Json<Stats>> {
+    let only = q
+        .workflow
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let rows = state.engine.store().workflow_stats(only).await?;
+    if let Some(w) = only
+        && rows.is_empty()
+    {
+        return Err(ApiError::not_found(format!(
+            "no workflow is named `{w}` or has that id; `GET /api/workflows` lists them"
+        )));
+    }
+    Ok(Json(Stats {
+        workflows: rows.into_iter().map(WorkflowStats::from).collect(),
+    }))
+}
+
 /// An execution with its steps (outputs included).
 pub async fn execution(state: &AppState, id: &str) -> ApiResult<Execution> {
     let (rec, steps) = state.engine.execution_with_steps(id, true).await?;
+    let children = state.engine.children(id).await?;
+    let steps: Vec<Step> = steps.into_iter().map(Step::from).collect();
     Ok(Execution {
         summary: ExecutionSummary::from(rec),
-        steps: steps.into_iter().map(Step::from).collect(),
+        spent: Spent::of(&steps),
+        steps,
+        children: children.into_iter().map(ExecutionSummary::from).collect(),
     })
 }
 
@@ -271,9 +311,12 @@ pub async fn pause(
     .await
 }
 
-/// Resume a paused, failed or interrupted execution.
+/// Resume a paused, failed or interrupted execution; with `budget`, raise its
+/// budget first (a run paused by its budget continues).
 #[utoipa::path(post, path = "/executions/{id}/resume", tag = "executions",
     params(("id" = String, Path, description = "The execution's id")),
+    request_body(content = Option<ResumeBody>, content_type = "application/json",
+        description = "Optional; no body resumes as it is"),
     responses(
         (status = 202, description = "Resumed", body = Execution),
         (status = 404, description = "No such execution", body = ErrorBody),
@@ -281,7 +324,22 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    JsonText(body): JsonText,
 ) -> ApiResult<Response> {
+    let body = match body {
+        None => ResumeBody::default(),
+        Some(text) => serde_json::from_str::<Option<ResumeBody>>(&text)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the resume body must be {{\"budget\": {{\"usd\"?, \"tokens\"?}}}} or nothing: {e}"
+                ))
+            })?
+            .unwrap_or_default(),
+    };
+    if let Some(b) = body.budget {
+        let budget = b.budget()?;
+        state.engine.set_budget(&id, budget).await?;
+    }
     control(&state, &id, Control::Resume).await
 }
 

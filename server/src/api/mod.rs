@@ -1,10 +1,12 @@
 //! The HTTP API (axum): JSON under `/api`, Server-Sent Events for live progress,
-//! `/healthz`, and the web app at `/`. See docs/api.md; `GET /api/openapi.json`
+//! `/healthz`, `/metrics` (Prometheus), and the web app at `/`. See docs/api.md; `GET /api/openapi.json`
 //! describes the same routes.
 
 mod access;
+mod decisions;
 mod error;
 mod handlers;
+mod metrics;
 mod model;
 mod openapi;
 mod sse;

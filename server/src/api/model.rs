@@ -58,7 +58,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable: `bad-request`, `unauthorized`, `host-not-allowed`, `cross-origin`,
     /// `not-found`, `method-not-allowed`, `conflict`, `too-large`,
-    /// `unsupported-media-type`, `invalid-workflow`, `internal`.
+    /// `unsupported-media-type`, `invalid-workflow`, `unprocessable`, `internal`.
     pub code: String,
     /// What went wrong, where, and how to fix it.
     pub message: String,
@@ -223,6 +223,40 @@ pub struct ExecutionSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<String>,
     pub progress: Progress,
+    /// The run's own budget (given at start or resume), over the file's
+    /// `config.budget`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetBody>,
+    /// For a child execution (a `type: workflow` step's run): its parent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+}
+
+/// The execution, step and attempt (and `forEach` item) that a child
+/// execution runs for.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentLink {
+    /// The parent execution's id.
+    pub id: String,
+    /// The parent's `type: workflow` step.
+    pub step: String,
+    /// The step's attempt (unique across its items).
+    pub attempt: u32,
+    /// For a `forEach` step: the item (0-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+}
+
+impl From<store::ParentLink> for ParentLink {
+    fn from(p: store::ParentLink) -> ParentLink {
+        ParentLink {
+            id: p.id,
+            step: p.step,
+            attempt: p.attempt,
+            item: p.item,
+        }
+    }
 }
 
 impl From<store::ExecutionRecord> for ExecutionSummary {
@@ -252,6 +286,11 @@ impl From<store::ExecutionRecord> for ExecutionSummary {
                 running: e.progress.running,
                 skipped: e.progress.skipped,
             },
+            parent: e.parent.map(ParentLink::from),
+            budget: (!e.budget.is_unlimited()).then_some(BudgetBody {
+                usd: e.budget.usd,
+                tokens: e.budget.tokens,
+            }),
         }
     }
 }
@@ -285,6 +324,36 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
     pub dependencies: Vec<String>,
+    /// An approval step's request (what the approver reads), while it waits and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// A forEach step's items, once listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Items>,
+    /// The step's own model settings, over its agent's (docs/format.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<StepSettings>,
+}
+
+/// A step's own `model`, `temperature`, `maxTokens` and `system`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system: Option<String>,
+}
+
+/// A forEach step's progress.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Items {
+    pub completed: u32,
+    pub total: u32,
 }
 
 impl From<store::StepRecord> for Step {
@@ -307,6 +376,17 @@ impl From<store::StepRecord> for Step {
             started_at: s.started_at,
             finished_at: s.finished_at,
             dependencies: s.dependencies,
+            request: s.request,
+            items: s.items.map(|i| Items {
+                completed: i.completed,
+                total: i.total,
+            }),
+            settings: s.settings.map(|m| StepSettings {
+                model: m.model,
+                temperature: m.temperature,
+                max_tokens: m.max_tokens,
+                system: m.system,
+            }),
         }
     }
 }
@@ -317,6 +397,27 @@ pub struct Execution {
     #[serde(flatten)]
     pub summary: ExecutionSummary,
     pub steps: Vec<Step>,
+    /// Its child executions (`type: workflow` steps' runs), newest first.
+    pub children: Vec<ExecutionSummary>,
+    /// What the run spent so far: the sum of its steps' `costUsd` and tokens.
+    pub spent: Spent,
+}
+
+/// What a run spent.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Spent {
+    pub usd: f64,
+    pub tokens: u64,
+}
+
+impl Spent {
+    pub fn of(steps: &[Step]) -> Spent {
+        Spent {
+            usd: steps.iter().filter_map(|s| s.cost_usd).sum(),
+            tokens: steps.iter().map(|s| s.tokens_in + s.tokens_out).sum(),
+        }
+    }
 }
 
 /// A restore point.
@@ -351,7 +452,8 @@ pub struct Event {
     pub id: i64,
     pub execution_id: String,
     pub at: u64,
-    /// `execution` (a state change), `step` (a step's state change), `checkpoint`, `log`.
+    /// `execution` (a state change), `step` (a step's state change), `item` (a forEach
+    /// item's), `decision` (an approval decided), `checkpoint`, `log`.
     #[serde(rename = "type")]
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -476,6 +578,81 @@ pub struct StartStored {
     /// The run's inputs by name (`inputs:` of the workflow).
     #[serde(default)]
     pub inputs: BTreeMap<String, Value>,
+    /// The run's own budget, over the file's `config.budget`.
+    #[serde(default)]
+    pub budget: Option<BudgetBody>,
+    /// Steps without their own `cache` answer from the response cache.
+    #[serde(default)]
+    pub cache: bool,
+}
+
+/// What a run may spend: each limit given replaces the file's (docs/format.md,
+/// "Budgets"). A run about to exceed it pauses with a reason starting `budget:`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetBody {
+    /// US dollars, at the agents file's prices; zero or more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0.0)]
+    pub usd: Option<f64>,
+    /// Tokens, in and out; a whole number (`1000` or `1000.0`), zero or more.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    #[schema(minimum = 0)]
+    pub tokens: Option<u64>,
+}
+
+/// A whole number however JSON writes it: JSON Schema's `integer` takes `5.0`
+/// as well as `5`, and so must the API that publishes that schema.
+fn whole_number<'de, D>(d: D) -> Result<Option<u64>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        // 2^64 itself does not fit; every whole f64 below it does.
+        Some(f) if f.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        _ => Err(D::Error::custom(format!(
+            "expected a whole number of tokens, zero or more, not {n}"
+        ))),
+    }
+}
+
+impl BudgetBody {
+    /// The budget, or why it is not one.
+    pub fn budget(self) -> Result<ax_core::Budget, super::ApiError> {
+        if let Some(u) = self.usd
+            && !(u.is_finite() && u >= 0.0)
+        {
+            return Err(super::ApiError::bad_request(format!(
+                "`budget.usd` must be zero or more, not {u}"
+            )));
+        }
+        Ok(ax_core::Budget {
+            usd: self.usd,
+            tokens: self.tokens,
+        })
+    }
+}
+
+/// `POST /api/executions/{id}/resume` (optional body).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeBody {
+    /// Raise (or set) the run's budget before it continues.
+    #[serde(default)]
+    pub budget: Option<BudgetBody>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -487,6 +664,40 @@ pub struct StartText {
     pub filename: Option<String>,
     #[serde(default)]
     pub inputs: BTreeMap<String, Value>,
+    /// The run's own budget, over the file's `config.budget`.
+    #[serde(default)]
+    pub budget: Option<BudgetBody>,
+    /// Steps without their own `cache` answer from the response cache.
+    #[serde(default)]
+    pub cache: bool,
+}
+
+/// `POST /api/executions/{id}/steps/{key}/approve` (optional body).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    /// Shown to later steps as `{{step.result.comment}}`.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Must satisfy the step's `outputSchema` when it has one (else 422);
+    /// `{{step.result.data.x}}` downstream.
+    #[serde(default)]
+    pub data: Option<Value>,
+    /// Who decided, for the audit trail.
+    #[serde(default)]
+    pub by: Option<String>,
+}
+
+/// `POST /api/executions/{id}/steps/{key}/reject` (optional body).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    /// The reason: the step fails with class `rejected` and this in its message.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Who decided, for the audit trail.
+    #[serde(default)]
+    pub by: Option<String>,
 }
 
 /// `POST /api/executions/{id}/pause` (optional body).
@@ -602,6 +813,8 @@ pub struct ExecutionsQuery {
     pub state: Option<String>,
     /// Only executions of this workflow.
     pub workflow_id: Option<String>,
+    /// Only the children of this execution (its `type: workflow` steps' runs).
+    pub parent_id: Option<String>,
     /// How many, newest first (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
@@ -645,4 +858,72 @@ pub struct ImportQuery {
     /// Continue the imported run right away with real providers (default: leave
     /// it stopped, to resume explicitly).
     pub resume: Option<bool>,
+}
+
+/// `GET /api/stats` filter.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsQuery {
+    /// Only the workflow of this name (every stored version of it), or the
+    /// stored workflow of this id.
+    pub workflow: Option<String>,
+}
+
+/// Statistics of every workflow that matched.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// One entry per workflow name, names in order.
+    pub workflows: Vec<WorkflowStats>,
+}
+
+/// What the runs of one workflow name (all its stored versions) came to.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowStats {
+    pub name: String,
+    /// The stored versions counted, the most recently run first.
+    pub workflow_ids: Vec<String>,
+    /// Every run (execution) of it.
+    pub runs: u64,
+    /// Runs by execution state (states without runs are left out).
+    pub by_state: BTreeMap<String, u64>,
+    /// Runs not finished yet (idle, running, paused, waiting, interrupted).
+    pub active: u64,
+    /// Percent of the finished runs (completed or failed) that completed, to
+    /// 0.1; absent before any run finished.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+    /// Median duration of the completed runs, ms (nearest rank).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_duration_ms: Option<u64>,
+    /// 95th percentile duration of the completed runs, ms (nearest rank).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p95_duration_ms: Option<u64>,
+    /// Tokens of every attempt, retries included.
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// Cost of every attempt, USD (0 when no price is known).
+    pub cost_usd: f64,
+    /// When the newest run was created (epoch ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run_at: Option<u64>,
+}
+
+impl From<store::WorkflowStats> for WorkflowStats {
+    fn from(s: store::WorkflowStats) -> WorkflowStats {
+        WorkflowStats {
+            name: s.name,
+            workflow_ids: s.workflow_ids,
+            runs: s.runs,
+            by_state: s.by_state,
+            active: s.active,
+            success_rate: s.success_rate,
+            p50_duration_ms: s.p50_duration_ms,
+            p95_duration_ms: s.p95_duration_ms,
+            tokens_in: s.tokens_in,
+            tokens_out: s.tokens_out,
+            cost_usd: s.cost_usd,
+            last_run_at: s.last_run_at,
+        }
+    }
 }

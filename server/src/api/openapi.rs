@@ -6,7 +6,7 @@
 //! to each operation here, where that middleware is known.
 
 use super::model::ErrorBody;
-use super::{AppState, handlers, sse};
+use super::{AppState, decisions, handlers, metrics, sse};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -27,7 +27,7 @@ use utoipa_axum::routes;
         description = "Durable multi-agent LLM workflows: validate, store and run workflows, control executions, checkpoints and live events. Every error is `{\"error\": {\"code\", \"message\"}}` (docs/api.md). Without AX_TOKEN the server answers only on loopback names; with it, send `Authorization: Bearer <token>`."
     ),
     tags(
-        (name = "server", description = "Health"),
+        (name = "server", description = "Health and metrics"),
         (name = "workflows", description = "Validate and store workflow files"),
         (name = "executions", description = "Runs, their control and their events"),
         (name = "checkpoints", description = "Restore points, export and import"),
@@ -42,6 +42,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::validate))
         .routes(routes!(handlers::list_workflows, handlers::create_workflow))
         .routes(routes!(handlers::get_workflow, handlers::delete_workflow))
+        .routes(routes!(handlers::stats))
         .routes(routes!(
             handlers::list_executions,
             handlers::start_execution
@@ -50,6 +51,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::pause))
         .routes(routes!(handlers::resume))
         .routes(routes!(handlers::cancel))
+        .routes(routes!(decisions::approve))
+        .routes(routes!(decisions::reject))
         .routes(routes!(handlers::list_checkpoints))
         .routes(routes!(sse::events))
         .routes(routes!(handlers::import_checkpoint))
@@ -57,6 +60,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(handlers::export_checkpoint));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(handlers::health))
+        .routes(routes!(metrics::metrics))
         .nest("/api", api)
 }
 

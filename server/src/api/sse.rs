@@ -1,7 +1,9 @@
 //! Events: a JSON list, or a Server-Sent Events stream (stored events after
 //! `Last-Event-ID`/`after`, then live ones, ending after the final state). The
 //! stream also carries `step-delta` events, the text of running steps as the
-//! provider streams it: live only, never stored, so they have no id.
+//! provider streams it, and `step-waiting` events, an attempt waiting for a
+//! provider's capacity before its call: live only, never stored, so they have
+//! no id.
 
 use super::AppState;
 use super::error::{ApiError, ApiPath, ApiQuery};
@@ -24,7 +26,9 @@ use tokio::sync::broadcast;
 /// (what `EventSource` sends) a Server-Sent Events stream of the stored events after
 /// `Last-Event-ID`/`after`, then the live ones, ending after the final state and the
 /// checkpoint recorded with it. The stream also carries `step-delta` events: the text
-/// of running steps as the provider streams it, live only, without an id.
+/// of running steps as the provider streams it, and `step-waiting` events (an attempt
+/// waits for a provider's capacity before its call, `waitingFor`; `null` once sent),
+/// live only, without an id.
 #[utoipa::path(get, path = "/executions/{id}/events", tag = "executions",
     params(("id" = String, Path, description = "The execution's id"), EventsQuery, EventsHeaders),
     responses(
@@ -96,6 +100,10 @@ struct Cursor {
     live: VecDeque<Arc<StepDelta>>,
     buffer: VecDeque<EventRecord>,
     done: bool,
+    /// The server shuts down (`true`): send what is stored, then end.
+    closing: tokio::sync::watch::Receiver<bool>,
+    /// Set once it shuts down: the stream ends at the first empty read.
+    ending: bool,
 }
 
 fn stream_events(
@@ -106,7 +114,6 @@ fn stream_events(
     deltas: broadcast::Receiver<Arc<StepDelta>>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let cursor = Cursor {
-        state,
         id,
         after,
         rx,
@@ -114,6 +121,9 @@ fn stream_events(
         live: VecDeque::new(),
         buffer: VecDeque::new(),
         done: false,
+        closing: state.engine.closing(),
+        ending: false,
+        state,
     };
     stream::unfold(cursor, |mut c| async move {
         loop {
@@ -135,6 +145,10 @@ fn stream_events(
                     .event(ev.kind.clone())
                     .data(data);
                 return Some((Ok(sse), c));
+            }
+            if *c.closing.borrow() {
+                // Shutting down: one last read of what is stored, then end.
+                c.ending = true;
             }
             let (id, after) = (c.id.clone(), c.after);
             if c.done {
@@ -167,6 +181,7 @@ fn stream_events(
                     take_deltas(&mut c);
                     continue;
                 }
+                Ok(_) if c.ending => return None,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!("event stream for {} stopped: {e:#}", c.id);
@@ -175,7 +190,12 @@ fn stream_events(
             }
             // Wait for news about this execution, passing its text on as it
             // streams in; poll anyway for runs driven by other processes.
-            let news = tokio::time::timeout(Duration::from_millis(500), next_news(&mut c)).await;
+            let mut closing = c.closing.clone();
+            let news = tokio::select! {
+                news = tokio::time::timeout(Duration::from_millis(500), next_news(&mut c)) => news,
+                // Woken by the shutdown: the loop reads the rest and ends.
+                _ = closing.wait_for(|v| *v) => continue,
+            };
             if let Ok(Some(delta)) = news {
                 return Some((Ok(delta_event(&delta)), c));
             }
@@ -220,7 +240,20 @@ fn take_deltas(c: &mut Cursor) {
     }
 }
 
+/// A `step-delta` (text), or a `step-waiting`: the attempt waits before its
+/// call (`waitingFor`), or no longer (`waitingFor: null`).
 fn delta_event(delta: &StepDelta) -> SseEvent {
+    if let Some(waiting_for) = delta.waiting_for() {
+        let data = serde_json::json!({
+            "execution": delta.execution,
+            "step": delta.step,
+            "attempt": delta.attempt,
+            "waitingFor": waiting_for,
+        });
+        return SseEvent::default()
+            .event("step-waiting")
+            .data(data.to_string());
+    }
     let data = serde_json::to_string(delta).unwrap_or_default();
     SseEvent::default().event("step-delta").data(data)
 }

@@ -8,7 +8,7 @@ mod progress;
 
 use crate::api::{self, AppState};
 use crate::config::AgentsConfig;
-use crate::engine::{Engine, EngineError, RunEnd, Settings};
+use crate::engine::{Decision, Engine, EngineError, Files, RunEnd, RunOptions, Settings};
 use crate::providers::Router;
 use crate::store::{self, Control, DbTarget, ExecutionFilter, PruneOptions, Store, now_ms};
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -65,6 +65,26 @@ enum Command {
     /// Drive an execution in the background (used by `--detach`).
     #[command(name = "__drive", hide = true)]
     Drive { id: String },
+    /// The response cache (steps with `cache`, runs with `--cache`).
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheCommand {
+    /// Answers held, their size, hits and what the hits saved.
+    Stats {
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Remove cached answers (all, or those older than --older-than).
+    Clear {
+        /// Only answers older than this: `30d`, `12h`, `90m`, `45s`.
+        #[arg(long, value_name = "AGE")]
+        older_than: Option<String>,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -140,12 +160,43 @@ struct Fmt {
     format: Format,
 }
 
+/// The run's own budget, over the file's `config.budget`.
+#[derive(Args, Debug, Clone, Copy)]
+struct BudgetArgs {
+    /// The most the run may spend, in US dollars (at the agents file's prices).
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    budget_usd: Option<f64>,
+    /// The most tokens (in and out) the run may use.
+    #[arg(long, value_name = "TOKENS")]
+    budget_tokens: Option<u64>,
+}
+
+impl BudgetArgs {
+    fn budget(self) -> ax_core::Budget {
+        ax_core::Budget {
+            usd: self.budget_usd,
+            tokens: self.budget_tokens,
+        }
+    }
+}
+
+fn parse_usd(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().trim_start_matches('$').parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not an amount in US dollars; write zero or more, such as 2.50"
+        )),
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum WorkflowCommand {
     /// Run a workflow file and show live progress (Ctrl-C pauses).
     Run {
         file: PathBuf,
-        /// A run input, `name=value` (`name=@path` reads the value from a file). Repeatable.
+        /// A run input, `name=value`: a JSON value when it parses as one (`n=800`,
+        /// `tags=["a","b"]`, `s='"800"'`), else the text; `name=@path` takes a
+        /// file's text. Repeatable.
         #[arg(long = "input", short = 'i', value_name = "NAME=VALUE")]
         inputs: Vec<String>,
         /// Inputs from a JSON or YAML object file.
@@ -154,6 +205,16 @@ enum WorkflowCommand {
         /// Start it in the background and return its id.
         #[arg(long)]
         detach: bool,
+        #[command(flatten)]
+        budget: BudgetArgs,
+        /// Answer from the response cache where an identical call was made
+        /// before (steps without their own `cache`).
+        #[arg(long)]
+        cache: bool,
+        /// Print the running steps' text whole as it arrives, under a line
+        /// naming the step that speaks (text output only).
+        #[arg(long)]
+        stream: bool,
         #[command(flatten)]
         fmt: Fmt,
     },
@@ -182,17 +243,62 @@ enum WorkflowCommand {
         #[command(flatten)]
         fmt: Fmt,
     },
-    /// Resume a paused, failed or interrupted execution.
+    /// Resume a paused, failed or interrupted execution (raise its budget with
+    /// --budget-usd / --budget-tokens).
     Resume {
         id: String,
         #[arg(long)]
         detach: bool,
+        #[command(flatten)]
+        budget: BudgetArgs,
+        /// Print the running steps' text whole as it arrives (as `run --stream`).
+        #[arg(long)]
+        stream: bool,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Approve a step that waits for a decision (`type: approval`); the run goes on.
+    Approve {
+        id: String,
+        /// The approval step's key.
+        step: String,
+        /// What later steps read as `{{STEP.result.comment}}`.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Data for the step's `outputSchema`: JSON, or `@FILE` with JSON.
+        #[arg(long, value_name = "JSON|@FILE")]
+        data: Option<String>,
+        /// Who decides (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Reject a step that waits for a decision: it fails with class `rejected`.
+    Reject {
+        id: String,
+        /// The approval step's key.
+        step: String,
+        /// Why; it is the step's error message.
+        #[arg(long)]
+        comment: Option<String>,
+        /// Who decides (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
         #[command(flatten)]
         fmt: Fmt,
     },
     /// Cancel an execution; in-flight provider calls are aborted.
     Cancel {
         id: String,
+        #[command(flatten)]
+        fmt: Fmt,
+    },
+    /// Statistics per workflow: runs by state, success rate, p50/p95 duration,
+    /// tokens and cost.
+    Stats {
+        /// Only this workflow: its name (every stored version) or a stored id.
+        workflow: Option<String>,
         #[command(flatten)]
         fmt: Fmt,
     },
@@ -341,9 +447,23 @@ impl WorkerArgs {
     }
 }
 
-/// Start the worker loop; at start, say what it recovers.
+/// Start the worker loop; at start, say what it recovers. Waiting executions
+/// have no task of their own: every worker also wakes, once a second, the ones
+/// whose approval deadline passed.
 async fn start_worker(engine: &Arc<Engine>, args: WorkerArgs) -> Result<()> {
-    let recovered = engine.claim_once().await?;
+    {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.wake_due().await {
+                    tracing::warn!("waking waiting executions failed (tried again): {e:#}");
+                }
+            }
+        });
+    }
+    let recovered = claim_at_start(engine).await;
     if recovered > 0 {
         tracing::info!(
             "took over {recovered} execution(s) that were waiting for a driver or whose driver stopped"
@@ -353,6 +473,23 @@ async fn start_worker(engine: &Arc<Engine>, args: WorkerArgs) -> Result<()> {
     }
     engine.start_worker();
     Ok(())
+}
+
+/// The first pass over runs that want a driver. The database answered a
+/// moment ago (it was opened and migrated); an error now is an outage or a
+/// restart, which a worker rides out like any other: it tries again.
+async fn claim_at_start(engine: &Arc<Engine>) -> usize {
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        match engine.claim_once().await {
+            Ok(n) => return n,
+            Err(e) => {
+                tracing::warn!("could not look for runs to take over yet (trying again): {e:#}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 async fn worker(g: &Global, args: WorkerArgs) -> Result<i32> {
@@ -382,10 +519,50 @@ async fn run(cli: Cli) -> Result<i32> {
             let end = handle
                 .await
                 .map_err(|e| anyhow!("the run task failed: {e}"))?;
+            finish_taken_runs(&engine).await;
             Ok(exit_for(end.state))
         }
         Command::Workflow(cmd) => workflow(&g, cmd).await,
+        Command::Cache(cmd) => cache(&g, cmd).await,
     }
+}
+
+async fn cache(g: &Global, cmd: CacheCommand) -> Result<i32> {
+    let store = Store::open(&db_target(g)?).await?;
+    match cmd {
+        CacheCommand::Stats { fmt } => {
+            let s = store.cache_stats().await?;
+            match fmt.format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+                Format::Text => {
+                    println!(
+                        "{} answers, {}, {} hits (saved ${:.4})",
+                        s.entries,
+                        progress::format_bytes(s.bytes),
+                        s.hits,
+                        s.saved_usd
+                    );
+                    if let (Some(a), Some(b)) = (s.oldest_at, s.newest_at) {
+                        println!(
+                            "oldest {}, newest {}",
+                            progress::format_time(a),
+                            progress::format_time(b)
+                        );
+                    }
+                }
+            }
+        }
+        CacheCommand::Clear { older_than, fmt } => {
+            let age = older_than.as_deref().map(parse_age).transpose()?;
+            let before = age.map(|a| now_ms().saturating_sub(a));
+            let n = store.cache_clear(before).await?;
+            match fmt.format {
+                Format::Json => println!("{}", json!({ "removed": n })),
+                Format::Text => println!("removed {n} cached answers"),
+            }
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 fn engine_err(e: EngineError) -> anyhow::Error {
@@ -501,6 +678,9 @@ async fn serve(g: &Global, args: ServeArgs) -> Result<i32> {
                 "shutting down: pausing running executions (resume them with `ax workflow resume ID`)"
             );
             engine.pause_all().await;
+            // Event streams (a browser watching a run) end once they have
+            // sent the pause: shutdown does not wait for a final state.
+            engine.close();
         }
     };
     axum::serve(listener, app)
@@ -527,13 +707,59 @@ fn print_problems(file: &str, report: &Report) {
     }
 }
 
+/// Reads the files that `type: workflow` steps name, relative to the folder
+/// of the file that is run, and keeps what it read.
+struct FileLoader {
+    dir: PathBuf,
+    read: Files,
+}
+
+impl ax_core::subworkflow::WorkflowLoader for FileLoader {
+    fn load(
+        &mut self,
+        from: &str,
+        reference: &str,
+    ) -> std::result::Result<ax_core::subworkflow::LoadedWorkflow, String> {
+        let id = ax_core::subworkflow::join_path(from, reference);
+        let path = self.dir.join(&id);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        self.read.insert(id.clone(), text.clone());
+        Ok(ax_core::subworkflow::LoadedWorkflow {
+            id: id.clone(),
+            text,
+            filename: Some(id),
+        })
+    }
+}
+
+/// Validate a workflow file with the sub-workflow files it runs; also returns
+/// those files (by path relative to `file`'s folder) and `file`'s own name.
+fn analyze_file(file: &Path, bytes: &[u8]) -> (ax_core::Analysis, Files, String) {
+    let name = file.display().to_string();
+    let base = file
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.clone());
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        let a = ax_core::validate::analyze_bytes(bytes, &Options::for_file(&name));
+        return (a, Files::new(), base);
+    };
+    let mut loader = FileLoader {
+        dir: file.parent().map(Path::to_path_buf).unwrap_or_default(),
+        read: Files::new(),
+    };
+    let a = ax_core::subworkflow::analyze_tree(text, &Options::for_file(&name), &base, &mut loader);
+    (a, loader.read, base)
+}
+
 fn validate(file: &Path, format: Format) -> i32 {
     let bytes = match read_file(file) {
         Ok(b) => b,
         Err(code) => return code,
     };
     let name = file.display().to_string();
-    let a = ax_core::validate::analyze_bytes(&bytes, &Options::for_file(&name));
+    let (a, _, _) = analyze_file(file, &bytes);
     let report = a.full_report();
     match format {
         Format::Json => println!(
@@ -619,13 +845,23 @@ fn parse_inputs(pairs: &[String], file: Option<&Path>) -> Result<BTreeMap<String
             bail!("--input `{p}` has no name before `=`");
         }
         let value = match v.strip_prefix('@') {
-            Some(path) => std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {path} for input `{k}`"))?,
-            None => v.to_owned(),
+            // A file's text is the value as it is (a diff, a document).
+            Some(path) => Value::String(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {path} for input `{k}`"))?,
+            ),
+            None => input_value(v),
         };
-        out.insert(k.to_owned(), Value::String(value));
+        out.insert(k.to_owned(), value);
     }
     Ok(out)
+}
+
+/// A `--input` value: JSON when it is JSON (`800`, `true`, `["de-DE"]`,
+/// `{"a": 1}`, `"800"` for the text), else the text as given (docs/format.md,
+/// "Inputs"; the API and the designer take JSON values too).
+fn input_value(v: &str) -> Value {
+    serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
 }
 
 async fn resolve_id(engine: &Engine, given: &str) -> Result<String> {
@@ -648,36 +884,53 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
             inputs,
             input_file,
             detach,
+            budget,
+            cache,
+            stream,
             fmt,
         } => {
+            let options = RunOptions {
+                budget: budget.budget(),
+                cache,
+            };
             let bytes = match read_file(&file) {
                 Ok(b) => b,
                 Err(code) => return Ok(code),
             };
             let name = file.display().to_string();
-            let a = ax_core::validate::analyze_bytes(&bytes, &Options::for_file(&name));
+            let (a, files, base) = analyze_file(&file, &bytes);
             if !a.report.valid {
                 print_problems(&name, &a.report);
                 return Ok(EXIT_FAILED);
             }
             let inputs = parse_inputs(&inputs, input_file.as_deref())?;
-            let engine = open_engine(g).await?;
+            // In the foreground, a run that waits for a decision keeps its driver:
+            // it shows the approval and goes on when someone decides.
+            let settings = Settings {
+                keep_waiting: !detach,
+                ..Settings::default()
+            };
+            let engine = open_engine_with(g, settings).await?;
             let source = String::from_utf8_lossy(&bytes).into_owned();
-            let filename = file.file_name().map(|f| f.to_string_lossy().into_owned());
             let wf = engine
-                .create_workflow(source, filename)
+                .create_workflow_with(source, Some(base), &files)
                 .await
                 .map_err(engine_err)?;
             if detach {
                 let id = engine
-                    .create_execution(&wf.id, inputs)
+                    .create_execution_with(&wf.id, inputs, options)
                     .await
                     .map_err(engine_err)?;
                 spawn_driver(g, &id)?;
                 return report_started(&engine, &id, fmt.format).await;
             }
-            let (rec, handle) = engine.start(&wf.id, inputs).await.map_err(engine_err)?;
-            follow_run(&engine, &rec.id, handle, fmt.format).await
+            // Listen before the run starts, so that no text is missed.
+            let deltas = progress::deltas_for(&engine, fmt.format == Format::Text, stream);
+            let (rec, handle) = engine
+                .start_with(&wf.id, inputs, options)
+                .await
+                .map_err(engine_err)?;
+            follow_run_with(&engine, &rec.id, handle, fmt.format, stream, deltas).await
         }
         WorkflowCommand::List { limit, state, fmt } => {
             let engine = open_engine(g).await?;
@@ -685,7 +938,7 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
                 && ExecutionState::parse(s).is_none()
             {
                 bail!(
-                    "unknown state `{s}`; use one of idle, running, paused, completed, failed, cancelled, interrupted"
+                    "unknown state `{s}`; use one of idle, running, paused, waiting, completed, failed, cancelled, interrupted"
                 );
             }
             let rows = engine
@@ -693,6 +946,7 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
                 .list_executions(ExecutionFilter {
                     state,
                     workflow_id: None,
+                    parent_id: None,
                     limit,
                 })
                 .await?;
@@ -702,7 +956,7 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
                         .iter()
                         .map(|e| json!({"id": e.id, "workflow": e.workflow, "workflowId": e.workflow_id, "state": e.state,
                                         "createdAt": e.created_at, "startedAt": e.started_at, "finishedAt": e.finished_at,
-                                        "progress": e.progress}))
+                                        "progress": e.progress, "parent": e.parent}))
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
@@ -711,8 +965,13 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
                         println!("no executions yet; start one with `ax workflow run FILE`");
                     }
                     for e in rows {
+                        let parent = e
+                            .parent
+                            .as_ref()
+                            .map(|p| format!("  (child of {} step {})", p.id, p.step))
+                            .unwrap_or_default();
                         println!(
-                            "{}  {:<11} {:<28} {:>4}/{:<4} {}",
+                            "{}  {:<11} {:<28} {:>4}/{:<4} {}{parent}",
                             e.id,
                             e.state,
                             truncate(&e.workflow, 28),
@@ -729,12 +988,17 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
             let engine = open_engine(g).await?;
             let id = resolve_id(&engine, &id).await?;
             let (rec, steps) = status_of(&engine, &id).await?;
+            let children = engine.children(&id).await?;
             match fmt.format {
-                Format::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&status_json(&rec, &steps))?
-                ),
-                Format::Text => progress::print_status(&rec, &steps),
+                Format::Json => {
+                    let mut v = status_json(&rec, &steps);
+                    v["children"] = serde_json::to_value(&children)?;
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+                Format::Text => {
+                    progress::print_status(&rec, &steps);
+                    print_family(&rec, &children);
+                }
             }
             Ok(exit_for(rec.state()))
         }
@@ -776,9 +1040,21 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
             );
             Ok(EXIT_OK)
         }
-        WorkflowCommand::Resume { id, detach, fmt } => {
+        WorkflowCommand::Resume {
+            id,
+            detach,
+            budget,
+            stream,
+            fmt,
+        } => {
             let engine = open_engine(g).await?;
             let id = resolve_id(&engine, &id).await?;
+            if !budget.budget().is_unlimited() {
+                engine
+                    .set_budget(&id, budget.budget())
+                    .await
+                    .map_err(engine_err)?;
+            }
             if detach {
                 let rec = engine.execution(&id).await.map_err(engine_err)?;
                 if !engine.can_resume(&rec) {
@@ -787,12 +1063,13 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
                 spawn_driver(g, &id)?;
                 return report_started(&engine, &id, fmt.format).await;
             }
+            let deltas = progress::deltas_for(&engine, fmt.format == Format::Text, stream);
             let (rec, handle) = engine
                 .control(&id, Control::Resume)
                 .await
                 .map_err(engine_err)?;
             match handle {
-                Some(h) => follow_run(&engine, &id, h, fmt.format).await,
+                Some(h) => follow_run_with(&engine, &id, h, fmt.format, stream, deltas).await,
                 None => {
                     say(
                         fmt.format,
@@ -805,6 +1082,61 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
                     Ok(EXIT_OK)
                 }
             }
+        }
+        WorkflowCommand::Approve {
+            id,
+            step,
+            comment,
+            data,
+            by,
+            fmt,
+        } => {
+            let data = match data {
+                None => None,
+                Some(d) => Some(parse_data(&d)?),
+            };
+            let decision = Decision {
+                approve: true,
+                comment,
+                data,
+                by: by.or_else(whoami),
+            };
+            decide(g, &id, &step, decision, fmt.format).await
+        }
+        WorkflowCommand::Reject {
+            id,
+            step,
+            comment,
+            by,
+            fmt,
+        } => {
+            let decision = Decision {
+                approve: false,
+                comment,
+                data: None,
+                by: by.or_else(whoami),
+            };
+            decide(g, &id, &step, decision, fmt.format).await
+        }
+        WorkflowCommand::Stats { workflow, fmt } => {
+            let engine = open_engine(g).await?;
+            let only = workflow.as_deref().map(str::trim).filter(|w| !w.is_empty());
+            let rows = engine.store().workflow_stats(only).await?;
+            if let Some(w) = only
+                && rows.is_empty()
+            {
+                bail!(
+                    "no workflow is named `{w}` or has that id; `ax workflow stats` lists them all"
+                );
+            }
+            match fmt.format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({ "workflows": rows }))?
+                ),
+                Format::Text => progress::print_stats(&rows),
+            }
+            Ok(EXIT_OK)
         }
         WorkflowCommand::Checkpoints { id, fmt } => {
             let engine = open_engine(g).await?;
@@ -942,6 +1274,64 @@ fn say(format: Format, rec: &store::ExecutionRecord, text: &str) {
     }
 }
 
+/// Who runs this command, for the record of a decision.
+fn whoami() -> Option<String> {
+    std::env::var("USER")
+        .ok()
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .filter(|u| !u.trim().is_empty())
+}
+
+/// `--data`: JSON, or `@FILE` holding JSON.
+fn parse_data(given: &str) -> Result<Value> {
+    let (text, from) = match given.strip_prefix('@') {
+        Some(path) => (
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?,
+            format!("the file {path}"),
+        ),
+        None => (given.to_owned(), "--data".to_owned()),
+    };
+    serde_json::from_str(&text).map_err(|e| anyhow!("{from} is not JSON: {e}"))
+}
+
+/// Approve or reject; when nothing drove the execution, this process drives
+/// it on in the foreground (as `resume` does).
+async fn decide(
+    g: &Global,
+    id: &str,
+    step: &str,
+    decision: Decision,
+    format: Format,
+) -> Result<i32> {
+    let engine = open_engine(g).await?;
+    let id = resolve_id(&engine, id).await?;
+    let verb = if decision.approve {
+        "approved"
+    } else {
+        "rejected"
+    };
+    let (rec, handle) = engine
+        .decide(&id, step, decision)
+        .await
+        .map_err(engine_err)?;
+    match handle {
+        Some(h) => {
+            if format == Format::Text {
+                println!("{verb} step `{step}` of {id}; it goes on here");
+            }
+            follow_run(&engine, &id, h, format).await
+        }
+        None => {
+            say(
+                format,
+                &rec,
+                &format!("{verb} step `{step}` of {id}; it is {}", rec.state),
+            );
+            Ok(EXIT_OK)
+        }
+    }
+}
+
 async fn status_of(
     engine: &Engine,
     id: &str,
@@ -952,9 +1342,83 @@ async fn status_of(
         .map_err(engine_err)
 }
 
+/// Runs this process took up along the way (the parent that a finished
+/// sub-workflow run reported to) go on to where they stop before it exits;
+/// Ctrl-C pauses them instead.
+async fn finish_taken_runs(engine: &Arc<Engine>) {
+    let n = engine.busy_here();
+    if n == 0 {
+        return;
+    }
+    eprintln!(
+        "finishing {n} run(s) this process took up (the parent of a sub-workflow run); Ctrl-C pauses them"
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {
+                if engine.busy_here() == 0 {
+                    return;
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                engine.pause_all().await;
+                return;
+            }
+        }
+    }
+}
+
+/// The decisions that children (and their children) of `id` wait for.
+async fn print_waiting_children(engine: &Engine, id: &str) -> Result<()> {
+    let mut queue = vec![id.to_owned()];
+    while let Some(parent) = queue.pop() {
+        for c in engine.children(&parent).await? {
+            if c.state() != ExecutionState::Waiting {
+                continue;
+            }
+            let step = c.parent.as_ref().map_or("", |p| p.step.as_str());
+            let steps = engine.store().execution_steps(&c.id, false).await?;
+            for s in steps.iter().filter(|s| s.state == "waiting") {
+                eprintln!(
+                    "its sub-workflow run {} (step `{step}`) waits for a decision on `{}`: `ax workflow approve {} {}` or `ax workflow reject {} {} --comment …`",
+                    c.id, s.key, c.id, s.key, c.id, s.key
+                );
+            }
+            queue.push(c.id);
+        }
+    }
+    Ok(())
+}
+
+/// A child's parent and an execution's children, below its status.
+fn print_family(rec: &store::ExecutionRecord, children: &[store::ExecutionRecord]) {
+    if let Some(p) = &rec.parent {
+        let item = p.item.map(|i| format!(" item {i}")).unwrap_or_default();
+        println!(
+            "\nchild of  {} step {}{item} (attempt {})",
+            p.id, p.step, p.attempt
+        );
+    }
+    if children.is_empty() {
+        return;
+    }
+    println!("\nchildren");
+    for c in children {
+        let Some(p) = &c.parent else { continue };
+        let item = p.item.map(|i| format!("[{i}]")).unwrap_or_default();
+        println!(
+            "  {}  {:<11} {}{item}  ({}, {}/{} steps)",
+            c.id, c.state, p.step, c.workflow, c.progress.completed, c.progress.total
+        );
+    }
+}
+
 fn status_json(rec: &store::ExecutionRecord, steps: &[store::StepRecord]) -> Value {
     let mut v = serde_json::to_value(rec).unwrap_or_default();
     v["steps"] = serde_json::to_value(steps).unwrap_or_default();
+    let usd: f64 = steps.iter().filter_map(|s| s.cost_usd).sum();
+    let tokens: u64 = steps.iter().map(|s| s.tokens_in + s.tokens_out).sum();
+    v["spent"] = json!({"usd": usd, "tokens": tokens});
     v
 }
 
@@ -1006,8 +1470,23 @@ async fn follow_run(
     handle: tokio::task::JoinHandle<RunEnd>,
     format: Format,
 ) -> Result<i32> {
+    let deltas = progress::deltas_for(engine, format == Format::Text, false);
+    follow_run_with(engine, id, handle, format, false, deltas).await
+}
+
+/// [`follow_run`], printing the running steps' text whole with `stream`;
+/// `deltas` is that text, subscribed to before the run started.
+async fn follow_run_with(
+    engine: &Arc<Engine>,
+    id: &str,
+    handle: tokio::task::JoinHandle<RunEnd>,
+    format: Format,
+    stream: bool,
+    deltas: Option<progress::Deltas>,
+) -> Result<i32> {
+    let text = format == Format::Text;
     let display =
-        progress::Display::new(engine.clone(), id.to_owned(), format == Format::Text).await?;
+        progress::Display::new(engine.clone(), id.to_owned(), text, stream, deltas).await?;
     let display_task = tokio::spawn(display.run());
     let mut handle = handle;
     let mut interrupts = 0;
@@ -1032,6 +1511,7 @@ async fn follow_run(
         }
     };
     let _ = display_task.await;
+    finish_taken_runs(engine).await;
     let (rec, steps) = status_of(engine, id).await?;
     match format {
         Format::Json => println!(
@@ -1049,10 +1529,29 @@ async fn follow_run(
         end.state,
         ExecutionState::Paused | ExecutionState::Interrupted
     ) {
-        eprintln!(
-            "execution {id} is {}; resume it with `ax workflow resume {id}`",
-            rec.state
-        );
+        if rec
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("budget:"))
+        {
+            eprintln!(
+                "execution {id} paused at its budget; raise it and go on with `ax workflow resume {id} --budget-usd N` (or --budget-tokens N)"
+            );
+        } else {
+            eprintln!(
+                "execution {id} is {}; resume it with `ax workflow resume {id}`",
+                rec.state
+            );
+        }
+    }
+    if end.state == ExecutionState::Waiting {
+        for s in steps.iter().filter(|s| s.state == "waiting") {
+            eprintln!(
+                "execution {id} waits for a decision on `{}`: `ax workflow approve {id} {}` or `ax workflow reject {id} {} --comment …`",
+                s.key, s.key, s.key
+            );
+        }
+        print_waiting_children(engine, id).await?;
     }
     Ok(exit_for(rec.state()))
 }

@@ -1,16 +1,29 @@
 //! Terminal output: live progress of a run, status tables, events.
 
-use crate::engine::Engine;
+use crate::engine::{Engine, StepDelta};
 use crate::store::{self, EventRecord, ExecutionRecord, StepRecord};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::BTreeSet;
-use std::io::IsTerminal;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// The running steps' text, as providers stream it.
+pub type Deltas = broadcast::Receiver<Arc<StepDelta>>;
+
+/// The text to show, if any: all of it with `--stream`, the last line in the
+/// progress bar of a terminal; none in JSON output or when not on a terminal.
+pub fn deltas_for(engine: &Engine, text: bool, stream: bool) -> Option<Deltas> {
+    (text && (stream || std::io::stderr().is_terminal())).then(|| engine.subscribe_deltas())
+}
 
 /// Live progress of one execution: a bar (in a terminal) and one line per
-/// settled step with its duration, provider, tokens and cost.
+/// settled step with its duration, provider, tokens and cost. With `stream`,
+/// no bar: the running steps' text is printed whole as it arrives, under a
+/// `┌ KEY` line whenever the speaking step changes; else the bar shows the
+/// last line of the step that spoke last.
 pub struct Display {
     engine: Arc<Engine>,
     id: String,
@@ -19,15 +32,65 @@ pub struct Display {
     after: i64,
     running: BTreeSet<String>,
     settled: u64,
+    deltas: Option<Deltas>,
+    stream: bool,
+    /// `--stream`: the step whose text was printed last (none after a line of
+    /// our own), and whether its text stopped mid-line.
+    speaker: Option<String>,
+    mid_line: bool,
+    /// The bar: each running step's last line (its end that fits), and the
+    /// step that spoke last.
+    said: HashMap<String, LastLine>,
+    last_speaker: Option<String>,
+    width: usize,
+    /// Running steps whose attempt waits before its call, and for what
+    /// (`capacity of provider NAME`).
+    waits: HashMap<String, String>,
+}
+
+/// The last line of a step's text, at most `cap` characters (its end).
+#[derive(Default)]
+struct LastLine {
+    line: String,
+    ended: bool,
+}
+
+impl LastLine {
+    fn push(&mut self, text: &str, cap: usize) {
+        for (i, seg) in text.split('\n').enumerate() {
+            if i > 0 {
+                self.ended = true;
+            }
+            if seg.trim().is_empty() && self.ended {
+                continue;
+            }
+            if self.ended {
+                self.line.clear();
+                self.ended = false;
+            }
+            self.line.push_str(seg);
+        }
+        let n = self.line.chars().count();
+        if n > cap {
+            let cut = self.line.char_indices().nth(n - cap).map_or(0, |(i, _)| i);
+            self.line.drain(..cut);
+        }
+    }
 }
 
 impl Display {
-    pub async fn new(engine: Arc<Engine>, id: String, text: bool) -> Result<Display> {
+    pub async fn new(
+        engine: Arc<Engine>,
+        id: String,
+        text: bool,
+        stream: bool,
+        deltas: Option<Deltas>,
+    ) -> Result<Display> {
         let rec = engine
             .execution(&id)
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        let bar = (std::io::stderr().is_terminal() && text).then(|| {
+        let bar = (std::io::stderr().is_terminal() && text && !stream).then(|| {
             let pb = ProgressBar::with_draw_target(
                 Some(rec.progress.total),
                 ProgressDrawTarget::stderr_with_hz(10),
@@ -58,13 +121,22 @@ impl Display {
             after: 0,
             running: BTreeSet::new(),
             settled: 0,
+            deltas: if text { deltas } else { None },
+            stream,
+            speaker: None,
+            mid_line: false,
+            said: HashMap::new(),
+            last_speaker: None,
+            width: usize::from(console::Term::stderr().size().1),
+            waits: HashMap::new(),
         })
     }
 
-    fn line(&self, s: String) {
+    fn line(&mut self, s: String) {
         if !self.text {
             return;
         }
+        self.end_text();
         match &self.bar {
             Some(b) => b.println(s),
             None => println!("{s}"),
@@ -75,52 +147,205 @@ impl Display {
         let mut rx = self.engine.subscribe();
         loop {
             let live = self.engine.is_running_here(&self.id);
-            self.drain().await;
+            // Once the run has stopped here, show everything it left.
+            while self.drain().await && !live {}
             if !live {
                 break;
             }
-            let wait = async {
-                loop {
-                    match rx.recv().await {
-                        Ok(x) if x == self.id => return,
-                        Ok(_) => {}
-                        Err(_) => return,
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_millis(300), wait).await;
+            let _ = tokio::time::timeout(Duration::from_millis(300), self.wait(&mut rx)).await;
         }
+        self.end_text();
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
     }
 
-    async fn drain(&mut self) {
+    /// Until this execution has new events, showing its text as it arrives.
+    async fn wait(&mut self, rx: &mut broadcast::Receiver<String>) {
+        use broadcast::error::RecvError;
+        loop {
+            let (id, slot) = (&self.id, &mut self.deltas);
+            let deltas = async move {
+                match slot.as_mut() {
+                    Some(d) => d.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let delta = tokio::select! {
+                // Text first: it precedes the events it is announced with.
+                biased;
+                d = deltas => d,
+                note = rx.recv() => match note {
+                    Ok(x) if x != *id => continue,
+                    _ => return,
+                },
+            };
+            match delta {
+                Ok(d) => self.delta(&d),
+                Err(RecvError::Lagged(_)) => self.lost(),
+                Err(RecvError::Closed) => self.deltas = None,
+            }
+        }
+    }
+
+    /// Show the text already received: called after reading events, so that a
+    /// step's text always comes before its completion.
+    fn take_deltas(&mut self) {
+        use broadcast::error::TryRecvError;
+        while let Some(rx) = self.deltas.as_mut() {
+            match rx.try_recv() {
+                Ok(d) => self.delta(&d),
+                Err(TryRecvError::Lagged(_)) => self.lost(),
+                Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+            }
+        }
+    }
+
+    fn delta(&mut self, d: &StepDelta) {
+        if d.execution != self.id {
+            return;
+        }
+        if let Some(what) = d.waiting_for() {
+            self.waiting(&d.step, what);
+            return;
+        }
+        if self.stream {
+            self.print_text(d);
+            return;
+        }
+        let Some(bar) = &self.bar else { return };
+        let said = self.said.entry(d.step.clone()).or_default();
+        if d.offset == 0 {
+            *said = LastLine::default();
+        }
+        said.push(&d.text, self.width.max(40));
+        self.last_speaker = Some(d.step.clone());
+        bar.set_message(self.message());
+    }
+
+    /// A step's attempt starts waiting before its call (`Some`), or its wait
+    /// is over: a line with `--stream`, else the bar's message says so.
+    fn waiting(&mut self, key: &str, what: Option<&str>) {
+        match what {
+            Some(what) => {
+                if self.stream {
+                    self.line(format!("  ⏳ {key:<24} waiting for {what}"));
+                }
+                self.waits.insert(key.to_owned(), what.to_owned());
+            }
+            None => {
+                self.waits.remove(key);
+            }
+        }
+        if let Some(bar) = &self.bar {
+            bar.set_message(self.message());
+        }
+    }
+
+    /// `--stream`: the text as it is, under the name of the step that speaks.
+    fn print_text(&mut self, d: &StepDelta) {
+        let mut out = std::io::stdout().lock();
+        if self.speaker.as_deref() != Some(d.step.as_str()) || d.offset == 0 {
+            if self.mid_line {
+                let _ = writeln!(out);
+            }
+            let again = if d.attempt > 1 {
+                format!(" (attempt {})", d.attempt)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(out, "  ┌ {}{again}", d.step);
+            self.speaker = Some(d.step.clone());
+            self.mid_line = false;
+        }
+        let _ = out.write_all(d.text.as_bytes());
+        let _ = out.flush();
+        if !d.text.is_empty() {
+            self.mid_line = !d.text.ends_with('\n');
+        }
+    }
+
+    /// Some text was not received (this process fell behind): say so where
+    /// the text is printed; the stored output stays whole.
+    fn lost(&mut self) {
+        if self.stream {
+            self.line("  … some streamed text was missed here (the output is stored whole)".into());
+        }
+    }
+
+    /// End printed text with a line break before a line of our own.
+    fn end_text(&mut self) {
+        if self.mid_line {
+            println!();
+            self.mid_line = false;
+        }
+        self.speaker = None;
+    }
+
+    /// The bar's message: the running steps, or the last line of the one that
+    /// spoke last, its end fitting the terminal.
+    fn message(&self) -> String {
+        let names: Vec<String> = self
+            .running
+            .iter()
+            .take(4)
+            .map(|k| match self.waits.get(k) {
+                Some(what) => format!("⏳ {k} waiting for {what}"),
+                None => k.clone(),
+            })
+            .collect();
+        let spoke = self
+            .last_speaker
+            .as_ref()
+            .filter(|k| self.running.contains(*k))
+            .and_then(|k| Some((k, self.said.get(k)?)))
+            .filter(|(_, s)| !s.line.trim().is_empty());
+        if let Some((key, said)) = spoke {
+            let others = match self.running.len() {
+                0 | 1 => String::new(),
+                n => format!("(+{} running) ", n - 1),
+            };
+            // What the bar's other parts leave of the terminal's width.
+            let room = self
+                .width
+                .saturating_sub(64 + others.len() + key.chars().count())
+                .max(10);
+            let n = said.line.chars().count();
+            let tail: String = said.line.chars().skip(n.saturating_sub(room)).collect();
+            return format!("{others}{key} › {}", tail.trim_start());
+        }
+        let more = self.running.len().saturating_sub(names.len());
+        if names.is_empty() {
+            String::new()
+        } else if more > 0 {
+            format!("running: {} +{more}", names.join(", "))
+        } else {
+            format!("running: {}", names.join(", "))
+        }
+    }
+
+    /// Show the events not shown yet (a page of them); whether there may be more.
+    async fn drain(&mut self) -> bool {
+        const PAGE: u32 = 1000;
         let Ok(events) = self
             .engine
             .store()
-            .events_after(&self.id, self.after, 1000)
+            .events_after(&self.id, self.after, PAGE)
             .await
         else {
-            return;
+            return false;
         };
+        let more = events.len() >= PAGE as usize;
+        self.take_deltas();
         for ev in events {
             self.after = ev.id;
             self.show(&ev).await;
         }
         if let Some(b) = &self.bar {
             b.set_position(self.settled);
-            let names: Vec<&str> = self.running.iter().map(String::as_str).take(4).collect();
-            let more = self.running.len().saturating_sub(names.len());
-            let msg = if names.is_empty() {
-                String::new()
-            } else if more > 0 {
-                format!("running: {} +{more}", names.join(", "))
-            } else {
-                format!("running: {}", names.join(", "))
-            };
-            b.set_message(msg);
+            b.set_message(self.message());
         }
+        more
     }
 
     async fn show(&mut self, ev: &EventRecord) {
@@ -133,6 +358,8 @@ impl Display {
                     return;
                 }
                 self.running.remove(&key);
+                self.said.remove(&key);
+                self.waits.remove(&key);
                 let msg = ev.message.clone().unwrap_or_default();
                 match state.as_str() {
                     "completed" => {
@@ -153,6 +380,19 @@ impl Display {
                         self.line(format!("  ■ {key:<24} cancelled: {msg}"));
                     }
                     "waiting-retry" => self.line(format!("  ↻ {key:<24} {msg}")),
+                    "waiting" => {
+                        let id = ev.execution_id.clone();
+                        self.line(format!("  ? {key:<24} waits for a decision:"));
+                        for l in msg.lines() {
+                            self.line(format!("      {l}"));
+                        }
+                        self.line(format!(
+                            "      approve: ax workflow approve {id} {key} [--comment TEXT] [--data JSON]"
+                        ));
+                        self.line(format!(
+                            "      reject:  ax workflow reject {id} {key} --comment TEXT"
+                        ));
+                    }
                     "pending" => {
                         // Reset by a resume or restore.
                         self.settled = self.settled.saturating_sub(1);
@@ -180,17 +420,16 @@ impl Display {
         }
     }
 
+    /// The line of a completed step: one lookup of that step by its key, so
+    /// each event costs the same however many steps the run has.
     async fn step_detail(&self, key: &str) -> String {
-        let steps = self
-            .engine
-            .store()
-            .execution_steps(&self.id, false)
-            .await
-            .unwrap_or_default();
-        let Some(s) = steps.into_iter().find(|s| s.key == key) else {
+        if !self.text {
             return String::new();
-        };
-        step_summary(&s)
+        }
+        match self.engine.store().execution_step(&self.id, key).await {
+            Ok(Some(s)) => step_summary(&s),
+            _ => String::new(),
+        }
     }
 }
 
@@ -214,6 +453,24 @@ fn step_summary(s: &StepRecord) -> String {
         parts.push(format!("{} attempts", s.attempts));
     }
     parts.join("  ")
+}
+
+/// A step's own model settings, as `  [model m, temperature 0.2, …]`.
+fn settings_note(s: &ax_core::ModelSettings) -> String {
+    let mut parts = Vec::new();
+    if let Some(m) = &s.model {
+        parts.push(format!("model {m}"));
+    }
+    if let Some(t) = s.temperature {
+        parts.push(format!("temperature {t}"));
+    }
+    if let Some(m) = s.max_tokens {
+        parts.push(format!("maxTokens {m}"));
+    }
+    if s.system.is_some() {
+        parts.push("own system prompt".to_owned());
+    }
+    format!("  [{}]", parts.join(", "))
 }
 
 pub fn format_duration(ms: u64) -> String {
@@ -295,6 +552,21 @@ pub fn print_status(rec: &ExecutionRecord, steps: &[StepRecord]) {
         rec.progress.skipped,
         rec.progress.running
     );
+    let usd: f64 = steps.iter().filter_map(|s| s.cost_usd).sum();
+    let tokens: u64 = steps.iter().map(|s| s.tokens_in + s.tokens_out).sum();
+    let mut limits = Vec::new();
+    if let Some(u) = rec.budget.usd {
+        limits.push(format!("${u:.4}"));
+    }
+    if let Some(t) = rec.budget.tokens {
+        limits.push(format!("{t} tokens"));
+    }
+    let of = if limits.is_empty() {
+        String::new()
+    } else {
+        format!(" of the run's budget {}", limits.join(", "))
+    };
+    println!("spent     ${usd:.4}, {tokens} tokens{of}");
     println!();
     for s in steps {
         let mark = match s.state.as_str() {
@@ -311,7 +583,51 @@ pub fn print_status(rec: &ExecutionRecord, steps: &[StepRecord]) {
             "failed" | "waiting-retry" => s.error.clone().unwrap_or_default(),
             _ => s.reason.clone().unwrap_or_default(),
         };
-        println!("  {mark} {:<24} {:<13} {}", s.key, s.state, extra);
+        let settings = s.settings.as_ref().map(settings_note).unwrap_or_default();
+        println!("  {mark} {:<24} {:<13} {extra}{settings}", s.key, s.state);
+    }
+}
+
+/// `ax workflow stats`: one block per workflow name.
+pub fn print_stats(rows: &[store::WorkflowStats]) {
+    if rows.is_empty() {
+        println!("no workflows yet");
+    }
+    for w in rows {
+        let states: Vec<String> = w.by_state.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        let opt_ms = |v: Option<u64>| v.map(format_duration).unwrap_or_else(|| "–".into());
+        let versions = match w.workflow_ids.len() {
+            1 => String::new(),
+            n => format!("  ({n} stored versions)"),
+        };
+        println!("{}{versions}", w.name);
+        println!(
+            "  runs       {}{}",
+            w.runs,
+            if states.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", states.join(", "))
+            }
+        );
+        println!(
+            "  success    {}",
+            w.success_rate
+                .map(|r| format!("{r:.1}% of finished runs"))
+                .unwrap_or_else(|| "– (no run finished)".into())
+        );
+        println!(
+            "  duration   p50 {}  p95 {}  (completed runs)",
+            opt_ms(w.p50_duration_ms),
+            opt_ms(w.p95_duration_ms)
+        );
+        println!(
+            "  tokens     {}→{}  cost ${:.4}",
+            w.tokens_in, w.tokens_out, w.cost_usd
+        );
+        if let Some(t) = w.last_run_at {
+            println!("  last run   {}", format_time(t));
+        }
     }
 }
 
@@ -382,5 +698,28 @@ pub async fn print_events(engine: &Engine, id: &str, follow: bool, json: bool) -
             return Ok(0);
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastLine;
+
+    /// The bar shows the last line with text, its newest end within the cap,
+    /// however the pieces split the lines.
+    #[test]
+    fn last_line_follows_the_pieces() {
+        let mut l = LastLine::default();
+        l.push("Hello wor", 40);
+        assert_eq!(l.line, "Hello wor");
+        l.push("ld.\nSecond", 40);
+        assert_eq!(l.line, "Second");
+        l.push(" line\n", 40);
+        l.push("  \n", 40);
+        assert_eq!(l.line, "Second line");
+        l.push("Third", 40);
+        assert_eq!(l.line, "Third");
+        l.push(" äöüß€", 4);
+        assert_eq!(l.line, "öüß€");
     }
 }

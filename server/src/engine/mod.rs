@@ -11,17 +11,27 @@
 //!
 //! One runner task per execution owns its `Execution`. Ownership is recorded in
 //! the database with a heartbeat, so a `pause`/`cancel` from any process reaches
-//! the owner within a poll interval, and a crashed owner is detected.
+//! the owner at once when the database announces it (PostgreSQL's NOTIFY), else
+//! within a poll interval, and a crashed owner is detected.
 
 mod batch;
+mod cache;
+mod children;
+mod metrics;
 mod relay;
 
-pub use relay::StepDelta;
+pub use children::Files;
+
+pub use relay::{StepDelta, Wait};
+mod decisions;
+
+pub use decisions::Decision;
+pub use metrics::Metrics;
 
 use crate::providers::{CallOutcome, Router};
 use crate::store::{
     self, CheckpointWrite, Claim, Claimed, Control, ExecutionRecord, Lease, Maintenance, Owner,
-    Store, WorkflowRecord, now_ms,
+    Store, Wake, WorkflowRecord, now_ms,
 };
 use anyhow::{Context as _, Result, anyhow};
 use ax_core::checkpoint::CheckpointFile;
@@ -47,6 +57,10 @@ pub enum EngineError {
     Conflict(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A request that is well formed but that the execution refuses as it
+    /// stands (approval data that does not satisfy the step's schema).
+    #[error("{0}")]
+    Unprocessable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -68,6 +82,11 @@ pub struct Settings {
     pub max_runs: Option<usize>,
     /// A worker also takes over runs whose driver died or lost its lease.
     pub recover: bool,
+    /// Keep a runner while its execution waits for a decision (the foreground
+    /// `ax workflow run` shows the approval and continues when it is given);
+    /// otherwise a waiting execution has no runner, and a decision or its
+    /// deadline wakes it.
+    pub keep_waiting: bool,
 }
 
 impl Default for Settings {
@@ -79,8 +98,18 @@ impl Default for Settings {
             claim_interval: Duration::from_millis(1000),
             max_runs: None,
             recover: true,
+            keep_waiting: false,
         }
     }
+}
+
+/// What a run is given besides its inputs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// The run's own budget, over the file's `config.budget` (each limit set).
+    pub budget: ax_core::Budget,
+    /// `--cache`: steps without their own `cache` use the response cache.
+    pub cache: bool,
 }
 
 /// How a runner ended.
@@ -99,6 +128,10 @@ enum Msg {
         attempt: u32,
         outcome: Box<CallOutcome>,
     },
+    /// A message waits in the execution's inbox (a decision, a child's report).
+    Inbox,
+    /// A child was started (or could not be).
+    Event(Event),
 }
 
 pub struct Engine {
@@ -108,15 +141,23 @@ pub struct Engine {
     settings: Settings,
     runs: Mutex<HashMap<String, Slot>>,
     keeper: std::sync::atomic::AtomicBool,
+    /// The task that reads the database's wake-ups has started.
+    listening: std::sync::atomic::AtomicBool,
     /// Wakes the worker loop (work queued by this process).
     work: tokio::sync::Notify,
-    /// Executions taken over from another owner (for /metrics).
-    pub takeovers: std::sync::atomic::AtomicU64,
+    /// What this process did, for `GET /metrics`.
+    metrics: Metrics,
     plans: Mutex<HashMap<String, Arc<Plan>>>,
+    /// Background work on children (starting, controlling them) in flight.
+    background: Arc<std::sync::atomic::AtomicUsize>,
+    /// Children being created by this process: (parent, step, attempt).
+    launching: Mutex<std::collections::HashSet<(String, String, u32)>>,
     /// Announces "new events for execution X".
     notify: broadcast::Sender<String>,
     /// Running steps' text, as it streams in.
     deltas: relay::DeltaRelay,
+    /// Set when the process shuts down: live streams end.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Engine {
@@ -135,12 +176,27 @@ impl Engine {
             settings,
             runs: Mutex::new(HashMap::new()),
             keeper: std::sync::atomic::AtomicBool::new(false),
+            listening: std::sync::atomic::AtomicBool::new(false),
             work: tokio::sync::Notify::new(),
-            takeovers: std::sync::atomic::AtomicU64::new(0),
+            metrics: Metrics::default(),
             plans: Mutex::new(HashMap::new()),
+            launching: Mutex::new(Default::default()),
+            background: Default::default(),
             notify,
             deltas: relay::DeltaRelay::new(),
+            closing: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// The process is shutting down: live event streams send what is stored
+    /// and end (a server's graceful shutdown waits for its connections).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Becomes `true` when the process shuts down.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     pub fn store(&self) -> &Store {
@@ -153,6 +209,11 @@ impl Engine {
 
     pub fn owner(&self) -> &Owner {
         &self.me
+    }
+
+    /// This process's counters (`GET /metrics`).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Notifications carrying the id of an execution with new events.
@@ -203,6 +264,12 @@ impl Engine {
         self.runs.lock().map(|m| m.len()).unwrap_or(0)
     }
 
+    /// Runs driven here plus background work on children (starting or
+    /// controlling them): a process that exits at 0 drops nothing.
+    pub fn busy_here(&self) -> usize {
+        self.running_here() + self.background.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     fn has_capacity(&self) -> bool {
         self.settings
             .max_runs
@@ -220,8 +287,20 @@ impl Engine {
 
     // ------------------------------------------------------------ workflows
 
-    /// Validate and store a workflow text (an identical text is reused).
+    /// Validate and store a workflow text (an identical text is reused); its
+    /// sub-workflows must be stored already (by file name or name).
     pub async fn create_workflow(
+        &self,
+        source: String,
+        filename: Option<String>,
+    ) -> EngineResult<WorkflowRecord> {
+        self.create_workflow_with(source, filename, &Files::new())
+            .await
+    }
+
+    /// Store a workflow text valid on its own (its sub-workflows checked by
+    /// the caller).
+    async fn store_text(
         &self,
         source: String,
         filename: Option<String>,
@@ -231,6 +310,16 @@ impl Engine {
             ..Options::default()
         };
         let analysis = analyze(&source, &opts);
+        self.store_analyzed(source, filename, &analysis).await
+    }
+
+    /// Store a workflow text as `analysis` found it (valid).
+    async fn store_analyzed(
+        &self,
+        source: String,
+        filename: Option<String>,
+        analysis: &ax_core::Analysis,
+    ) -> EngineResult<WorkflowRecord> {
         let Some(plan) = analysis.plan.clone() else {
             return Err(EngineError::Invalid(Box::new(analysis.full_report())));
         };
@@ -275,13 +364,9 @@ impl Engine {
             return Ok((wf, p));
         }
         let source = wf.source.clone().unwrap_or_default();
-        let analysis = analyze(
-            &source,
-            &Options {
-                filename: wf.filename.clone(),
-                ..Options::default()
-            },
-        );
+        let analysis = self
+            .analyze(&source, wf.filename.as_deref(), &Files::new())
+            .await?;
         match analysis.plan {
             Some(p) => {
                 if let Ok(mut m) = self.plans.lock() {
@@ -301,23 +386,48 @@ impl Engine {
         workflow_id: &str,
         inputs: BTreeMap<String, Value>,
     ) -> EngineResult<String> {
-        self.new_execution(workflow_id, inputs, false)
+        self.create_execution_with(workflow_id, inputs, RunOptions::default())
+            .await
+    }
+
+    /// [`Engine::create_execution`] with the run's own options.
+    pub async fn create_execution_with(
+        &self,
+        workflow_id: &str,
+        inputs: BTreeMap<String, Value>,
+        options: RunOptions,
+    ) -> EngineResult<String> {
+        self.new_execution(workflow_id, inputs, false, options)
             .await
             .map(|(id, _, _)| id)
     }
 
-    /// Create an execution (it wants a driver); with `claim`, leased to this
-    /// process in the same commit.
     async fn new_execution(
         &self,
         workflow_id: &str,
         inputs: BTreeMap<String, Value>,
         claim: bool,
+        options: RunOptions,
+    ) -> EngineResult<(String, Execution, Option<Lease>)> {
+        self.new_execution_for(workflow_id, inputs, claim, None, options)
+            .await
+    }
+
+    /// Create an execution (it wants a driver); with `claim`, leased to this
+    /// process in the same commit; with `parent`, a child execution.
+    async fn new_execution_for(
+        &self,
+        workflow_id: &str,
+        inputs: BTreeMap<String, Value>,
+        claim: bool,
+        parent: Option<store::ParentLink>,
+        options: RunOptions,
     ) -> EngineResult<(String, Execution, Option<Lease>)> {
         let (_, plan) = self.plan_of(workflow_id).await?;
         let seed = crate::ids::new_seed();
         let mut exec = Execution::new(plan.clone(), inputs, seed)
             .map_err(|e| EngineError::BadRequest(e.to_string()))?;
+        exec.set_budget(options.budget);
         let id = crate::ids::new_id();
         let initial = exec.snapshot();
         let keys: Vec<String> = plan.workflow.steps.iter().map(|s| s.key.clone()).collect();
@@ -333,6 +443,9 @@ impl Engine {
                     initial,
                     now: now_ms(),
                     queued: true,
+                    parent,
+                    budget: options.budget,
+                    cache: options.cache,
                 },
                 claim.then(|| (self.me.clone(), self.lease_ms())),
                 None,
@@ -350,9 +463,22 @@ impl Engine {
         workflow_id: &str,
         inputs: BTreeMap<String, Value>,
     ) -> EngineResult<(ExecutionRecord, JoinHandle<RunEnd>)> {
-        let (id, exec, lease) = self.new_execution(workflow_id, inputs, true).await?;
+        self.start_with(workflow_id, inputs, RunOptions::default())
+            .await
+    }
+
+    /// [`Engine::start`] with the run's own options.
+    pub async fn start_with(
+        self: &Arc<Self>,
+        workflow_id: &str,
+        inputs: BTreeMap<String, Value>,
+        options: RunOptions,
+    ) -> EngineResult<(ExecutionRecord, JoinHandle<RunEnd>)> {
+        let (id, exec, lease) = self
+            .new_execution(workflow_id, inputs, true, options)
+            .await?;
         let lease = lease.ok_or_else(|| EngineError::Internal(anyhow!("no lease was granted")))?;
-        let handle = self.spawn_runner(id.clone(), exec, lease, Some(Event::Start));
+        let handle = self.spawn_runner(id.clone(), exec, lease, Some(Event::Start), None);
         Ok((self.execution(&id).await?, handle))
     }
 
@@ -363,11 +489,24 @@ impl Engine {
         workflow_id: &str,
         inputs: BTreeMap<String, Value>,
     ) -> EngineResult<(ExecutionRecord, Option<JoinHandle<RunEnd>>)> {
+        self.submit_with(workflow_id, inputs, RunOptions::default())
+            .await
+    }
+
+    /// [`Engine::submit`] with the run's own options.
+    pub async fn submit_with(
+        self: &Arc<Self>,
+        workflow_id: &str,
+        inputs: BTreeMap<String, Value>,
+        options: RunOptions,
+    ) -> EngineResult<(ExecutionRecord, Option<JoinHandle<RunEnd>>)> {
         if self.has_capacity() {
-            let (rec, handle) = self.start(workflow_id, inputs).await?;
+            let (rec, handle) = self.start_with(workflow_id, inputs, options).await?;
             return Ok((rec, Some(handle)));
         }
-        let (id, _, _) = self.new_execution(workflow_id, inputs, false).await?;
+        let (id, _, _) = self
+            .new_execution(workflow_id, inputs, false, options)
+            .await?;
         Ok((self.execution(&id).await?, None))
     }
 
@@ -394,7 +533,7 @@ impl Engine {
             )),
             other => other,
         })?;
-        Ok(self.spawn_runner(id.to_owned(), exec, lease, Some(Event::Start)))
+        Ok(self.spawn_runner(id.to_owned(), exec, lease, Some(Event::Start), rec.parent))
     }
 
     /// Pause every run driven by this process, aborting in-flight calls, and wait
@@ -487,6 +626,23 @@ impl Engine {
             let _ = self.notify.send(id.clone());
         }
         Ok(ids)
+    }
+
+    /// Give an execution its own budget (each limit set replaces the one it
+    /// had); its driver takes it when it resumes.
+    pub async fn set_budget(&self, id: &str, budget: ax_core::Budget) -> EngineResult<()> {
+        if let Some(u) = budget.usd
+            && !(u.is_finite() && u >= 0.0)
+        {
+            return Err(EngineError::BadRequest(format!(
+                "the budget in USD must be zero or more, not {u}"
+            )));
+        }
+        if self.store.set_budget(id, budget, now_ms()).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("no execution {id}")))
+        }
     }
 
     /// Pause, resume or cancel, from any process. Returns the execution after the
@@ -595,7 +751,8 @@ impl Engine {
                 self.commit_records(id, &mut exec, records, now, &lease)
                     .await?;
             }
-            let handle = self.spawn_runner(id.to_owned(), exec, lease, Some(event));
+            let handle =
+                self.spawn_runner(id.to_owned(), exec, lease, Some(event), rec.parent.clone());
             return Ok((self.execution(id).await?, Some(handle)));
         }
         let mut actions = records;
@@ -613,11 +770,35 @@ impl Engine {
                 return Err(EngineError::Conflict(e.to_string()));
             }
         }
+        let controls: Vec<Action> = actions
+            .iter()
+            .filter(|a| matches!(a, Action::ControlChild { .. }))
+            .cloned()
+            .collect();
         let r = self
             .commit_records(id, &mut exec, actions, now, &lease)
             .await;
         self.store.release(&lease).await?;
         r?;
+        self.control_children_now(id, &controls).await;
+        if let Some(parent) = &rec.parent {
+            let waiting = exec.state() == ExecutionState::Waiting;
+            let event = match children::outcome_event(parent, &exec) {
+                Some(ev) => Some(ev),
+                // A waiting child that was paused: the parent must not wait for it.
+                None if waiting != (rec.state() == ExecutionState::Waiting) => {
+                    Some(Event::ChildWaiting {
+                        key: parent.step.clone(),
+                        attempt: parent.attempt,
+                        waiting,
+                    })
+                }
+                None => None,
+            };
+            if let Some(ev) = event {
+                self.report_to_parent(parent, ev).await;
+            }
+        }
         Ok((self.execution(id).await?, None))
     }
 
@@ -710,6 +891,9 @@ impl Engine {
             },
             started_at: None,
             finished_at,
+            wake_at: (state == ExecutionState::Waiting)
+                .then(|| exec.next_wakeup())
+                .flatten(),
         });
         if let Err(e) = self.store.commit(batch, None).await {
             let _ = self.store.release(&lease).await;
@@ -719,7 +903,13 @@ impl Engine {
             self.store.release(&lease).await?;
             return Ok((self.execution(&id).await?, None));
         }
-        let handle = self.spawn_runner(id.clone(), exec, lease, Some(Event::Resume));
+        let handle = self.spawn_runner(
+            id.clone(),
+            exec,
+            lease,
+            Some(Event::Resume),
+            rec.parent.clone(),
+        );
         Ok((self.execution(&id).await?, Some(handle)))
     }
 
@@ -782,6 +972,9 @@ impl Engine {
             reason: Some(message.clone()),
             started_at: None,
             finished_at: None,
+            wake_at: (exec.state() == ExecutionState::Waiting)
+                .then(|| exec.next_wakeup())
+                .flatten(),
         });
         let (lease, _) = self
             .store
@@ -797,6 +990,9 @@ impl Engine {
                     // Only a resumed import wants a driver: one left
                     // interrupted waits for `resume`.
                     queued: resume && exec.state().is_resumable(),
+                    parent: None,
+                    budget: exec.own_budget(),
+                    cache: false,
                 },
                 Some((self.me.clone(), self.lease_ms())),
                 Some(batch),
@@ -804,7 +1000,7 @@ impl Engine {
             .await?;
         let lease = lease.ok_or_else(|| EngineError::Internal(anyhow!("no lease was granted")))?;
         if resume && exec.state().is_resumable() {
-            let handle = self.spawn_runner(id.clone(), exec, lease, Some(Event::Resume));
+            let handle = self.spawn_runner(id.clone(), exec, lease, Some(Event::Resume), None);
             return Ok((self.execution(&id).await?, Some(handle)));
         }
         self.store.release(&lease).await?;
@@ -816,10 +1012,14 @@ impl Engine {
     fn spawn_runner(
         self: &Arc<Self>,
         id: String,
-        exec: Execution,
+        mut exec: Execution,
         lease: Lease,
         first: Option<Event>,
+        parent: Option<store::ParentLink>,
     ) -> JoinHandle<RunEnd> {
+        // What each step's attempt can cost at most, for the budget check.
+        let router = Arc::clone(&self.router);
+        exec.set_rates(&|s| router.rate(s));
         let (tx, rx) = mpsc::unbounded_channel();
         if let Ok(mut runs) = self.runs.lock() {
             runs.insert(
@@ -832,6 +1032,8 @@ impl Engine {
         }
         self.ensure_keeper();
         let engine = Arc::clone(self);
+        // A child that waits was already reported as waiting.
+        let waiting = exec.state() == ExecutionState::Waiting;
         tokio::spawn(async move {
             let mut runner = Runner {
                 engine: Arc::clone(&engine),
@@ -844,15 +1046,21 @@ impl Engine {
                 running: Default::default(),
                 wake: None,
                 journal: (0, 0),
+                waiting,
+                parent,
+                cache_all: false,
             };
             let end = runner.run(rx, first).await;
-            if let Ok(mut runs) = engine.runs.lock() {
-                runs.remove(&id);
+            engine.forget_runner(&id, &runner.tx);
+            if !runner.abandoned
+                && let Some(parent) = &runner.parent
+                && let Some(ev) = children::outcome_event(parent, &runner.exec)
+            {
+                engine.report_to_parent(parent, ev).await;
             }
-            // A runner that stopped driving on an error keeps nothing: its
-            // lease is given back only when it ended normally (else it runs
-            // out, and a worker resumes the run).
-            if !runner.abandoned {
+            if runner.abandoned {
+                engine.give_back(lease);
+            } else {
                 let _ = engine.store.release(&lease).await;
             }
             let _ = engine.notify.send(id);
@@ -861,18 +1069,59 @@ impl Engine {
         })
     }
 
+    /// A runner stopped driving on an error (the database went away, the
+    /// lease was lost): hand its lease back once the database answers, so that
+    /// a worker (this one too) resumes the run from what was recorded. Waiting
+    /// for the lease to run out is not enough: workers on this machine see
+    /// that this process is alive and would leave the run alone. A lease
+    /// another process took meanwhile is not touched (the token differs).
+    fn give_back(self: &Arc<Self>, lease: Lease) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(200);
+            loop {
+                let Some(engine) = weak.upgrade() else { return };
+                match engine.store.release(&lease).await {
+                    Ok(()) => {
+                        engine.work.notify_one();
+                        return;
+                    }
+                    Err(e) => tracing::warn!(
+                        execution = %lease.execution_id,
+                        "could not hand the lease back yet (retrying): {e:#}"
+                    ),
+                }
+                drop(engine);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+
+    /// A runner stops taking messages: the next control or decision finds no
+    /// runner here (unless another runner took the execution over meanwhile).
+    fn forget_runner(&self, id: &str, tx: &mpsc::UnboundedSender<Msg>) {
+        if let Ok(mut runs) = self.runs.lock()
+            && runs.get(id).is_some_and(|s| s.tx.same_channel(tx))
+        {
+            runs.remove(id);
+        }
+    }
+
     /// Start, once, the task that renews this process's leases and hands
-    /// control requests to its runners.
+    /// control requests to its runners (polling: the fallback for wake-ups).
     fn ensure_keeper(self: &Arc<Self>) {
         if self.keeper.swap(true, std::sync::atomic::Ordering::AcqRel) {
             return;
         }
+        self.ensure_wakeups();
         let weak = Arc::downgrade(self);
         let (poll, renew_every) = (self.settings.poll_interval, self.settings.lease / 3);
         tokio::spawn(async move {
             let mut last_renew = tokio::time::Instant::now();
+            let mut last_poll = last_renew;
             loop {
-                tokio::time::sleep(poll).await;
+                tokio::time::sleep(poll.min(renew_every)).await;
                 let Some(engine) = weak.upgrade() else { return };
                 let held: Vec<(String, i64)> = match engine.runs.lock() {
                     Ok(mut m) => {
@@ -887,15 +1136,10 @@ impl Engine {
                 if held.is_empty() {
                     continue;
                 }
-                match engine.store.take_controls(&engine.me).await {
-                    Ok(requests) => {
-                        for (id, c) in requests {
-                            if let Some(tx) = engine.live_here(&id) {
-                                let _ = tx.send(Msg::Control(c));
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!("could not read control requests: {e:#}"),
+                if last_poll.elapsed() >= poll {
+                    last_poll = tokio::time::Instant::now();
+                    engine.pass_controls().await;
+                    engine.pass_messages().await;
                 }
                 if last_renew.elapsed() >= renew_every {
                     last_renew = tokio::time::Instant::now();
@@ -919,10 +1163,84 @@ impl Engine {
         });
     }
 
+    /// Hand the control requests left for this process to its runners.
+    async fn pass_controls(&self) {
+        match self.store.take_controls(&self.me).await {
+            Ok(requests) => {
+                for (id, c) in requests {
+                    if let Some(tx) = self.live_here(&id) {
+                        let _ = tx.send(Msg::Control(c));
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("could not read control requests: {e:#}"),
+        }
+    }
+
+    /// Tell the runners whose inbox holds messages (decisions, children's
+    /// reports) to take them.
+    async fn pass_messages(&self) {
+        match self.store.with_messages(&self.me).await {
+            Ok(ids) => {
+                for id in ids {
+                    if let Some(tx) = self.live_here(&id) {
+                        let _ = tx.send(Msg::Inbox);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("could not read execution inboxes: {e:#}"),
+        }
+    }
+
+    /// Start, once, the task that acts on the database's wake-ups (PostgreSQL's
+    /// NOTIFY): a control request or a message for a run driven here reaches
+    /// its runner at once, and new work wakes the worker loop. Nothing to do on
+    /// SQLite; the keeper's and the worker's polling covers what a wake-up
+    /// connection that was down missed.
+    fn ensure_wakeups(self: &Arc<Self>) {
+        if self
+            .listening
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
+        let Some(mut rx) = self.store.wakeups() else {
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            use broadcast::error::RecvError;
+            loop {
+                let wake = rx.recv().await;
+                let Some(engine) = weak.upgrade() else { return };
+                match wake {
+                    Ok(Wake::Control(id)) => {
+                        if engine.live_here(&id).is_some() {
+                            engine.pass_controls().await;
+                        }
+                    }
+                    Ok(Wake::Inbox(id)) => {
+                        if let Some(tx) = engine.live_here(&id) {
+                            let _ = tx.send(Msg::Inbox);
+                        }
+                    }
+                    Ok(Wake::Work) => engine.work.notify_one(),
+                    Ok(Wake::Resync) | Err(RecvError::Lagged(_)) => {
+                        engine.pass_controls().await;
+                        engine.pass_messages().await;
+                        engine.work.notify_one();
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// Be a worker: claim executions that wait for a driver (and, with
     /// `recover`, those whose driver died or lost its lease) and drive them,
     /// up to `max_runs` at once, until the engine is dropped.
     pub fn start_worker(self: &Arc<Self>) {
+        self.ensure_wakeups();
         let weak = Arc::downgrade(self);
         let interval = self.settings.claim_interval;
         tokio::spawn(async move {
@@ -933,6 +1251,11 @@ impl Engine {
                 }
                 let work = async { engine.work.notified().await };
                 let _ = tokio::time::timeout(interval, work).await;
+                // Wake-ups come in bursts (one per run handed back): one
+                // pass serves a burst, and a run that cannot be adopted is
+                // not retried in a tight loop.
+                drop(engine);
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
     }
@@ -973,7 +1296,7 @@ impl Engine {
         let (rec, mut exec) = match self.load(&id).await {
             Ok(x) => x,
             Err(e) => {
-                let _ = self.store.release(&c.lease).await;
+                self.give_back(c.lease.clone());
                 return Err(e);
             }
         };
@@ -991,16 +1314,14 @@ impl Engine {
         }
         let message = match &c.previous {
             Some(prev) => {
-                self.takeovers
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.takeover();
                 format!(
                     "taken over by {} from {prev}, whose lease ran out",
                     self.me.id
                 )
             }
             None if c.state == "interrupted" => {
-                self.takeovers
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.metrics.takeover();
                 format!("resumed by {} after its driver stopped", self.me.id)
             }
             None => format!("claimed by {}", self.me.id),
@@ -1013,18 +1334,18 @@ impl Engine {
         let completed = batch::completed_count(&exec);
         let batch = b.finish(Some((CheckpointWrite::Delta(delta), false, completed)));
         if let Err(e) = self.store.commit(batch, None).await {
-            let _ = self.store.release(&c.lease).await;
+            self.give_back(c.lease.clone());
             return Err(e.into());
         }
         let event = match exec.state() {
             ExecutionState::Idle => Event::Start,
             s if s.is_resumable() => Event::Resume,
             _ => {
-                let _ = self.store.release(&c.lease).await;
+                self.give_back(c.lease.clone());
                 return Ok(());
             }
         };
-        self.spawn_runner(id, exec, c.lease, Some(event));
+        self.spawn_runner(id, exec, c.lease, Some(event), rec.parent);
         Ok(())
     }
 }
@@ -1041,7 +1362,10 @@ fn check_control(engine: &Engine, rec: &ExecutionRecord, control: Control) -> En
     let ok = match control {
         Control::Pause | Control::PauseNow => matches!(
             state,
-            ExecutionState::Running | ExecutionState::Paused | ExecutionState::Idle
+            ExecutionState::Running
+                | ExecutionState::Paused
+                | ExecutionState::Idle
+                | ExecutionState::Waiting
         ),
         Control::Resume => engine.can_resume(rec),
         Control::Cancel => !state.is_terminal(),
@@ -1052,6 +1376,10 @@ fn check_control(engine: &Engine, rec: &ExecutionRecord, control: Control) -> En
     let hint = match control {
         Control::Resume if state == ExecutionState::Running => {
             " (it is already running)".to_owned()
+        }
+        Control::Resume if state == ExecutionState::Waiting => {
+            " (it waits for a decision: approve or reject its waiting step, and it goes on by itself)"
+                .to_owned()
         }
         Control::Resume => {
             format!(" (only paused, failed or interrupted executions resume; this one is {state})")
@@ -1080,6 +1408,12 @@ struct Runner {
     /// (restore points, journal rows since the last full snapshot), kept in
     /// memory so that no step has to count them.
     journal: (usize, usize),
+    /// Whether the parent was last told that this child waits.
+    waiting: bool,
+    /// For a child execution: its parent.
+    parent: Option<store::ParentLink>,
+    /// The run's `--cache`.
+    cache_all: bool,
 }
 
 /// Compact an execution's checkpoint journal after this many rows.
@@ -1087,14 +1421,38 @@ const COMPACT_AFTER_ROWS: usize = 2000;
 
 impl Runner {
     async fn run(&mut self, mut rx: mpsc::UnboundedReceiver<Msg>, first: Option<Event>) -> RunEnd {
-        if let Some(ev) = first
-            && let Err(e) = self.step(ev, None).await
-        {
+        if let Err(e) = self.refresh_budget().await {
+            return self.abandon(e);
+        }
+        if let Err(e) = self.find_children().await {
+            return self.abandon(e);
+        }
+        let first = match first {
+            Some(ev) => self.step(ev, None).await,
+            // Started for a message in its inbox.
+            None => self.take_messages().await,
+        };
+        if let Err(e) = first {
             return self.abandon(e);
         }
         loop {
             if self.finished() {
-                break;
+                // Take what arrived while it was finishing (a resume right
+                // after a pause), else stop taking messages.
+                let result = match rx.try_recv() {
+                    Ok(Msg::Control(c)) => self.control(c).await,
+                    Ok(Msg::Inbox) => self.take_messages().await,
+                    Ok(Msg::Event(ev)) => self.child_event(ev).await,
+                    Ok(_) => Ok(()),
+                    Err(_) => {
+                        self.engine.forget_runner(&self.id, &self.tx);
+                        break;
+                    }
+                };
+                if let Err(e) = result {
+                    return self.abandon(e);
+                }
+                continue;
             }
             let sleep_for = self
                 .wake
@@ -1104,6 +1462,9 @@ impl Runner {
                 msg = rx.recv() => match msg {
                     Some(Msg::Answer { key, attempt, outcome }) => {
                         self.in_flight.remove(&(key.clone(), attempt));
+                        let class = outcome.result.as_ref().err().map(|e| e.class.as_str());
+                        self.engine.metrics.step_ended(&outcome.provider, class, outcome.latency_ms);
+                        self.exec.charge(&key, attempt, spend_of(&outcome));
                         let ev = match &outcome.result {
                             Ok(c) => Event::StepSucceeded { key: key.clone(), attempt, output: c.text.clone() },
                             Err(e) => Event::StepFailed {
@@ -1124,6 +1485,8 @@ impl Runner {
                         "this process lost its lease on execution {} (another process took it over)",
                         self.id
                     )),
+                    Some(Msg::Inbox) => self.take_messages().await,
+                    Some(Msg::Event(ev)) => self.child_event(ev).await,
                     None => break,
                 },
                 _ = tokio::time::sleep(sleep_for), if self.wake.is_some() => {
@@ -1148,8 +1511,48 @@ impl Runner {
     /// interrupted) with nothing in flight: resuming starts a new runner.
     fn finished(&self) -> bool {
         let s = self.exec.state();
-        (s.is_terminal() || matches!(s, ExecutionState::Paused | ExecutionState::Interrupted))
-            && self.exec.in_flight() == 0
+        let idle = match s {
+            ExecutionState::Paused | ExecutionState::Interrupted => true,
+            ExecutionState::Waiting => !self.engine.settings.keep_waiting,
+            s => s.is_terminal(),
+        };
+        // Children in flight are executions of their own: they report through
+        // the inbox, whoever drives this one then.
+        idle && self.exec.in_flight() == self.exec.children_in_flight()
+    }
+
+    /// Apply the messages in the execution's inbox (decisions, children's
+    /// reports), recording for each whether the executor accepted it.
+    async fn take_messages(&mut self) -> Result<()> {
+        let now = now_ms();
+        let messages = self
+            .engine
+            .store
+            .take_messages(&self.id, &self.engine.me, now)
+            .await?;
+        for m in messages {
+            let Some(event) = decisions::message_event(&m) else {
+                let outcome = store::MessageOutcome::Refused {
+                    status: 400,
+                    error: "the message cannot be read".into(),
+                };
+                self.engine.store.settle_message(m.id, outcome, now).await?;
+                continue;
+            };
+            // A refused event changes nothing: try it on a copy first.
+            let outcome = match self.exec.clone().handle(event.clone(), now_ms()) {
+                Err(e) => decisions::refusal(&e),
+                Ok(_) => {
+                    self.step(event, None).await?;
+                    store::MessageOutcome::Accepted
+                }
+            };
+            self.engine
+                .store
+                .settle_message(m.id, outcome, now_ms())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Stop driving after an error that makes driving unsafe (the database is
@@ -1166,7 +1569,20 @@ impl Runner {
         }
     }
 
+    /// The run's own budget, as last given (`resume --budget-usd` may have
+    /// raised it from another process).
+    async fn refresh_budget(&mut self) -> Result<()> {
+        if let Some(rec) = self.engine.store.get_execution(&self.id).await? {
+            self.exec.set_budget(rec.budget);
+            self.cache_all = rec.cache;
+        }
+        Ok(())
+    }
+
     async fn control(&mut self, c: Control) -> Result<()> {
+        if c == Control::Resume {
+            self.refresh_budget().await?;
+        }
         let ev = match c {
             Control::Pause => Event::Pause { immediate: false },
             Control::PauseNow => Event::Pause { immediate: true },
@@ -1252,6 +1668,11 @@ impl Runner {
         }
         let _ = self.engine.notify.send(self.id.clone());
         // Act.
+        let controls: Vec<Action> = actions
+            .iter()
+            .filter(|a| matches!(a, Action::ControlChild { .. }))
+            .cloned()
+            .collect();
         for a in actions {
             match a {
                 Action::AbortStep { key, attempt, .. } => {
@@ -1261,21 +1682,35 @@ impl Runner {
                 }
                 Action::StartStep(s) => {
                     let router = Arc::clone(&self.engine.router);
+                    if let Some(first) = router.route(&s.agent).first() {
+                        self.engine.metrics.step_started(&first.provider);
+                    }
                     let tx = self.tx.clone();
                     let key = s.key.clone();
                     let attempt = s.attempt;
                     let deadline = s.deadline.map(|d| d.saturating_sub(now_ms()));
                     let sink = self.engine.deltas.sink(&self.id, &s.key, s.attempt);
+                    let step = self.exec.plan().workflow.step(&s.key);
+                    let using = cache::cache_use(&s, step, self.cache_all);
+                    let store = self.engine.store.clone();
                     let handle = tokio::spawn(async move {
-                        let outcome = router
-                            .complete_streaming(
-                                &s.agent,
-                                &s.prompt,
-                                s.output_schema.clone(),
-                                deadline,
-                                Some(sink),
-                            )
-                            .await;
+                        let outcome = match using {
+                            Some(u) => {
+                                cache::call(&router, &store, &s, u, deadline, Some(sink)).await
+                            }
+                            None => {
+                                router
+                                    .call(
+                                        &s.agent,
+                                        &s.prompt,
+                                        &s.settings,
+                                        s.output_schema.clone(),
+                                        deadline,
+                                        Some(sink),
+                                    )
+                                    .await
+                            }
+                        };
                         let _ = tx.send(Msg::Answer {
                             key: s.key,
                             attempt: s.attempt,
@@ -1285,12 +1720,29 @@ impl Runner {
                     self.in_flight.insert((key, attempt), handle);
                 }
                 Action::WakeAt { at } => self.wake = Some(at),
+                Action::StartChild(s) => self.start_child(s),
                 _ => {}
             }
         }
+        self.engine.control_children(&self.id, &controls);
+        self.report_waiting().await;
         if self.exec.state().is_terminal() {
             self.wake = None;
         }
         Ok(())
+    }
+}
+
+/// What an answer cost: its price (0 when the model has none) and its tokens
+/// (nothing for an answer from the cache).
+fn spend_of(outcome: &CallOutcome) -> ax_core::exec::Spend {
+    let tokens = match &outcome.result {
+        _ if outcome.provider == cache::CACHE_PROVIDER => 0,
+        Ok(c) => c.tokens_in.saturating_add(c.tokens_out),
+        Err(_) => 0,
+    };
+    ax_core::exec::Spend {
+        usd: outcome.cost_usd.unwrap_or(0.0),
+        tokens,
     }
 }

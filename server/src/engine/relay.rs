@@ -3,6 +3,8 @@
 //! API's event stream (and the CLI) follow. Nothing here is stored: the output
 //! is committed once, whole, when the attempt succeeds, and a listener that
 //! falls behind loses pieces (it can tell from `offset`), never the result.
+//! The same broadcast says when an attempt waits for a provider's capacity
+//! before its call, and when that wait is over ([`StepDelta::wait`]).
 
 use crate::providers::TextSink;
 use serde::Serialize;
@@ -19,6 +21,28 @@ pub struct StepDelta {
     /// answer anew (the first piece, or a fallback to another provider).
     pub offset: usize,
     pub text: String,
+    /// Not text (`text` is empty) but news of a wait before the call.
+    #[serde(skip)]
+    pub wait: Option<Wait>,
+}
+
+/// An attempt waits before its call, still in flight (no failure, no retry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// It starts waiting for this (`capacity of provider NAME`).
+    For(String),
+    /// The wait is over: the request is being sent.
+    Over,
+}
+
+impl StepDelta {
+    /// What the step waits for now: `Some(None)` when a wait is over.
+    pub fn waiting_for(&self) -> Option<Option<&str>> {
+        self.wait.as_ref().map(|w| match w {
+            Wait::For(what) => Some(what.as_str()),
+            Wait::Over => None,
+        })
+    }
 }
 
 /// The broadcast of [`StepDelta`]s of every run in this process.
@@ -37,21 +61,32 @@ impl DeltaRelay {
         self.tx.subscribe()
     }
 
-    /// Where one attempt's provider sends its text. Costs nothing while nobody
-    /// listens.
+    /// Where one attempt's provider sends its text, and its router news of a
+    /// wait for capacity. Costs nothing while nobody listens.
     pub fn sink(&self, execution: &str, step: &str, attempt: u32) -> TextSink {
-        let tx = self.tx.clone();
-        let (execution, step) = (execution.to_owned(), step.to_owned());
-        TextSink::new(move |offset, text| {
-            if tx.receiver_count() > 0 {
-                let _ = tx.send(Arc::new(StepDelta {
-                    execution: execution.clone(),
-                    step: step.clone(),
-                    attempt,
-                    offset,
-                    text: text.to_owned(),
-                }));
+        let (execution, step) = (Arc::<str>::from(execution), Arc::<str>::from(step));
+        let send = {
+            let tx = self.tx.clone();
+            move |offset: usize, text: &str, wait: Option<Wait>| {
+                if tx.receiver_count() > 0 {
+                    let _ = tx.send(Arc::new(StepDelta {
+                        execution: execution.to_string(),
+                        step: step.to_string(),
+                        attempt,
+                        offset,
+                        text: text.to_owned(),
+                        wait,
+                    }));
+                }
             }
+        };
+        let announce = send.clone();
+        TextSink::new(move |offset, text| send(offset, text, None)).with_waiting(move |what| {
+            let wait = match what {
+                Some(what) => Wait::For(what.to_owned()),
+                None => Wait::Over,
+            };
+            announce(0, "", Some(wait));
         })
     }
 }

@@ -17,12 +17,14 @@ pub mod anthropic;
 pub mod echo;
 pub mod gemini;
 mod http;
+mod limit;
 pub mod openai;
 mod router;
 mod schema;
 mod wire;
 
 pub use echo::Echo;
+pub use limit::{COOL_DOWN, Limits};
 pub use router::{CallOutcome, ProviderStatus, RouteEntry, Router};
 pub use wire::{parse_retry_after, parse_retry_after_ms, retry_after};
 
@@ -73,19 +75,41 @@ pub struct Endpoint {
 
 /// Receives an answer's text while it streams in: `(offset, text)`, where
 /// `offset` counts the characters of this answer sent before. Offset 0 starts an
-/// answer (again, after a fallback to another provider).
+/// answer (again, after a fallback to another provider). With
+/// [`TextSink::with_waiting`] it also hears when the attempt waits before its call.
 #[derive(Clone)]
-pub struct TextSink(Arc<TextFn>);
+pub struct TextSink {
+    text: Arc<TextFn>,
+    wait: Option<Arc<WaitFn>>,
+}
 
 type TextFn = dyn Fn(usize, &str) + Send + Sync;
+type WaitFn = dyn Fn(Option<&str>) + Send + Sync;
 
 impl TextSink {
     pub fn new(f: impl Fn(usize, &str) + Send + Sync + 'static) -> TextSink {
-        TextSink(Arc::new(f))
+        TextSink {
+            text: Arc::new(f),
+            wait: None,
+        }
+    }
+
+    /// Also tell `f` when the attempt waits before its call: `Some(what)`
+    /// (`capacity of provider NAME`) when a wait starts, `None` when it is over
+    /// and the request is sent.
+    pub fn with_waiting(mut self, f: impl Fn(Option<&str>) + Send + Sync + 'static) -> TextSink {
+        self.wait = Some(Arc::new(f));
+        self
     }
 
     pub fn send(&self, offset: usize, text: &str) {
-        (self.0)(offset, text)
+        (self.text)(offset, text)
+    }
+
+    pub fn waiting(&self, what: Option<&str>) {
+        if let Some(f) = &self.wait {
+            f(what)
+        }
     }
 }
 

@@ -4,10 +4,10 @@
 
 use super::{
     Completion, CompletionRequest, DEFAULT_MAX_TOKENS, DEFAULT_TIMEOUT_MS, Endpoint, Provider,
-    ProviderError, TextSink, echo, http, scrub,
+    ProviderError, TextSink, echo, http, limit::Limiter, scrub,
 };
 use crate::config::{AUTO_ORDER, AgentsConfig, ProviderKind};
-use ax_core::{ErrorClass, ProviderRetry};
+use ax_core::{ErrorClass, ModelSettings, ProviderRetry};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -61,6 +61,14 @@ struct Slot {
     base_url: Option<String>,
     /// Why it is unavailable, or where its key comes from.
     detail: String,
+    /// Its capacity limits, shared by every run of the process.
+    limiter: Option<Arc<Limiter>>,
+}
+
+/// The limiter of a provider that sets limits.
+fn limiter(config: &AgentsConfig, name: &str) -> Option<Arc<Limiter>> {
+    let limits = config.providers.get(name)?.limits();
+    limits.any().then(|| Arc::new(Limiter::new(limits)))
 }
 
 /// Maps agents to providers; cheap to share (`Arc<Router>`).
@@ -135,6 +143,7 @@ impl Router {
                         provider: Some((kind.spec().build)(endpoint(String::new(), None))),
                         base_url: None,
                         detail: "offline, no key needed".into(),
+                        limiter: limiter(&config, name),
                     },
                 );
                 continue;
@@ -197,6 +206,7 @@ impl Router {
                     provider,
                     base_url: Some(base_url),
                     detail,
+                    limiter: limiter(&config, name),
                 },
             );
         }
@@ -244,6 +254,7 @@ impl Router {
                 provider: Some(provider),
                 base_url: None,
                 detail: "provided in code".into(),
+                limiter: limiter(&self.config, name),
             },
         );
         self
@@ -257,7 +268,7 @@ impl Router {
     /// Where an agent's calls go: provider names and models in fallback order
     /// (for display; never includes keys).
     pub fn route(&self, agent: &str) -> Vec<RouteEntry> {
-        self.plan(agent).chain
+        self.plan(agent, &ModelSettings::default()).chain
     }
 
     /// Every provider, available or not.
@@ -290,14 +301,16 @@ impl Router {
     /// The retry settings of an agent's first provider (for display and for
     /// failures that happen before any provider answers).
     pub fn retry_of(&self, agent: &str) -> ProviderRetry {
-        self.plan(agent)
+        self.plan(agent, &ModelSettings::default())
             .chain
             .first()
             .and_then(|stop| self.slots.get(&stop.provider))
             .map_or(ProviderRetry::DEFAULT, |s| s.retry)
     }
 
-    fn plan(&self, agent: &str) -> Plan {
+    /// The agent's route and settings, with a step's own settings over them
+    /// (its model on the first provider only: fallbacks keep their own).
+    fn plan(&self, agent: &str, step: &ModelSettings) -> Plan {
         let a = self.config.agents.get(agent);
         let primary = a
             .and_then(|a| a.provider.clone())
@@ -316,7 +329,13 @@ impl Router {
                 let model = match slot {
                     Some(s) if s.kind.is_offline() => s.model.clone(),
                     _ => {
-                        let own = (i == 0).then(|| a.and_then(|a| a.model.clone())).flatten();
+                        let own = (i == 0)
+                            .then(|| {
+                                step.model
+                                    .clone()
+                                    .or_else(|| a.and_then(|a| a.model.clone()))
+                            })
+                            .flatten();
                         own.or_else(|| slot.map(|s| s.model.clone()))
                             .unwrap_or_default()
                     }
@@ -327,13 +346,88 @@ impl Router {
         let d = &self.config.defaults;
         Plan {
             chain,
-            system: a.and_then(|a| a.system.clone()),
-            temperature: a.and_then(|a| a.temperature).or(d.temperature),
-            max_tokens: a
-                .and_then(|a| a.max_tokens)
+            // An empty `system` on a step sends none.
+            system: step
+                .system
+                .clone()
+                .or_else(|| a.and_then(|a| a.system.clone()))
+                .filter(|s| !s.is_empty()),
+            temperature: step
+                .temperature
+                .or_else(|| a.and_then(|a| a.temperature))
+                .or(d.temperature),
+            max_tokens: step
+                .max_tokens
+                .or_else(|| a.and_then(|a| a.max_tokens))
                 .or(d.max_tokens)
                 .unwrap_or(DEFAULT_MAX_TOKENS),
         }
+    }
+
+    /// What one attempt of a step can cost at most, for core's budget check:
+    /// the dearest provider of the agent's chain that can be called (echo costs
+    /// nothing; a model without a price makes the cost unknown), the longest
+    /// answer, and the system prompt and schema text sent along.
+    pub fn rate(&self, step: &ax_core::Step) -> ax_core::exec::Rate {
+        let settings = step.settings();
+        let plan = self.plan(&step.agent, &settings);
+        let mut price = Some((0.0f64, 0.0f64));
+        for stop in &plan.chain {
+            let Some(slot) = self.slots.get(&stop.provider) else {
+                continue;
+            };
+            if slot.provider.is_none() || slot.kind.is_offline() {
+                continue;
+            }
+            price = match (price, self.config.prices.get(&stop.model)) {
+                (Some((i, o)), Some(p)) => Some((i.max(p.input / 1e6), o.max(p.output / 1e6))),
+                _ => None,
+            };
+        }
+        let mut fixed = 0;
+        if settings.system.is_none() {
+            fixed += plan.system.as_deref().map_or(0, str::len);
+        }
+        if let Some(schema) = &step.output_schema {
+            // Described in the prompt where the provider has no native mode.
+            fixed += schema.to_string().len() + 400;
+        }
+        ax_core::exec::Rate {
+            usd_per_token: price,
+            max_tokens: plan.max_tokens,
+            fixed_tokens: ax_core::exec::prompt_tokens(fixed),
+        }
+    }
+
+    /// The response cache's key of an attempt, and the provider whose answers
+    /// go under it (the agent's first): a hash of everything that shapes the
+    /// answer (the provider's kind and address, the model, temperature, answer
+    /// limit, system prompt, prompt and output schema).
+    pub fn cache_key(
+        &self,
+        agent: &str,
+        step: &ModelSettings,
+        prompt: &str,
+        output_schema: Option<&serde_json::Value>,
+    ) -> (String, String) {
+        let plan = self.plan(agent, step);
+        let first = plan.chain.first();
+        let slot = first.and_then(|s| self.slots.get(&s.provider));
+        let parts = serde_json::json!([
+            "ax-cache-v1",
+            slot.map(|s| s.kind.as_str()),
+            slot.and_then(|s| s.base_url.as_deref()),
+            first.map(|s| s.model.as_str()),
+            plan.temperature,
+            plan.max_tokens,
+            plan.system,
+            prompt,
+            output_schema,
+        ]);
+        let mut canon = String::new();
+        ax_core::plan::canonical_json(&parts, &mut canon);
+        let provider = first.map(|s| s.provider.clone()).unwrap_or_default();
+        (ax_core::plan::output_hash(&canon), provider)
     }
 
     fn cost(&self, requested: &str, c: &Completion, offline: bool) -> Option<f64> {
@@ -372,9 +466,25 @@ impl Router {
         deadline_ms: Option<u64>,
         on_text: Option<TextSink>,
     ) -> CallOutcome {
+        let step = ModelSettings::default();
+        self.call(agent, prompt, &step, output_schema, deadline_ms, on_text)
+            .await
+    }
+
+    /// One step attempt: [`Router::complete_streaming`] with the step's own
+    /// model settings over the agent's.
+    pub async fn call(
+        &self,
+        agent: &str,
+        prompt: &str,
+        step: &ModelSettings,
+        output_schema: Option<Arc<serde_json::Value>>,
+        deadline_ms: Option<u64>,
+        on_text: Option<TextSink>,
+    ) -> CallOutcome {
         let started = Instant::now();
         let budget = deadline_ms.map(Duration::from_millis);
-        let plan = self.plan(agent);
+        let plan = self.plan(agent, step);
         let mut notes = Vec::new();
         let elapsed_ms =
             |started: Instant| started.elapsed().as_millis().min(u64::MAX as u128) as u64;
@@ -427,14 +537,26 @@ impl Router {
                         output_schema: output_schema.clone(),
                         on_text: on_text.clone().map(|sink| self.scrubbing(sink)),
                     };
+                    let ticket = self
+                        .wait_for_capacity(slot, &req, on_text.as_ref(), &mut notes)
+                        .await;
                     tracing::debug!(agent, provider = %slot.name, model = %stop.model, "calling the model");
                     let mut r = provider.complete(&req).await;
+                    if let Some((limiter, estimate)) = ticket {
+                        match &r {
+                            Ok(c) => limiter.correct(estimate, c.tokens_in + c.tokens_out),
+                            Err(e) if e.class == ErrorClass::RateLimit => {
+                                limiter.throttled(e.retry_after_ms.map(Duration::from_millis));
+                            }
+                            Err(_) => {}
+                        }
+                    }
                     if let Err(e) = &mut r {
                         if e.class == ErrorClass::Timeout && by_budget {
                             e.message.push_str(" (the step's remaining time budget)");
                         }
                         if e.class == ErrorClass::Truncated {
-                            e.message.push_str(&truncation_hint(agent));
+                            e.message.push_str(&truncation_hint(agent, step));
                         }
                     }
                     r
@@ -507,6 +629,50 @@ impl Router {
         }
     }
 
+    /// Wait until the provider's limits allow this call (before the HTTP call:
+    /// neither a failure nor a retry). A wait is logged and told to `live`
+    /// when it starts, told to `live` again when it is over, and noted in the
+    /// run's log. Returns the limiter, holding the call's slot, and the call's
+    /// token estimate (its prompt and longest answer).
+    async fn wait_for_capacity(
+        &self,
+        slot: &Slot,
+        req: &CompletionRequest,
+        live: Option<&TextSink>,
+        notes: &mut Vec<String>,
+    ) -> Option<(LimitHold, u64)> {
+        let limiter = slot.limiter.clone()?;
+        let text = req.prompt.len() + req.system.as_deref().map_or(0, str::len);
+        let estimate = ax_core::exec::prompt_tokens(text) + u64::from(req.max_tokens);
+        let name = slot.name.as_str();
+        let mut announced = false;
+        let ticket = limiter
+            .acquire(estimate, || {
+                tracing::info!(provider = %name, "rate limit: waiting for capacity of provider {name}");
+                if let Some(live) = live {
+                    live.waiting(Some(format!("capacity of provider {name}").as_str()));
+                }
+                announced = true;
+            })
+            .await;
+        if let Some(live) = live.filter(|_| announced) {
+            live.waiting(None);
+        }
+        if ticket.waited >= Duration::from_millis(1) {
+            notes.push(format!(
+                "rate limit: waited {} ms for capacity of provider {name}",
+                ticket.waited.as_millis()
+            ));
+        }
+        Some((
+            LimitHold {
+                limiter,
+                _ticket: ticket,
+            },
+            estimate,
+        ))
+    }
+
     /// A sink that never hands out a key, even one the model repeats.
     fn scrubbing(&self, sink: TextSink) -> TextSink {
         if self.secrets.is_empty() {
@@ -523,9 +689,27 @@ impl Router {
     }
 }
 
-/// Where the limit that cut an answer off is set, for this agent.
-fn truncation_hint(agent: &str) -> String {
-    format!("; raise max_tokens in [agents.{agent}] (or [defaults]) of the agents file")
+/// A call's slot in its provider's limiter, released when dropped.
+struct LimitHold {
+    limiter: Arc<Limiter>,
+    _ticket: super::limit::Ticket,
+}
+
+impl std::ops::Deref for LimitHold {
+    type Target = Limiter;
+    fn deref(&self) -> &Limiter {
+        &self.limiter
+    }
+}
+
+/// Where the limit that cut an answer off is set, for this agent and step.
+fn truncation_hint(agent: &str, step: &ModelSettings) -> String {
+    match step.max_tokens {
+        Some(_) => "; raise the step's `maxTokens`".to_owned(),
+        None => {
+            format!("; raise max_tokens in [agents.{agent}] (or [defaults]) of the agents file")
+        }
+    }
 }
 
 /// Another provider might succeed where this one failed.

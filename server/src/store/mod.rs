@@ -13,12 +13,16 @@
 //! box a future per call), and a `match` in each method makes the compiler
 //! check that both backends implement the whole interface.
 
+pub mod gauges;
+pub mod inbox;
 pub mod journal;
 pub mod model;
 pub mod owner;
 pub mod postgres;
 pub mod sqlite;
 
+pub use gauges::Gauges;
+pub use inbox::*;
 pub use model::*;
 pub use owner::*;
 pub use postgres::PgStore;
@@ -155,6 +159,16 @@ impl Store {
         dispatch!(self.get_workflow(id, with_source))
     }
 
+    /// The newest stored workflow with this file name or, when `filename` is
+    /// `None`, this name (how `type: workflow` steps find stored workflows).
+    pub async fn find_workflow(
+        &self,
+        filename: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Option<WorkflowRecord>> {
+        dispatch!(self.find_workflow(filename, name))
+    }
+
     /// Newest first, archived ones left out.
     pub async fn list_workflows(&self, limit: u32) -> Result<Vec<WorkflowRecord>> {
         dispatch!(self.list_workflows(limit))
@@ -198,6 +212,22 @@ impl Store {
     /// attempt's provider data and tokens summed over all attempts.
     pub async fn execution_steps(&self, id: &str, with_output: bool) -> Result<Vec<StepRecord>> {
         dispatch!(self.execution_steps(id, with_output))
+    }
+
+    /// One step of an execution, as `execution_steps` shows it (without its
+    /// output), found by its key: the same work for a step of a 10-step run
+    /// as of a 10,000-step one (live progress reads it after each event).
+    pub async fn execution_step(&self, id: &str, key: &str) -> Result<Option<StepRecord>> {
+        dispatch!(self.execution_step(id, key))
+    }
+
+    /// What the runs of each workflow came to, one entry per workflow name
+    /// (all its stored versions), names in order; `only` keeps one name (or
+    /// one stored workflow, by id).
+    pub async fn workflow_stats(&self, only: Option<&str>) -> Result<Vec<WorkflowStats>> {
+        let only = only.map(str::trim).filter(|s| !s.is_empty());
+        let rows: Vec<WorkflowStatsRow> = dispatch!(self.workflow_stats(only))?;
+        Ok(fold_stats(rows))
     }
 
     /// Every attempt of an execution's steps, oldest first.
@@ -244,6 +274,11 @@ impl Store {
     /// A consistency check: "ok", or what is wrong.
     pub async fn check(&self) -> Result<String> {
         dispatch!(self.check())
+    }
+
+    /// Executions by state and the queue's depth, for `GET /metrics`.
+    pub async fn gauges(&self) -> Result<Gauges> {
+        dispatch!(self.gauges())
     }
 
     /// Row counts and checkpoint bytes (benchmarks, growth runs).
@@ -304,6 +339,37 @@ impl Store {
         dispatch!(self.release(lease))
     }
 
+    /// The cached answer under `key` no older than `max_age_ms`, counted as
+    /// a hit.
+    pub async fn cache_get(
+        &self,
+        key: &str,
+        now: u64,
+        max_age_ms: Option<u64>,
+    ) -> Result<Option<CachedAnswer>> {
+        dispatch!(self.cache_get(key, now, max_age_ms))
+    }
+
+    /// Keep an answer in the response cache (replacing one under its key).
+    pub async fn cache_put(&self, answer: CachedAnswer) -> Result<()> {
+        dispatch!(self.cache_put(answer))
+    }
+
+    pub async fn cache_stats(&self) -> Result<CacheStats> {
+        dispatch!(self.cache_stats())
+    }
+
+    /// Remove cached answers made before `before` (every one with None).
+    pub async fn cache_clear(&self, before: Option<u64>) -> Result<u64> {
+        dispatch!(self.cache_clear(before))
+    }
+
+    /// Give the execution its own budget (each limit set replaces the one it
+    /// had); false when there is no such execution.
+    pub async fn set_budget(&self, id: &str, budget: ax_core::Budget, now: u64) -> Result<bool> {
+        dispatch!(self.set_budget(id, budget, now))
+    }
+
     /// Whether the execution wants a driver (a worker claims it).
     pub async fn set_queued(&self, id: &str, queued: bool, now: u64) -> Result<()> {
         dispatch!(self.set_queued(id, queued, now))
@@ -325,6 +391,16 @@ impl Store {
         dispatch!(self.take_controls(me))
     }
 
+    /// Word that a control request, a message or new work is waiting, as the
+    /// database announces it (PostgreSQL: LISTEN/NOTIFY). None: this backend
+    /// announces nothing (SQLite), and polling finds everything.
+    pub fn wakeups(&self) -> Option<tokio::sync::broadcast::Receiver<Wake>> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(s) => Some(s.wakeups()),
+        }
+    }
+
     /// Withdraw the request made at `at`, if nobody took it.
     pub async fn withdraw_control(&self, id: &str, at: u64) -> Result<()> {
         dispatch!(self.withdraw_control(id, at))
@@ -339,6 +415,39 @@ impl Store {
     /// Every claim of an execution, oldest first.
     pub async fn leases(&self, id: &str) -> Result<Vec<LeaseRecord>> {
         dispatch!(self.leases(id))
+    }
+
+    // ------------------------------------------------------------ inbox
+
+    /// Leave a message (a decision, a child's report) for the process that
+    /// drives the execution; returns the message's row.
+    pub async fn deliver(&self, id: &str, m: NewMessage, now: u64) -> Result<i64> {
+        dispatch!(self.deliver(id, m, now))
+    }
+
+    /// The messages not taken yet, oldest first, marked taken (the owner only).
+    pub async fn take_messages(&self, id: &str, me: &Owner, now: u64) -> Result<Vec<InboxMessage>> {
+        dispatch!(self.take_messages(id, me, now))
+    }
+
+    /// The executions owned by `me` with messages not taken yet.
+    pub async fn with_messages(&self, me: &Owner) -> Result<Vec<String>> {
+        dispatch!(self.with_messages(me))
+    }
+
+    /// Record what became of a message.
+    pub async fn settle_message(&self, row: i64, outcome: MessageOutcome, now: u64) -> Result<()> {
+        dispatch!(self.settle_message(row, outcome, now))
+    }
+
+    /// What became of a message, once settled.
+    pub async fn message_outcome(&self, row: i64) -> Result<Option<MessageOutcome>> {
+        dispatch!(self.message_outcome(row))
+    }
+
+    /// Waiting executions whose wake-up (an approval's deadline) is due.
+    pub async fn due_waiting(&self, now: u64, limit: u32) -> Result<Vec<String>> {
+        dispatch!(self.due_waiting(now, limit))
     }
 }
 

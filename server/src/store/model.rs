@@ -170,6 +170,27 @@ pub struct ExecutionRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub control: Option<String>,
     pub progress: Progress,
+    /// The run's own budget (over the file's `config.budget`), if given.
+    #[serde(skip_serializing_if = "ax_core::Budget::is_unlimited")]
+    pub budget: ax_core::Budget,
+    /// `--cache`: steps without their own `cache` use the response cache.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
+    /// For a child execution (a `type: workflow` step's run): its parent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentLink>,
+}
+
+/// The execution, step, attempt and item (for `forEach`) a child execution
+/// runs for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentLink {
+    pub id: String,
+    pub step: String,
+    pub attempt: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -199,6 +220,44 @@ pub struct NewExecution {
     pub now: u64,
     /// It wants a driver (a worker claims it unless its creator does).
     pub queued: bool,
+    /// A child execution's parent.
+    pub parent: Option<ParentLink>,
+    /// The run's own budget (over the file's).
+    pub budget: ax_core::Budget,
+    /// Steps without their own `cache` use the response cache.
+    pub cache: bool,
+}
+
+/// One answer in the response cache.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedAnswer {
+    pub key: String,
+    pub output: String,
+    /// The provider and model that gave it.
+    pub provider: String,
+    pub model: String,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: Option<f64>,
+    pub created_at: u64,
+}
+
+/// What the response cache holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheStats {
+    pub entries: u64,
+    /// The answers' text, in bytes.
+    pub bytes: u64,
+    /// Answers given from the cache.
+    pub hits: u64,
+    /// What the cached answers cost when they were first made (what each hit saved).
+    pub saved_usd: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oldest_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest_at: Option<u64>,
 }
 
 /// Which executions to list (newest first).
@@ -206,6 +265,8 @@ pub struct NewExecution {
 pub struct ExecutionFilter {
     pub state: Option<String>,
     pub workflow_id: Option<String>,
+    /// Only the children of this execution.
+    pub parent_id: Option<String>,
     pub limit: u32,
 }
 
@@ -236,6 +297,23 @@ pub struct StepRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
     pub dependencies: Vec<String>,
+    /// An approval's request, while it waits and after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// A forEach step's items, once listed: `{"completed", "total"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<ItemProgress>,
+    /// The step's own model settings (`model`, `temperature`, `maxTokens`,
+    /// `system`), when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub settings: Option<ax_core::ModelSettings>,
+}
+
+/// A forEach step's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ItemProgress {
+    pub completed: u32,
+    pub total: u32,
 }
 
 /// One attempt of a step (a row of `workflow_step_executions`), oldest first.
@@ -275,6 +353,8 @@ pub struct AttemptStart {
     pub attempt: u32,
     pub prompt: String,
     pub at: u64,
+    /// The item of a forEach step this attempt is for.
+    pub item: Option<u32>,
 }
 
 /// A step attempt ending (success, failure, timeout, abort).
@@ -306,6 +386,10 @@ pub struct StepStateRow {
     pub output_hash: Option<String>,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// An approval's request (what the approver reads).
+    pub request: Option<String>,
+    /// A forEach step's items: (completed, total), once listed.
+    pub items: Option<(u32, u32)>,
 }
 
 pub struct ExecutionUpdate {
@@ -313,6 +397,8 @@ pub struct ExecutionUpdate {
     pub reason: Option<String>,
     pub started_at: Option<u64>,
     pub finished_at: Option<u64>,
+    /// A `waiting` execution's wake-up (an approval's deadline), if any.
+    pub wake_at: Option<u64>,
 }
 
 pub struct NewEvent {
@@ -401,9 +487,12 @@ impl Batch {
 
     /// Whether the execution stops wanting a driver with this batch.
     pub fn settles(&self) -> bool {
-        self.execution
-            .as_ref()
-            .is_some_and(|u| u.state.is_terminal() || u.state == ExecutionState::Paused)
+        self.execution.as_ref().is_some_and(|u| {
+            // A waiting run needs no driver either: a decision or its
+            // deadline brings one.
+            u.state.is_terminal()
+                || matches!(u.state, ExecutionState::Paused | ExecutionState::Waiting)
+        })
     }
 
     /// The event data to store: a checkpoint event names the row it announces.
@@ -532,6 +621,13 @@ pub struct EventRecord {
 
 // ---------------------------------------------------------------- conversions
 
+/// A step's own model settings, from its stored definition (JSON).
+pub(crate) fn step_settings(definition: &str) -> Option<ax_core::ModelSettings> {
+    serde_json::from_str::<ax_core::ModelSettings>(definition)
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
 pub(crate) fn ms(v: Option<i64>) -> Option<u64> {
     v.map(|x| x.max(0) as u64)
 }
@@ -542,4 +638,101 @@ pub(crate) fn opt_i64(v: Option<u64>) -> Option<i64> {
 
 pub(crate) fn to_i64(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
+}
+
+// ---------------------------------------------------------------- statistics
+
+/// What one stored workflow (one version of a file) has run, as the store
+/// reads it from `v_workflow_stats`, `v_active_executions` and the attempts.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowStatsRow {
+    pub workflow_id: String,
+    pub name: String,
+    pub total: u64,
+    pub successful: u64,
+    pub failed: u64,
+    /// Runs not finished yet (`v_active_executions`).
+    pub active: u64,
+    pub last_run_at: Option<u64>,
+    pub by_state: BTreeMap<String, u64>,
+    /// Durations of the completed runs (ms).
+    pub durations: Vec<u64>,
+    /// Summed over every attempt (retries and superseded ones too: they were paid for).
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: f64,
+}
+
+/// What the runs of one workflow name (all its stored versions) came to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowStats {
+    pub name: String,
+    /// The stored versions counted, newest run first.
+    pub workflow_ids: Vec<String>,
+    pub runs: u64,
+    /// Runs by state (only states that occur).
+    pub by_state: BTreeMap<String, u64>,
+    /// Runs not finished yet.
+    pub active: u64,
+    /// Percent of finished runs (completed or failed) that completed, to 0.1;
+    /// None before any run finished.
+    pub success_rate: Option<f64>,
+    /// Nearest-rank percentiles of the completed runs' durations (ms).
+    pub p50_duration_ms: Option<u64>,
+    pub p95_duration_ms: Option<u64>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost_usd: f64,
+    pub last_run_at: Option<u64>,
+}
+
+/// Fold per-version rows into one entry per workflow name, names in order.
+pub fn fold_stats(rows: Vec<WorkflowStatsRow>) -> Vec<WorkflowStats> {
+    let mut by_name: BTreeMap<String, Vec<WorkflowStatsRow>> = BTreeMap::new();
+    for r in rows {
+        by_name.entry(r.name.clone()).or_default().push(r);
+    }
+    by_name
+        .into_iter()
+        .map(|(name, mut rows)| {
+            rows.sort_by_key(|r| std::cmp::Reverse(r.last_run_at));
+            let mut durations: Vec<u64> = Vec::new();
+            let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+            for r in &rows {
+                durations.extend(&r.durations);
+                for (s, n) in &r.by_state {
+                    *by_state.entry(s.clone()).or_default() += n;
+                }
+            }
+            durations.sort_unstable();
+            let sum = |f: fn(&WorkflowStatsRow) -> u64| rows.iter().map(f).sum::<u64>();
+            let (successful, failed) = (sum(|r| r.successful), sum(|r| r.failed));
+            WorkflowStats {
+                success_rate: (successful + failed > 0).then(|| {
+                    (1000.0 * successful as f64 / (successful + failed) as f64).round() / 10.0
+                }),
+                p50_duration_ms: percentile(&durations, 50),
+                p95_duration_ms: percentile(&durations, 95),
+                runs: sum(|r| r.total),
+                active: sum(|r| r.active),
+                tokens_in: sum(|r| r.tokens_in),
+                tokens_out: sum(|r| r.tokens_out),
+                cost_usd: rows.iter().map(|r| r.cost_usd).sum(),
+                last_run_at: rows.iter().filter_map(|r| r.last_run_at).max(),
+                workflow_ids: rows.into_iter().map(|r| r.workflow_id).collect(),
+                by_state,
+                name,
+            }
+        })
+        .collect()
+}
+
+/// The nearest-rank `p`th percentile of sorted values.
+pub fn percentile(sorted: &[u64], p: u32) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (u64::from(p) * sorted.len() as u64).div_ceil(100).max(1) as usize;
+    sorted.get(rank.min(sorted.len()) - 1).copied()
 }

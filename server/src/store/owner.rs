@@ -181,6 +181,21 @@ impl Control {
     }
 }
 
+/// Word from the database that something waits for a process (PostgreSQL's
+/// LISTEN/NOTIFY; see `Store::wakeups`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wake {
+    /// A control request was left for the execution's owner.
+    Control(String),
+    /// A message (a decision, a child's report) reached the execution's inbox.
+    Inbox(String),
+    /// An execution wants a driver and has none.
+    Work,
+    /// The wake-up connection was (re)opened: what was announced meanwhile is
+    /// lost, so look at everything once.
+    Resync,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -453,18 +453,22 @@ async fn openapi_describes_every_route() {
         .unwrap_or_default();
     let routes = [
         ("get", "/healthz"),
+        ("get", "/metrics"),
         ("get", "/api/openapi.json"),
         ("post", "/api/validate"),
         ("get", "/api/workflows"),
         ("post", "/api/workflows"),
         ("get", "/api/workflows/{id}"),
         ("delete", "/api/workflows/{id}"),
+        ("get", "/api/stats"),
         ("get", "/api/executions"),
         ("post", "/api/executions"),
         ("get", "/api/executions/{id}"),
         ("post", "/api/executions/{id}/pause"),
         ("post", "/api/executions/{id}/resume"),
         ("post", "/api/executions/{id}/cancel"),
+        ("post", "/api/executions/{id}/steps/{key}/approve"),
+        ("post", "/api/executions/{id}/steps/{key}/reject"),
         ("get", "/api/executions/{id}/checkpoints"),
         ("get", "/api/executions/{id}/events"),
         ("post", "/api/checkpoints/{id}/restore"),
@@ -505,7 +509,91 @@ async fn openapi_describes_every_route() {
     }
 }
 
+/// `GET /api/stats`: per workflow name, runs by state and the rest (the
+/// figures themselves are checked against known runs in `stats.rs`).
+async fn stats_over_http(b: Backend) {
+    let s = serve_on(b, None).await;
+    let (st, v) = s.get("/api/stats").await;
+    assert_eq!((st, v), (200, json!({"workflows": []})));
+    let (_, e) = s.post("/api/executions", json!({"source": WF})).await;
+    let id = e["id"].as_str().expect("id").to_owned();
+    s.wait_state(&id, "completed").await;
+    let (st, v) = s.get("/api/stats?workflow=api-test").await;
+    assert_eq!(st, 200, "{v}");
+    let w = &v["workflows"][0];
+    assert_eq!(w["name"], "api-test");
+    assert_eq!(w["runs"], 1);
+    assert_eq!(w["byState"], json!({"completed": 1}));
+    assert_eq!(w["active"], 0);
+    assert_eq!(w["successRate"], 100.0);
+    assert_eq!(w["p50DurationMs"], w["p95DurationMs"]);
+    assert!(w["tokensIn"].as_u64().is_some_and(|n| n > 0), "{w}");
+    assert!(w["costUsd"].is_number());
+    let (st, v) = s.get("/api/stats?workflow=nope").await;
+    assert_eq!(st, 404, "{v}");
+    assert_eq!(v["error"]["code"], "not-found");
+}
+
+/// A budget given at start pauses the run before the attempt that would pass
+/// it; resume with a raised budget finishes it; bad budgets are 400s.
+async fn budgets_over_http(b: Backend) {
+    let s = serve_on(b, None).await;
+    let wf = "name: b\nsteps:\n  - {key: a, agent: tester, prompt: aa, maxTokens: 10}\n  - {key: b, agent: tester, prompt: bb, maxTokens: 10, dependencies: [a]}\n";
+    let (st, e) = s
+        .post(
+            "/api/executions",
+            json!({"source": wf, "budget": {"tokens": 20}}),
+        )
+        .await;
+    assert_eq!(st, 201, "{e}");
+    let id = e["id"].as_str().expect("id").to_owned();
+    let e = s.wait_state(&id, "paused").await;
+    assert_eq!(e["budget"]["tokens"], 20);
+    assert_eq!(e["spent"]["tokens"], 18);
+    assert!(
+        e["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("budget: the next attempt of `b`"),
+        "{e}"
+    );
+    let (st, body) = s
+        .post(
+            &format!("/api/executions/{id}/resume"),
+            json!({"budget": {"usd": -1}}),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = s
+        .post(
+            &format!("/api/executions/{id}/resume"),
+            json!({"budget": {"euros": 3}}),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    let (st, _) = s
+        .post(
+            &format!("/api/executions/{id}/resume"),
+            // JSON Schema's `integer` includes 1000.0, and the API publishes that schema.
+            json!({"budget": {"tokens": 1000.0}}),
+        )
+        .await;
+    assert_eq!(st, 202);
+    let e = s.wait_state(&id, "completed").await;
+    assert_eq!(e["spent"]["tokens"], 36);
+    assert_eq!(e["budget"]["tokens"], 1000);
+    let (st, body) = s
+        .post(
+            "/api/executions",
+            json!({"source": wf, "budget": {"usd": -0.5}}),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+}
+
 crate::on_both_backends!(
+    stats_over_http,
+    budgets_over_http,
     health_validate_and_workflows,
     workflow_files_as_request_bodies,
     executions_control_checkpoints_and_import,

@@ -128,6 +128,50 @@ fn validate_exit_codes_and_formats() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// `ax workflow validate` and `run` load sub-workflow files relative to the
+/// parent; a missing one is an error at the parent's line and column.
+#[test]
+fn sub_workflow_files_are_loaded_relative_to_the_parent() {
+    let env = Env::new(0);
+    std::fs::create_dir_all(env.dir.path().join("flows/lib")).expect("mkdir");
+    let parent = env.write(
+        "flows/main.yaml",
+        "name: main\nsteps:\n  - key: child\n    type: workflow\n    workflow: ./lib/child.yaml\n    inputs: {topic: rust}\n",
+    );
+    let out = env.run(&["workflow", "validate", &parent]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "{parent}:5:15: error[missing-workflow]: the workflow `./lib/child.yaml` cannot be loaded: cannot read"
+        )),
+        "{text}"
+    );
+    env.write(
+        "flows/lib/child.yaml",
+        "name: child\ninputs:\n  topic: {description: what}\nsteps:\n  - {key: a, agent: backend, prompt: \"about {{topic}}\"}\n",
+    );
+    let out = env.run(&["workflow", "validate", &parent]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v = env.json(&["workflow", "run", &parent, "--format", "json"]);
+    assert_eq!(v["state"], "completed", "{v}");
+    let id = v["id"].as_str().expect("id");
+    let list = env.run(&["workflow", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains(&format!("(child of {id} step child)")),
+        "{text}"
+    );
+    let status = env.run(&["workflow", "status", id]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("children"), "{text}");
+}
+
 #[test]
 fn graph_and_schema() {
     let env = Env::new(0);
@@ -197,18 +241,29 @@ fn every_example_runs_offline_with_json_output() {
     files.sort();
     assert!(files.len() >= 6);
     for f in files {
-        // Approvals and sub-workflows need the server's part of issue 11
-        // (deciding from the CLI, starting child runs); until it lands, those
-        // examples run in core/tests/examples.rs only.
+        // An approval waits for a person (tests of `ax workflow approve` are
+        // below); sub-workflows run as child executions here.
         let text = std::fs::read_to_string(&f).expect("read");
         let analysis =
             ax_core::analyze(&text, &ax_core::Options::for_file(&f.display().to_string()));
-        let needs_server_part = analysis
-            .workflow()
-            .is_some_and(|w| w.steps.iter().any(|s| s.kind != ax_core::StepType::Prompt));
-        if needs_server_part {
+        let waits = analysis.workflow().is_some_and(|w| {
+            w.steps
+                .iter()
+                .any(|s| s.kind == ax_core::StepType::Approval)
+        });
+        if waits {
             continue;
         }
+        let runs_children: Vec<String> = analysis
+            .workflow()
+            .map(|w| {
+                w.steps
+                    .iter()
+                    .filter(|s| s.kind == ax_core::StepType::Workflow)
+                    .map(|s| s.key.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut args = vec![
             "workflow".to_owned(),
             "run".to_owned(),
@@ -249,8 +304,19 @@ fn every_example_runs_offline_with_json_output() {
             ] {
                 assert!(s.get(key).is_some(), "step field {key} missing in {s}");
             }
-            if s["state"] == "completed" {
+            if s["state"] == "completed" && !runs_children.iter().any(|k| s["key"] == *k) {
                 assert_eq!(s["provider"], "echo");
+            }
+        }
+        if !runs_children.is_empty() {
+            // Its children are runs of their own, with their parent.
+            let id = v["id"].as_str().expect("id");
+            let status = env.json(&["workflow", "status", id, "--format", "json"]);
+            let children = status["children"].as_array().expect("children");
+            assert!(!children.is_empty(), "{status}");
+            for c in children {
+                assert_eq!(c["state"], "completed", "{c}");
+                assert_eq!(c["parent"]["id"], id, "{c}");
             }
         }
     }
@@ -581,13 +647,32 @@ fn serve_answers_healthz_and_pauses_runs_on_shutdown(b: Backend) {
         .and_then(|r| r.json())
         .expect("start");
     let id = r["id"].as_str().expect("id").to_owned();
+    // A browser watches the run's event stream (it would only end on a final state).
+    let stream = reqwest::blocking::Client::builder()
+        .build()
+        .expect("client")
+        .get(format!("{base}/api/executions/{id}/events"))
+        .header("accept", "text/event-stream")
+        .send()
+        .expect("event stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    let watcher = std::thread::spawn(move || stream.text().unwrap_or_default());
     std::thread::sleep(Duration::from_millis(300));
-    // SIGINT: the server pauses what it runs and exits.
+    // SIGINT: the server pauses what it runs, ends the stream and exits.
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(server.id().to_string())
         .status();
-    assert_eq!(wait_exit(&mut server, Duration::from_secs(15)), Some(0));
+    assert_eq!(
+        wait_exit(&mut server, Duration::from_secs(15)),
+        Some(0),
+        "ax serve did not exit while an event stream was open"
+    );
+    let seen = watcher.join().expect("watcher");
+    assert!(
+        seen.contains("\"state\":\"paused\""),
+        "the stream ends after the pause: {seen}"
+    );
     let s = env.json(&["workflow", "status", &id, "--format", "json"]);
     assert_eq!(s["state"], "paused", "{s}");
     let out = env.run(&["workflow", "resume", &id]);
@@ -688,10 +773,323 @@ fn concurrent_first_opens(b: Backend) {
     assert_eq!(env.store(async |s| s.check().await.expect("check")), "ok");
 }
 
+const APPROVAL: &str = "name: gated\nsteps:\n  - {key: build, agent: backend, prompt: build}\n  - {key: sign-off, type: approval, prompt: \"Ship {{build.result}}?\", dependencies: [build]}\n  - {key: ship, agent: backend, prompt: \"ship {{sign-off.result.comment}}\", dependencies: [sign-off]}\n";
+
+/// The id of the only execution.
+fn only_execution(env: &Env) -> String {
+    let list = env.json(&["workflow", "list", "--format", "json"]);
+    list[0]["id"].as_str().expect("an execution").to_owned()
+}
+
+fn wait_state(env: &Env, id: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = env.json(&["workflow", "status", id, "--format", "json"]);
+        if s["state"] == state {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not {state}: {s}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The foreground run shows the approval and waits; `ax workflow approve` from
+/// another process lets it go on to its end.
+fn approve_from_another_process(b: Backend) {
+    let env = Env::on(b, 5);
+    let f = env.write("gated.yaml", APPROVAL);
+    let mut run = env
+        .cmd(&["workflow", "run", &f])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let id = loop {
+        let list = env.json(&["workflow", "list", "--format", "json"]);
+        if list[0]["state"] == "waiting" {
+            break list[0]["id"].as_str().expect("id").to_owned();
+        }
+        assert!(Instant::now() < deadline, "never waiting: {list}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let waiting = env.json(&["workflow", "list", "--state", "waiting", "--format", "json"]);
+    assert_eq!(waiting.as_array().map(Vec::len), Some(1));
+    let out = env.run(&[
+        "workflow",
+        "approve",
+        &id,
+        "sign-off",
+        "--comment",
+        "go ahead",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("approved step `sign-off`"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let code = wait_exit(&mut run, Duration::from_secs(30));
+    let mut stdout = String::new();
+    if let Some(mut o) = run.stdout.take() {
+        use std::io::Read;
+        let _ = o.read_to_string(&mut stdout);
+    }
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("sign-off"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ax workflow approve {id} sign-off")),
+        "{stdout}"
+    );
+    let s = env.json(&["workflow", "status", &id, "--format", "json"]);
+    assert_eq!(s["state"], "completed");
+}
+
+/// A detached run that waits has no driver; `approve` then drives it on here,
+/// `reject` fails it with the reason, and a second decision is refused.
+fn decisions_drive_a_waiting_run_on(b: Backend) {
+    let env = Env::on(b, 5);
+    let f = env.write("gated.yaml", APPROVAL);
+    env.json(&["workflow", "run", &f, "--detach", "--format", "json"]);
+    let id = only_execution(&env);
+    wait_state(&env, &id, "waiting");
+    let out = env.run(&[
+        "workflow",
+        "approve",
+        &id,
+        "sign-off",
+        "--data",
+        "{not json",
+    ]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data is not JSON"));
+    let out = env.run(&[
+        "workflow",
+        "reject",
+        &id,
+        "sign-off",
+        "--comment",
+        "not today",
+        "--by",
+        "cy",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(ax_server::cli::EXIT_FAILED),
+        "{stderr}"
+    );
+    let s = env.json(&["workflow", "status", &id, "--format", "json"]);
+    assert_eq!(s["state"], "failed");
+    assert_eq!(
+        s["reason"],
+        "step `sign-off` failed: rejected by cy: not today"
+    );
+    let out = env.run(&["workflow", "approve", &id, "sign-off"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is failed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A child waits for a decision: `resume` of its parent says which run and
+/// step; approving the child from another process drives the child and then
+/// its parent to the end before that process exits.
+fn a_child_s_approval_from_another_process(b: Backend) {
+    let env = Env::on(b, 5);
+    env.write(
+        "child.yaml",
+        "name: child\nsteps:\n  - {key: ok, type: approval, prompt: go?}\n  - {key: a, agent: backend, prompt: a, dependencies: [ok]}\n",
+    );
+    let f = env.write(
+        "parent.yaml",
+        "name: parent\nsteps:\n  - {key: sub, type: workflow, workflow: ./child.yaml}\n  - {key: b, agent: backend, prompt: b, dependencies: [sub]}\n",
+    );
+    let v = env.json(&["workflow", "run", &f, "--detach", "--format", "json"]);
+    let id = v["id"].as_str().expect("id").to_owned();
+    wait_state(&env, &id, "waiting");
+    let status = env.json(&["workflow", "status", &id, "--format", "json"]);
+    let child = status["children"][0]["id"]
+        .as_str()
+        .expect("a child")
+        .to_owned();
+    wait_state(&env, &child, "waiting");
+    let out = env.run(&["workflow", "pause", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_state(&env, &child, "paused");
+    let out = env.run(&["workflow", "resume", &id]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "its sub-workflow run {child} (step `sub`) waits for a decision on `ok`: `ax workflow approve {child} ok`"
+        )),
+        "{stderr}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = env.run(&["workflow", "approve", &child, "ok"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = env.json(&["workflow", "status", &id, "--format", "json"]);
+    assert_eq!(s["state"], "completed", "{s}");
+}
+
 crate::on_both_backends_sync!(
+    a_child_s_approval_from_another_process,
     pause_and_cancel_from_another_process,
+    approve_from_another_process,
+    decisions_drive_a_waiting_run_on,
     detached_runs_finish_in_the_background,
     crash_and_resume_loses_nothing,
     serve_answers_healthz_and_pauses_runs_on_shutdown,
     concurrent_first_opens,
 );
+
+/// `--input name=value` is the JSON value when the value parses as JSON, else
+/// the text; `@path` is a file's text (docs/format.md, "Inputs").
+#[test]
+fn inputs_are_json_values_when_they_parse() {
+    let env = Env::new(0);
+    let f = env.write(
+        "inputs.yaml",
+        "name: inputs\ninputs:\n  n:\n  tags:\n  opts:\n  flag:\n  topic:\n  zip:\n  doc:\nsteps:\n  - {key: a, agent: backend, prompt: \"{{n}} {{tags}} {{opts}} {{flag}} {{topic}} {{zip}} {{doc}}\"}\n",
+    );
+    let doc = env.write("doc.txt", "[1, 2]");
+    let doc_arg = format!("doc=@{doc}");
+    let v = env.json(&[
+        "workflow",
+        "run",
+        &f,
+        "--format",
+        "json",
+        "--input",
+        "n=800",
+        "--input",
+        "tags=[\"a\", \"b\"]",
+        "--input",
+        "opts={\"k\": 1}",
+        "--input",
+        "flag=true",
+        "--input",
+        "topic=solid-state batteries",
+        "--input",
+        "zip=\"01234\"",
+        "--input",
+        &doc_arg,
+    ]);
+    assert_eq!(v["state"], "completed", "{v}");
+    assert_eq!(
+        v["inputs"],
+        serde_json::json!({"n": 800, "tags": ["a", "b"], "opts": {"k": 1}, "flag": true,
+                           "topic": "solid-state batteries", "zip": "01234", "doc": "[1, 2]"})
+    );
+}
+
+/// `ax workflow stats [WORKFLOW]` on a database with known runs.
+#[test]
+fn workflow_stats_per_workflow() {
+    let env = Env::new(0);
+    let ok = env.write(
+        "ok.yaml",
+        "name: ok-flow\nsteps:\n  - {key: a, agent: backend, prompt: hi}\n",
+    );
+    for _ in 0..2 {
+        assert_eq!(env.run(&["workflow", "run", &ok]).status.code(), Some(0));
+    }
+    let v = env.json(&["workflow", "stats", "--format", "json"]);
+    let w = &v["workflows"][0];
+    assert_eq!(w["name"], "ok-flow", "{v}");
+    assert_eq!(w["runs"], 2);
+    assert_eq!(w["byState"], serde_json::json!({"completed": 2}));
+    assert_eq!(w["successRate"], 100.0);
+    let out = env.run(&["workflow", "stats", "ok-flow"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("runs       2: 2 completed"), "{text}");
+    assert!(
+        text.contains("success    100.0% of finished runs"),
+        "{text}"
+    );
+    let out = env.run(&["workflow", "stats", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no workflow is named `nope`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `--budget-tokens` pauses a run before the attempt that would pass it, the
+/// status says why and what was spent, `resume --budget-tokens` raises it; a
+/// second `--cache` run is answered from the cache; `ax cache stats|clear`.
+#[test]
+fn budget_and_cache_from_the_command_line() {
+    let env = Env::new(0);
+    let f = env.write(
+        "b.yaml",
+        "name: b\nsteps:\n  - {key: a, agent: writer, prompt: one, maxTokens: 50}\n  - {key: b, agent: writer, prompt: two, maxTokens: 50, dependencies: [a]}\n",
+    );
+    let out = env.run(&["workflow", "run", &f, "--budget-tokens", "20"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("paused at its budget") && err.contains("--budget-usd"),
+        "{err}"
+    );
+    let id = only_execution(&env);
+    let st = env.json(&["workflow", "status", &id, "--format", "json"]);
+    assert_eq!(st["state"], "paused");
+    let reason = st["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.starts_with("budget: the next attempt of `a`"),
+        "{reason}"
+    );
+    assert_eq!(st["budget"]["tokens"], 20);
+    assert_eq!(st["spent"]["tokens"], 0);
+    let out = env.run(&["workflow", "resume", &id, "--budget-tokens", "100000"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = env.json(&["workflow", "status", &id, "--format", "json"]);
+    assert_eq!(st["state"], "completed");
+    assert_eq!(st["budget"]["tokens"], 100000);
+    let out = env.run(&["workflow", "run", &f, "--budget-usd", "-1"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    // The cache: the first --cache run fills it, the second is answered from it.
+    for _ in 0..2 {
+        let v = env.json(&["workflow", "run", &f, "--cache", "--format", "json"]);
+        assert_eq!(v["state"], "completed");
+    }
+    let last = env.json(&["workflow", "list", "--limit", "1", "--format", "json"]);
+    let id = last[0]["id"].as_str().expect("id").to_owned();
+    let st = env.json(&["workflow", "status", &id, "--format", "json"]);
+    assert_eq!(st["steps"][0]["provider"], "cache");
+    assert_eq!(st["steps"][1]["provider"], "cache");
+    let stats = env.json(&["cache", "stats", "--format", "json"]);
+    assert_eq!(
+        (stats["entries"].as_u64(), stats["hits"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let cleared = env.json(&["cache", "clear", "--older-than", "30d", "--format", "json"]);
+    assert_eq!(cleared["removed"], 0);
+    let cleared = env.json(&["cache", "clear", "--format", "json"]);
+    assert_eq!(cleared["removed"], 2);
+}

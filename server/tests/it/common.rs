@@ -28,6 +28,8 @@ use std::time::Duration;
 pub struct FakeLlm {
     calls: Arc<Mutex<HashMap<String, u32>>>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Every request body, in order.
+    pub bodies: Arc<Mutex<Vec<Value>>>,
 }
 
 impl FakeLlm {
@@ -80,6 +82,9 @@ async fn chat(
     };
     if let Ok(mut log) = fake.log.lock() {
         log.push(prompt.clone());
+    }
+    if let Ok(mut bodies) = fake.bodies.lock() {
+        bodies.push(body.clone());
     }
     if let Some(ms) = directive(&prompt, "sleep").and_then(|s| s.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -345,4 +350,54 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Store `yaml` under `filename` and start it on `t`'s engine.
+pub async fn start_file(
+    t: &TestEngine,
+    yaml: &str,
+    filename: &str,
+) -> (String, tokio::task::JoinHandle<ax_server::engine::RunEnd>) {
+    let wf = t
+        .engine
+        .create_workflow(yaml.to_owned(), Some(filename.into()))
+        .await
+        .expect("valid workflow");
+    let (rec, handle) = t
+        .engine
+        .start(&wf.id, std::collections::BTreeMap::new())
+        .await
+        .expect("starts");
+    (rec.id, handle)
+}
+
+/// An execution's state (`idle` when it is not there).
+pub async fn state(store: &Store, id: &str) -> ax_core::ExecutionState {
+    store
+        .get_execution(id)
+        .await
+        .expect("read")
+        .map(|r| r.state())
+        .unwrap_or(ax_core::ExecutionState::Idle)
+}
+
+/// One step of an execution, with its output.
+pub async fn step(store: &Store, id: &str, key: &str) -> ax_server::store::StepRecord {
+    store
+        .execution_steps(id, true)
+        .await
+        .expect("steps")
+        .into_iter()
+        .find(|s| s.key == key)
+        .unwrap_or_else(|| panic!("no step {key}"))
+}
+
+/// An owner whose process is gone: the pid of a child that has exited.
+pub fn dead_owner() -> Owner {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("spawn true");
+    let pid = child.id();
+    child.wait().expect("wait");
+    Owner::for_process(pid, None)
 }

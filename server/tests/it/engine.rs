@@ -1,6 +1,6 @@
 //! The durable engine against a real SQLite file and a real HTTP provider.
 
-use super::common::{Backend, engine, engine_as, engine_on, wait_for};
+use super::common::{Backend, dead_owner, engine, engine_as, engine_on, wait_for};
 use ax_core::ExecutionState;
 use ax_server::store::{self, Control, Owner, PruneOptions};
 use serde_json::json;
@@ -84,6 +84,26 @@ steps:
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
     let rec = t.engine.execution(&id).await.expect("rec");
     assert!(rec.owner.is_none(), "ownership is released at the end");
+    // One step by its key reads as the list shows it (without the output).
+    for mut want in s {
+        want.output = None;
+        let one = t
+            .engine
+            .store()
+            .execution_step(&id, &want.key)
+            .await
+            .expect("step")
+            .expect("found");
+        assert_eq!(json!(one), json!(want));
+    }
+    assert!(
+        t.engine
+            .store()
+            .execution_step(&id, "nope")
+            .await
+            .expect("step")
+            .is_none()
+    );
 }
 
 async fn retries_then_succeeds_and_exhausts(b: Backend) {
@@ -272,16 +292,6 @@ async fn restore_rewinds_and_keeps_history(b: Backend) {
     );
     let rec = t.engine.execution(&id).await.expect("rec");
     assert_eq!(rec.state, "completed");
-}
-
-/// An owner whose process is gone: the pid of a child that has exited.
-fn dead_owner() -> Owner {
-    let mut child = std::process::Command::new("true")
-        .spawn()
-        .expect("spawn true");
-    let pid = child.id();
-    child.wait().expect("wait");
-    Owner::for_process(pid, None)
 }
 
 async fn a_new_process_resumes_an_interrupted_run(b: Backend) {
@@ -547,7 +557,68 @@ async fn a_live_owner_with_a_stale_lease_keeps_its_run(b: Backend) {
     assert_eq!(leases.len(), 1, "{leases:?}");
 }
 
+/// Cancel is final: importing a checkpoint of a cancelled execution, with its
+/// workflow as it was or edited (which re-runs the changed steps), and asked to
+/// resume, leaves the new execution cancelled and calls no provider.
+async fn importing_a_cancelled_run_does_not_revive_it(b: Backend) {
+    let t = engine(b).await;
+    let yaml = "name: final\nconfig: {parallelism: 1}\nsteps:\n  - {key: a, agent: backend, prompt: a}\n  - {key: b, agent: backend, prompt: \"b [sleep:5000]\", dependencies: [a]}\n  - {key: c, agent: backend, prompt: c, dependencies: [b]}\n";
+    let wf = t
+        .engine
+        .create_workflow(yaml.to_owned(), None)
+        .await
+        .expect("wf");
+    let (rec, handle) = t
+        .engine
+        .start(&wf.id, BTreeMap::new())
+        .await
+        .expect("start");
+    let fake = t.fake.clone();
+    wait_for(10, "step b to start", || {
+        let fake = fake.clone();
+        async move { fake.calls_for("b [sleep") == 1 }
+    })
+    .await;
+    t.engine
+        .control(&rec.id, Control::Cancel)
+        .await
+        .expect("cancel");
+    assert_eq!(
+        handle.await.expect("runner").state,
+        ExecutionState::Cancelled
+    );
+    let cps = t
+        .engine
+        .store()
+        .list_checkpoints(&rec.id)
+        .await
+        .expect("cps");
+    assert_eq!(cps[0].state, "cancelled");
+    let file = t
+        .engine
+        .export_checkpoint(&cps[0].id)
+        .await
+        .expect("export");
+    let edited = yaml.replace("prompt: a}", "prompt: a2}");
+    for source in [yaml.to_owned(), edited] {
+        let mut f = file.clone();
+        f.workflow.source = source;
+        let (imported, handle) = t.engine.import(f, true).await.expect("import");
+        assert!(handle.is_none(), "nothing runs");
+        assert_eq!(imported.state, "cancelled", "{:?}", imported.reason);
+        let steps = steps(&t, &imported.id).await;
+        assert!(
+            steps.iter().all(|s| s.state != "pending"),
+            "{:?}",
+            steps.iter().map(|s| (&s.key, &s.state)).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(t.fake.calls_for("a2"), 0);
+    assert_eq!(t.fake.calls_exact("c"), 0);
+}
+
 crate::on_both_backends!(
+    importing_a_cancelled_run_does_not_revive_it,
     fan_out_fan_in_records_everything,
     retries_then_succeeds_and_exhausts,
     bad_request_fails_the_run_without_retry,

@@ -5,9 +5,16 @@
 mod api;
 mod cli;
 mod common;
+mod cost;
 mod engine;
+mod flow;
 mod openapi;
+mod partition;
+mod ratelimit;
 mod retries;
+mod scale;
 mod security;
+mod stats;
 mod store;
+mod subflow;
 mod web;

@@ -452,3 +452,45 @@ fn check_relayed(text: &str, id: &str, run: usize) {
         .expect("deltas");
     assert!(last_delta < completed, "run {run}: {text}");
 }
+
+/// `ax workflow run --stream` prints the streamed text whole, under a line
+/// naming the step, before the step's completion line; without `--stream`
+/// (and not on a terminal) the output has no text, and `--format json` stays
+/// one JSON document.
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_run_stream_prints_the_text_as_it_arrives() {
+    // Word by word, then all in one burst with the completion.
+    for pace in [Duration::from_millis(30), Duration::ZERO] {
+        let (addr, _) = claude(0, "0", Duration::from_millis(30), pace).await;
+        let dir = setup(addr, "");
+        let d = dir.path();
+        let file = path_arg(d, "one.yaml");
+        let out = run(d, &["workflow", "run", &file, "--stream"]).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        let head = text.find("  ┌ only\n").expect("a line naming the step");
+        let said = text.find(ANSWER).expect("the whole answer, in order");
+        let done = text.find("  ✓ only").expect("the completion line");
+        assert!(head < said && said < done, "{text}");
+        assert!(
+            text[said..].starts_with(&format!("{ANSWER}\n  ✓ only")),
+            "{text}"
+        );
+        // Without --stream: the lines as before, no text.
+        let out = run(d, &["workflow", "run", &file]).await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert!(text.contains("  ✓ only"), "{text}");
+        assert!(
+            !text.contains("┌") && !text.contains("rate limit passed"),
+            "{text}"
+        );
+        // JSON output is the status document alone, --stream or not.
+        let v = json_of(
+            d,
+            &["workflow", "run", &file, "--stream", "--format", "json"],
+        )
+        .await;
+        assert_eq!(v["steps"][0]["output"], ANSWER);
+    }
+}

@@ -249,8 +249,10 @@ async fn write_starts(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
     let mut at = Vec::new();
     let mut now = Vec::new();
     let mut token = Vec::new();
+    let mut item = Vec::new();
     for b in batches {
         for s in &b.starts {
+            item.push(s.item.map(|i| i as i32));
             eid.push(b.execution_id.as_str());
             key.push(s.key.as_str());
             attempt.push(s.attempt as i32);
@@ -264,11 +266,11 @@ async fn write_starts(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
         return Ok(());
     }
     db.exec(
-        "INSERT INTO workflow_step_executions (execution_id, step_key, attempt, state, prompt, started_at, updated_at, lease_token)
-         SELECT eid, key, attempt, 'running', prompt, at, now, token
-           FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[], $7::int8[])
-                AS t(eid, key, attempt, prompt, at, now, token)",
-        &[&eid, &key, &attempt, &prompt, &at, &now, &token],
+        "INSERT INTO workflow_step_executions (execution_id, step_key, attempt, state, prompt, started_at, updated_at, lease_token, item)
+         SELECT eid, key, attempt, 'running', prompt, at, now, token, item
+           FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::int4[])
+                AS t(eid, key, attempt, prompt, at, now, token, item)",
+        &[&eid, &key, &attempt, &prompt, &at, &now, &token, &item],
     )
     .await?;
     Ok(())
@@ -363,8 +365,14 @@ async fn write_steps(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
     let mut started = Vec::new();
     let mut finished = Vec::new();
     let mut now = Vec::new();
+    let mut request = Vec::new();
+    let mut items_done = Vec::new();
+    let mut items_total = Vec::new();
     for b in batches {
         for s in &b.steps {
+            request.push(s.request.as_deref());
+            items_done.push(s.items.map(|(d, _)| d as i32));
+            items_total.push(s.items.map(|(_, t)| t as i32));
             eid.push(b.execution_id.as_str());
             key.push(s.key.as_str());
             state.push(s.state.as_str());
@@ -384,13 +392,16 @@ async fn write_steps(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
     db.exec(
         "UPDATE execution_steps s
             SET state = t.state, attempts = t.attempts, reason = t.reason, error_class = t.class, error = t.error,
-                output_hash = t.output, started_at = t.started, finished_at = t.finished, updated_at = t.now
+                output_hash = t.output, started_at = t.started, finished_at = t.finished, updated_at = t.now,
+                request = t.request, items_done = t.items_done, items_total = t.items_total
            FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::text[], $7::text[],
-                       $8::text[], $9::int8[], $10::int8[], $11::int8[])
-                AS t(eid, key, state, attempts, reason, class, error, output, started, finished, now)
+                       $8::text[], $9::int8[], $10::int8[], $11::int8[], $12::text[], $13::int4[], $14::int4[])
+                AS t(eid, key, state, attempts, reason, class, error, output, started, finished, now,
+                     request, items_done, items_total)
           WHERE s.execution_id = t.eid AND s.step_key = t.key",
         &[
             &eid, &key, &state, &attempts, &reason, &class, &error, &output, &started, &finished, &now,
+            &request, &items_done, &items_total,
         ],
     )
     .await?;
@@ -405,8 +416,10 @@ async fn write_executions(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
     let mut finished = Vec::new();
     let mut now = Vec::new();
     let mut settles = Vec::new();
+    let mut wake = Vec::new();
     for b in batches {
         if let Some(u) = &b.execution {
+            wake.push(opt_i64(u.wake_at));
             eid.push(b.execution_id.as_str());
             state.push(u.state.as_str());
             reason.push(u.reason.as_deref());
@@ -423,11 +436,11 @@ async fn write_executions(db: Db<'_, '_>, batches: &[&Batch]) -> Result<()> {
         "UPDATE workflow_executions e
             SET state = t.state, reason = t.reason, started_at = COALESCE(e.started_at, t.started),
                 finished_at = t.finished, updated_at = t.now,
-                queued_at = CASE WHEN t.settles THEN NULL ELSE e.queued_at END
-           FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::bool[])
-                AS t(eid, state, reason, started, finished, now, settles)
+                queued_at = CASE WHEN t.settles THEN NULL ELSE e.queued_at END, wake_at = t.wake
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[], $7::bool[], $8::int8[])
+                AS t(eid, state, reason, started, finished, now, settles, wake)
           WHERE e.id = t.eid",
-        &[&eid, &state, &reason, &started, &finished, &now, &settles],
+        &[&eid, &state, &reason, &started, &finished, &now, &settles, &wake],
     )
     .await?;
     Ok(())

@@ -19,6 +19,26 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_leases",
         include_str!("../../../../migrations/postgres/0002_leases.sql"),
     ),
+    (
+        3,
+        "0003_waiting",
+        include_str!("../../../../migrations/postgres/0003_waiting.sql"),
+    ),
+    (
+        4,
+        "0004_flow",
+        include_str!("../../../../migrations/postgres/0004_flow.sql"),
+    ),
+    (
+        5,
+        "0005_cost",
+        include_str!("../../../../migrations/postgres/0005_cost.sql"),
+    ),
+    (
+        6,
+        "0006_wakeups",
+        include_str!("../../../../migrations/postgres/0006_wakeups.sql"),
+    ),
 ];
 
 /// The advisory lock key that serializes migrations ("ax-migr" in ASCII).

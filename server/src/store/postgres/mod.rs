@@ -14,17 +14,20 @@
 
 mod commit;
 mod db;
+mod gauges;
+mod inbox;
+mod listen;
 mod migrate;
 mod queries;
 
 use super::model::*;
-use super::owner::{Claim, Claimed, Control, Lease, Owner};
+use super::owner::{Claim, Claimed, Control, Lease, Owner, Wake};
 use anyhow::{Context as _, Result, anyhow};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, broadcast, mpsc, oneshot};
 
 /// A handle to one PostgreSQL database; cheap to clone.
 #[derive(Clone)]
@@ -36,10 +39,21 @@ struct Inner {
     pool: Pool,
     describe: String,
     commits: mpsc::UnboundedSender<commit::Job>,
+    /// How to open the wake-up connection.
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// Wake-ups, once someone asked for them; the listener stops when the
+    /// store (and with it the stop sender) is dropped.
+    wakeups: std::sync::OnceLock<(broadcast::Sender<Wake>, oneshot::Sender<()>)>,
 }
 
 /// Connections per process (`AX_PG_POOL`): readers, committers and maintenance share them.
 const DEFAULT_POOL: usize = 16;
+/// How long the server lets a session of ours sit idle inside a
+/// transaction before ending it (less than the default lease, so that a
+/// cut-off owner's row locks are gone by the time its lease runs out; with a
+/// shorter lease its runs are taken over this long after the cut).
+const IDLE_TX_MS: u64 = 5_000;
 /// Transactions that group-commit engine batches at the same time.
 const COMMITTERS: usize = 2;
 
@@ -66,6 +80,15 @@ impl PgStore {
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(3)
             .tcp_user_timeout(Duration::from_secs(15));
+        // A process cut off in the middle of a transaction would keep its row
+        // locks until the server's TCP gives up (hours), and no other worker
+        // could claim those runs: the server ends such a session after
+        // IDLE_TX_MS. ax's transactions never wait on the client longer.
+        // Options given in the URL come after, so they win.
+        let user_options = config.get_options().unwrap_or_default().to_owned();
+        config.options(
+            format!("-c idle_in_transaction_session_timeout={IDLE_TX_MS} {user_options}").trim(),
+        );
         let tls = tls_connector()?;
         let size = std::env::var("AX_PG_POOL")
             .ok()
@@ -107,6 +130,9 @@ impl PgStore {
                 pool,
                 describe,
                 commits: tx,
+                config,
+                tls,
+                wakeups: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -123,6 +149,24 @@ impl PgStore {
                 pool_error_text(&e)
             )
         })
+    }
+
+    /// Wake-ups from the database (LISTEN/NOTIFY on a connection of its
+    /// own, opened on the first call and reopened when it breaks).
+    pub fn wakeups(&self) -> broadcast::Receiver<Wake> {
+        let (tx, _) = self.inner.wakeups.get_or_init(|| {
+            let (tx, _) = broadcast::channel(1024);
+            let (stop, stopped) = oneshot::channel();
+            tokio::spawn(listen::run(
+                self.inner.config.clone(),
+                self.inner.tls.clone(),
+                self.inner.describe.clone(),
+                tx.clone(),
+                stopped,
+            ));
+            (tx, stop)
+        });
+        tx.subscribe()
     }
 
     // ------------------------------------------------------------ the interface
@@ -145,6 +189,15 @@ impl PgStore {
     ) -> Result<Option<WorkflowRecord>> {
         let c = self.conn().await?;
         queries::get_workflow(&c, id, with_source).await
+    }
+
+    pub async fn find_workflow(
+        &self,
+        filename: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Option<WorkflowRecord>> {
+        let c = self.conn().await?;
+        queries::find_workflow(&c, filename, name).await
     }
 
     pub async fn list_workflows(&self, limit: u32) -> Result<Vec<WorkflowRecord>> {
@@ -185,6 +238,16 @@ impl PgStore {
     pub async fn execution_steps(&self, id: &str, with_output: bool) -> Result<Vec<StepRecord>> {
         let c = self.conn().await?;
         queries::execution_steps(&c, id, with_output).await
+    }
+
+    pub async fn execution_step(&self, id: &str, key: &str) -> Result<Option<StepRecord>> {
+        let c = self.conn().await?;
+        queries::execution_step(&c, id, key).await
+    }
+
+    pub async fn workflow_stats(&self, only: Option<&str>) -> Result<Vec<WorkflowStatsRow>> {
+        let c = self.conn().await?;
+        queries::workflow_stats(&c, only).await
     }
 
     pub async fn attempts(&self, id: &str) -> Result<Vec<AttemptRecord>> {
@@ -293,6 +356,36 @@ impl PgStore {
     pub async fn release(&self, lease: &Lease) -> Result<()> {
         let c = self.conn().await?;
         queries::release(&c, lease).await
+    }
+
+    pub async fn cache_get(
+        &self,
+        key: &str,
+        now: u64,
+        max_age_ms: Option<u64>,
+    ) -> Result<Option<CachedAnswer>> {
+        let c = self.conn().await?;
+        queries::cache_get(&c, key, now, max_age_ms).await
+    }
+
+    pub async fn cache_put(&self, answer: CachedAnswer) -> Result<()> {
+        let c = self.conn().await?;
+        queries::cache_put(&c, &answer).await
+    }
+
+    pub async fn cache_stats(&self) -> Result<CacheStats> {
+        let c = self.conn().await?;
+        queries::cache_stats(&c).await
+    }
+
+    pub async fn cache_clear(&self, before: Option<u64>) -> Result<u64> {
+        let c = self.conn().await?;
+        queries::cache_clear(&c, before).await
+    }
+
+    pub async fn set_budget(&self, id: &str, budget: ax_core::Budget, now: u64) -> Result<bool> {
+        let c = self.conn().await?;
+        queries::set_budget(&c, id, budget, now).await
     }
 
     pub async fn set_queued(&self, id: &str, queued: bool, now: u64) -> Result<()> {

@@ -151,6 +151,25 @@ pub async fn get_workflow(
     get_workflow_in(Db::Conn(c), id, with_source).await
 }
 
+/// The newest stored workflow with this file name (or, without one, this name).
+pub async fn find_workflow(
+    c: &Object,
+    filename: Option<&str>,
+    name: Option<&str>,
+) -> Result<Option<WorkflowRecord>> {
+    let row = Db::Conn(c)
+        .opt(
+            &format!(
+                "{} WHERE NOT archived AND (filename = $1 OR ($1::text IS NULL AND name = $2))
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+                workflow_select(true)
+            ),
+            &[&filename, &name],
+        )
+        .await?;
+    Ok(row.as_ref().map(workflow_row))
+}
+
 pub async fn list_workflows(c: &Object, limit: u32) -> Result<Vec<WorkflowRecord>> {
     let rows = Db::Conn(c)
         .query(
@@ -186,6 +205,13 @@ pub async fn delete_workflow(c: &mut Object, id: &str) -> Result<DeleteOutcome> 
     if active > 0 {
         return Ok(DeleteOutcome::Active(active as u64));
     }
+    // Children of these runs (other workflows') outlive them, unlinked.
+    db.exec(
+        "UPDATE workflow_executions SET parent_id = NULL WHERE parent_id IN
+           (SELECT id FROM workflow_executions WHERE workflow_id = $1)",
+        &[&id],
+    )
+    .await?;
     db.exec(
         "DELETE FROM workflow_executions WHERE workflow_id = $1",
         &[&id],
@@ -205,12 +231,18 @@ const EXECUTION_SELECT: &str = "
            e.finished_at, e.duration_ms, e.inputs, e.seed, e.owner, e.owner_host, e.owner_pid,
            e.heartbeat_at, e.control, e.total_steps, e.steps_completed, e.steps_failed,
            e.steps_running, e.steps_skipped, e.owner_started, e.owner_boot, e.lease_token,
-           e.lease_expires_at, e.queued_at
+           e.lease_expires_at, e.queued_at, e.parent_id, e.parent_step, e.parent_attempt,
+           e.parent_item, e.budget_usd, e.budget_tokens, e.cache
     FROM workflow_executions e JOIN workflows w ON w.id = e.workflow_id";
 
 fn execution_row(r: &Row) -> ExecutionRecord {
     let count = |c: &str| r.get::<_, i32>(c).max(0) as u64;
     ExecutionRecord {
+        budget: ax_core::Budget {
+            usd: r.get("budget_usd"),
+            tokens: ms(r.get("budget_tokens")),
+        },
+        cache: r.get("cache"),
         id: r.get("id"),
         workflow_id: r.get("workflow_id"),
         workflow: r.get("workflow_name"),
@@ -239,6 +271,21 @@ fn execution_row(r: &Row) -> ExecutionRecord {
             running: count("steps_running"),
             skipped: count("steps_skipped"),
         },
+        parent: r
+            .get::<_, Option<String>>("parent_id")
+            .map(|id| ParentLink {
+                id,
+                step: r
+                    .get::<_, Option<String>>("parent_step")
+                    .unwrap_or_default(),
+                attempt: r
+                    .get::<_, Option<i32>>("parent_attempt")
+                    .unwrap_or(0)
+                    .max(0) as u32,
+                item: r
+                    .get::<_, Option<i32>>("parent_item")
+                    .map(|i| i.max(0) as u32),
+            }),
     }
 }
 
@@ -255,8 +302,10 @@ pub async fn insert_execution(
     let db = Db::Tx(&tx);
     let now = to_i64(e.now);
     db.exec(
-        "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at, queued_at)
-         VALUES ($1, $2, 'idle', $3::text::jsonb, $4, $5, $6, $6, $7)",
+        "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at, queued_at,
+                                          parent_id, parent_step, parent_attempt, parent_item,
+                                          budget_usd, budget_tokens, cache)
+         VALUES ($1, $2, 'idle', $3::text::jsonb, $4, $5, $6, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
         &[
             &e.id,
             &e.workflow_id,
@@ -265,6 +314,13 @@ pub async fn insert_execution(
             &(e.keys.len() as i32),
             &now,
             &e.queued.then_some(now),
+            &e.parent.as_ref().map(|p| p.id.clone()),
+            &e.parent.as_ref().map(|p| p.step.clone()),
+            &e.parent.as_ref().map(|p| p.attempt as i32),
+            &e.parent.as_ref().and_then(|p| p.item).map(|i| i as i32),
+            &e.budget.usd,
+            &e.budget.tokens.map(to_i64),
+            &e.cache,
         ],
     )
     .await?;
@@ -315,9 +371,10 @@ pub async fn list_executions(c: &Object, f: &ExecutionFilter) -> Result<Vec<Exec
             &format!(
                 "{EXECUTION_SELECT}
                  WHERE ($1::text IS NULL OR e.state = $1) AND ($2::text IS NULL OR e.workflow_id = $2)
+                   AND ($4::text IS NULL OR e.parent_id = $4)
                  ORDER BY e.created_at DESC, e.id DESC LIMIT $3"
             ),
-            &[&f.state, &f.workflow_id, &i64::from(f.limit)],
+            &[&f.state, &f.workflow_id, &i64::from(f.limit), &f.parent_id],
         )
         .await?;
     Ok(rows.iter().map(execution_row).collect())
@@ -344,26 +401,60 @@ pub async fn find_execution_ids(c: &Object, prefix: &str) -> Result<Vec<String>>
 /// The steps of an execution in declaration order, with their latest attempt's
 /// provider data and tokens summed over all attempts.
 pub async fn execution_steps(c: &Object, id: &str, with_output: bool) -> Result<Vec<StepRecord>> {
+    steps_of(c, id, with_output, None).await
+}
+
+/// One step of an execution, as [`execution_steps`] shows it (without its
+/// output): one indexed lookup, whatever the number of steps.
+pub async fn execution_step(c: &Object, id: &str, key: &str) -> Result<Option<StepRecord>> {
+    Ok(steps_of(c, id, false, Some(key)).await?.pop())
+}
+
+/// The steps of an execution, or only the one keyed `only`.
+async fn steps_of(
+    c: &Object,
+    id: &str,
+    with_output: bool,
+    only: Option<&str>,
+) -> Result<Vec<StepRecord>> {
     let db = Db::Conn(c);
     let mut deps: HashMap<String, Vec<String>> = HashMap::new();
-    for r in db
-        .query(
-            "SELECT d.step_key, d.depends_on FROM workflow_dependencies d
-               JOIN workflow_executions e ON e.workflow_id = d.workflow_id
-              WHERE e.id = $1 ORDER BY d.step_key, d.position",
-            &[&id],
-        )
-        .await?
-    {
+    let dep_rows = match only {
+        Some(key) => {
+            db.query(
+                "SELECT d.step_key, d.depends_on FROM workflow_dependencies d
+                   JOIN workflow_executions e ON e.workflow_id = d.workflow_id
+                  WHERE e.id = $1 AND d.step_key = $2 ORDER BY d.position",
+                &[&id, &key],
+            )
+            .await?
+        }
+        None => {
+            db.query(
+                "SELECT d.step_key, d.depends_on FROM workflow_dependencies d
+                   JOIN workflow_executions e ON e.workflow_id = d.workflow_id
+                  WHERE e.id = $1 ORDER BY d.step_key, d.position",
+                &[&id],
+            )
+            .await?
+        }
+    };
+    for r in dep_rows {
         deps.entry(r.get(0)).or_default().push(r.get(1));
     }
-    let rows = db
-        .query(
-            "SELECT s.step_key, ws.agent, s.state, s.attempts, s.reason, s.error_class, s.error,
-                    s.started_at, s.finished_at, la.provider, la.model, la.latency_ms,
+    let filter = if only.is_some() {
+        "s.execution_id = $1 AND s.step_key = $3"
+    } else {
+        "s.execution_id = $1"
+    };
+    let sql = format!(
+        "SELECT s.step_key, ws.agent, s.state, s.attempts, s.reason, s.error_class, s.error,
+                    s.started_at, s.finished_at, s.request, s.items_done, s.items_total,
+                    la.provider, la.model, la.latency_ms,
                     COALESCE(t.tokens_in, 0)::bigint AS tokens_in, COALESCE(t.tokens_out, 0)::bigint AS tokens_out,
                     t.cost_usd,
-                    CASE WHEN $2 THEN (SELECT o.text FROM step_outputs o WHERE o.hash = s.output_hash) END AS output
+                    CASE WHEN $2 THEN (SELECT o.text FROM step_outputs o WHERE o.hash = s.output_hash) END AS output,
+                    ws.definition::text AS definition
                FROM execution_steps s
                JOIN workflow_executions e ON e.id = s.execution_id
                JOIN workflow_steps ws ON ws.workflow_id = e.workflow_id AND ws.key = s.step_key
@@ -375,11 +466,13 @@ pub async fn execution_steps(c: &Object, id: &str, with_output: bool) -> Result<
                     SELECT sum(a.tokens_in) AS tokens_in, sum(a.tokens_out) AS tokens_out, sum(a.cost_usd) AS cost_usd
                       FROM workflow_step_executions a
                      WHERE a.execution_id = s.execution_id AND a.step_key = s.step_key AND NOT a.superseded) t ON true
-              WHERE s.execution_id = $1
-              ORDER BY s.position",
-            &[&id, &with_output],
-        )
-        .await?;
+              WHERE {filter}
+              ORDER BY s.position"
+    );
+    let rows = match only {
+        Some(key) => db.query(&sql, &[&id, &with_output, &key]).await?,
+        None => db.query(&sql, &[&id, &with_output]).await?,
+    };
     Ok(rows
         .iter()
         .map(|r| {
@@ -401,6 +494,18 @@ pub async fn execution_steps(c: &Object, id: &str, with_output: bool) -> Result<
                 tokens_out: u(r.get("tokens_out")),
                 cost_usd: r.get("cost_usd"),
                 output: r.get("output"),
+                request: r.get("request"),
+                settings: step_settings(r.get("definition")),
+                items: match (
+                    r.get::<_, Option<i32>>("items_done"),
+                    r.get::<_, Option<i32>>("items_total"),
+                ) {
+                    (Some(done), Some(total)) => Some(ItemProgress {
+                        completed: done.max(0) as u32,
+                        total: total.max(0) as u32,
+                    }),
+                    _ => None,
+                },
                 key,
             }
         })
@@ -660,6 +765,108 @@ pub async fn release(c: &Object, lease: &Lease) -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------- response cache
+
+fn cached_row(r: &Row) -> CachedAnswer {
+    CachedAnswer {
+        key: r.get("key"),
+        output: r.get("output"),
+        provider: r.get("provider"),
+        model: r.get("model"),
+        tokens_in: u(r.get("tokens_in")),
+        tokens_out: u(r.get("tokens_out")),
+        cost_usd: r.get("cost_usd"),
+        created_at: u(r.get("created_at")),
+    }
+}
+
+/// A cached answer no older than `max_age_ms` (counted as a hit), if any.
+pub async fn cache_get(
+    c: &Object,
+    key: &str,
+    now: u64,
+    max_age_ms: Option<u64>,
+) -> Result<Option<CachedAnswer>> {
+    let oldest = max_age_ms.map_or(i64::MIN, |a| to_i64(now.saturating_sub(a)));
+    let row = Db::Conn(c)
+        .opt(
+            "UPDATE response_cache SET hits = hits + 1, last_hit_at = $3
+              WHERE key = $1 AND created_at >= $2
+              RETURNING key, output, provider, model, tokens_in, tokens_out, cost_usd, created_at",
+            &[&key, &oldest, &to_i64(now)],
+        )
+        .await?;
+    Ok(row.as_ref().map(cached_row))
+}
+
+/// Keep an answer (a newer one replaces an older one under the same key).
+pub async fn cache_put(c: &Object, a: &CachedAnswer) -> Result<()> {
+    Db::Conn(c)
+        .exec(
+            "INSERT INTO response_cache (key, output, provider, model, tokens_in, tokens_out, cost_usd, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (key) DO UPDATE SET output = excluded.output, provider = excluded.provider,
+                 model = excluded.model, tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out,
+                 cost_usd = excluded.cost_usd, created_at = excluded.created_at",
+            &[
+                &a.key,
+                &a.output,
+                &a.provider,
+                &a.model,
+                &to_i64(a.tokens_in),
+                &to_i64(a.tokens_out),
+                &a.cost_usd,
+                &to_i64(a.created_at),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn cache_stats(c: &Object) -> Result<CacheStats> {
+    let r = Db::Conn(c)
+        .one(
+            "SELECT count(*)::bigint AS entries, COALESCE(sum(octet_length(output)), 0)::bigint AS bytes,
+                    COALESCE(sum(hits), 0)::bigint AS hits,
+                    COALESCE(sum(COALESCE(cost_usd, 0) * hits), 0)::double precision AS saved,
+                    min(created_at) AS oldest, max(created_at) AS newest
+               FROM response_cache",
+            &[],
+        )
+        .await?;
+    Ok(CacheStats {
+        entries: u(r.get("entries")),
+        bytes: u(r.get("bytes")),
+        hits: u(r.get("hits")),
+        saved_usd: r.get("saved"),
+        oldest_at: ms(r.get("oldest")),
+        newest_at: ms(r.get("newest")),
+    })
+}
+
+/// Remove cached answers made before `before` (all with None); how many.
+pub async fn cache_clear(c: &Object, before: Option<u64>) -> Result<u64> {
+    Db::Conn(c)
+        .exec(
+            "DELETE FROM response_cache WHERE $1::bigint IS NULL OR created_at < $1",
+            &[&before.map(to_i64)],
+        )
+        .await
+}
+
+/// Give the execution its own budget (each limit set replaces the file's).
+pub async fn set_budget(c: &Object, id: &str, b: ax_core::Budget, now: u64) -> Result<bool> {
+    let n = Db::Conn(c)
+        .exec(
+            "UPDATE workflow_executions SET budget_usd = COALESCE($2, budget_usd),
+                    budget_tokens = COALESCE($3, budget_tokens), updated_at = $4 WHERE id = $1",
+            &[&id, &b.usd, &b.tokens.map(to_i64), &to_i64(now)],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+/// Whether the execution wants a driver.
 pub async fn set_queued(c: &Object, id: &str, queued: bool, now: u64) -> Result<()> {
     Db::Conn(c)
         .exec(
@@ -961,7 +1168,15 @@ async fn delete_orphan_outputs(db: Db<'_, '_>) -> Result<u64> {
              UNION SELECT output_hash FROM workflow_step_executions WHERE output_hash IS NOT NULL
              UNION SELECT s.value -> 'output' ->> 'hash'
                      FROM workflow_checkpoints c CROSS JOIN LATERAL jsonb_each(c.data -> 'steps') s
-                    WHERE s.value -> 'output' ->> 'hash' IS NOT NULL)
+                    WHERE s.value -> 'output' ->> 'hash' IS NOT NULL
+             -- forEach steps: the list and each item's output.
+             UNION SELECT s.value -> 'items' -> 'list' ->> 'hash'
+                     FROM workflow_checkpoints c CROSS JOIN LATERAL jsonb_each(c.data -> 'steps') s
+                    WHERE s.value -> 'items' -> 'list' ->> 'hash' IS NOT NULL
+             UNION SELECT i.value -> 'output' ->> 'hash'
+                     FROM workflow_checkpoints c CROSS JOIN LATERAL jsonb_each(c.data -> 'steps') s
+                          CROSS JOIN LATERAL jsonb_each(COALESCE(s.value -> 'items' -> 'items', '{}'::jsonb)) i
+                    WHERE i.value -> 'output' ->> 'hash' IS NOT NULL)
          DELETE FROM step_outputs o WHERE NOT EXISTS (SELECT 1 FROM referenced r WHERE r.hash = o.hash)",
         &[],
     )
@@ -987,6 +1202,15 @@ pub async fn prune(c: &mut Object, o: &PruneOptions) -> Result<PruneReport> {
     };
     let cutoff = o.older_than.map(|age| to_i64(o.now.saturating_sub(age)));
     if let (Some(cutoff), true) = (cutoff, o.delete_finished) {
+        // Children of the runs deleted outlive them, unlinked.
+        Db::Conn(c)
+            .exec(
+                "UPDATE workflow_executions SET parent_id = NULL WHERE parent_id IN
+                   (SELECT id FROM workflow_executions WHERE state IN ('completed', 'failed', 'cancelled')
+                      AND COALESCE(finished_at, updated_at) < $1)",
+                &[&cutoff],
+            )
+            .await?;
         report.executions_deleted = Db::Conn(c)
             .exec(
                 "DELETE FROM workflow_executions WHERE state IN ('completed', 'failed', 'cancelled')
@@ -1121,4 +1345,100 @@ pub async fn footprint(c: &Object) -> Result<Footprint> {
         executions: n(6),
         database_bytes: n(7),
     })
+}
+
+// ---------------------------------------------------------------- statistics
+
+/// The stored workflows named `$1` (or with that id), every one without it.
+const STATS_SCOPE: &str =
+    "($1::text IS NULL OR workflow_id IN (SELECT id FROM workflows WHERE name = $1 OR id = $1))";
+
+/// What each stored workflow has run: `v_workflow_stats` and
+/// `v_active_executions`, runs by state, completed runs' durations, and the
+/// tokens and cost of every attempt.
+pub async fn workflow_stats(c: &Object, only: Option<&str>) -> Result<Vec<WorkflowStatsRow>> {
+    let db = Db::Conn(c);
+    let q = |sql: &str| sql.replace("{SCOPE}", STATS_SCOPE);
+    let mut rows: BTreeMap<String, WorkflowStatsRow> = BTreeMap::new();
+    for r in db
+        .query(
+            &q(
+                "SELECT workflow_id, name, total_executions::bigint, successful_executions::bigint,
+                       failed_executions::bigint, last_run_at::bigint
+                  FROM v_workflow_stats WHERE {SCOPE}",
+            ),
+            &[&only],
+        )
+        .await?
+    {
+        let row = WorkflowStatsRow {
+            workflow_id: r.get(0),
+            name: r.get(1),
+            total: u(r.get(2)),
+            successful: u(r.get(3)),
+            failed: u(r.get(4)),
+            last_run_at: ms(r.get(5)),
+            ..WorkflowStatsRow::default()
+        };
+        rows.insert(row.workflow_id.clone(), row);
+    }
+    for r in db
+        .query(
+            &q(
+                "SELECT workflow_id, COUNT(*)::bigint FROM v_active_executions
+                 WHERE {SCOPE} GROUP BY workflow_id",
+            ),
+            &[&only],
+        )
+        .await?
+    {
+        if let Some(row) = rows.get_mut(r.get::<_, &str>(0)) {
+            row.active = u(r.get(1));
+        }
+    }
+    for r in db
+        .query(
+            &q(
+                "SELECT workflow_id, duration_ms::bigint FROM workflow_executions
+                 WHERE state = 'completed' AND duration_ms IS NOT NULL AND {SCOPE}",
+            ),
+            &[&only],
+        )
+        .await?
+    {
+        if let Some(row) = rows.get_mut(r.get::<_, &str>(0)) {
+            row.durations.push(u(r.get(1)));
+        }
+    }
+    for r in db
+        .query(
+            &q(
+                "SELECT workflow_id, state, COUNT(*)::bigint FROM workflow_executions
+                 WHERE {SCOPE} GROUP BY workflow_id, state",
+            ),
+            &[&only],
+        )
+        .await?
+    {
+        if let Some(row) = rows.get_mut(r.get::<_, &str>(0)) {
+            row.by_state.insert(r.get(1), u(r.get(2)));
+        }
+    }
+    for r in db
+        .query(
+            &q("SELECT e.workflow_id, COALESCE(SUM(a.tokens_in), 0)::bigint,
+                       COALESCE(SUM(a.tokens_out), 0)::bigint, COALESCE(SUM(a.cost_usd), 0)::float8
+                  FROM workflow_step_executions a JOIN workflow_executions e ON e.id = a.execution_id
+                 WHERE {SCOPE} GROUP BY e.workflow_id"),
+            &[&only],
+        )
+        .await?
+    {
+        if let Some(row) = rows.get_mut(r.get::<_, &str>(0)) {
+            row.tokens_in = u(r.get(1));
+            row.tokens_out = u(r.get(2));
+            row.cost_usd = r.get(3);
+        }
+    }
+    Ok(rows.into_values().collect())
 }

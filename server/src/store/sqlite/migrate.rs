@@ -17,6 +17,26 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_leases",
         include_str!("../../../../migrations/sqlite/0002_leases.sql"),
     ),
+    (
+        3,
+        "0003_waiting",
+        include_str!("../../../../migrations/sqlite/0003_waiting.sql"),
+    ),
+    (
+        4,
+        "0004_flow",
+        include_str!("../../../../migrations/sqlite/0004_flow.sql"),
+    ),
+    (
+        5,
+        "0005_cost",
+        include_str!("../../../../migrations/sqlite/0005_cost.sql"),
+    ),
+    (
+        6,
+        "0006_wakeups",
+        include_str!("../../../../migrations/sqlite/0006_wakeups.sql"),
+    ),
 ];
 
 /// Bring the schema up to date. The version check and every pending migration
@@ -49,11 +69,31 @@ pub fn apply(conn: &mut Connection) -> Result<()> {
         }
         tx.execute_batch(sql)
             .map_err(|e| anyhow::anyhow!("migration {name} failed: {e}"))?;
+        if sql.contains("writable_schema") {
+            reload_schema(&tx, name)?;
+        }
         tx.execute(
             "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
             rusqlite::params![version, name, crate::store::now_ms() as i64],
         )?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// After a migration that edited the stored schema text (a widened CHECK):
+/// check that the edit took, and bump `schema_version` so that every
+/// connection, this one included, parses the schema again.
+fn reload_schema(tx: &rusqlite::Transaction<'_>, name: &str) -> Result<()> {
+    let edited: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = 'workflow_executions' AND sql LIKE '%''waiting''%'",
+        [],
+        |r| r.get(0),
+    )?;
+    if edited != 1 {
+        bail!("migration {name} failed: the executions table's state check was not widened");
+    }
+    let version: i64 = tx.query_row("PRAGMA schema_version", [], |r| r.get(0))?;
+    tx.execute_batch(&format!("PRAGMA schema_version = {}", version + 1))?;
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! refused batch does not affect the others) — the durability of one commit at
 //! the cost of one commit.
 
+mod gauges;
+mod inbox;
 mod migrate;
 pub mod queries;
 
@@ -231,6 +233,16 @@ impl SqliteStore {
             .await
     }
 
+    pub async fn find_workflow(
+        &self,
+        filename: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Option<WorkflowRecord>> {
+        let (filename, name) = (filename.map(str::to_owned), name.map(str::to_owned));
+        self.read(move |c| queries::find_workflow(c, filename.as_deref(), name.as_deref()))
+            .await
+    }
+
     pub async fn list_workflows(&self, limit: u32) -> Result<Vec<WorkflowRecord>> {
         self.read(move |c| queries::list_workflows(c, limit)).await
     }
@@ -270,6 +282,18 @@ impl SqliteStore {
     pub async fn execution_steps(&self, id: &str, with_output: bool) -> Result<Vec<StepRecord>> {
         let id = id.to_owned();
         self.read(move |c| queries::execution_steps(c, &id, with_output))
+            .await
+    }
+
+    pub async fn execution_step(&self, id: &str, key: &str) -> Result<Option<StepRecord>> {
+        let (id, key) = (id.to_owned(), key.to_owned());
+        self.read(move |c| queries::execution_step(c, &id, &key))
+            .await
+    }
+
+    pub async fn workflow_stats(&self, only: Option<&str>) -> Result<Vec<WorkflowStatsRow>> {
+        let only = only.map(str::to_owned);
+        self.read(move |c| queries::workflow_stats(c, only.as_deref()))
             .await
     }
 
@@ -366,6 +390,35 @@ impl SqliteStore {
     pub async fn release(&self, lease: &Lease) -> Result<()> {
         let lease = lease.clone();
         self.write(move |c| queries::release(c, &lease)).await
+    }
+
+    pub async fn cache_get(
+        &self,
+        key: &str,
+        now: u64,
+        max_age_ms: Option<u64>,
+    ) -> Result<Option<CachedAnswer>> {
+        let key = key.to_owned();
+        self.write(move |c| queries::cache_get(c, &key, now, max_age_ms))
+            .await
+    }
+
+    pub async fn cache_put(&self, answer: CachedAnswer) -> Result<()> {
+        self.write(move |c| queries::cache_put(c, &answer)).await
+    }
+
+    pub async fn cache_stats(&self) -> Result<CacheStats> {
+        self.read(queries::cache_stats).await
+    }
+
+    pub async fn cache_clear(&self, before: Option<u64>) -> Result<u64> {
+        self.write(move |c| queries::cache_clear(c, before)).await
+    }
+
+    pub async fn set_budget(&self, id: &str, budget: ax_core::Budget, now: u64) -> Result<bool> {
+        let id = id.to_owned();
+        self.write(move |c| queries::set_budget(c, &id, budget, now))
+            .await
     }
 
     pub async fn set_queued(&self, id: &str, queued: bool, now: u64) -> Result<()> {

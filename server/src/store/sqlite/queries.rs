@@ -107,6 +107,23 @@ pub fn get_workflow(
         .optional()?)
 }
 
+/// The newest stored workflow with this file name (or, without one, this name).
+pub fn find_workflow(
+    conn: &Connection,
+    filename: Option<&str>,
+    name: Option<&str>,
+) -> Result<Option<WorkflowRecord>> {
+    Ok(conn
+        .query_row(
+            "SELECT * FROM workflows WHERE archived = 0
+               AND (filename = ?1 OR (?1 IS NULL AND name = ?2))
+             ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            params![filename, name],
+            |r| workflow_row(r, true),
+        )
+        .optional()?)
+}
+
 pub fn list_workflows(conn: &Connection, limit: u32) -> Result<Vec<WorkflowRecord>> {
     let mut stmt = conn.prepare(
         "SELECT * FROM workflows WHERE archived = 0 ORDER BY created_at DESC, id DESC LIMIT ?1",
@@ -134,6 +151,12 @@ pub fn delete_workflow(conn: &mut Connection, id: &str) -> Result<DeleteOutcome>
     if active > 0 {
         return Ok(DeleteOutcome::Active(active as u64));
     }
+    // Children of these runs (other workflows') outlive them, unlinked.
+    tx.execute(
+        "UPDATE workflow_executions SET parent_id = NULL WHERE parent_id IN
+           (SELECT id FROM workflow_executions WHERE workflow_id = ?1)",
+        [id],
+    )?;
     tx.execute(
         "DELETE FROM workflow_executions WHERE workflow_id = ?1",
         [id],
@@ -153,6 +176,11 @@ const EXECUTION_SELECT: &str = "
 fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
     let inputs: String = r.get("inputs")?;
     Ok(ExecutionRecord {
+        budget: ax_core::Budget {
+            usd: r.get("budget_usd")?,
+            tokens: ms(r.get("budget_tokens")?),
+        },
+        cache: r.get("cache")?,
         id: r.get("id")?,
         workflow_id: r.get("workflow_id")?,
         workflow: r.get("workflow_name")?,
@@ -181,6 +209,17 @@ fn execution_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExecutionRecord> {
             running: r.get::<_, i64>("steps_running")?.max(0) as u64,
             skipped: r.get::<_, i64>("steps_skipped")?.max(0) as u64,
         },
+        parent: match r.get::<_, Option<String>>("parent_id")? {
+            Some(id) => Some(ParentLink {
+                id,
+                step: r
+                    .get::<_, Option<String>>("parent_step")?
+                    .unwrap_or_default(),
+                attempt: r.get::<_, Option<i64>>("parent_attempt")?.unwrap_or(0) as u32,
+                item: r.get::<_, Option<i64>>("parent_item")?.map(|i| i as u32),
+            }),
+            None => None,
+        },
     })
 }
 
@@ -195,8 +234,10 @@ pub fn insert_execution(
 ) -> Result<(Option<Lease>, Option<i64>)> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
-        "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at, queued_at)
-         VALUES (?1, ?2, 'idle', ?3, ?4, ?5, ?6, ?6, ?7)",
+        "INSERT INTO workflow_executions (id, workflow_id, state, inputs, seed, total_steps, created_at, updated_at, queued_at,
+                                          parent_id, parent_step, parent_attempt, parent_item,
+                                          budget_usd, budget_tokens, cache)
+         VALUES (?1, ?2, 'idle', ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             e.id,
             e.workflow_id,
@@ -204,7 +245,14 @@ pub fn insert_execution(
             (e.seed & (i64::MAX as u64)) as i64,
             e.keys.len() as i64,
             to_i64(e.now),
-            e.queued.then_some(to_i64(e.now))
+            e.queued.then_some(to_i64(e.now)),
+            e.parent.as_ref().map(|p| &p.id),
+            e.parent.as_ref().map(|p| &p.step),
+            e.parent.as_ref().map(|p| i64::from(p.attempt)),
+            e.parent.as_ref().and_then(|p| p.item).map(i64::from),
+            e.budget.usd,
+            e.budget.tokens.map(to_i64),
+            e.cache
         ],
     )?;
     {
@@ -252,9 +300,13 @@ pub fn list_executions(conn: &Connection, f: &ExecutionFilter) -> Result<Vec<Exe
     let mut stmt = conn.prepare(&format!(
         "{EXECUTION_SELECT}
          WHERE (?1 IS NULL OR e.state = ?1) AND (?2 IS NULL OR e.workflow_id = ?2)
+           AND (?4 IS NULL OR e.parent_id = ?4)
          ORDER BY e.created_at DESC, e.id DESC LIMIT ?3"
     ))?;
-    let rows = stmt.query_map(params![f.state, f.workflow_id, f.limit], execution_row)?;
+    let rows = stmt.query_map(
+        params![f.state, f.workflow_id, f.limit, f.parent_id],
+        execution_row,
+    )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -274,21 +326,53 @@ pub fn find_execution_ids(conn: &Connection, prefix: &str) -> Result<Vec<String>
 /// The steps of an execution in declaration order, with their latest attempt's
 /// provider data and tokens summed over all attempts.
 pub fn execution_steps(conn: &Connection, id: &str, with_output: bool) -> Result<Vec<StepRecord>> {
+    steps_of(conn, id, with_output, None)
+}
+
+/// One step of an execution, as [`execution_steps`] shows it (without its
+/// output): one indexed lookup, whatever the number of steps.
+pub fn execution_step(conn: &Connection, id: &str, key: &str) -> Result<Option<StepRecord>> {
+    Ok(steps_of(conn, id, false, Some(key))?.pop())
+}
+
+/// The steps of an execution, or only the one keyed `only`.
+fn steps_of(
+    conn: &Connection,
+    id: &str,
+    with_output: bool,
+    only: Option<&str>,
+) -> Result<Vec<StepRecord>> {
     let mut deps: HashMap<String, Vec<String>> = HashMap::new();
     {
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(if only.is_some() {
             "SELECT d.step_key, d.depends_on FROM workflow_dependencies d
-               JOIN workflow_executions e ON e.workflow_id = d.workflow_id WHERE e.id = ?1",
-        )?;
-        let rows = stmt.query_map([id], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+               JOIN workflow_executions e ON e.workflow_id = d.workflow_id
+              WHERE e.id = ?1 AND d.step_key = ?2"
+        } else {
+            "SELECT d.step_key, d.depends_on FROM workflow_dependencies d
+               JOIN workflow_executions e ON e.workflow_id = d.workflow_id WHERE e.id = ?1"
         })?;
-        for row in rows {
-            let (k, d) = row?;
+        let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, String)> {
+            Ok((r.get(0)?, r.get(1)?))
+        };
+        let rows: Vec<(String, String)> = match only {
+            Some(key) => stmt
+                .query_map(params![id, key], read)?
+                .collect::<rusqlite::Result<_>>()?,
+            None => stmt
+                .query_map([id], read)?
+                .collect::<rusqlite::Result<_>>()?,
+        };
+        for (k, d) in rows {
             deps.entry(k).or_default().push(d);
         }
     }
-    let mut stmt = conn.prepare(
+    let filter = if only.is_some() {
+        "s.execution_id = ?1 AND s.step_key = ?3"
+    } else {
+        "s.execution_id = ?1"
+    };
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT s.step_key, ws.agent, s.state, s.attempts, s.reason, s.error_class, s.error, s.output_hash,
                 s.started_at, s.finished_at,
                 (SELECT a.provider FROM workflow_step_executions a WHERE a.execution_id = s.execution_id
@@ -303,13 +387,14 @@ pub fn execution_steps(conn: &Connection, id: &str, with_output: bool) -> Result
                    WHERE a.execution_id = s.execution_id AND a.step_key = s.step_key AND a.superseded = 0) AS tokens_out,
                 (SELECT SUM(a.cost_usd) FROM workflow_step_executions a
                    WHERE a.execution_id = s.execution_id AND a.step_key = s.step_key AND a.superseded = 0) AS cost_usd,
-                CASE WHEN ?2 THEN (SELECT o.text FROM step_outputs o WHERE o.hash = s.output_hash) END AS output
+                CASE WHEN ?2 THEN (SELECT o.text FROM step_outputs o WHERE o.hash = s.output_hash) END AS output,
+                s.request, s.items_done, s.items_total, ws.definition
          FROM execution_steps s
          JOIN workflow_executions e ON e.id = s.execution_id
          JOIN workflow_steps ws ON ws.workflow_id = e.workflow_id AND ws.key = s.step_key
-         WHERE s.execution_id = ?1 ORDER BY s.position",
-    )?;
-    let rows = stmt.query_map(params![id, with_output], |r| {
+         WHERE {filter} ORDER BY s.position"
+    ))?;
+    let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<StepRecord> {
         let key: String = r.get(0)?;
         Ok(StepRecord {
             dependencies: Vec::new(),
@@ -328,10 +413,29 @@ pub fn execution_steps(conn: &Connection, id: &str, with_output: bool) -> Result
             tokens_out: r.get::<_, i64>(14)? as u64,
             cost_usd: r.get(15)?,
             output: r.get(16)?,
+            request: r.get("request")?,
+            settings: step_settings(&r.get::<_, String>("definition")?),
+            items: match (
+                r.get::<_, Option<i64>>("items_done")?,
+                r.get::<_, Option<i64>>("items_total")?,
+            ) {
+                (Some(done), Some(total)) => Some(ItemProgress {
+                    completed: done.max(0) as u32,
+                    total: total.max(0) as u32,
+                }),
+                _ => None,
+            },
             key,
         })
-    })?;
-    let mut out: Vec<StepRecord> = rows.collect::<rusqlite::Result<_>>()?;
+    };
+    let mut out: Vec<StepRecord> = match only {
+        Some(key) => stmt
+            .query_map(params![id, with_output, key], row)?
+            .collect::<rusqlite::Result<_>>()?,
+        None => stmt
+            .query_map(params![id, with_output], row)?
+            .collect::<rusqlite::Result<_>>()?,
+    };
     for s in &mut out {
         if let Some(d) = deps.remove(&s.key) {
             s.dependencies = d;
@@ -385,8 +489,8 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
     }
     if !b.starts.is_empty() {
         let mut stmt = tx.prepare_cached(
-            "INSERT INTO workflow_step_executions (execution_id, step_key, attempt, state, prompt, started_at, updated_at, lease_token)
-             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7)",
+            "INSERT INTO workflow_step_executions (execution_id, step_key, attempt, state, prompt, started_at, updated_at, lease_token, item)
+             VALUES (?1, ?2, ?3, 'running', ?4, ?5, ?6, ?7, ?8)",
         )?;
         for s in &b.starts {
             stmt.execute(params![
@@ -396,7 +500,8 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
                 s.prompt,
                 to_i64(s.at),
                 now,
-                token
+                token,
+                s.item
             ])?;
         }
     }
@@ -430,7 +535,8 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
     if !b.steps.is_empty() {
         let mut stmt = tx.prepare_cached(
             "UPDATE execution_steps SET state = ?3, attempts = ?4, reason = ?5, error_class = ?6, error = ?7,
-                    output_hash = ?8, started_at = ?9, finished_at = ?10, updated_at = ?11
+                    output_hash = ?8, started_at = ?9, finished_at = ?10, updated_at = ?11,
+                    request = ?12, items_done = ?13, items_total = ?14
               WHERE execution_id = ?1 AND step_key = ?2",
         )?;
         for s in &b.steps {
@@ -445,14 +551,18 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
                 s.output_hash,
                 opt_i64(s.started_at),
                 opt_i64(s.finished_at),
-                now
+                now,
+                s.request,
+                s.items.map(|(done, _)| done),
+                s.items.map(|(_, total)| total)
             ])?;
         }
     }
     if let Some(u) = &b.execution {
         tx.prepare_cached(
             "UPDATE workflow_executions SET state = ?2, reason = ?3, started_at = COALESCE(started_at, ?4),
-                    finished_at = ?5, updated_at = ?6, queued_at = CASE WHEN ?7 THEN NULL ELSE queued_at END
+                    finished_at = ?5, updated_at = ?6, queued_at = CASE WHEN ?7 THEN NULL ELSE queued_at END,
+                    wake_at = ?8
               WHERE id = ?1",
         )?
         .execute(params![
@@ -462,7 +572,8 @@ pub fn commit_in(tx: &Connection, b: &Batch) -> Result<Option<i64>> {
             opt_i64(u.started_at),
             opt_i64(u.finished_at),
             now,
-            b.settles()
+            b.settles(),
+            opt_i64(u.wake_at)
         ])?;
     }
     let mut checkpoint_id = None;
@@ -658,6 +769,99 @@ pub fn release(conn: &Connection, lease: &Lease) -> Result<()> {
         params![lease.execution_id, lease.owner, lease.token],
     )?;
     Ok(())
+}
+
+// ---------------------------------------------------------------- response cache
+
+/// A cached answer no older than `max_age_ms` (counted as a hit), if any.
+pub fn cache_get(
+    conn: &Connection,
+    key: &str,
+    now: u64,
+    max_age_ms: Option<u64>,
+) -> Result<Option<CachedAnswer>> {
+    let oldest = max_age_ms.map_or(i64::MIN, |a| to_i64(now.saturating_sub(a)));
+    let row = conn
+        .query_row(
+            "UPDATE response_cache SET hits = hits + 1, last_hit_at = ?3
+              WHERE key = ?1 AND created_at >= ?2
+              RETURNING key, output, provider, model, tokens_in, tokens_out, cost_usd, created_at",
+            params![key, oldest, to_i64(now)],
+            |r| {
+                Ok(CachedAnswer {
+                    key: r.get(0)?,
+                    output: r.get(1)?,
+                    provider: r.get(2)?,
+                    model: r.get(3)?,
+                    tokens_in: r.get::<_, i64>(4)?.max(0) as u64,
+                    tokens_out: r.get::<_, i64>(5)?.max(0) as u64,
+                    cost_usd: r.get(6)?,
+                    created_at: r.get::<_, i64>(7)?.max(0) as u64,
+                })
+            },
+        )
+        .optional()?;
+    Ok(row)
+}
+
+/// Keep an answer (a newer one replaces an older one under the same key).
+pub fn cache_put(conn: &Connection, a: &CachedAnswer) -> Result<()> {
+    conn.execute(
+        "INSERT INTO response_cache (key, output, provider, model, tokens_in, tokens_out, cost_usd, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (key) DO UPDATE SET output = excluded.output, provider = excluded.provider,
+             model = excluded.model, tokens_in = excluded.tokens_in, tokens_out = excluded.tokens_out,
+             cost_usd = excluded.cost_usd, created_at = excluded.created_at",
+        params![
+            a.key,
+            a.output,
+            a.provider,
+            a.model,
+            to_i64(a.tokens_in),
+            to_i64(a.tokens_out),
+            a.cost_usd,
+            to_i64(a.created_at)
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn cache_stats(conn: &Connection) -> Result<CacheStats> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(output AS BLOB))), 0), COALESCE(SUM(hits), 0),
+                COALESCE(SUM(COALESCE(cost_usd, 0) * hits), 0), MIN(created_at), MAX(created_at)
+           FROM response_cache",
+        [],
+        |r| {
+            Ok(CacheStats {
+                entries: r.get::<_, i64>(0)?.max(0) as u64,
+                bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                hits: r.get::<_, i64>(2)?.max(0) as u64,
+                saved_usd: r.get(3)?,
+                oldest_at: ms(r.get(4)?),
+                newest_at: ms(r.get(5)?),
+            })
+        },
+    )?)
+}
+
+/// Remove cached answers made before `before` (all with None); how many.
+pub fn cache_clear(conn: &Connection, before: Option<u64>) -> Result<u64> {
+    let n = conn.execute(
+        "DELETE FROM response_cache WHERE ?1 IS NULL OR created_at < ?1",
+        params![before.map(to_i64)],
+    )?;
+    Ok(n as u64)
+}
+
+/// Give the execution its own budget (each limit set replaces the file's).
+pub fn set_budget(conn: &Connection, id: &str, b: ax_core::Budget, now: u64) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE workflow_executions SET budget_usd = COALESCE(?2, budget_usd),
+                budget_tokens = COALESCE(?3, budget_tokens), updated_at = ?4 WHERE id = ?1",
+        params![id, b.usd, b.tokens.map(to_i64), to_i64(now)],
+    )?;
+    Ok(n > 0)
 }
 
 /// Whether the execution wants a driver.
@@ -925,6 +1129,13 @@ pub fn prune(conn: &mut Connection, o: &PruneOptions) -> Result<PruneReport> {
     };
     let cutoff = o.older_than.map(|age| to_i64(o.now.saturating_sub(age)));
     if let (Some(cutoff), true) = (cutoff, o.delete_finished) {
+        // Children of the runs deleted outlive them, unlinked.
+        conn.execute(
+            "UPDATE workflow_executions SET parent_id = NULL WHERE parent_id IN
+               (SELECT id FROM workflow_executions WHERE state IN ('completed', 'failed', 'cancelled')
+                  AND COALESCE(finished_at, updated_at) < ?1)",
+            [cutoff],
+        )?;
         report.executions_deleted = conn.execute(
             "DELETE FROM workflow_executions WHERE state IN ('completed', 'failed', 'cancelled')
                AND COALESCE(finished_at, updated_at) < ?1",
@@ -1006,6 +1217,17 @@ fn delete_orphan_outputs(tx: &Transaction<'_>) -> Result<usize> {
                 for s in steps.values() {
                     if let Some(h) = s.pointer("/output/hash").and_then(Value::as_str) {
                         referenced.insert(h.to_owned());
+                    }
+                    // forEach steps: the list and each item's output.
+                    if let Some(h) = s.pointer("/items/list/hash").and_then(Value::as_str) {
+                        referenced.insert(h.to_owned());
+                    }
+                    if let Some(items) = s.pointer("/items/items").and_then(Value::as_object) {
+                        for item in items.values() {
+                            if let Some(h) = item.pointer("/output/hash").and_then(Value::as_str) {
+                                referenced.insert(h.to_owned());
+                            }
+                        }
                     }
                 }
             }
@@ -1145,4 +1367,96 @@ pub fn footprint(conn: &Connection) -> Result<Footprint> {
             })
         },
     )?)
+}
+
+// ---------------------------------------------------------------- statistics
+
+/// The stored workflows named `only` (or with that id), every one without it.
+const STATS_SCOPE: &str =
+    "(?1 IS NULL OR workflow_id IN (SELECT id FROM workflows WHERE name = ?1 OR id = ?1))";
+
+/// What each stored workflow has run: `v_workflow_stats` and
+/// `v_active_executions`, runs by state, completed runs' durations, and the
+/// tokens and cost of every attempt.
+pub fn workflow_stats(conn: &Connection, only: Option<&str>) -> Result<Vec<WorkflowStatsRow>> {
+    let mut rows: BTreeMap<String, WorkflowStatsRow> = BTreeMap::new();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT workflow_id, name, total_executions, successful_executions, failed_executions, last_run_at
+           FROM v_workflow_stats WHERE {STATS_SCOPE}"
+    ))?;
+    for r in stmt.query_map([only], |r| {
+        Ok(WorkflowStatsRow {
+            workflow_id: r.get(0)?,
+            name: r.get(1)?,
+            total: r.get::<_, i64>(2)?.max(0) as u64,
+            successful: r.get::<_, i64>(3)?.max(0) as u64,
+            failed: r.get::<_, i64>(4)?.max(0) as u64,
+            last_run_at: ms(r.get(5)?),
+            ..WorkflowStatsRow::default()
+        })
+    })? {
+        let r = r?;
+        rows.insert(r.workflow_id.clone(), r);
+    }
+    let pairs = |sql: &str| -> Result<Vec<(String, i64)>> {
+        let mut stmt = conn.prepare(&sql.replace("{STATS_SCOPE}", STATS_SCOPE))?;
+        let out = stmt
+            .query_map([only], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(out)
+    };
+    for (id, n) in pairs(
+        "SELECT workflow_id, COUNT(*) FROM v_active_executions WHERE {STATS_SCOPE} GROUP BY workflow_id",
+    )? {
+        if let Some(row) = rows.get_mut(&id) {
+            row.active = n.max(0) as u64;
+        }
+    }
+    for (id, d) in pairs(
+        "SELECT workflow_id, duration_ms FROM workflow_executions
+          WHERE state = 'completed' AND duration_ms IS NOT NULL AND {STATS_SCOPE}",
+    )? {
+        if let Some(row) = rows.get_mut(&id) {
+            row.durations.push(d.max(0) as u64);
+        }
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT workflow_id, state, COUNT(*) FROM workflow_executions WHERE {STATS_SCOPE}
+          GROUP BY workflow_id, state"
+    ))?;
+    for r in stmt.query_map([only], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })? {
+        let (id, state, n) = r?;
+        if let Some(row) = rows.get_mut(&id) {
+            row.by_state.insert(state, n.max(0) as u64);
+        }
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT e.workflow_id, COALESCE(SUM(a.tokens_in), 0), COALESCE(SUM(a.tokens_out), 0),
+                COALESCE(SUM(a.cost_usd), 0.0)
+           FROM workflow_step_executions a JOIN workflow_executions e ON e.id = a.execution_id
+          WHERE {} GROUP BY e.workflow_id",
+        STATS_SCOPE.replace("workflow_id IN", "e.workflow_id IN")
+    ))?;
+    for r in stmt.query_map([only], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, f64>(3)?,
+        ))
+    })? {
+        let (id, tin, tout, cost) = r?;
+        if let Some(row) = rows.get_mut(&id) {
+            row.tokens_in = tin.max(0) as u64;
+            row.tokens_out = tout.max(0) as u64;
+            row.cost_usd = cost;
+        }
+    }
+    Ok(rows.into_values().collect())
 }

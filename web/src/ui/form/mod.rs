@@ -7,6 +7,8 @@
 //! sub-workflow) goes into that list, shown by the step's type.
 
 mod fields;
+mod kind;
+mod model;
 mod retry;
 
 use super::dom::{el, elc, fragment, nothing, reactive, show};
@@ -130,11 +132,24 @@ fn step_form(key: String) -> AnyView {
         .child(form_head(ctx))
         .view(last_run(ctx))
         .child(fields::key_field(ctx))
-        .child(fields::agent_field(ctx))
+        .child(kind::type_field(ctx))
+        .view(show(
+            ctx.flag(|s| s.kind.is_prompt()),
+            move || fields::agent_field(ctx).into_any(),
+            nothing,
+        ))
         .child(fields::prompt_field(ctx))
+        .view(kind::workflow_fields(ctx))
+        .child(kind::for_each_fields(ctx))
         .child(fields::dependencies_field(ctx))
         .child(fields::flags_row(ctx))
+        .view(kind::approval_fields(ctx))
         .child(fields::when_field(ctx))
+        .view(show(
+            ctx.flag(|s| s.kind.is_prompt()),
+            move || model::model_row(ctx).into_any(),
+            nothing,
+        ))
         .child(retry::retry_fieldset(ctx))
         .view(output_schema_note(ctx))
         .child(delete_zone(ctx))

@@ -340,8 +340,16 @@ fn nodes_list(g: GraphCtx, has_run: Memo<bool>) -> AnyView {
             .iter()
             .map(|n| {
                 let key = format!(
-                    "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}{}",
-                    n.key, n.agent, n.x, n.y, n.optional, n.conditional
+                    "{}\u{1}{}\u{1}{}\u{1}{}\u{1}{}{}\u{1}{}{}\u{1}{}",
+                    n.key,
+                    n.agent,
+                    n.x,
+                    n.y,
+                    n.optional,
+                    n.conditional,
+                    n.kind.as_str(),
+                    n.for_each,
+                    n.workflow.as_deref().unwrap_or("")
                 );
                 let n = n.clone();
                 Keyed::new(key, move || nodes::node(g, n, has_run))

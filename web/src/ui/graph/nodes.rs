@@ -7,6 +7,7 @@ use super::GraphCtx;
 use crate::layout::{NODE_H, NODE_W, NodeBox};
 use crate::runs::state_of;
 use crate::ui::dom::svg_el;
+use ax_core::model::StepType;
 use leptos::ev;
 use leptos::prelude::*;
 use leptos::tachys::view::any_view::AnyView;
@@ -99,6 +100,56 @@ fn focus_node(g: GraphCtx, key: &str) {
     }
 }
 
+/// A node's outline: a rounded box for a prompt, a hexagon for an approval (a
+/// person decides), a box with a second border for a sub-workflow (a workflow
+/// inside), each with the state's stripe.
+fn node_box(kind: StepType) -> crate::ui::dom::El {
+    let (w, h) = (NODE_W, NODE_H);
+    let outline = match kind {
+        StepType::Approval => {
+            let mut d = crate::text::svg_path(&[
+                ('M', 14.0, 0.0),
+                ('L', w - 14.0, 0.0),
+                ('L', w, h / 2.0),
+                ('L', w - 14.0, h),
+                ('L', 14.0, h),
+                ('L', 0.0, h / 2.0),
+            ]);
+            d.push_str(" Z");
+            svg_el("path").attr("class", "box").attr_string("d", d)
+        }
+        _ => svg_el("rect")
+            .attr("class", "box")
+            .attr_string("width", crate::text::fixed(w, 0))
+            .attr_string("height", crate::text::fixed(h, 0))
+            .attr("rx", "8"),
+    };
+    let mut g = svg_el("g").child(outline);
+    if kind == StepType::Workflow {
+        g = g.child(
+            svg_el("rect")
+                .attr("class", "inner")
+                .attr("x", "4")
+                .attr("y", "4")
+                .attr_string("width", crate::text::fixed(w - 8.0, 0))
+                .attr_string("height", crate::text::fixed(h - 8.0, 0))
+                .attr("rx", "5"),
+        );
+    }
+    let stripe = svg_el("rect")
+        .attr("class", "stripe")
+        .attr("width", "6")
+        .attr("rx", "3");
+    g.child(match kind {
+        // Inside the hexagon's left edge.
+        StepType::Approval => stripe
+            .attr("x", "12")
+            .attr("y", "8")
+            .attr_string("height", crate::text::fixed(h - 16.0, 0)),
+        _ => stripe.attr_string("height", crate::text::fixed(h, 0)),
+    })
+}
+
 /// One step of the graph.
 pub(super) fn node(g: GraphCtx, n: NodeBox, has_run: Memo<bool>) -> AnyView {
     let d = g.d;
@@ -181,8 +232,16 @@ pub(super) fn node(g: GraphCtx, n: NodeBox, has_run: Memo<bool>) -> AnyView {
             String::new()
         }
     };
+    let class = match (n.kind, n.optional) {
+        (StepType::Prompt, false) => "node",
+        (StepType::Prompt, true) => "node optional",
+        (StepType::Approval, false) => "node approval",
+        (StepType::Approval, true) => "node approval optional",
+        (StepType::Workflow, false) => "node workflow",
+        (StepType::Workflow, true) => "node workflow optional",
+    };
     let mut group = svg_el("g")
-        .attr("class", if n.optional { "node optional" } else { "node" })
+        .attr("class", class)
         .class_dyn("selected", move || {
             d.selected.with(|s| s.as_deref() == Some(k3.as_str()))
         })
@@ -225,20 +284,13 @@ pub(super) fn node(g: GraphCtx, n: NodeBox, has_run: Memo<bool>) -> AnyView {
         })
         .on(ev::keydown, on_key)
         .child(svg_el("title").string(title))
-        .child(
-            svg_el("rect")
-                .attr("class", "box")
-                .attr_string("width", crate::text::fixed(NODE_W, 0))
-                .attr_string("height", crate::text::fixed(NODE_H, 0))
-                .attr("rx", "8"),
-        )
-        .child(
-            svg_el("rect")
-                .attr("class", "stripe")
-                .attr("width", "6")
-                .attr_string("height", crate::text::fixed(NODE_H, 0))
-                .attr("rx", "3"),
-        )
+        .child(node_box(n.kind));
+    let sub = match (n.kind, &n.workflow) {
+        (StepType::Approval, _) => "approval".to_owned(),
+        (StepType::Workflow, Some(w)) => format!("↳ {}", clip(w, 16)),
+        _ => clip(&n.agent, 18),
+    };
+    group = group
         .child(
             svg_el("text")
                 .attr("class", "key")
@@ -251,7 +303,7 @@ pub(super) fn node(g: GraphCtx, n: NodeBox, has_run: Memo<bool>) -> AnyView {
                 .attr("class", "agent")
                 .attr("x", "16")
                 .attr("y", "44")
-                .string(clip(&n.agent, 18)),
+                .string(sub),
         )
         .child(
             svg_el("text")
@@ -261,11 +313,39 @@ pub(super) fn node(g: GraphCtx, n: NodeBox, has_run: Memo<bool>) -> AnyView {
                 .attr("text-anchor", "end")
                 .text_dyn(state_text),
         );
+    if let Some(w) = n.workflow.clone().filter(|_| n.kind == StepType::Workflow) {
+        // A double click opens the child's document.
+        let storage = crate::documents::use_storage();
+        group = group.on(ev::dblclick, move |e: ev::MouseEvent| {
+            e.stop_propagation();
+            storage.open_child(w.clone());
+        });
+    }
+    let mut badge_x = NODE_W - 10.0;
+    if n.for_each {
+        let k = key.clone();
+        group = group.child(
+            svg_el("text")
+                .attr("class", "badge items")
+                .attr("data-testid", "node-items")
+                .attr_string("x", crate::text::fixed(badge_x, 0))
+                .attr("y", "22")
+                .attr("text-anchor", "end")
+                .text_dyn(move || {
+                    runs.items
+                        .with(|l| match l.iter().find(|(key, _, _)| *key == k) {
+                            Some((_, done, total)) => format!("{done}/{total}"),
+                            None => "each".to_owned(),
+                        })
+                }),
+        );
+        badge_x -= 44.0;
+    }
     if n.conditional {
         group = group.child(
             svg_el("text")
                 .attr("class", "badge")
-                .attr_string("x", crate::text::fixed(NODE_W - 10.0, 0))
+                .attr_string("x", crate::text::fixed(badge_x, 0))
                 .attr("y", "22")
                 .attr("text-anchor", "end")
                 .text("if"),
@@ -290,6 +370,9 @@ mod tests {
             y,
             optional: false,
             conditional: false,
+            kind: ax_core::model::StepType::Prompt,
+            for_each: false,
+            workflow: None,
         }
     }
 

@@ -1,7 +1,7 @@
 //! The run on the graph: its name, state, progress and totals, and its controls.
 
 use super::resume_blocked;
-use crate::run_view::RunKind;
+use crate::run_view::{RunKind, budget_hint};
 use crate::runs::use_runs;
 use crate::ui::dom::{el, elc, fragment, nothing, opt, show};
 use crate::ui::{dollars, duration};
@@ -30,6 +30,10 @@ pub(super) fn run_head() -> AnyView {
                     let mut parts = Vec::new();
                     if let Some(ms) = r.millis() {
                         parts.push(duration(ms));
+                    }
+                    if let Some(spend) = r.spend {
+                        parts.push(spend.text());
+                        return parts.join(" · ");
                     }
                     let tokens = u.tokens_in + u.tokens_out;
                     if tokens > 0 {
@@ -92,6 +96,18 @@ pub(super) fn run_head() -> AnyView {
             .attr("data-testid", "run-totals")
             .text_dyn(totals)
             .into_any(),
+        // A run paused at its budget: the page has no budget field, so say how.
+        elc("P", "small hint")
+            .attr("data-testid", "budget-hint")
+            .text_dyn(move || {
+                runs.run
+                    .with(|r| {
+                        r.as_ref()
+                            .and_then(|r| budget_hint(r.reason.as_deref(), &r.id))
+                    })
+                    .unwrap_or_default()
+            })
+            .into_any(),
     ])
 }
 
@@ -99,7 +115,12 @@ pub(super) fn run_controls() -> AnyView {
     let runs = use_runs();
     let state = move || runs.run.with(|r| r.as_ref().map(|r| r.state));
     let kind = move || runs.run.with(|r| r.as_ref().map(|r| r.kind));
-    let can_pause = move || state() == Some(ExecutionState::Running);
+    let can_pause = move || {
+        matches!(
+            state(),
+            Some(ExecutionState::Running | ExecutionState::Waiting)
+        )
+    };
     let can_cancel = move || state().is_some_and(|s| !s.is_terminal());
     elc("DIV", "row wrap controls")
         .attr("role", "group")

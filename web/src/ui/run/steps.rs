@@ -40,7 +40,15 @@ pub(super) fn step_detail() -> AnyView {
                     Some((key, s, kind)) => fragment(vec![
                         detail_head(&key, &s),
                         detail_figures(&s, kind),
+                        decision(&key, &s),
+                        items(&s),
                         attempts(&s),
+                        live_box(
+                            s.live
+                                .as_ref()
+                                .filter(|_| s.state == StepState::Running)
+                                .map(|l| l.tail()),
+                        ),
                         io_section("Prompt", "step-prompt", s.prompt.clone(), false),
                         io_section("Output", "step-output", s.output_text(), s.is_json()),
                         opt(s.error.clone().map(|e| {
@@ -94,6 +102,7 @@ fn detail_figures(s: &StepView, kind: RunKind) -> AnyView {
         (None, RunKind::Server) => "not reported".into(),
     };
     let who = match (&s.provider, &s.model) {
+        _ if s.cached() => "cache (cached answer: no call, cost $0)".into(),
         (Some(p), Some(m)) => format!("{p} · {m}"),
         (Some(p), None) => p.clone(),
         (None, Some(m)) => m.clone(),
@@ -115,6 +124,80 @@ fn detail_figures(s: &StepView, kind: RunKind) -> AnyView {
         .into_any()
 }
 
+/// An approval step: its request and, while it waits, Approve and Reject with
+/// an optional comment (a dry run's executor or the server decides).
+fn decision(key: &str, s: &StepView) -> AnyView {
+    let Some(request) = s.request.clone() else {
+        return nothing();
+    };
+    if s.state != StepState::Waiting {
+        return io_section("Request", "decision-request", Some(request), false);
+    }
+    let runs = use_runs();
+    let comment = std::rc::Rc::new(std::cell::RefCell::new(String::new()));
+    let button = |approve: bool| {
+        let (key, comment) = (key.to_owned(), comment.clone());
+        elc("BUTTON", if approve { "primary" } else { "danger" })
+            .attr("type", "button")
+            .attr("data-testid", if approve { "approve" } else { "reject" })
+            .on_click(move |_| {
+                let c = comment.borrow().trim().to_owned();
+                runs.decide(key.clone(), approve, (!c.is_empty()).then_some(c));
+            })
+            .text(if approve { "Approve" } else { "Reject" })
+    };
+    let typed = comment.clone();
+    elc("SECTION", "decision")
+        .attr("data-testid", "decision")
+        .attr("aria-label", "Waiting for a decision")
+        .child(el("H4").text("Waiting for a decision"))
+        .child(
+            elc("PRE", "io")
+                .attr("data-testid", "decision-request")
+                .string(request),
+        )
+        .child(
+            elc("LABEL", "stack").text("Comment (optional)").child(
+                el("TEXTAREA")
+                    .attr("rows", "2")
+                    .attr("data-testid", "decision-comment")
+                    .on(leptos::ev::change, move |e| {
+                        let t: web_sys::HtmlTextAreaElement = crate::ui::toolbar::event_target(&e);
+                        *typed.borrow_mut() = t.value();
+                    }),
+            ),
+        )
+        .child(elc("DIV", "row").child(button(true)).child(button(false)))
+        .into_any()
+}
+
+/// A forEach step: its progress and each item's result (or error).
+fn items(s: &StepView) -> AnyView {
+    let Some(i) = &s.items else {
+        return nothing();
+    };
+    let mut list = elc("OL", "items")
+        .attr("data-testid", "step-items")
+        .attr("start", "0");
+    for (n, (state, text)) in s.item_rows().into_iter().enumerate() {
+        list = list.child(
+            el("LI")
+                .attr_string("data-item", n.to_string())
+                .attr("data-state", state.as_str())
+                .child(el("SPAN").attr_string("class", format!("dot state-{}", state.as_str())))
+                .text(" ")
+                .child(elc("PRE", "io small").string(text)),
+        );
+    }
+    fragment(vec![
+        el("H4")
+            .attr("data-testid", "step-items-progress")
+            .string(format!("Items: {} of {} done", i.completed, i.total))
+            .into_any(),
+        list.into_any(),
+    ])
+}
+
 fn outcome_text(a: &AttemptView) -> (&'static str, String) {
     match &a.outcome {
         Outcome::Running => ("running", "running".into()),
@@ -126,7 +209,8 @@ fn outcome_text(a: &AttemptView) -> (&'static str, String) {
 }
 
 fn attempts(s: &StepView) -> AnyView {
-    if s.attempts.is_empty() {
+    // An approval has no provider attempts (a server counts its wait as one).
+    if s.attempts.is_empty() || s.request.is_some() {
         return nothing();
     }
     let rows: Vec<AnyView> = s
@@ -164,6 +248,20 @@ fn attempts(s: &StepView) -> AnyView {
         )
         .child(body)
         .into_any()
+}
+
+/// A running attempt's latest lines as they stream in: a small monospace box,
+/// not announced to screen readers (it changes many times a second).
+fn live_box(tail: Option<String>) -> AnyView {
+    match tail.filter(|t| !t.is_empty()) {
+        None => nothing(),
+        Some(t) => elc("PRE", "io live")
+            .attr("data-testid", "live-text")
+            .attr("aria-live", "off")
+            .attr("aria-label", "Answer so far")
+            .string(t)
+            .into_any(),
+    }
 }
 
 fn io_section(
@@ -206,6 +304,7 @@ pub(super) fn steps_list() -> AnyView {
                                 s.latency_ms,
                                 s.usage.tokens_in + s.usage.tokens_out,
                                 s.attempt,
+                                s.cached(),
                             )
                         })
                         .collect::<Vec<_>>()
@@ -223,11 +322,12 @@ pub(super) fn steps_list() -> AnyView {
                     steps
                         .get()
                         .into_iter()
-                        .map(|(key, state, ms, tokens, attempt)| {
+                        .map(|(key, state, ms, tokens, attempt, cached)| {
                             let id = format!(
-                                "{key}\u{0}{state:?}\u{0}{ms:?}\u{0}{tokens}\u{0}{attempt}"
+                                "{key}\u{0}{state:?}\u{0}{ms:?}\u{0}{tokens}\u{0}{attempt}\u{0}{cached}"
                             );
-                            Keyed::new(id, move || step_row(d, key, state, ms, tokens, attempt))
+                            let facts = Facts { state, ms, tokens, attempt, cached };
+                            Keyed::new(id, move || step_row(d, key, facts))
                         })
                         .collect()
                 })),
@@ -235,16 +335,46 @@ pub(super) fn steps_list() -> AnyView {
         .into_any()
 }
 
-fn step_row(
-    d: crate::editing::Editor,
-    key: String,
+/// What a step row shows besides its key.
+#[derive(Clone, Copy)]
+struct Facts {
     state: StepState,
     ms: Option<u64>,
     tokens: u64,
     attempt: u32,
-) -> AnyView {
+    cached: bool,
+}
+
+fn step_row(d: crate::editing::Editor, key: String, f: Facts) -> AnyView {
+    let Facts {
+        state,
+        ms,
+        tokens,
+        attempt,
+        cached,
+    } = f;
     let k = key.clone();
     let k2 = key.clone();
+    let k3 = key.clone();
+    let runs = use_runs();
+    let live = move || {
+        runs.run.with(|r| {
+            let s = r.as_ref().and_then(|r| r.step(&k3))?;
+            let l = s.live.as_ref().filter(|_| s.state == StepState::Running)?;
+            Some(l.tail())
+        })
+    };
+    let k4 = key.clone();
+    let waiting = move || {
+        runs.run.with(|r| {
+            let s = r.as_ref().and_then(|r| r.step(&k4))?;
+            let w = s
+                .waiting_for
+                .as_ref()
+                .filter(|_| s.state == StepState::Running)?;
+            Some(format!("waiting for {w}"))
+        })
+    };
     let mut facts = vec![state.as_str().replace('-', " ")];
     if let Some(ms) = ms {
         facts.push(duration(ms));
@@ -277,7 +407,29 @@ fn step_row(
                 .on_click(move |_| d.selected.set(Some(k.clone())))
                 .child(el("SPAN").attr_string("class", format!("dot state-{}", state.as_str())))
                 .child(elc("SPAN", "key").string(key))
-                .child(elc("SPAN", "muted small").string(facts.join(" · "))),
+                .child(elc("SPAN", "muted small").string(facts.join(" · ")))
+                .view(opt(cached.then(|| {
+                    elc("SPAN", "badge cached")
+                        .attr("data-testid", "cached")
+                        .attr(
+                            "title",
+                            "Answered from the response cache: no call, cost $0",
+                        )
+                        .text("cached")
+                })))
+                // Empty unless the running attempt waits for a provider's capacity.
+                .child(
+                    elc("SPAN", "muted small")
+                        .attr("data-testid", "step-waiting")
+                        .text_dyn(move || waiting().unwrap_or_default()),
+                ),
+        )
+        // Empty (hidden) unless the step is running and text has arrived.
+        .child(
+            elc("PRE", "io live")
+                .attr("data-testid", "live-text")
+                .attr("aria-live", "off")
+                .text_dyn(move || live().unwrap_or_default()),
         );
     row.into_any()
 }

@@ -1,0 +1,208 @@
+//! Budgets: what a run may spend (`config.budget`, or the run's own), what it
+//! has spent, and the check before each provider attempt.
+//!
+//! The driver reports what each answer cost ([`Execution::charge`], with the
+//! answer's event) and what a step's attempt can cost at most
+//! ([`Execution::set_rates`]: the price table's rates for the step's model and
+//! its longest answer). Before an attempt starts, the executor adds what was
+//! spent, the worst case of the attempts in flight and the worst case of this
+//! one; when that would exceed the budget, the run pauses (reason `budget: …`)
+//! instead of starting it. Raising the budget ([`Execution::set_budget`]) and
+//! resuming goes on from there. What was spent is part of the checkpoint, so
+//! a restored run does not spend its budget twice.
+
+use super::{ExecError, Execution};
+use crate::model::Budget;
+use crate::state::ExecutionState;
+use serde::{Deserialize, Serialize};
+
+/// The longest answer assumed when the driver gave no rate for a step (the
+/// server's default `max_tokens`).
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// Money and tokens (in and out).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spend {
+    #[serde(default)]
+    pub usd: f64,
+    #[serde(default)]
+    pub tokens: u64,
+}
+
+impl Spend {
+    pub fn is_zero(&self) -> bool {
+        self.usd == 0.0 && self.tokens == 0
+    }
+
+    fn plus(self, o: Spend) -> Spend {
+        Spend {
+            usd: self.usd + o.usd,
+            tokens: self.tokens.saturating_add(o.tokens),
+        }
+    }
+}
+
+/// What an attempt of one step can cost at most, from the driver's price table.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Rate {
+    /// USD per input token and per output token (the dearest provider the
+    /// attempt may reach); `None` when the model has no price.
+    pub usd_per_token: Option<(f64, f64)>,
+    /// The longest answer, in tokens.
+    pub max_tokens: u32,
+    /// Tokens sent with every prompt (the system prompt), estimated.
+    pub fixed_tokens: u64,
+}
+
+/// Tokens a prompt of `bytes` bytes can take at most, estimated: one per two
+/// bytes, rounded up (tokenizers average three to four characters a token).
+pub fn prompt_tokens(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(2)
+}
+
+impl Execution {
+    /// The run's budget: its own where set, else `config.budget`.
+    pub fn budget(&self) -> Budget {
+        self.plan
+            .workflow
+            .config
+            .budget
+            .unwrap_or_default()
+            .or(self.budget)
+    }
+
+    /// Give the run its own budget: each limit set replaces the one before
+    /// (the file's, or one given earlier).
+    pub fn set_budget(&mut self, budget: Budget) {
+        self.budget = self.budget.or(budget);
+    }
+
+    /// The limits given with [`Execution::set_budget`] (not the file's).
+    pub fn own_budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// What the run has spent (answers reported with [`Execution::charge`]).
+    pub fn spent(&self) -> Spend {
+        self.spent
+    }
+
+    /// The worst case of each step's attempts, by step (the driver's price
+    /// table); a step without one is priced unknown with [`DEFAULT_MAX_TOKENS`].
+    pub fn set_rates(&mut self, rate: &dyn Fn(&crate::model::Step) -> Rate) {
+        self.rates = self.plan.workflow.steps.iter().map(rate).collect();
+    }
+
+    /// Record what the answer of `(key, attempt)` cost; call it before feeding
+    /// the answer's event, for answers that failed too (tokens were used).
+    pub fn charge(&mut self, key: &str, attempt: u32, spend: Spend) {
+        let i = self.plan.index_of(key);
+        self.reserved
+            .retain(|&(s, a, _)| Some(s) != i || a != attempt);
+        self.spent = self.spent.plus(spend);
+    }
+
+    /// The worst case of an attempt of step `i` with `prompt`.
+    fn worst_case(&self, i: usize, prompt: &str) -> (Spend, Option<String>) {
+        let step = &self.plan.workflow.steps[i];
+        let rate = self.rates.get(i).copied().unwrap_or(Rate {
+            usd_per_token: None,
+            max_tokens: step.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+            fixed_tokens: 0,
+        });
+        let tokens_in = prompt_tokens(prompt.len())
+            + rate.fixed_tokens
+            + step.system.as_deref().map_or(0, |s| prompt_tokens(s.len()));
+        let tokens_out = u64::from(rate.max_tokens);
+        let (usd, unpriced) = match rate.usd_per_token {
+            Some((p_in, p_out)) => (tokens_in as f64 * p_in + tokens_out as f64 * p_out, None),
+            None => (0.0, Some(step.key.clone())),
+        };
+        let spend = Spend {
+            usd,
+            tokens: tokens_in + tokens_out,
+        };
+        (spend, unpriced)
+    }
+
+    /// May an attempt of step `i` with `prompt` start within the budget? If
+    /// so, its worst case is held until its answer is charged. If it fits only
+    /// once attempts in flight settle, it waits for them (`false`, and the
+    /// scheduler stops for now); if it does not fit at all, the run pauses
+    /// with the reason (`false`).
+    pub(super) fn within_budget(
+        &mut self,
+        i: usize,
+        prompt: &str,
+        now: u64,
+    ) -> Result<bool, ExecError> {
+        let budget = self.budget();
+        if budget.is_unlimited() {
+            return Ok(true);
+        }
+        let (worst, unpriced) = self.worst_case(i, prompt);
+        // Attempts in flight may still spend up to their worst case.
+        let live: Vec<(usize, u32, Spend)> = self
+            .reserved
+            .iter()
+            .copied()
+            .filter(|&(s, a, _)| self.attempt_in_flight(s, a))
+            .collect();
+        self.reserved = live;
+        let held = self
+            .reserved
+            .iter()
+            .fold(Spend::default(), |acc, r| acc.plus(r.2));
+        let alone = self.spent.plus(worst);
+        let total = alone.plus(held);
+        let over = |t: Spend| {
+            budget.usd.is_some_and(|l| t.usd > l) || budget.tokens.is_some_and(|l| t.tokens > l)
+        };
+        let key = &self.plan.workflow.steps[i].key;
+        let why = match (budget.usd, budget.tokens, unpriced) {
+            (Some(_), _, Some(_)) => Some(format!(
+                "budget: step `{key}` uses a model without a price, so its cost cannot be bounded; add its price to the agents file's [prices] or set only a token budget"
+            )),
+            (Some(limit), _, None) if alone.usd > limit => Some(format!(
+                "budget: the next attempt of `{key}` may cost up to ${:.6}; with ${:.6} spent that would pass the budget of ${limit:.6}; raise it to continue",
+                worst.usd, self.spent.usd
+            )),
+            (_, Some(limit), _) if alone.tokens > limit => Some(format!(
+                "budget: the next attempt of `{key}` may use up to {} tokens; with {} used that would pass the budget of {limit} tokens; raise it to continue",
+                worst.tokens, self.spent.tokens
+            )),
+            _ => None,
+        };
+        if let Some(reason) = why {
+            self.pause_for_budget(now, reason)?;
+            return Ok(false);
+        }
+        if over(total) {
+            // It fits once what is in flight has answered.
+            self.budget_wait = true;
+            return Ok(false);
+        }
+        let attempt = self.steps[i].attempt.saturating_add(1);
+        self.reserved.push((i, attempt, worst));
+        Ok(true)
+    }
+
+    /// Is attempt `attempt` of step `i` (or of one of its items) in flight?
+    fn attempt_in_flight(&self, i: usize, attempt: u32) -> bool {
+        let key = &self.plan.workflow.steps[i].key;
+        self.attempt_slot(key, attempt, self.plan.workflow.steps[i].kind)
+            .is_ok()
+    }
+
+    fn pause_for_budget(&mut self, now: u64, reason: String) -> Result<(), ExecError> {
+        if self.state != ExecutionState::Running {
+            return Ok(());
+        }
+        self.accumulate_active(now);
+        self.set_state(ExecutionState::Paused, now, Some(reason.clone()))?;
+        self.reason = Some(reason);
+        self.pause_settled = false;
+        Ok(())
+    }
+}
