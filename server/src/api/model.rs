@@ -581,7 +581,8 @@ pub struct StartStored {
     /// The run's own budget, over the file's `config.budget`.
     #[serde(default)]
     pub budget: Option<BudgetBody>,
-    /// Steps without their own `cache` answer from the response cache.
+    /// Steps without their own `cache` answer from the response cache (in
+    /// the run's sub-workflows too).
     #[serde(default)]
     pub cache: bool,
 }
@@ -667,7 +668,8 @@ pub struct StartText {
     /// The run's own budget, over the file's `config.budget`.
     #[serde(default)]
     pub budget: Option<BudgetBody>,
-    /// Steps without their own `cache` answer from the response cache.
+    /// Steps without their own `cache` answer from the response cache (in
+    /// the run's sub-workflows too).
     #[serde(default)]
     pub cache: bool,
 }

@@ -4,6 +4,7 @@
 //! 1 failure (invalid workflow, failed run, refused request); 2 usage error or
 //! unreadable file; 3 paused or interrupted (resumable); 4 cancelled.
 
+mod follow;
 mod progress;
 
 use crate::api::{self, AppState};
@@ -208,7 +209,7 @@ enum WorkflowCommand {
         #[command(flatten)]
         budget: BudgetArgs,
         /// Answer from the response cache where an identical call was made
-        /// before (steps without their own `cache`).
+        /// before (steps without their own `cache`, in sub-workflows too).
         #[arg(long)]
         cache: bool,
         /// Print the running steps' text whole as it arrives, under a line
@@ -364,6 +365,7 @@ pub fn main() -> i32 {
         }
     };
     init_logging(matches!(cli.command, Command::Serve(_)));
+    follow::remember(cli.global.db.as_deref(), cli.global.agents.as_deref());
     // Commands that need no database or runtime.
     if let Command::Workflow(cmd) = &cli.command {
         match cmd {
@@ -675,7 +677,8 @@ async fn serve(g: &Global, args: ServeArgs) -> Result<i32> {
         async move {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!(
-                "shutting down: pausing running executions (resume them with `ax workflow resume ID`)"
+                "shutting down: pausing running executions (resume them with `{ax} workflow resume ID`)",
+                ax = follow::ax()
             );
             engine.pause_all().await;
             // Event streams (a browser watching a run) end once they have
@@ -868,7 +871,10 @@ async fn resolve_id(engine: &Engine, given: &str) -> Result<String> {
     let found = engine.store().find_execution_ids(given).await?;
     match found.as_slice() {
         [one] => Ok(one.clone()),
-        [] => bail!("no execution matches `{given}`; `ax workflow list` shows them"),
+        [] => bail!(
+            "no execution matches `{given}`; `{ax} workflow list` shows them",
+            ax = follow::ax()
+        ),
         many if many.iter().any(|m| m == given) => Ok(given.to_owned()),
         _ => bail!("`{given}` matches several executions; give more characters"),
     }
@@ -962,7 +968,10 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
                 }
                 Format::Text => {
                     if rows.is_empty() {
-                        println!("no executions yet; start one with `ax workflow run FILE`");
+                        println!(
+                            "no executions yet; start one with `{ax} workflow run FILE`",
+                            ax = follow::ax()
+                        );
                     }
                     for e in rows {
                         let parent = e
@@ -1020,8 +1029,9 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
                 fmt.format,
                 &rec,
                 &format!(
-                    "pause requested for {id}; it is {}; resume with `ax workflow resume {id}`",
-                    rec.state
+                    "pause requested for {id}; it is {}; resume with `{ax} workflow resume {id}`",
+                    rec.state,
+                    ax = follow::ax(),
                 ),
             );
             Ok(EXIT_OK)
@@ -1126,7 +1136,8 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
                 && rows.is_empty()
             {
                 bail!(
-                    "no workflow is named `{w}` or has that id; `ax workflow stats` lists them all"
+                    "no workflow is named `{w}` or has that id; `{ax} workflow stats` lists them all",
+                    ax = follow::ax()
                 );
             }
             match fmt.format {
@@ -1379,9 +1390,9 @@ async fn print_waiting_children(engine: &Engine, id: &str) -> Result<()> {
             let step = c.parent.as_ref().map_or("", |p| p.step.as_str());
             let steps = engine.store().execution_steps(&c.id, false).await?;
             for s in steps.iter().filter(|s| s.state == "waiting") {
+                let (ax, child, key) = (follow::ax(), &c.id, &s.key);
                 eprintln!(
-                    "its sub-workflow run {} (step `{step}`) waits for a decision on `{}`: `ax workflow approve {} {}` or `ax workflow reject {} {} --comment …`",
-                    c.id, s.key, c.id, s.key, c.id, s.key
+                    "its sub-workflow run {child} (step `{step}`) waits for a decision on `{key}`: `{ax} workflow approve {child} {key}` or `{ax} workflow reject {child} {key} --comment …`"
                 );
             }
             queue.push(c.id);
@@ -1427,7 +1438,8 @@ async fn report_started(engine: &Engine, id: &str, format: Format) -> Result<i32
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&rec)?),
         Format::Text => println!(
-            "{id}  started in the background; follow it with `ax workflow events {id} --follow`"
+            "{id}  started in the background; follow it with `{ax} workflow events {id} --follow`",
+            ax = follow::ax()
         ),
     }
     Ok(EXIT_OK)
@@ -1501,7 +1513,7 @@ async fn follow_run_with(
                     if interrupts == 1 { "pausing: in-flight steps finish first (Ctrl-C again to stop them now)" } else { "pausing now: aborting in-flight steps" }
                 );
                 if interrupts > 2 {
-                    eprintln!("leaving now; the execution shows as interrupted and `ax workflow resume {id}` continues it");
+                    eprintln!("leaving now; the execution shows as interrupted and `{ax} workflow resume {id}` continues it", ax = follow::ax());
                     std::process::exit(EXIT_PAUSED);
                 }
                 if let Err(e) = engine.control(id, control).await {
@@ -1535,20 +1547,22 @@ async fn follow_run_with(
             .is_some_and(|r| r.starts_with("budget:"))
         {
             eprintln!(
-                "execution {id} paused at its budget; raise it and go on with `ax workflow resume {id} --budget-usd N` (or --budget-tokens N)"
+                "execution {id} paused at its budget; raise it and go on with `{ax} workflow resume {id} --budget-usd N` (or --budget-tokens N)",
+                ax = follow::ax()
             );
         } else {
             eprintln!(
-                "execution {id} is {}; resume it with `ax workflow resume {id}`",
-                rec.state
+                "execution {id} is {}; resume it with `{ax} workflow resume {id}`",
+                rec.state,
+                ax = follow::ax(),
             );
         }
     }
     if end.state == ExecutionState::Waiting {
         for s in steps.iter().filter(|s| s.state == "waiting") {
+            let (ax, key) = (follow::ax(), &s.key);
             eprintln!(
-                "execution {id} waits for a decision on `{}`: `ax workflow approve {id} {}` or `ax workflow reject {id} {} --comment …`",
-                s.key, s.key, s.key
+                "execution {id} waits for a decision on `{key}`: `{ax} workflow approve {id} {key}` or `{ax} workflow reject {id} {key} --comment …`"
             );
         }
         print_waiting_children(engine, id).await?;

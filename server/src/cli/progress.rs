@@ -387,10 +387,12 @@ impl Display {
                             self.line(format!("      {l}"));
                         }
                         self.line(format!(
-                            "      approve: ax workflow approve {id} {key} [--comment TEXT] [--data JSON]"
+                            "      approve: {ax} workflow approve {id} {key} [--comment TEXT] [--data JSON]",
+                            ax = super::follow::ax()
                         ));
                         self.line(format!(
-                            "      reject:  ax workflow reject {id} {key} --comment TEXT"
+                            "      reject:  {ax} workflow reject {id} {key} --comment TEXT",
+                            ax = super::follow::ax()
                         ));
                     }
                     "pending" => {

@@ -176,7 +176,8 @@ impl Engine {
             return Ok(existing.id);
         }
         // A parent cancelled meanwhile wants no child.
-        let state = self.execution(&parent.id).await?.state();
+        let parent_rec = self.execution(&parent.id).await?;
+        let state = parent_rec.state();
         if state.is_terminal() {
             return Err(EngineError::Conflict(format!(
                 "its parent execution {} is {state}",
@@ -198,7 +199,12 @@ impl Engine {
                 inputs,
                 true,
                 Some(parent.clone()),
-                RunOptions::default(),
+                // The run's `--cache` reaches its children; budgets are each
+                // workflow's own (its file's `config.budget`).
+                RunOptions {
+                    cache: parent_rec.cache,
+                    ..RunOptions::default()
+                },
             )
             .await?;
         let lease = lease.ok_or_else(|| EngineError::Internal(anyhow!("no lease was granted")))?;

@@ -73,6 +73,15 @@ impl Env {
             .arg(self.dir.path().join("agents.toml"));
         c
     }
+    /// How the commands ax prints for this environment start: with its
+    /// `--db` and `--agents`, so that they can be copied as they are.
+    fn ax(&self) -> String {
+        format!(
+            "ax --db {} --agents {}",
+            self.db().to_string_lossy(),
+            self.dir.path().join("agents.toml").display()
+        )
+    }
     fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("runs ax")
     }
@@ -461,7 +470,7 @@ fn pause_and_cancel_from_another_process(b: Backend) {
         let _ = e.read_to_string(&mut stderr);
     }
     assert!(
-        stderr.contains(&format!("ax workflow resume {id}")),
+        stderr.contains(&format!("{} workflow resume {id}", env.ax())),
         "{stderr}"
     );
     let s = env.json(&["workflow", "status", &id, "--format", "json"]);
@@ -843,7 +852,7 @@ fn approve_from_another_process(b: Backend) {
     assert_eq!(code, Some(0), "{stdout}");
     assert!(stdout.contains("sign-off"), "{stdout}");
     assert!(
-        stdout.contains(&format!("ax workflow approve {id} sign-off")),
+        stdout.contains(&format!("{} workflow approve {id} sign-off", env.ax())),
         "{stdout}"
     );
     let s = env.json(&["workflow", "status", &id, "--format", "json"]);
@@ -933,7 +942,8 @@ fn a_child_s_approval_from_another_process(b: Backend) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains(&format!(
-            "its sub-workflow run {child} (step `sub`) waits for a decision on `ok`: `ax workflow approve {child} ok`"
+            "its sub-workflow run {child} (step `sub`) waits for a decision on `ok`: `{ax} workflow approve {child} ok`",
+            ax = env.ax()
         )),
         "{stderr}\n{}",
         String::from_utf8_lossy(&out.stdout)

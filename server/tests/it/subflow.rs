@@ -7,7 +7,7 @@ use super::common::{
 };
 use ax_core::ExecutionState;
 use ax_server::api::{Access, AppState, app};
-use ax_server::engine::{Decision, EngineError};
+use ax_server::engine::{Decision, EngineError, RunOptions};
 use ax_server::store::{self, Control};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -452,6 +452,45 @@ async fn sub_workflows_over_http(b: Backend) {
     assert!(run.get("parent").is_none(), "{run}");
 }
 
+/// A run started with `--cache` (the run's option) passes it to its children:
+/// a second such run answers the child's step from the cache too.
+async fn a_cached_run_s_children_use_the_cache(b: Backend) {
+    let t = engine(b).await;
+    store_child(&t, CHILD).await;
+    let wf = t
+        .engine
+        .create_workflow(PARENT.to_owned(), Some("main.yaml".into()))
+        .await
+        .expect("valid workflow");
+    let cached = RunOptions {
+        cache: true,
+        ..RunOptions::default()
+    };
+    for run in 0..2 {
+        let (rec, handle) = t
+            .engine
+            .start_with(&wf.id, BTreeMap::new(), cached)
+            .await
+            .expect("starts");
+        let end = handle.await.expect("runner");
+        assert_eq!(
+            end.state,
+            ExecutionState::Completed,
+            "run {run}: {:?}",
+            end.reason
+        );
+        let children = t.engine.children(&rec.id).await.expect("children");
+        assert_eq!(children.len(), 1, "run {run}");
+        assert!(children[0].cache, "run {run}: the child runs with --cache");
+    }
+    assert_eq!(
+        t.fake.calls_exact("sum about rust"),
+        1,
+        "the second run's child is answered from the cache"
+    );
+    assert_eq!(t.fake.calls(), 2, "one call per step, over both runs");
+}
+
 crate::on_both_backends!(
     a_child_s_outputs_are_the_step_s_result,
     a_failed_child_fails_the_step,
@@ -462,6 +501,7 @@ crate::on_both_backends!(
     for_each_runs_one_child_per_item,
     sub_workflows_over_http,
     a_missing_child_is_a_validation_error_with_its_position,
+    a_cached_run_s_children_use_the_cache,
 );
 
 async fn start(
