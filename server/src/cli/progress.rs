@@ -1,6 +1,7 @@
 //! Terminal output: live progress of a run, status tables, events.
 
 use crate::engine::{Engine, StepDelta};
+pub use crate::store::format_time;
 use crate::store::{self, EventRecord, ExecutionRecord, StepRecord};
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -493,30 +494,6 @@ pub fn format_bytes(b: u64) -> String {
     } else {
         format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
     }
-}
-
-/// UTC `YYYY-MM-DD HH:MM:SSZ`.
-pub fn format_time(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
 }
 
 pub fn print_status(rec: &ExecutionRecord, steps: &[StepRecord]) {

@@ -73,8 +73,10 @@ fn answer(hit: CachedAnswer, sink: Option<TextSink>) -> CallOutcome {
         sink.send(0, &hit.output);
     }
     let note = format!(
-        "answered from the response cache ({} / {} answered it at {} ms since the epoch)",
-        hit.provider, hit.model, hit.created_at
+        "answered from the response cache (first answered by {} / {} at {})",
+        hit.provider,
+        hit.model,
+        crate::store::format_time(hit.created_at)
     );
     CallOutcome {
         result: Ok(Completion {

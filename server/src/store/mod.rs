@@ -459,6 +459,30 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Epoch milliseconds as UTC `YYYY-MM-DD HH:MM:SSZ`.
+pub fn format_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
 /// The default SQLite file: in the user's data directory.
 pub fn default_db_path() -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
@@ -472,6 +496,14 @@ pub fn default_db_path() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_utc_dates() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(format_time(1_709_164_800_000), "2024-02-29 00:00:00Z");
+        assert_eq!(format_time(1_796_226_671_266), "2026-12-02 15:51:11Z");
+        assert_eq!(format_time(4_102_444_799_999), "2099-12-31 23:59:59Z");
+    }
 
     #[test]
     fn targets() {

@@ -241,6 +241,16 @@ async fn a_second_run_is_answered_from_the_cache(b: Backend) {
     let ev = events(&t, &second).await;
     assert!(ev.iter().any(|e| e.state.as_deref() == Some("completed")
         && e.data.as_ref().is_some_and(|d| d["cached"] == true)));
+    // A log line says which provider first gave the answer, and when (UTC).
+    let note = ev
+        .iter()
+        .filter_map(|e| e.message.as_deref())
+        .find(|m| m.starts_with("answered from the response cache"))
+        .expect("a note about the cache");
+    assert!(
+        note.contains("(first answered by fake / fake-1 at 20") && note.ends_with("Z)"),
+        "{note}"
+    );
     // Another prompt, another model: misses (b's prompt changes with a's answer).
     let other = CACHED.replace("prompt: \"first\"", "prompt: \"first!\"");
     start(&t, &other, RunOptions::default()).await;
