@@ -121,6 +121,9 @@ pub enum Event {
         key: String,
         attempt: u32,
         result: Value,
+        /// What the child (with its own children) spent: charged to this run.
+        #[serde(default, skip_serializing_if = "Spend::is_zero")]
+        spent: Spend,
     },
     /// A child execution failed or was cancelled (see [`Execution::outcome`]).
     #[serde(rename_all = "camelCase")]
@@ -128,6 +131,18 @@ pub enum Event {
         key: String,
         attempt: u32,
         error: StepError,
+        #[serde(default, skip_serializing_if = "Spend::is_zero")]
+        spent: Spend,
+    },
+    /// A child execution paused because it reached the budget this run gave
+    /// it (what was left of this run's budget when it started): this run
+    /// pauses for its budget too.
+    #[serde(rename_all = "camelCase")]
+    ChildOutOfBudget {
+        key: String,
+        attempt: u32,
+        /// The child's own reason.
+        reason: String,
     },
     /// Begin running (from idle).
     Start,
@@ -216,6 +231,10 @@ pub struct StartChild {
     /// For a `forEach` step: the item (0-based) this child is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item: Option<u32>,
+    /// When this run has a budget: what the child may spend (what was left of
+    /// this run's budget; the child's own `config.budget` where that is lower).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 /// What the driver must record or do.
@@ -296,6 +315,15 @@ pub enum Action {
         key: String,
         attempt: u32,
         control: ChildControl,
+    },
+    /// Effect: give the child of `(key, attempt)` this budget (this run's
+    /// budget was raised while the child was in flight: it gets what is left
+    /// now). Comes before the `ControlChild` that resumes it.
+    #[serde(rename_all = "camelCase")]
+    BudgetChild {
+        key: String,
+        attempt: u32,
+        budget: Budget,
     },
     /// Effect: send `Tick` at (or after) this time.
     #[serde(rename_all = "camelCase")]
@@ -444,7 +472,7 @@ enum Slot {
 }
 
 /// A child execution in flight, as its parent knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChildLink {
     /// The child execution's id, once the driver reported it (`ChildStarted`).
@@ -453,6 +481,10 @@ pub struct ChildLink {
     /// The child waits for a decision (`ChildWaiting`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub waiting: bool,
+    /// What of this run's budget is held for the child until it ends (the
+    /// budget it was given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Spend>,
 }
 
 /// A run of a [`Plan`].
@@ -764,12 +796,19 @@ impl Execution {
                 key,
                 attempt,
                 result,
-            } => self.child_completed(&key, attempt, result, now),
+                spent,
+            } => self.child_completed(&key, attempt, result, spent, now),
             Event::ChildFailed {
                 key,
                 attempt,
                 error,
-            } => self.child_failed(&key, attempt, error, now),
+                spent,
+            } => self.child_failed(&key, attempt, error, spent, now),
+            Event::ChildOutOfBudget {
+                key,
+                attempt,
+                reason,
+            } => self.child_out_of_budget(&key, attempt, &reason, now),
             Event::Tick => Ok(()),
             Event::Pause { immediate } => {
                 match self.state {
@@ -815,6 +854,7 @@ impl Execution {
                 if from == ExecutionState::Failed {
                     self.reset_failures(now)?;
                 }
+                self.rebudget_children();
                 self.control_children(ChildControl::Resume);
                 Ok(())
             }

@@ -8,7 +8,7 @@
 //! its sub-workflows, in one virtual clock.
 
 use crate::exec::{
-    Action, ChildControl, Event, ExecError, Execution, StartChild, StartStep, StepError,
+    Action, ChildControl, Event, ExecError, Execution, Spend, StartChild, StartStep, StepError,
 };
 use crate::plan::Plan;
 use crate::state::ExecutionState;
@@ -298,11 +298,13 @@ impl<F: FnMut(&StartStep) -> Reply> Simulator<F> {
                         key,
                         attempt,
                         result,
+                        spent: Spend::default(),
                     },
                     Outcome::Child(Err(error)) => Event::ChildFailed {
                         key,
                         attempt,
                         error,
+                        spent: Spend::default(),
                     },
                 };
                 match self.feed(ev) {
@@ -421,16 +423,19 @@ impl<'f> TreeSimulator<'f> {
         let Some((p, key, attempt)) = self.runs[r].parent.clone() else {
             return Ok(());
         };
+        let spent = self.runs[r].exec.spent();
         let event = match self.runs[r].exec.outcome() {
             Some(Ok(result)) => Event::ChildCompleted {
                 key,
                 attempt,
                 result,
+                spent,
             },
             Some(Err(error)) => Event::ChildFailed {
                 key,
                 attempt,
                 error,
+                spent,
             },
             None => Event::ChildWaiting {
                 key,
@@ -532,6 +537,7 @@ impl<'f> TreeSimulator<'f> {
             key: c.key.clone(),
             attempt: c.attempt,
             error: StepError::new(crate::ErrorClass::Unavailable, message),
+            spent: Spend::default(),
         };
         let Some(sub) = sub else {
             let e = fail(format!(

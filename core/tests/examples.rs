@@ -457,11 +457,13 @@ fn drive(out: &mut Outcome, s: &Scenario, prefix: &str) {
                         key: c.key,
                         attempt: c.attempt,
                         result,
+                        spent: Default::default(),
                     },
                     Some(Err(error)) => Event::ChildFailed {
                         key: c.key,
                         attempt: c.attempt,
                         error,
+                        spent: Default::default(),
                     },
                     None => panic!("{label}: the child did not end"),
                 };

@@ -320,6 +320,7 @@ impl Driver {
                     key,
                     attempt,
                     result: json!({"r": attempt}),
+                    spent: Default::default(),
                 }
             }
             Op::ChildFail(slot) => {
@@ -330,6 +331,7 @@ impl Driver {
                     key,
                     attempt,
                     error: StepError::new(ErrorClass::ServerError, "child failed"),
+                    spent: Default::default(),
                 }
             }
             Op::ChildWaiting(slot, waiting) => {
@@ -385,6 +387,7 @@ impl Driver {
                         key,
                         attempt,
                         result: json!(null),
+                        spent: Default::default(),
                     },
                     _ => Event::Approve {
                         key,

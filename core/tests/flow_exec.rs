@@ -2,10 +2,12 @@
 //! virtual time; and what checkpoints keep of them.
 
 use ax_core::checkpoint::CheckpointFile;
-use ax_core::exec::{AbortReason, Action, ChildControl, Event, ExecError, Execution, StepError};
+use ax_core::exec::{
+    AbortReason, Action, ChildControl, Event, ExecError, Execution, Spend, StepError,
+};
 use ax_core::sim::{ChildReply, Reply, Simulator, TreeSimulator};
 use ax_core::subworkflow::{DocumentLoader, analyze_tree};
-use ax_core::{Checkpoint, ErrorClass, ExecutionState, Options, Plan, StepState};
+use ax_core::{Budget, Checkpoint, ErrorClass, ExecutionState, Options, Plan, StepState};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -1004,6 +1006,7 @@ steps:
             key: "localize".into(),
             attempt: 1,
             result: json!({"de-DE": "Hallo", "ja-JP": "こんにちは"}),
+            spent: Default::default(),
         },
         20,
     )
@@ -1403,6 +1406,7 @@ fn a_child_failing_while_its_parent_is_interrupted_fails_the_run() {
                 key: "sub".into(),
                 attempt: 1,
                 error: StepError::new(ErrorClass::Auth, "the sub-workflow `c` failed: 401"),
+                spent: Default::default(),
             },
             20,
         )
@@ -1415,4 +1419,155 @@ fn a_child_failing_while_its_parent_is_interrupted_fails_the_run() {
             ..
         }
     )));
+}
+
+// ---- Budgets over children ----
+
+const BUDGETED_PARENT: &str = r#"
+name: budgeted-parent
+config: {budget: {tokens: 100}, parallelism: 4}
+steps:
+  - {key: sub, type: workflow, workflow: ./kid.yaml}
+  - {key: a, agent: x, prompt: aa, maxTokens: 10}
+"#;
+
+fn started_steps(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::StartStep(s) => Some(s.key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A child of a run with a budget runs on what the run has left, held for it
+/// while it runs (a checkpoint keeps the hold); a child that used it up
+/// pauses the run for its budget; raising the budget gives the child what is
+/// left now; what the child spent is charged to the run when it ends.
+#[test]
+fn a_child_runs_on_what_its_parent_has_left() {
+    let mut e = exec(BUDGETED_PARENT);
+    let actions = e.handle(Event::Start, 0).expect("start");
+    let start = actions
+        .iter()
+        .find_map(|a| match a {
+            Action::StartChild(c) => Some(c.clone()),
+            _ => None,
+        })
+        .expect("the child starts");
+    assert_eq!(
+        start.budget,
+        Some(Budget {
+            usd: None,
+            tokens: Some(100)
+        })
+    );
+    // The child holds all that is left: `a` (up to 11 tokens) waits for it.
+    assert!(started_steps(&actions).is_empty(), "{actions:?}");
+    assert_eq!(e.state(), ExecutionState::Running);
+    let mut e = round_trip(&mut e);
+    let held = e.peek_snapshot().steps["sub"]
+        .child
+        .as_ref()
+        .and_then(|c| c.held);
+    assert_eq!(
+        held.map(|h| h.tokens),
+        Some(100),
+        "the hold is checkpointed"
+    );
+    // The child paused at that budget: so does the run.
+    e.handle(
+        Event::ChildOutOfBudget {
+            key: "sub".into(),
+            attempt: 1,
+            reason: "budget: the next attempt of `k` may use up to 120 tokens".into(),
+        },
+        5,
+    )
+    .expect("out of budget");
+    assert_eq!(e.state(), ExecutionState::Paused);
+    let reason = e.reason().unwrap_or("");
+    assert!(
+        reason.starts_with("budget: the sub-workflow of `sub` used what this run had left for it (the next attempt of `k`"),
+        "{reason}"
+    );
+    // Raised: the child gets what is left now, then is resumed.
+    e.set_budget(Budget {
+        usd: None,
+        tokens: Some(300),
+    });
+    let actions = e.handle(Event::Resume, 6).expect("resume");
+    let budget_at = actions.iter().position(|a| {
+        matches!(a, Action::BudgetChild { key, attempt: 1, budget }
+            if key == "sub" && budget.tokens == Some(300) && budget.usd.is_none())
+    });
+    let resume_at = actions.iter().position(|a| {
+        matches!(a, Action::ControlChild { key, control: ChildControl::Resume, .. } if key == "sub")
+    });
+    assert!(
+        matches!((budget_at, resume_at), (Some(b), Some(r)) if b < r),
+        "{actions:?}"
+    );
+    assert!(started_steps(&actions).is_empty(), "`a` still waits");
+    // The child ends having spent 150: charged to the run; `a` fits now.
+    let actions = e
+        .handle(
+            Event::ChildCompleted {
+                key: "sub".into(),
+                attempt: 1,
+                result: json!({"k": "done"}),
+                spent: Spend {
+                    usd: 0.0,
+                    tokens: 150,
+                },
+            },
+            7,
+        )
+        .expect("child done");
+    assert_eq!(started_steps(&actions), ["a"]);
+    assert_eq!(e.spent().tokens, 150);
+}
+
+/// With nothing left and nothing in flight, a child does not start: the run
+/// pauses for its budget, saying so.
+#[test]
+fn a_child_with_nothing_left_pauses_the_run() {
+    let yaml = r#"
+name: spent
+config: {budget: {tokens: 20}}
+steps:
+  - {key: a, agent: x, prompt: aa, maxTokens: 10}
+  - {key: sub, type: workflow, workflow: ./kid.yaml, dependencies: [a]}
+"#;
+    let mut e = exec(yaml);
+    e.handle(Event::Start, 0).expect("start");
+    e.charge(
+        "a",
+        1,
+        Spend {
+            usd: 0.0,
+            tokens: 20,
+        },
+    );
+    let actions = e
+        .handle(
+            Event::StepSucceeded {
+                key: "a".into(),
+                attempt: 1,
+                output: "x".into(),
+            },
+            1,
+        )
+        .expect("a done");
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::StartChild(_))),
+        "{actions:?}"
+    );
+    assert_eq!(e.state(), ExecutionState::Paused);
+    let reason = e.reason().unwrap_or("");
+    assert_eq!(
+        reason,
+        "budget: nothing is left for the sub-workflow of `sub` (20 of 20 tokens used); raise it to continue"
+    );
 }

@@ -8,7 +8,7 @@
 //! text is stored once, by hash.
 
 use ax_core::checkpoint::{Checkpoint, CheckpointDelta};
-use ax_core::exec::{AbortReason, ChildControl, StartChild};
+use ax_core::exec::{AbortReason, ChildControl, Spend, StartChild};
 use ax_core::{
     Action, ErrorClass, Event, ExecError, Execution, ExecutionState, Plan, StartStep, StepError,
     StepState,
@@ -143,9 +143,23 @@ const CHILD_EVENTS: usize = 200_000;
 /// arrives after its simulated duration. A child that waits for an approval
 /// cannot be answered in the page and fails saying so.
 pub fn simulate_child(plan: &Plan, start: &StartChild, settings: &SimSettings) -> Reply<Value> {
-    let fail = |message: String| Reply {
-        after_ms: 0,
-        outcome: Err(StepError::new(ErrorClass::Other, message)),
+    simulate_child_spending(plan, start, settings).0
+}
+
+/// [`simulate_child`], with what the child spent (charged to its parent). A
+/// child of a run with a budget runs on what the run had left
+/// (`start.budget`).
+pub fn simulate_child_spending(
+    plan: &Plan,
+    start: &StartChild,
+    settings: &SimSettings,
+) -> (Reply<Value>, Spend) {
+    let fail = |message: String| {
+        let reply = Reply {
+            after_ms: 0,
+            outcome: Err(StepError::new(ErrorClass::Other, message)),
+        };
+        (reply, Spend::default())
     };
     let Some(sub) = plan
         .index_of(&start.key)
@@ -158,10 +172,13 @@ pub fn simulate_child(plan: &Plan, start: &StartChild, settings: &SimSettings) -
         ));
     };
     let seed = settings.seed ^ fnv(&start.key) ^ u64::from(start.attempt);
-    let exec = match Execution::new(sub.plan.clone(), start.inputs.clone(), seed) {
+    let mut exec = match Execution::new(sub.plan.clone(), start.inputs.clone(), seed) {
         Ok(e) => e,
         Err(e) => return fail(format!("sub-workflow `{}`: {e}", sub.id)),
     };
+    if let Some(budget) = start.budget {
+        exec.set_budget(budget);
+    }
     let mut child = Driver::new(exec, *settings);
     child.records = false;
     let end = match child.run_virtual(CHILD_EVENTS) {
@@ -184,15 +201,24 @@ pub fn simulate_child(plan: &Plan, start: &StartChild, settings: &SimSettings) -
             ),
         )),
         (_, Some(outcome)) => outcome,
+        (ExecutionState::Paused, None) => Err(StepError::new(
+            ErrorClass::Other,
+            format!(
+                "sub-workflow `{}` paused: {}",
+                sub.id,
+                child.exec.reason().unwrap_or("paused")
+            ),
+        )),
         (state, None) => Err(StepError::new(
             ErrorClass::Other,
             format!("sub-workflow `{}` did not end (it is {state})", sub.id),
         )),
     };
-    Reply {
+    let reply = Reply {
         after_ms: end,
         outcome,
-    }
+    };
+    (reply, child.exec.spent())
 }
 
 /// A checkpoint to store, with the output texts it needs that are not stored yet.
@@ -321,6 +347,7 @@ impl Driver {
                 key,
                 attempt,
                 error,
+                ..
             } => Some((
                 key.clone(),
                 *attempt,
@@ -503,6 +530,7 @@ impl Driver {
                 Action::ItemsListed { .. }
                 | Action::ItemChanged { .. }
                 | Action::AwaitDecision { .. }
+                | Action::BudgetChild { .. }
                 | Action::ControlChild {
                     control: ChildControl::Pause { .. } | ChildControl::Resume,
                     ..
@@ -553,18 +581,20 @@ impl Driver {
     /// after its simulated duration.
     fn start_child(&mut self, c: StartChild, now: u64) -> Effect {
         self.start_attempt(&c.key, c.attempt, now);
-        let reply = simulate_child(self.exec.plan(), &c, &self.settings);
+        let (reply, spent) = simulate_child_spending(self.exec.plan(), &c, &self.settings);
         let (key, attempt) = (c.key, c.attempt);
         let event = match reply.outcome {
             Ok(result) => Event::ChildCompleted {
                 key: key.clone(),
                 attempt,
                 result,
+                spent,
             },
             Err(error) => Event::ChildFailed {
                 key: key.clone(),
                 attempt,
                 error,
+                spent,
             },
         };
         Effect::Reply {
@@ -1096,6 +1126,7 @@ mod tests {
             inputs: BTreeMap::new(),
             deadline: None,
             item: None,
+            budget: None,
         };
         let reply = simulate_child(&p, &start, &zero());
         let err = reply.outcome.expect_err("fails");

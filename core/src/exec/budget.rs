@@ -153,7 +153,7 @@ impl Execution {
         let held = self
             .reserved
             .iter()
-            .fold(Spend::default(), |acc, r| acc.plus(r.2));
+            .fold(self.held_by_children(), |acc, r| acc.plus(r.2));
         let alone = self.spent.plus(worst);
         let total = alone.plus(held);
         let over = |t: Spend| {
@@ -188,6 +188,173 @@ impl Execution {
         Ok(true)
     }
 
+    /// What the children in flight hold of the budget.
+    fn held_by_children(&self) -> Spend {
+        let mut held = Spend::default();
+        for s in &self.steps {
+            let links = s.child.iter().chain(
+                s.items
+                    .iter()
+                    .flat_map(|it| it.runs.iter())
+                    .filter_map(|r| r.child.as_ref()),
+            );
+            for h in links.filter_map(|l| l.held) {
+                held = held.plus(h);
+            }
+        }
+        held
+    }
+
+    /// What is left of `budget` with `held` still held (never below zero).
+    fn left(&self, budget: Budget, held: Spend) -> Spend {
+        Spend {
+            usd: budget
+                .usd
+                .map_or(0.0, |l| (l - self.spent.usd - held.usd).max(0.0)),
+            tokens: budget.tokens.map_or(0, |l| {
+                l.saturating_sub(self.spent.tokens.saturating_add(held.tokens))
+            }),
+        }
+    }
+
+    /// What a child of step `i` may spend, held for it until it ends: what is
+    /// left of the run's budget. `Ok(Some(None))`: the run has no budget;
+    /// `Ok(None)`: it cannot start now (the run paused, or it waits for what
+    /// is in flight to settle).
+    pub(super) fn child_allowance(
+        &mut self,
+        i: usize,
+        now: u64,
+    ) -> Result<Option<Option<(Budget, Spend)>>, ExecError> {
+        let budget = self.budget();
+        if budget.is_unlimited() {
+            return Ok(Some(None));
+        }
+        self.reserved = self
+            .reserved
+            .iter()
+            .copied()
+            .filter(|&(s, a, _)| self.attempt_in_flight(s, a))
+            .collect();
+        let held = self
+            .reserved
+            .iter()
+            .fold(self.held_by_children(), |acc, r| acc.plus(r.2));
+        let left = self.left(budget, held);
+        let nothing_left =
+            budget.usd.is_some() && left.usd <= 0.0 || budget.tokens.is_some() && left.tokens == 0;
+        if nothing_left {
+            if held.is_zero() {
+                let key = &self.plan.workflow.steps[i].key;
+                let reason = format!(
+                    "budget: nothing is left for the sub-workflow of `{key}` ({}); raise it to continue",
+                    self.spent_of(budget)
+                );
+                self.pause_for_budget(now, reason)?;
+            } else {
+                self.budget_wait = true;
+            }
+            return Ok(None);
+        }
+        let allowance = Budget {
+            usd: budget.usd.map(|_| left.usd),
+            tokens: budget.tokens.map(|_| left.tokens),
+        };
+        Ok(Some(Some((allowance, left))))
+    }
+
+    /// "$X of $Y spent, N of M tokens used", for the limits set.
+    fn spent_of(&self, budget: Budget) -> String {
+        let mut parts = Vec::new();
+        if let Some(l) = budget.usd {
+            parts.push(format!("${:.6} of ${l:.6} spent", self.spent.usd));
+        }
+        if let Some(l) = budget.tokens {
+            parts.push(format!("{} of {l} tokens used", self.spent.tokens));
+        }
+        parts.join(", ")
+    }
+
+    /// What a child spent (with its own children), reported when it ended.
+    pub(super) fn charge_child(&mut self, spent: Spend) {
+        self.spent = self.spent.plus(spent);
+    }
+
+    /// The run's budget may have been raised: every child in flight that
+    /// holds part of it gets what is left now (its hold and what nobody
+    /// else holds), as a `BudgetChild` before it is resumed.
+    pub(super) fn rebudget_children(&mut self) {
+        let budget = self.budget();
+        if budget.is_unlimited() {
+            return;
+        }
+        let mut holders: Vec<(usize, Option<usize>)> = Vec::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.child.as_ref().is_some_and(|l| l.held.is_some()) {
+                holders.push((i, None));
+            }
+            for (j, r) in s.items.iter().flat_map(|it| it.runs.iter()).enumerate() {
+                if r.child.as_ref().is_some_and(|l| l.held.is_some()) {
+                    holders.push((i, Some(j)));
+                }
+            }
+        }
+        for (i, j) in holders {
+            let reserved = self
+                .reserved
+                .iter()
+                .fold(Spend::default(), |acc, r| acc.plus(r.2));
+            let link = match j {
+                None => self.steps[i].child.as_mut(),
+                Some(j) => self.steps[i]
+                    .items
+                    .as_deref_mut()
+                    .and_then(|it| it.runs[j].child.as_mut()),
+            };
+            let Some(link) = link else { continue };
+            // Every other hold stays; this one becomes what is left besides them.
+            let own = link.held.take().unwrap_or_default();
+            let others = self.held_by_children().plus(reserved);
+            let left = self.left(budget, others);
+            let attempt = match j {
+                None => self.steps[i].attempt,
+                Some(j) => self.steps[i]
+                    .items
+                    .as_ref()
+                    .map_or(0, |it| it.runs[j].attempt),
+            };
+            let link = match j {
+                None => self.steps[i].child.as_mut(),
+                Some(j) => self.steps[i]
+                    .items
+                    .as_deref_mut()
+                    .and_then(|it| it.runs[j].child.as_mut()),
+            };
+            if let Some(link) = link {
+                link.held = Some(left);
+            }
+            if left != own {
+                match j {
+                    None => {
+                        self.dirty.insert(i);
+                    }
+                    Some(j) => {
+                        self.dirty_items.insert((i, j as u32));
+                    }
+                }
+                self.checkpoint_due = true;
+            }
+            self.actions.push(super::Action::BudgetChild {
+                key: self.plan.workflow.steps[i].key.clone(),
+                attempt,
+                budget: Budget {
+                    usd: budget.usd.map(|_| left.usd),
+                    tokens: budget.tokens.map(|_| left.tokens),
+                },
+            });
+        }
+    }
+
     /// Is attempt `attempt` of step `i` (or of one of its items) in flight?
     fn attempt_in_flight(&self, i: usize, attempt: u32) -> bool {
         let key = &self.plan.workflow.steps[i].key;
@@ -195,7 +362,7 @@ impl Execution {
             .is_ok()
     }
 
-    fn pause_for_budget(&mut self, now: u64, reason: String) -> Result<(), ExecError> {
+    pub(super) fn pause_for_budget(&mut self, now: u64, reason: String) -> Result<(), ExecError> {
         if self.state != ExecutionState::Running {
             return Ok(());
         }

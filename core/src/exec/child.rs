@@ -9,7 +9,9 @@
 //! a retry is a new child). A child is an execution of its own: when the
 //! parent's process stops, the child is not lost, and nothing runs it again.
 
-use super::{AbortReason, Action, ChildLink, ExecError, Execution, Output, Slot, StartChild};
+use super::{
+    AbortReason, Action, ChildLink, ExecError, Execution, Output, Slot, Spend, StartChild,
+};
 use crate::model::{ErrorClass, StepType};
 use crate::state::{ExecutionState, StepState};
 use crate::template::{Context, WithItem, render_value};
@@ -46,6 +48,11 @@ impl Execution {
                 return self.drain(work, now);
             }
         };
+        let Some(allowance) = self.child_allowance(i, now)? else {
+            // Paused, or waiting for what is in flight: it starts later.
+            self.ready.insert(i);
+            return Ok(());
+        };
         let plan = Arc::clone(&self.plan);
         let step = &plan.workflow.steps[i];
         let deadline = step.timeout_ms.map(|t| now.saturating_add(t));
@@ -55,7 +62,10 @@ impl Execution {
         s.finished_at = None;
         s.deadline = deadline;
         s.reason = None;
-        s.child = Some(ChildLink::default());
+        s.child = Some(ChildLink {
+            held: allowance.map(|(_, held)| held),
+            ..ChildLink::default()
+        });
         let attempt = s.attempt;
         if let Some(d) = deadline {
             self.timers.insert((d, i));
@@ -70,6 +80,7 @@ impl Execution {
             inputs,
             deadline,
             item: None,
+            budget: allowance.map(|(budget, _)| budget),
         }));
         Ok(())
     }
@@ -182,10 +193,13 @@ impl Execution {
         key: &str,
         attempt: u32,
         result: Value,
+        spent: Spend,
         now: u64,
     ) -> Result<(), ExecError> {
         let text: Arc<str> = Arc::from(result.to_string());
-        match self.child_slot(key, attempt)? {
+        let slot = self.child_slot(key, attempt)?;
+        self.charge_child(spent);
+        match slot {
             Slot::Item(i, j) => {
                 self.finish_item(i, j);
                 self.item_done(i, j, Output::with_json(text, Some(result)), now)
@@ -207,9 +221,12 @@ impl Execution {
         key: &str,
         attempt: u32,
         error: StepError,
+        spent: Spend,
         now: u64,
     ) -> Result<(), ExecError> {
-        match self.child_slot(key, attempt)? {
+        let slot = self.child_slot(key, attempt)?;
+        self.charge_child(spent);
+        match slot {
             Slot::Item(i, j) => {
                 self.finish_item(i, j);
                 self.fail_item(i, j, error, now)
@@ -232,6 +249,39 @@ impl Execution {
         if link.waiting {
             self.waiting_children = self.waiting_children.saturating_sub(1);
         }
+    }
+
+    /// A child paused at the budget this run gave it: this run pauses for
+    /// its budget (raising it gives the child more, see
+    /// [`Execution::rebudget_children`]).
+    pub(super) fn child_out_of_budget(
+        &mut self,
+        key: &str,
+        attempt: u32,
+        reason: &str,
+        now: u64,
+    ) -> Result<(), ExecError> {
+        let held = match self.child_slot(key, attempt)? {
+            Slot::Step(i) => self.steps[i].child.as_ref().and_then(|l| l.held),
+            Slot::Item(i, j) => self.steps[i]
+                .items
+                .as_ref()
+                .and_then(|it| it.runs[j].child.as_ref())
+                .and_then(|l| l.held),
+        };
+        if held.is_none() {
+            // A child without an allowance from this run paused at its own
+            // file's budget: `ax workflow resume CHILD --budget-…` is for it.
+            return Ok(());
+        }
+        let why = reason.strip_prefix("budget: ").unwrap_or(reason);
+        let why = why.strip_suffix("; raise it to continue").unwrap_or(why);
+        self.pause_for_budget(
+            now,
+            format!(
+                "budget: the sub-workflow of `{key}` used what this run had left for it ({why}); raise this run's budget to continue"
+            ),
+        )
     }
 
     /// Pass a pause or resume on to every child in flight.

@@ -303,16 +303,18 @@ impl Execution {
                 return self.item_failed_for_good(i, j, err, now);
             }
         };
-        if let Some(p) = &prompt
-            && !self.within_budget(i, p, now)?
-        {
+        let allowance = match &prompt {
+            Some(p) => self.within_budget(i, p, now)?.then_some(None),
+            None => self.child_allowance(i, now)?,
+        };
+        let Some(allowance) = allowance else {
             // Paused, or waiting for answers: it starts later.
             if let Some(it) = self.items_mut(i) {
                 it.startable.insert(j as u32);
             }
             self.refresh_ready(i);
             return Ok(());
-        }
+        };
         let s = &mut self.steps[i];
         s.attempt = s.attempt.saturating_add(1);
         let attempt = s.attempt;
@@ -327,7 +329,10 @@ impl Execution {
         r.reason = None;
         items.running += 1;
         if inputs.is_some() {
-            r.child = Some(ChildLink::default());
+            r.child = Some(ChildLink {
+                held: allowance.map(|(_, held)| held),
+                ..ChildLink::default()
+            });
             self.children += 1;
         }
         self.running += 1;
@@ -344,6 +349,7 @@ impl Execution {
                 inputs,
                 deadline,
                 item: item_no,
+                budget: allowance.map(|(budget, _)| budget),
             }),
             None => Action::StartStep(StartStep {
                 key: step.key.clone(),

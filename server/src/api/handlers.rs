@@ -243,9 +243,15 @@ pub async fn execution(state: &AppState, id: &str) -> ApiResult<Execution> {
     let (rec, steps) = state.engine.execution_with_steps(id, true).await?;
     let children = state.engine.children(id).await?;
     let steps: Vec<Step> = steps.into_iter().map(Step::from).collect();
+    let mut spent = Spent::of(&steps);
+    if !children.is_empty() {
+        let theirs = state.engine.children_spent(id).await?;
+        spent.usd += theirs.usd;
+        spent.tokens += theirs.tokens;
+    }
     Ok(Execution {
         summary: ExecutionSummary::from(rec),
-        spent: Spent::of(&steps),
+        spent,
         steps,
         children: children.into_iter().map(ExecutionSummary::from).collect(),
     })

@@ -399,7 +399,8 @@ pub struct Execution {
     pub steps: Vec<Step>,
     /// Its child executions (`type: workflow` steps' runs), newest first.
     pub children: Vec<ExecutionSummary>,
-    /// What the run spent so far: the sum of its steps' `costUsd` and tokens.
+    /// What the run spent so far: the sum of its steps' `costUsd` and tokens,
+    /// and of its sub-workflows' (what its budget counts).
     pub spent: Spent,
 }
 

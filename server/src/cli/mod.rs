@@ -998,14 +998,19 @@ async fn workflow(g: &Global, cmd: WorkflowCommand) -> Result<i32> {
             let id = resolve_id(&engine, &id).await?;
             let (rec, steps) = status_of(&engine, &id).await?;
             let children = engine.children(&id).await?;
+            let theirs = if children.is_empty() {
+                ax_core::exec::Spend::default()
+            } else {
+                engine.children_spent(&id).await?
+            };
             match fmt.format {
                 Format::Json => {
-                    let mut v = status_json(&rec, &steps);
+                    let mut v = status_json(&rec, &steps, theirs);
                     v["children"] = serde_json::to_value(&children)?;
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 }
                 Format::Text => {
-                    progress::print_status(&rec, &steps);
+                    progress::print_status(&rec, &steps, theirs);
                     print_family(&rec, &children);
                 }
             }
@@ -1424,11 +1429,21 @@ fn print_family(rec: &store::ExecutionRecord, children: &[store::ExecutionRecord
     }
 }
 
-fn status_json(rec: &store::ExecutionRecord, steps: &[store::StepRecord]) -> Value {
+/// An execution as JSON: its row, its steps, and what it spent (with what
+/// its sub-workflows spent, `theirs`: what its budget counts).
+fn status_json(
+    rec: &store::ExecutionRecord,
+    steps: &[store::StepRecord],
+    theirs: ax_core::exec::Spend,
+) -> Value {
     let mut v = serde_json::to_value(rec).unwrap_or_default();
     v["steps"] = serde_json::to_value(steps).unwrap_or_default();
-    let usd: f64 = steps.iter().filter_map(|s| s.cost_usd).sum();
-    let tokens: u64 = steps.iter().map(|s| s.tokens_in + s.tokens_out).sum();
+    let usd: f64 = steps.iter().filter_map(|s| s.cost_usd).sum::<f64>() + theirs.usd;
+    let tokens: u64 = steps
+        .iter()
+        .map(|s| s.tokens_in + s.tokens_out)
+        .sum::<u64>()
+        + theirs.tokens;
     v["spent"] = json!({"usd": usd, "tokens": tokens});
     v
 }
@@ -1528,7 +1543,11 @@ async fn follow_run_with(
     match format {
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&status_json(&rec, &steps))?
+            serde_json::to_string_pretty(&status_json(
+                &rec,
+                &steps,
+                engine.children_spent(id).await?
+            ))?
         ),
         Format::Text => progress::print_summary(&rec, &steps),
     }

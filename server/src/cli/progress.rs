@@ -496,7 +496,8 @@ pub fn format_bytes(b: u64) -> String {
     }
 }
 
-pub fn print_status(rec: &ExecutionRecord, steps: &[StepRecord]) {
+/// `ax workflow status`; `theirs` is what the run's sub-workflows spent.
+pub fn print_status(rec: &ExecutionRecord, steps: &[StepRecord], theirs: ax_core::exec::Spend) {
     println!("execution {}  ({})", rec.id, rec.workflow);
     let reason = rec
         .reason
@@ -545,7 +546,16 @@ pub fn print_status(rec: &ExecutionRecord, steps: &[StepRecord]) {
     } else {
         format!(" of the run's budget {}", limits.join(", "))
     };
-    println!("spent     ${usd:.4}, {tokens} tokens{of}");
+    let children = if theirs.is_zero() {
+        String::new()
+    } else {
+        format!(
+            " (its sub-workflows ${:.4}, {} tokens)",
+            theirs.usd, theirs.tokens
+        )
+    };
+    let (usd, tokens) = (usd + theirs.usd, tokens + theirs.tokens);
+    println!("spent     ${usd:.4}, {tokens} tokens{children}{of}");
     println!();
     for s in steps {
         let mark = match s.state.as_str() {

@@ -235,7 +235,8 @@ impl BatchBuilder {
                 // Effects: the engine carries them out after the commit.
                 Action::AwaitDecision { .. }
                 | Action::StartChild(_)
-                | Action::ControlChild { .. } => {}
+                | Action::ControlChild { .. }
+                | Action::BudgetChild { .. } => {}
             }
         }
     }

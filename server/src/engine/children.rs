@@ -20,7 +20,7 @@ use crate::store::{
     self, Claim, Control, ExecutionFilter, MessageKind, NewMessage, ParentLink, now_ms,
 };
 use anyhow::{Result, anyhow};
-use ax_core::exec::{Action, ChildControl, Event};
+use ax_core::exec::{Action, ChildControl, Event, Spend};
 use ax_core::model::ErrorClass;
 use ax_core::subworkflow::{LoadedWorkflow, SubWorkflow, analyze_tree, join_path};
 use ax_core::{Analysis, ExecutionState, Options, StepError};
@@ -136,6 +136,7 @@ impl Engine {
         parent: ParentLink,
         sub: Option<Arc<SubWorkflow>>,
         inputs: BTreeMap<String, Value>,
+        budget: ax_core::Budget,
         tx: tokio::sync::mpsc::UnboundedSender<Msg>,
     ) {
         let engine = Arc::clone(self);
@@ -147,7 +148,7 @@ impl Engine {
         tokio::spawn(async move {
             let _busy = busy;
             let (key, attempt) = (parent.step.clone(), parent.attempt);
-            let started = engine.start_child(parent, sub, inputs).await;
+            let started = engine.start_child(parent, sub, inputs, budget).await;
             if let Ok(mut l) = engine.launching.lock() {
                 l.remove(&launch);
             }
@@ -160,6 +161,7 @@ impl Engine {
                         ErrorClass::Other,
                         format!("the sub-workflow could not be started: {e}"),
                     ),
+                    spent: Spend::default(),
                 },
             };
             let _ = tx.send(Msg::Event(event));
@@ -171,6 +173,7 @@ impl Engine {
         parent: ParentLink,
         sub: Option<Arc<SubWorkflow>>,
         inputs: BTreeMap<String, Value>,
+        budget: ax_core::Budget,
     ) -> EngineResult<String> {
         if let Some(existing) = self.child_of(&parent).await? {
             return Ok(existing.id);
@@ -199,11 +202,12 @@ impl Engine {
                 inputs,
                 true,
                 Some(parent.clone()),
-                // The run's `--cache` reaches its children; budgets are each
-                // workflow's own (its file's `config.budget`).
+                // The run's `--cache` reaches its children; under a budget, a
+                // child runs on what its parent had left (its `budget`, over
+                // the child's own file's limits that the parent's also sets).
                 RunOptions {
                     cache: parent_rec.cache,
-                    ..RunOptions::default()
+                    budget,
                 },
             )
             .await?;
@@ -218,6 +222,23 @@ impl Engine {
         Ok(children
             .into_iter()
             .find(|c| c.parent.as_ref() == Some(parent)))
+    }
+
+    /// What an execution's sub-workflows spent (theirs, recursively): the
+    /// sum of their steps' cost and tokens.
+    pub async fn children_spent(&self, id: &str) -> Result<Spend> {
+        let mut total = Spend::default();
+        let mut queue = vec![id.to_owned()];
+        while let Some(parent) = queue.pop() {
+            for child in self.children(&parent).await? {
+                for s in self.store.execution_steps(&child.id, false).await? {
+                    total.usd += s.cost_usd.unwrap_or(0.0);
+                    total.tokens = total.tokens.saturating_add(s.tokens_in + s.tokens_out);
+                }
+                queue.push(child.id);
+            }
+        }
+        Ok(total)
     }
 
     /// An execution's children, newest first.
@@ -292,10 +313,7 @@ impl Engine {
     /// Carry out `ControlChild` actions (the parent was paused, resumed or
     /// cancelled, or a child's attempt timed out) in the background.
     pub(super) fn control_children(self: &Arc<Self>, parent: &str, actions: &[Action]) {
-        if !actions
-            .iter()
-            .any(|a| matches!(a, Action::ControlChild { .. }))
-        {
+        if !actions.iter().any(is_child_control) {
             return;
         }
         let engine = Arc::clone(self);
@@ -312,19 +330,14 @@ impl Engine {
     pub(super) async fn control_children_now(self: &Arc<Self>, parent: &str, actions: &[Action]) {
         let mut children: Option<Vec<store::ExecutionRecord>> = None;
         for a in actions {
-            let Action::ControlChild {
-                key,
-                attempt,
-                control,
-            } = a
-            else {
-                continue;
-            };
-            let control = match control {
-                ChildControl::Pause { immediate: false } => Control::Pause,
-                ChildControl::Pause { immediate: true } => Control::PauseNow,
-                ChildControl::Resume => Control::Resume,
-                ChildControl::Cancel { .. } => Control::Cancel,
+            let (key, attempt, control) = match a {
+                Action::ControlChild {
+                    key,
+                    attempt,
+                    control,
+                } => (key, attempt, Some(control)),
+                Action::BudgetChild { key, attempt, .. } => (key, attempt, None),
+                _ => continue,
             };
             if children.is_none() {
                 match self.children(parent).await {
@@ -344,6 +357,20 @@ impl Engine {
             if child.state().is_terminal() {
                 continue;
             }
+            let Some(control) = control else {
+                if let Action::BudgetChild { budget, .. } = a
+                    && let Err(e) = self.store.set_budget(&child.id, *budget, now_ms()).await
+                {
+                    tracing::warn!(execution = %child.id, "could not give the child its budget: {e:#}");
+                }
+                continue;
+            };
+            let control = match control {
+                ChildControl::Pause { immediate: false } => Control::Pause,
+                ChildControl::Pause { immediate: true } => Control::PauseNow,
+                ChildControl::Resume => Control::Resume,
+                ChildControl::Cancel { .. } => Control::Cancel,
+            };
             // Boxed: controlling a child may control its own children.
             if let Err(e) = Box::pin(self.control(&child.id, control)).await {
                 tracing::warn!(execution = %child.id, "could not {} the child: {e}", control.as_str());
@@ -368,19 +395,39 @@ impl Drop for Busy {
     }
 }
 
-/// The event that tells a parent how its child ended.
+/// An action the engine carries out on a child: `ControlChild`, or
+/// `BudgetChild` (which comes before the `ControlChild` that resumes it).
+pub(super) fn is_child_control(a: &Action) -> bool {
+    matches!(a, Action::ControlChild { .. } | Action::BudgetChild { .. })
+}
+
+/// The event that tells a parent how its child ended (with what it spent),
+/// or that it paused at the budget its parent gave it.
 pub(super) fn outcome_event(parent: &ParentLink, exec: &ax_core::exec::Execution) -> Option<Event> {
-    let (key, attempt) = (parent.step.clone(), parent.attempt);
-    Some(match exec.outcome()? {
+    let (key, attempt, spent) = (parent.step.clone(), parent.attempt, exec.spent());
+    let Some(outcome) = exec.outcome() else {
+        let reason = exec.reason().filter(|r| r.starts_with("budget:"))?;
+        if exec.state() != ExecutionState::Paused {
+            return None;
+        }
+        return Some(Event::ChildOutOfBudget {
+            key,
+            attempt,
+            reason: reason.to_owned(),
+        });
+    };
+    Some(match outcome {
         Ok(result) => Event::ChildCompleted {
             key,
             attempt,
             result,
+            spent,
         },
         Err(error) => Event::ChildFailed {
             key,
             attempt,
             error,
+            spent,
         },
     })
 }
@@ -398,8 +445,9 @@ impl Runner {
             attempt: s.attempt,
             item: s.item,
         };
+        let budget = s.budget.unwrap_or_default();
         self.engine
-            .launch_child(parent, sub, s.inputs, self.tx.clone());
+            .launch_child(parent, sub, s.inputs, budget, self.tx.clone());
     }
 
     /// A child's report that this runner got directly (not through the inbox):
@@ -473,6 +521,7 @@ impl Runner {
                     key,
                     attempt,
                     error,
+                    spent: Spend::default(),
                 })
                 .await?;
                 continue;

@@ -638,11 +638,40 @@ impl Engine {
                 "the budget in USD must be zero or more, not {u}"
             )));
         }
+        self.parent_budget_covers(id, budget).await?;
         if self.store.set_budget(id, budget, now_ms()).await? {
             Ok(())
         } else {
             Err(EngineError::NotFound(format!("no execution {id}")))
         }
+    }
+
+    /// A sub-workflow runs on what its parent's budget had left for it: its
+    /// own budget cannot be raised past that, only its parent's.
+    async fn parent_budget_covers(&self, id: &str, budget: ax_core::Budget) -> EngineResult<()> {
+        let Some(parent) = self.store.get_execution(id).await?.and_then(|r| r.parent) else {
+            return Ok(());
+        };
+        let Ok((_, p)) = self.load(&parent.id).await else {
+            return Ok(());
+        };
+        let limits = p.budget();
+        let mut clash = Vec::new();
+        if budget.usd.is_some() && limits.usd.is_some() {
+            clash.push("--budget-usd");
+        }
+        if budget.tokens.is_some() && limits.tokens.is_some() {
+            clash.push("--budget-tokens");
+        }
+        if clash.is_empty() {
+            return Ok(());
+        }
+        let pid = &parent.id;
+        Err(EngineError::Conflict(format!(
+            "execution {id} is a sub-workflow of {pid} (step `{}`), whose budget covers it: it runs on what {pid} has left; raise that one instead: `ax workflow resume {pid} {} N`",
+            parent.step,
+            clash.join(" N ")
+        )))
     }
 
     /// Pause, resume or cancel, from any process. Returns the execution after the
@@ -772,7 +801,7 @@ impl Engine {
         }
         let controls: Vec<Action> = actions
             .iter()
-            .filter(|a| matches!(a, Action::ControlChild { .. }))
+            .filter(|a| children::is_child_control(a))
             .cloned()
             .collect();
         let r = self
@@ -1670,7 +1699,7 @@ impl Runner {
         // Act.
         let controls: Vec<Action> = actions
             .iter()
-            .filter(|a| matches!(a, Action::ControlChild { .. }))
+            .filter(|a| children::is_child_control(a))
             .cloned()
             .collect();
         for a in actions {

@@ -491,6 +491,122 @@ async fn a_cached_run_s_children_use_the_cache(b: Backend) {
     assert_eq!(t.fake.calls(), 2, "one call per step, over both runs");
 }
 
+const TWO_STEP_CHILD: &str = r#"
+name: summarize
+inputs:
+  topic: {description: the topic}
+steps:
+  - {key: s1, agent: backend, maxTokens: 10, prompt: "s1 {{topic}}"}
+  - {key: s2, agent: backend, maxTokens: 10, dependencies: [s1], prompt: "s2 {{s1.result}} and a little more text"}
+outputs:
+  summary: "{{s2.result}}"
+"#;
+
+const BUDGETED_PARENT: &str = r#"
+name: report
+config: {budget: {tokens: 190}}
+steps:
+  - key: research
+    type: workflow
+    workflow: ./lib/summarize.yaml
+    inputs: {topic: "rust"}
+  - {key: write, agent: backend, maxTokens: 10, dependencies: [research], prompt: "w"}
+"#;
+
+/// A run's budget covers its sub-workflows: the child runs on what the run
+/// has left, pauses there and pauses the run; the child's own budget cannot
+/// be raised past it; raising the run's lets both finish, and what the child
+/// spent is charged to the run (its status counts it).
+async fn a_parent_s_budget_covers_its_children(b: Backend) {
+    let t = engine(b).await;
+    store_child(&t, TWO_STEP_CHILD).await;
+    let (id, handle) = start(&t, BUDGETED_PARENT).await;
+    let end = handle.await.expect("runner");
+    // Every call is 18 tokens (11 in, 7 out). An attempt may use up to 10
+    // tokens of answer, its prompt and the agent's system prompt (s1: 174):
+    // with 18 of the child's 190 spent, s2 does not start.
+    wait_for(10, "the parent to pause for its budget", || async {
+        state(t.engine.store(), &id).await == ExecutionState::Paused
+    })
+    .await;
+    let _ = end;
+    let child = t.engine.children(&id).await.expect("children")[0].clone();
+    assert_eq!(
+        child.budget.tokens,
+        Some(190),
+        "the child runs on what was left"
+    );
+    assert_eq!(
+        state(t.engine.store(), &child.id).await,
+        ExecutionState::Paused
+    );
+    let rec = t.engine.execution(&id).await.expect("parent");
+    let reason = rec.reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("budget: the sub-workflow of `research` used what this run had left for it (the next attempt of `s2`"),
+        "{reason}"
+    );
+    assert_eq!(t.fake.calls(), 1, "s2 was not called");
+    // The child's own budget is its parent's to raise.
+    let refused = t
+        .engine
+        .set_budget(
+            &child.id,
+            ax_core::Budget {
+                usd: None,
+                tokens: Some(1000),
+            },
+        )
+        .await
+        .expect_err("refused");
+    assert!(
+        refused.to_string().contains(&format!(
+            "raise that one instead: `ax workflow resume {id} --budget-tokens N`"
+        )),
+        "{refused}"
+    );
+    // Raised: the child gets what is left now, finishes, and so does the parent.
+    t.engine
+        .set_budget(
+            &id,
+            ax_core::Budget {
+                usd: None,
+                tokens: Some(1000),
+            },
+        )
+        .await
+        .expect("raised");
+    let (_, runner) = t
+        .engine
+        .control(&id, Control::Resume)
+        .await
+        .expect("resumed");
+    if let Some(r) = runner {
+        r.await.expect("runner");
+    }
+    wait_for(10, "the parent to complete", || async {
+        state(t.engine.store(), &id).await == ExecutionState::Completed
+    })
+    .await;
+    let child = t.engine.execution(&child.id).await.expect("child");
+    assert_eq!(child.state(), ExecutionState::Completed);
+    assert_eq!(child.budget.tokens, Some(1000), "given what was left");
+    assert_eq!(t.fake.calls(), 3);
+    // Three calls of 18 tokens, within the budget, counted on the parent.
+    assert_eq!(
+        t.engine.children_spent(&id).await.expect("spent").tokens,
+        36
+    );
+    let base = serve(&t).await;
+    let run: Value = reqwest::get(format!("{base}/api/executions/{id}"))
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(run["spent"]["tokens"], 54, "{run}");
+}
+
 crate::on_both_backends!(
     a_child_s_outputs_are_the_step_s_result,
     a_failed_child_fails_the_step,
@@ -502,6 +618,7 @@ crate::on_both_backends!(
     sub_workflows_over_http,
     a_missing_child_is_a_validation_error_with_its_position,
     a_cached_run_s_children_use_the_cache,
+    a_parent_s_budget_covers_its_children,
 );
 
 async fn start(
