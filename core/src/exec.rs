@@ -481,6 +481,10 @@ pub struct ChildLink {
     /// The child waits for a decision (`ChildWaiting`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub waiting: bool,
+    /// The child used up what it was given (`ChildOutOfBudget`, with its
+    /// reason): it gets more once more is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starved: Option<String>,
     /// What of this run's budget is held for the child until it ends (the
     /// budget it was given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -808,7 +812,7 @@ impl Execution {
                 key,
                 attempt,
                 reason,
-            } => self.child_out_of_budget(&key, attempt, &reason, now),
+            } => self.child_out_of_budget(&key, attempt, &reason),
             Event::Tick => Ok(()),
             Event::Pause { immediate } => {
                 match self.state {
@@ -854,7 +858,6 @@ impl Execution {
                 if from == ExecutionState::Failed {
                     self.reset_failures(now)?;
                 }
-                self.rebudget_children();
                 self.control_children(ChildControl::Resume);
                 Ok(())
             }
@@ -1315,6 +1318,12 @@ impl Execution {
     fn schedule(&mut self, now: u64) -> Result<(), ExecError> {
         if self.state != ExecutionState::Running {
             return Ok(());
+        }
+        if self.children > 0 {
+            self.feed_starved_children(now)?;
+            if self.state != ExecutionState::Running {
+                return Ok(());
+            }
         }
         if self.plan.has_approvals() {
             let approvals: Vec<usize> = self

@@ -345,6 +345,8 @@ pub struct TreeRun {
 type TreeReplyFn<'f> = Box<dyn FnMut(&Plan, &StartStep) -> Reply + 'f>;
 /// Decides an approval of any run: (the run's id, key, request).
 type TreeDecideFn<'f> = Box<dyn FnMut(&str, &str, &str) -> Option<(u64, Event)> + 'f>;
+/// What an answer cost: (run id, the attempt) → spend.
+type TreeChargeFn<'f> = Box<dyn FnMut(&str, &StartStep) -> Spend + 'f>;
 
 /// Runs an execution and the child executions of its sub-workflows (taken from
 /// [`Plan::sub_workflow`]) in one virtual clock, as a driver would: children
@@ -356,6 +358,12 @@ pub struct TreeSimulator<'f> {
     pub now: u64,
     reply: TreeReplyFn<'f>,
     decide: Option<TreeDecideFn<'f>>,
+    charge: Option<TreeChargeFn<'f>>,
+    /// What each answer in flight will cost, charged when it arrives:
+    /// (run, key, attempt) → spend.
+    charges: BTreeMap<(usize, String, u32), Spend>,
+    /// Every charge made so far, over all runs.
+    pub charged: Spend,
     /// (due, seq) → (run, event)
     pending: BTreeMap<(u64, u64), (usize, Event)>,
     seq: u64,
@@ -380,6 +388,9 @@ impl<'f> TreeSimulator<'f> {
             now: start_at,
             reply: Box::new(reply),
             decide: None,
+            charge: None,
+            charges: BTreeMap::new(),
+            charged: Spend::default(),
             pending: BTreeMap::new(),
             seq: 0,
             log: Vec::new(),
@@ -392,6 +403,15 @@ impl<'f> TreeSimulator<'f> {
         f: impl FnMut(&str, &str, &str) -> Option<(u64, Event)> + 'f,
     ) -> Self {
         self.decide = Some(Box::new(f));
+        self
+    }
+
+    /// Charge every answer (of any run) what `f` says it cost, as a driver
+    /// reports an answer's usage: children run on the budget their parent
+    /// gives them, report what they spent, and pause their parent when they
+    /// use it up.
+    pub fn with_charges(mut self, f: impl FnMut(&str, &StartStep) -> Spend + 'f) -> Self {
+        self.charge = Some(Box::new(f));
         self
     }
 
@@ -408,11 +428,23 @@ impl<'f> TreeSimulator<'f> {
 
     /// Feed `event` to run `r` now and carry out what it asks.
     pub fn feed(&mut self, r: usize, event: Event) -> Result<(), ExecError> {
+        if let Event::StepSucceeded { key, attempt, .. } | Event::StepFailed { key, attempt, .. } =
+            &event
+            && let Some(spend) = self.charges.remove(&(r, key.clone(), *attempt))
+        {
+            self.runs[r].exec.charge(key, *attempt, spend);
+            self.charged.usd += spend.usd;
+            self.charged.tokens += spend.tokens;
+        }
         let before = self.runs[r].exec.state();
         let actions = self.runs[r].exec.handle(event, self.now)?;
+        // Resumed and paused again in one event is a change too.
+        let changed = actions
+            .iter()
+            .any(|a| matches!(a, Action::ExecutionChanged { .. }));
         self.apply(r, actions);
         let after = self.runs[r].exec.state();
-        if before != after {
+        if before != after || changed {
             self.report_to_parent(r, after)?;
         }
         Ok(())
@@ -437,10 +469,21 @@ impl<'f> TreeSimulator<'f> {
                 error,
                 spent,
             },
-            None => Event::ChildWaiting {
-                key,
-                attempt,
-                waiting: state == ExecutionState::Waiting,
+            None => match self.runs[r].exec.reason() {
+                Some(reason)
+                    if state == ExecutionState::Paused && reason.starts_with("budget:") =>
+                {
+                    Event::ChildOutOfBudget {
+                        key,
+                        attempt,
+                        reason: reason.to_owned(),
+                    }
+                }
+                _ => Event::ChildWaiting {
+                    key,
+                    attempt,
+                    waiting: state == ExecutionState::Waiting,
+                },
             },
         };
         // The parent may have let go of the child already (it cancelled it).
@@ -456,6 +499,10 @@ impl<'f> TreeSimulator<'f> {
                 Action::StartStep(s) => {
                     let reply = (self.reply)(self.runs[r].exec.plan(), s);
                     let (key, attempt) = (s.key.clone(), s.attempt);
+                    if let Some(f) = &mut self.charge {
+                        let spend = f(&self.runs[r].id, s);
+                        self.charges.insert((r, key.clone(), attempt), spend);
+                    }
                     match reply {
                         Reply::Succeed { after_ms, output } => self.schedule(
                             self.now + after_ms,
@@ -509,6 +556,20 @@ impl<'f> TreeSimulator<'f> {
                         self.schedule(self.now, c, event);
                     }
                 }
+                Action::BudgetChild {
+                    key,
+                    attempt,
+                    budget,
+                } => {
+                    let child = self.runs.iter().position(|x| {
+                        x.parent
+                            .as_ref()
+                            .is_some_and(|(p, k, n)| *p == r && k == key && n == attempt)
+                    });
+                    if let Some(c) = child {
+                        self.runs[c].exec.set_budget(*budget);
+                    }
+                }
                 Action::AwaitDecision { key, prompt, .. } => {
                     let id = self.runs[r].id.clone();
                     if let Some(f) = &mut self.decide
@@ -548,13 +609,16 @@ impl<'f> TreeSimulator<'f> {
             return;
         };
         let seed = parent.exec.seed() ^ u64::from(c.attempt);
-        let exec = match Execution::new(sub.plan.clone(), c.inputs.clone(), seed) {
+        let mut exec = match Execution::new(sub.plan.clone(), c.inputs.clone(), seed) {
             Ok(e) => e,
             Err(e) => {
                 self.schedule(self.now, r, fail(e.to_string()));
                 return;
             }
         };
+        if let Some(budget) = c.budget {
+            exec.set_budget(budget);
+        }
         self.runs.push(TreeRun {
             id: id.clone(),
             exec,

@@ -695,3 +695,101 @@ proptest! {
         }
     }
 }
+
+// ---- Budgets over children ----
+
+const BUDGET_PARENT: &str = r#"
+name: parent
+inputs:
+  xs: {default: [0, 1, 2]}
+steps:
+  - {key: first, agent: w, prompt: "begin", maxTokens: 40}
+  - key: kids
+    type: workflow
+    workflow: child.yaml
+    forEach: "{{xs}}"
+    maxConcurrency: 2
+    inputs: {n: "{{item}}"}
+  - {key: solo, type: workflow, workflow: child.yaml, inputs: {n: 9}}
+  - {key: last, agent: w, prompt: "end {{first.result}}", maxTokens: 30, dependencies: [first, kids, solo]}
+"#;
+const BUDGET_CHILD: &str = r#"
+name: child
+inputs:
+  n:
+steps:
+  - {key: a, agent: w, prompt: "a {{n}}", maxTokens: 25}
+  - {key: b, agent: w, prompt: "b {{n}}", maxTokens: 35}
+  - {key: deeper, type: workflow, workflow: grandchild.yaml, dependencies: [a]}
+"#;
+const BUDGET_GRANDCHILD: &str =
+    "name: grandchild\nsteps:\n  - {key: g, agent: w, prompt: \"g\", maxTokens: 20}\n";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// A run with children and grandchildren, each answer costing up to its
+    /// worst case (prompt estimate + maxTokens): what all of them spent never
+    /// passes the root's budget. Whenever the root pauses for its budget, it
+    /// is raised by a random amount and resumed; the run completes in the end.
+    #[test]
+    fn a_run_with_its_children_stays_within_its_budget(
+        budget in 1u64..400,
+        raises in proptest::collection::vec(20u64..300, 1..40),
+        costs in proptest::collection::vec(0u64..=100, 1..30),
+        parallelism in 1u32..4,
+        latency in 1u64..30,
+    ) {
+        use ax_core::exec::{Spend, prompt_tokens};
+        use ax_core::sim::TreeSimulator;
+        use ax_core::subworkflow::{DocumentLoader, analyze_tree};
+        let parent = BUDGET_PARENT.replace(
+            "name: parent\n",
+            &format!("name: parent\nconfig: {{parallelism: {parallelism}, budget: {{tokens: {budget}}}}}\n"),
+        );
+        let mut loader = DocumentLoader::new([
+            ("child.yaml".to_owned(), BUDGET_CHILD.to_owned()),
+            ("grandchild.yaml".to_owned(), BUDGET_GRANDCHILD.to_owned()),
+        ]);
+        let a = analyze_tree(&parent, &ax_core::Options::for_file("parent.yaml"), "parent.yaml", &mut loader);
+        prop_assert!(a.report.valid, "{:?}", a.report.errors);
+        let root = Execution::new(a.plan.expect("valid"), BTreeMap::new(), 11).expect("exec");
+        let mut n = 0usize;
+        let mut sim = TreeSimulator::new(root, 0, move |_, s| Reply::Succeed {
+            after_ms: latency,
+            output: format!("{}{}", s.key, s.attempt),
+        })
+        .with_charges(move |_, s| {
+            // A share of the attempt's worst case.
+            let worst = prompt_tokens(s.prompt.len()) + u64::from(s.settings.max_tokens.unwrap_or(0));
+            n += 1;
+            Spend { usd: 0.0, tokens: worst * costs[n % costs.len()] / 100 }
+        });
+        let mut limit = budget;
+        let mut raised = 0usize;
+        loop {
+            let state = sim.run(200_000).expect("runs");
+            prop_assert!(
+                sim.charged.tokens <= limit,
+                "spent {} with a budget of {} ({})", sim.charged.tokens, limit, state
+            );
+            if state == ExecutionState::Completed {
+                break;
+            }
+            let reason = sim.runs[0].exec.reason().unwrap_or("").to_owned();
+            prop_assert_eq!(state, ExecutionState::Paused, "{}", reason);
+            prop_assert!(reason.starts_with("budget:"), "{}", reason);
+            prop_assert!(raised < 200, "never completes: {}", reason);
+            limit += raises[raised % raises.len()] + 10 * raised as u64;
+            raised += 1;
+            sim.runs[0].exec.set_budget(ax_core::Budget { usd: None, tokens: Some(limit) });
+            let now = sim.now;
+            sim.schedule(now + 1, 0, Event::Resume);
+        }
+        // Every run ended, and the root counts what they all spent.
+        for r in &sim.runs {
+            prop_assert_eq!(r.exec.state(), ExecutionState::Completed, "{}", r.id);
+        }
+        prop_assert_eq!(sim.runs[0].exec.spent().tokens, sim.charged.tokens);
+    }
+}

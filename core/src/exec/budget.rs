@@ -205,6 +205,23 @@ impl Execution {
         held
     }
 
+    /// What the children in flight that are not starved hold.
+    fn held_by_running_children(&self) -> Spend {
+        let mut held = Spend::default();
+        for s in &self.steps {
+            let links = s.child.iter().chain(
+                s.items
+                    .iter()
+                    .flat_map(|it| it.runs.iter())
+                    .filter_map(|r| r.child.as_ref()),
+            );
+            for h in links.filter(|l| l.starved.is_none()).filter_map(|l| l.held) {
+                held = held.plus(h);
+            }
+        }
+        held
+    }
+
     /// What is left of `budget` with `held` still held (never below zero).
     fn left(&self, budget: Budget, held: Spend) -> Spend {
         Spend {
@@ -280,42 +297,68 @@ impl Execution {
         self.spent = self.spent.plus(spent);
     }
 
-    /// The run's budget may have been raised: every child in flight that
-    /// holds part of it gets what is left now (its hold and what nobody
-    /// else holds), as a `BudgetChild` before it is resumed.
-    pub(super) fn rebudget_children(&mut self) {
+    /// Children that used up what they were given (`ChildOutOfBudget`) get
+    /// more when more is left: what the run has left besides every other
+    /// hold, as a `BudgetChild` and a resume. When nothing more is left and
+    /// nothing else in flight could give any back, the run pauses for its
+    /// budget with the child's reason.
+    pub(super) fn feed_starved_children(&mut self, now: u64) -> Result<(), ExecError> {
         let budget = self.budget();
-        if budget.is_unlimited() {
-            return;
+        if budget.is_unlimited() || self.state != ExecutionState::Running {
+            return Ok(());
         }
-        let mut holders: Vec<(usize, Option<usize>)> = Vec::new();
+        let mut starved: Vec<(usize, Option<usize>)> = Vec::new();
         for (i, s) in self.steps.iter().enumerate() {
-            if s.child.as_ref().is_some_and(|l| l.held.is_some()) {
-                holders.push((i, None));
+            if s.child.as_ref().is_some_and(|l| l.starved.is_some()) {
+                starved.push((i, None));
             }
-            for (j, r) in s.items.iter().flat_map(|it| it.runs.iter()).enumerate() {
-                if r.child.as_ref().is_some_and(|l| l.held.is_some()) {
-                    holders.push((i, Some(j)));
+            let runs = s.items.iter().flat_map(|it| it.runs.iter());
+            for (j, r) in runs.enumerate() {
+                if r.child.as_ref().is_some_and(|l| l.starved.is_some()) {
+                    starved.push((i, Some(j)));
                 }
             }
         }
-        for (i, j) in holders {
+        for (i, j) in starved {
+            self.reserved = self
+                .reserved
+                .iter()
+                .copied()
+                .filter(|&(s, a, _)| self.attempt_in_flight(s, a))
+                .collect();
             let reserved = self
                 .reserved
                 .iter()
                 .fold(Spend::default(), |acc, r| acc.plus(r.2));
-            let link = match j {
-                None => self.steps[i].child.as_mut(),
-                Some(j) => self.steps[i]
-                    .items
-                    .as_deref_mut()
-                    .and_then(|it| it.runs[j].child.as_mut()),
+            let Some(link) = self.link_at(i, j) else {
+                continue;
             };
-            let Some(link) = link else { continue };
-            // Every other hold stays; this one becomes what is left besides them.
-            let own = link.held.take().unwrap_or_default();
+            let own = link.held.unwrap_or_default();
+            let why = link.starved.clone().unwrap_or_default();
             let others = self.held_by_children().plus(reserved);
+            let others = Spend {
+                usd: (others.usd - own.usd).max(0.0),
+                tokens: others.tokens.saturating_sub(own.tokens),
+            };
             let left = self.left(budget, others);
+            let more = budget.usd.is_some() && left.usd > own.usd
+                || budget.tokens.is_some() && left.tokens > own.tokens;
+            if !more {
+                // Only attempts in flight and children still running can give
+                // any back (a starved child spends nothing more until it gets
+                // more).
+                let active = self.held_by_running_children().plus(reserved);
+                if active.is_zero() {
+                    let key = &self.plan.workflow.steps[i].key;
+                    let reason = format!(
+                        "budget: the sub-workflow of `{key}` used what this run had left for it ({why}); raise this run's budget to continue"
+                    );
+                    self.pause_for_budget(now, reason)?;
+                    return Ok(());
+                }
+                // Others in flight may give some back: it waits for them.
+                continue;
+            }
             let attempt = match j {
                 None => self.steps[i].attempt,
                 Some(j) => self.steps[i]
@@ -323,35 +366,48 @@ impl Execution {
                     .as_ref()
                     .map_or(0, |it| it.runs[j].attempt),
             };
-            let link = match j {
-                None => self.steps[i].child.as_mut(),
-                Some(j) => self.steps[i]
-                    .items
-                    .as_deref_mut()
-                    .and_then(|it| it.runs[j].child.as_mut()),
-            };
-            if let Some(link) = link {
+            if let Some(link) = self.link_at_mut(i, j) {
                 link.held = Some(left);
+                link.starved = None;
             }
-            if left != own {
-                match j {
-                    None => {
-                        self.dirty.insert(i);
-                    }
-                    Some(j) => {
-                        self.dirty_items.insert((i, j as u32));
-                    }
+            match j {
+                None => {
+                    self.dirty.insert(i);
                 }
-                self.checkpoint_due = true;
+                Some(j) => {
+                    self.dirty_items.insert((i, j as u32));
+                }
             }
+            self.checkpoint_due = true;
+            let key = self.plan.workflow.steps[i].key.clone();
             self.actions.push(super::Action::BudgetChild {
-                key: self.plan.workflow.steps[i].key.clone(),
+                key: key.clone(),
                 attempt,
                 budget: Budget {
                     usd: budget.usd.map(|_| left.usd),
                     tokens: budget.tokens.map(|_| left.tokens),
                 },
             });
+            self.actions.push(super::Action::ControlChild {
+                key,
+                attempt,
+                control: super::ChildControl::Resume,
+            });
+        }
+        Ok(())
+    }
+
+    fn link_at(&self, i: usize, j: Option<usize>) -> Option<&super::ChildLink> {
+        match j {
+            None => self.steps[i].child.as_ref(),
+            Some(j) => self.steps[i].items.as_ref()?.runs[j].child.as_ref(),
+        }
+    }
+
+    fn link_at_mut(&mut self, i: usize, j: Option<usize>) -> Option<&mut super::ChildLink> {
+        match j {
+            None => self.steps[i].child.as_mut(),
+            Some(j) => self.steps[i].items.as_deref_mut()?.runs[j].child.as_mut(),
         }
     }
 

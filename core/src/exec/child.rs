@@ -251,50 +251,43 @@ impl Execution {
         }
     }
 
-    /// A child paused at the budget this run gave it: this run pauses for
-    /// its budget (raising it gives the child more, see
-    /// [`Execution::rebudget_children`]).
+    /// A child paused at the budget this run gave it: it gets more when more
+    /// is left (now, or when what is in flight settles); when nothing more can
+    /// come, this run pauses for its budget
+    /// ([`Execution::feed_starved_children`], after every event).
     pub(super) fn child_out_of_budget(
         &mut self,
         key: &str,
         attempt: u32,
         reason: &str,
-        now: u64,
     ) -> Result<(), ExecError> {
-        let held = match self.child_slot(key, attempt)? {
-            Slot::Step(i) => self.steps[i].child.as_ref().and_then(|l| l.held),
-            Slot::Item(i, j) => self.steps[i]
-                .items
-                .as_ref()
-                .and_then(|it| it.runs[j].child.as_ref())
-                .and_then(|l| l.held),
-        };
-        if held.is_none() {
-            // A child without an allowance from this run paused at its own
-            // file's budget: `ax workflow resume CHILD --budget-…` is for it.
-            return Ok(());
-        }
+        let slot = self.child_slot(key, attempt)?;
         let why = reason.strip_prefix("budget: ").unwrap_or(reason);
         let why = why.strip_suffix("; raise it to continue").unwrap_or(why);
-        self.pause_for_budget(
-            now,
-            format!(
-                "budget: the sub-workflow of `{key}` used what this run had left for it ({why}); raise this run's budget to continue"
-            ),
-        )
+        match self.link_mut(slot) {
+            // A child without an allowance from this run paused at its own
+            // file's budget: `ax workflow resume CHILD --budget-…` is for it.
+            Some(link) if link.held.is_some() => link.starved = Some(why.to_owned()),
+            _ => return Ok(()),
+        }
+        self.mark_dirty(slot);
+        Ok(())
     }
 
-    /// Pass a pause or resume on to every child in flight.
+    /// Pass a pause or resume on to every child in flight (a resume skips
+    /// children that used up their budget: they are resumed when they get
+    /// more, by [`Execution::feed_starved_children`]).
     pub(super) fn control_children(&mut self, control: ChildControl) {
         if self.children == 0 {
             return;
         }
+        let wanted = |link: &ChildLink| control != ChildControl::Resume || link.starved.is_none();
         for (i, s) in self.steps.iter().enumerate() {
             if s.state != StepState::Running {
                 continue;
             }
             let key = self.plan.key(i);
-            if s.child.is_some() {
+            if s.child.as_ref().is_some_and(wanted) {
                 self.actions.push(Action::ControlChild {
                     key: key.to_owned(),
                     attempt: s.attempt,
@@ -302,7 +295,7 @@ impl Execution {
                 });
             }
             for r in s.items.iter().flat_map(|it| &it.runs) {
-                if r.state == StepState::Running && r.child.is_some() {
+                if r.state == StepState::Running && r.child.as_ref().is_some_and(wanted) {
                     self.actions.push(Action::ControlChild {
                         key: key.to_owned(),
                         attempt: r.attempt,
