@@ -1540,16 +1540,13 @@ async fn follow_run_with(
     let _ = display_task.await;
     finish_taken_runs(engine).await;
     let (rec, steps) = status_of(engine, id).await?;
+    let theirs = engine.children_spent(id).await?;
     match format {
         Format::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&status_json(
-                &rec,
-                &steps,
-                engine.children_spent(id).await?
-            ))?
+            serde_json::to_string_pretty(&status_json(&rec, &steps, theirs))?
         ),
-        Format::Text => progress::print_summary(&rec, &steps),
+        Format::Text => progress::print_summary(&rec, &steps, theirs),
     }
     if end.state == ExecutionState::Interrupted
         && let Some(why) = &end.reason

@@ -620,10 +620,17 @@ pub fn print_stats(rows: &[store::WorkflowStats]) {
     }
 }
 
-pub fn print_summary(rec: &ExecutionRecord, steps: &[StepRecord]) {
+/// The line that ends a foreground run; `theirs` is what its sub-workflows
+/// spent (counted in, and said apart).
+pub fn print_summary(rec: &ExecutionRecord, steps: &[StepRecord], theirs: ax_core::exec::Spend) {
     let tokens_in: u64 = steps.iter().map(|s| s.tokens_in).sum();
     let tokens_out: u64 = steps.iter().map(|s| s.tokens_out).sum();
-    let cost: f64 = steps.iter().filter_map(|s| s.cost_usd).sum();
+    let cost: f64 = steps.iter().filter_map(|s| s.cost_usd).sum::<f64>() + theirs.usd;
+    let children = if theirs.tokens > 0 {
+        format!(" + {} in sub-workflows", theirs.tokens)
+    } else {
+        String::new()
+    };
     let dur = rec
         .started_at
         .map(|s| {
@@ -638,7 +645,7 @@ pub fn print_summary(rec: &ExecutionRecord, steps: &[StepRecord]) {
         .map(|r| format!(" — {r}"))
         .unwrap_or_default();
     println!(
-        "{} {} in {}: {}/{} steps completed, {} failed, {} skipped; {}→{} tokens{}{reason}",
+        "{} {} in {}: {}/{} steps completed, {} failed, {} skipped; {}→{} tokens{children}{}{reason}",
         rec.id,
         rec.state,
         format_duration(dur),

@@ -739,6 +739,58 @@ fn api_keys_never_reach_the_database_or_logs() {
     }
 }
 
+/// What sub-workflows spent is counted in their parent's summary line and
+/// status (said apart), and in its JSON `spent`.
+#[test]
+fn a_run_s_spend_counts_its_sub_workflows() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let (_fake, addr) = rt.block_on(super::common::fake_llm());
+    let env = Env::new(0);
+    let agents = env.write("agents-fake.toml", &super::common::agents_toml(addr));
+    env.write(
+        "child.yaml",
+        "name: child\nsteps:\n  - {key: c, agent: backend, prompt: child}\n",
+    );
+    let f = env.write(
+        "parent.yaml",
+        "name: parent\nsteps:\n  - {key: p, agent: backend, prompt: parent}\n  - {key: sub, type: workflow, workflow: ./child.yaml}\n",
+    );
+    let run = |args: &[&str]| {
+        ax().args(args)
+            .arg("--db")
+            .arg(env.db())
+            .arg("--agents")
+            .arg(&agents)
+            .output()
+            .expect("runs ax")
+    };
+    let out = run(&["workflow", "run", &f]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    // Each call is 11 tokens in and 7 out.
+    assert!(
+        stdout.contains("; 11→7 tokens + 18 in sub-workflows"),
+        "{stdout}"
+    );
+    let list = run(&["workflow", "list", "--format", "json"]);
+    let list: Value = serde_json::from_slice(&list.stdout).expect("JSON");
+    let id = list
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["workflow"] == "parent"))
+        .and_then(|e| e["id"].as_str())
+        .expect("the parent's run")
+        .to_owned();
+    let out = run(&["workflow", "status", &id]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("36 tokens (its sub-workflows $"),
+        "{stdout}"
+    );
+    let out = run(&["workflow", "status", &id, "--format", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["spent"]["tokens"], 36, "{v}");
+}
+
 /// Several processes opening the same fresh database at once: every one of
 /// them finds (or makes) the schema, none fails in the migrations. The
 /// processes wait at a barrier (a file appearing) so that they really start
