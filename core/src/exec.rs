@@ -471,6 +471,15 @@ enum Slot {
     Item(usize, usize),
 }
 
+impl Slot {
+    /// The step's index.
+    fn step(self) -> usize {
+        match self {
+            Slot::Step(i) | Slot::Item(i, _) => i,
+        }
+    }
+}
+
 /// A child execution in flight, as its parent knows it.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

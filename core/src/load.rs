@@ -478,11 +478,7 @@ impl<'t> Loader<'_, 't> {
                 } else {
                     format!(" of {unit}")
                 };
-                let got = match e.value.scalar() {
-                    Some(Scalar::Str(s)) => format!("`{s}`"),
-                    Some(Scalar::Float(f)) => format!("{f}"),
-                    _ => e.value.type_name().to_owned(),
-                };
+                let got = what_it_is(e);
                 self.sink.error(
                     Code::Schema,
                     Some(e.value.span),
@@ -500,11 +496,7 @@ impl<'t> Loader<'_, 't> {
             Some(Scalar::Int(i)) => Some(i as f64),
             Some(Scalar::Float(f)) if f.is_finite() => Some(f),
             _ => {
-                let got = match e.value.scalar() {
-                    Some(Scalar::Str(s)) => format!("`{s}`"),
-                    Some(Scalar::Float(f)) => format!("{f}"),
-                    _ => e.value.type_name().to_owned(),
-                };
+                let got = what_it_is(e);
                 self.sink.error(
                     Code::Schema,
                     Some(e.value.span),
@@ -1166,6 +1158,16 @@ pub fn valid_name(s: &str) -> bool {
         && s.len() <= 128
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What a value that is not the number it should be is, for the message:
+/// the text or number itself, else its type.
+fn what_it_is(e: &Entry<'_>) -> String {
+    match e.value.scalar() {
+        Some(Scalar::Str(s)) => format!("`{s}`"),
+        Some(Scalar::Float(f)) => format!("{f}"),
+        _ => e.value.type_name().to_owned(),
+    }
 }
 
 #[cfg(test)]

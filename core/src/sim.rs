@@ -455,42 +455,28 @@ impl<'f> TreeSimulator<'f> {
         let Some((p, key, attempt)) = self.runs[r].parent.clone() else {
             return Ok(());
         };
-        let spent = self.runs[r].exec.spent();
-        let event = match self.runs[r].exec.outcome() {
-            Some(Ok(result)) => Event::ChildCompleted {
+        let event = self.runs[r]
+            .exec
+            .report_for_parent(&key, attempt)
+            .unwrap_or(Event::ChildWaiting {
                 key,
                 attempt,
-                result,
-                spent,
-            },
-            Some(Err(error)) => Event::ChildFailed {
-                key,
-                attempt,
-                error,
-                spent,
-            },
-            None => match self.runs[r].exec.reason() {
-                Some(reason)
-                    if state == ExecutionState::Paused && reason.starts_with("budget:") =>
-                {
-                    Event::ChildOutOfBudget {
-                        key,
-                        attempt,
-                        reason: reason.to_owned(),
-                    }
-                }
-                _ => Event::ChildWaiting {
-                    key,
-                    attempt,
-                    waiting: state == ExecutionState::Waiting,
-                },
-            },
-        };
+                waiting: state == ExecutionState::Waiting,
+            });
         // The parent may have let go of the child already (it cancelled it).
         match self.feed(p, event) {
             Ok(()) | Err(ExecError::Stale { .. }) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The run that is the child `(key, attempt)` of run `r`.
+    fn child_of(&self, r: usize, key: &str, attempt: u32) -> Option<usize> {
+        self.runs.iter().position(|x| {
+            x.parent
+                .as_ref()
+                .is_some_and(|(p, k, n)| *p == r && k == key && *n == attempt)
+        })
     }
 
     fn apply(&mut self, r: usize, actions: Vec<Action>) {
@@ -538,12 +524,7 @@ impl<'f> TreeSimulator<'f> {
                     attempt,
                     control,
                 } => {
-                    let child = self.runs.iter().position(|x| {
-                        x.parent
-                            .as_ref()
-                            .is_some_and(|(p, k, n)| *p == r && k == key && n == attempt)
-                    });
-                    if let Some(c) = child {
+                    if let Some(c) = self.child_of(r, key, *attempt) {
                         let event = match control {
                             ChildControl::Pause { immediate } => Event::Pause {
                                 immediate: *immediate,
@@ -561,12 +542,7 @@ impl<'f> TreeSimulator<'f> {
                     attempt,
                     budget,
                 } => {
-                    let child = self.runs.iter().position(|x| {
-                        x.parent
-                            .as_ref()
-                            .is_some_and(|(p, k, n)| *p == r && k == key && n == attempt)
-                    });
-                    if let Some(c) = child {
+                    if let Some(c) = self.child_of(r, key, *attempt) {
                         self.runs[c].exec.set_budget(*budget);
                     }
                 }

@@ -11,7 +11,7 @@
 //! resuming goes on from there. What was spent is part of the checkpoint, so
 //! a restored run does not spend its budget twice.
 
-use super::{ExecError, Execution};
+use super::{Action, ChildControl, ExecError, Execution, Slot};
 use crate::model::Budget;
 use crate::state::ExecutionState;
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,22 @@ impl Spend {
         Spend {
             usd: self.usd + o.usd,
             tokens: self.tokens.saturating_add(o.tokens),
+        }
+    }
+
+    /// This less `o` (never below zero).
+    fn minus(self, o: Spend) -> Spend {
+        Spend {
+            usd: (self.usd - o.usd).max(0.0),
+            tokens: self.tokens.saturating_sub(o.tokens),
+        }
+    }
+
+    /// These amounts as a budget with the limits `budget` sets.
+    fn as_limits_of(self, budget: Budget) -> Budget {
+        Budget {
+            usd: budget.usd.map(|_| self.usd),
+            tokens: budget.tokens.map(|_| self.tokens),
         }
     }
 }
@@ -142,18 +158,8 @@ impl Execution {
             return Ok(true);
         }
         let (worst, unpriced) = self.worst_case(i, prompt);
-        // Attempts in flight may still spend up to their worst case.
-        let live: Vec<(usize, u32, Spend)> = self
-            .reserved
-            .iter()
-            .copied()
-            .filter(|&(s, a, _)| self.attempt_in_flight(s, a))
-            .collect();
-        self.reserved = live;
-        let held = self
-            .reserved
-            .iter()
-            .fold(self.held_by_children(), |acc, r| acc.plus(r.2));
+        // Attempts and children in flight may still spend what they hold.
+        let held = self.reserved_in_flight().plus(self.held_by_children(true));
         let alone = self.spent.plus(worst);
         let total = alone.plus(held);
         let over = |t: Spend| {
@@ -188,38 +194,28 @@ impl Execution {
         Ok(true)
     }
 
-    /// What the children in flight hold of the budget.
-    fn held_by_children(&self) -> Spend {
-        let mut held = Spend::default();
-        for s in &self.steps {
-            let links = s.child.iter().chain(
-                s.items
-                    .iter()
-                    .flat_map(|it| it.runs.iter())
-                    .filter_map(|r| r.child.as_ref()),
-            );
-            for h in links.filter_map(|l| l.held) {
-                held = held.plus(h);
-            }
-        }
-        held
+    /// What the attempts in flight hold (their worst case); those no longer
+    /// in flight are let go.
+    fn reserved_in_flight(&mut self) -> Spend {
+        let live: Vec<(usize, u32, Spend)> = self
+            .reserved
+            .iter()
+            .copied()
+            .filter(|&(s, a, _)| self.attempt_in_flight(s, a))
+            .collect();
+        self.reserved = live;
+        self.reserved
+            .iter()
+            .fold(Spend::default(), |acc, r| acc.plus(r.2))
     }
 
-    /// What the children in flight that are not starved hold.
-    fn held_by_running_children(&self) -> Spend {
-        let mut held = Spend::default();
-        for s in &self.steps {
-            let links = s.child.iter().chain(
-                s.items
-                    .iter()
-                    .flat_map(|it| it.runs.iter())
-                    .filter_map(|r| r.child.as_ref()),
-            );
-            for h in links.filter(|l| l.starved.is_none()).filter_map(|l| l.held) {
-                held = held.plus(h);
-            }
-        }
-        held
+    /// What the children in flight hold of the budget (`starved_too`: also
+    /// those that used up their allowance and wait for more).
+    fn held_by_children(&self, starved_too: bool) -> Spend {
+        self.child_links()
+            .filter(|(_, _, l)| starved_too || l.starved.is_none())
+            .filter_map(|(_, _, l)| l.held)
+            .fold(Spend::default(), Spend::plus)
     }
 
     /// What is left of `budget` with `held` still held (never below zero).
@@ -247,16 +243,7 @@ impl Execution {
         if budget.is_unlimited() {
             return Ok(Some(None));
         }
-        self.reserved = self
-            .reserved
-            .iter()
-            .copied()
-            .filter(|&(s, a, _)| self.attempt_in_flight(s, a))
-            .collect();
-        let held = self
-            .reserved
-            .iter()
-            .fold(self.held_by_children(), |acc, r| acc.plus(r.2));
+        let held = self.reserved_in_flight().plus(self.held_by_children(true));
         let left = self.left(budget, held);
         let nothing_left =
             budget.usd.is_some() && left.usd <= 0.0 || budget.tokens.is_some() && left.tokens == 0;
@@ -273,11 +260,7 @@ impl Execution {
             }
             return Ok(None);
         }
-        let allowance = Budget {
-            usd: budget.usd.map(|_| left.usd),
-            tokens: budget.tokens.map(|_| left.tokens),
-        };
-        Ok(Some(Some((allowance, left))))
+        Ok(Some(Some((left.as_limits_of(budget), left))))
     }
 
     /// "$X of $Y spent, N of M tokens used", for the limits set.
@@ -307,49 +290,25 @@ impl Execution {
         if budget.is_unlimited() || self.state != ExecutionState::Running {
             return Ok(());
         }
-        let mut starved: Vec<(usize, Option<usize>)> = Vec::new();
-        for (i, s) in self.steps.iter().enumerate() {
-            if s.child.as_ref().is_some_and(|l| l.starved.is_some()) {
-                starved.push((i, None));
-            }
-            let runs = s.items.iter().flat_map(|it| it.runs.iter());
-            for (j, r) in runs.enumerate() {
-                if r.child.as_ref().is_some_and(|l| l.starved.is_some()) {
-                    starved.push((i, Some(j)));
-                }
-            }
-        }
-        for (i, j) in starved {
-            self.reserved = self
-                .reserved
-                .iter()
-                .copied()
-                .filter(|&(s, a, _)| self.attempt_in_flight(s, a))
-                .collect();
-            let reserved = self
-                .reserved
-                .iter()
-                .fold(Spend::default(), |acc, r| acc.plus(r.2));
-            let Some(link) = self.link_at(i, j) else {
-                continue;
-            };
-            let own = link.held.unwrap_or_default();
-            let why = link.starved.clone().unwrap_or_default();
-            let others = self.held_by_children().plus(reserved);
-            let others = Spend {
-                usd: (others.usd - own.usd).max(0.0),
-                tokens: others.tokens.saturating_sub(own.tokens),
-            };
+        let starved: Vec<(Slot, u32, Spend, String)> = self
+            .child_links()
+            .filter_map(|(slot, attempt, l)| {
+                let why = l.starved.clone()?;
+                Some((slot, attempt, l.held.unwrap_or_default(), why))
+            })
+            .collect();
+        for (slot, attempt, own, why) in starved {
+            let reserved = self.reserved_in_flight();
+            let others = self.held_by_children(true).minus(own).plus(reserved);
             let left = self.left(budget, others);
             let more = budget.usd.is_some() && left.usd > own.usd
                 || budget.tokens.is_some() && left.tokens > own.tokens;
+            let key = self.plan.workflow.steps[slot.step()].key.clone();
             if !more {
                 // Only attempts in flight and children still running can give
                 // any back (a starved child spends nothing more until it gets
                 // more).
-                let active = self.held_by_running_children().plus(reserved);
-                if active.is_zero() {
-                    let key = &self.plan.workflow.steps[i].key;
+                if self.held_by_children(false).plus(reserved).is_zero() {
                     let reason = format!(
                         "budget: the sub-workflow of `{key}` used what this run had left for it ({why}); raise this run's budget to continue"
                     );
@@ -359,56 +318,23 @@ impl Execution {
                 // Others in flight may give some back: it waits for them.
                 continue;
             }
-            let attempt = match j {
-                None => self.steps[i].attempt,
-                Some(j) => self.steps[i]
-                    .items
-                    .as_ref()
-                    .map_or(0, |it| it.runs[j].attempt),
-            };
-            if let Some(link) = self.link_at_mut(i, j) {
+            if let Some(link) = self.link_mut(slot) {
                 link.held = Some(left);
                 link.starved = None;
             }
-            match j {
-                None => {
-                    self.dirty.insert(i);
-                }
-                Some(j) => {
-                    self.dirty_items.insert((i, j as u32));
-                }
-            }
-            self.checkpoint_due = true;
-            let key = self.plan.workflow.steps[i].key.clone();
-            self.actions.push(super::Action::BudgetChild {
+            self.mark_dirty(slot);
+            self.actions.push(Action::BudgetChild {
                 key: key.clone(),
                 attempt,
-                budget: Budget {
-                    usd: budget.usd.map(|_| left.usd),
-                    tokens: budget.tokens.map(|_| left.tokens),
-                },
+                budget: left.as_limits_of(budget),
             });
-            self.actions.push(super::Action::ControlChild {
+            self.actions.push(Action::ControlChild {
                 key,
                 attempt,
-                control: super::ChildControl::Resume,
+                control: ChildControl::Resume,
             });
         }
         Ok(())
-    }
-
-    fn link_at(&self, i: usize, j: Option<usize>) -> Option<&super::ChildLink> {
-        match j {
-            None => self.steps[i].child.as_ref(),
-            Some(j) => self.steps[i].items.as_ref()?.runs[j].child.as_ref(),
-        }
-    }
-
-    fn link_at_mut(&mut self, i: usize, j: Option<usize>) -> Option<&mut super::ChildLink> {
-        match j {
-            None => self.steps[i].child.as_mut(),
-            Some(j) => self.steps[i].items.as_deref_mut()?.runs[j].child.as_mut(),
-        }
     }
 
     /// Is attempt `attempt` of step `i` (or of one of its items) in flight?

@@ -10,7 +10,7 @@
 //! parent's process stops, the child is not lost, and nothing runs it again.
 
 use super::{
-    AbortReason, Action, ChildLink, ExecError, Execution, Output, Slot, Spend, StartChild,
+    AbortReason, Action, ChildLink, Event, ExecError, Execution, Output, Slot, Spend, StartChild,
 };
 use crate::model::{ErrorClass, StepType};
 use crate::state::{ExecutionState, StepState};
@@ -130,14 +130,29 @@ impl Execution {
         self.attempt_slot(key, attempt, StepType::Workflow)
     }
 
-    fn link_mut(&mut self, slot: Slot) -> Option<&mut ChildLink> {
+    /// The children in flight: where each is, its attempt and its link.
+    pub(super) fn child_links(&self) -> impl Iterator<Item = (Slot, u32, &ChildLink)> + '_ {
+        self.steps.iter().enumerate().flat_map(|(i, s)| {
+            let own = s.child.as_ref().map(|l| (Slot::Step(i), s.attempt, l));
+            let items = s
+                .items
+                .iter()
+                .flat_map(|it| it.runs.iter().enumerate())
+                .filter_map(move |(j, r)| {
+                    r.child.as_ref().map(|l| (Slot::Item(i, j), r.attempt, l))
+                });
+            own.into_iter().chain(items)
+        })
+    }
+
+    pub(super) fn link_mut(&mut self, slot: Slot) -> Option<&mut ChildLink> {
         match slot {
             Slot::Step(i) => self.steps[i].child.as_mut(),
             Slot::Item(i, j) => self.steps[i].items.as_mut()?.runs[j].child.as_mut(),
         }
     }
 
-    fn mark_dirty(&mut self, slot: Slot) {
+    pub(super) fn mark_dirty(&mut self, slot: Slot) {
         match slot {
             Slot::Step(i) => {
                 self.dirty.insert(i);
@@ -304,6 +319,42 @@ impl Execution {
                 }
             }
         }
+    }
+
+    /// What this execution, run as the child `(key, attempt)` of another,
+    /// tells its parent now: how it ended (with what it spent, its own
+    /// children's included), or that it paused at the budget it was given.
+    /// `None` while neither.
+    pub fn report_for_parent(&self, key: &str, attempt: u32) -> Option<Event> {
+        let (key, spent) = (key.to_owned(), self.spent);
+        Some(match self.outcome() {
+            Some(Ok(result)) => Event::ChildCompleted {
+                key,
+                attempt,
+                result,
+                spent,
+            },
+            Some(Err(error)) => Event::ChildFailed {
+                key,
+                attempt,
+                error,
+                spent,
+            },
+            None => {
+                let reason = self
+                    .reason
+                    .as_deref()
+                    .filter(|r| r.starts_with("budget:"))?;
+                if self.state != ExecutionState::Paused {
+                    return None;
+                }
+                Event::ChildOutOfBudget {
+                    key,
+                    attempt,
+                    reason: reason.to_owned(),
+                }
+            }
+        })
     }
 
     /// How this execution ended, as its parent sees it: the result (its

@@ -21,15 +21,23 @@ pub fn cache_use(s: &StartStep, step: Option<&ax_core::Step>, run_cache: bool) -
     })
 }
 
-/// Answer attempt `s` from the cache, or call the provider and keep its answer.
+/// Call the provider for attempt `s`; when it uses the cache (`using`),
+/// answer from the cache, or keep the provider's answer there.
 pub async fn call(
     router: &Router,
     store: &Store,
     s: &StartStep,
-    using: CacheUse,
+    using: Option<CacheUse>,
     deadline: Option<u64>,
     sink: Option<TextSink>,
 ) -> CallOutcome {
+    let provider = |sink| {
+        let schema = s.output_schema.clone();
+        router.call(&s.agent, &s.prompt, &s.settings, schema, deadline, sink)
+    };
+    let Some(using) = using else {
+        return provider(sink).await;
+    };
     let schema = s.output_schema.as_deref();
     let (key, primary) = router.cache_key(&s.agent, &s.settings, &s.prompt, schema);
     match store.cache_get(&key, now_ms(), using.ttl_ms).await {
@@ -37,16 +45,7 @@ pub async fn call(
         Ok(None) => {}
         Err(e) => tracing::warn!(step = %s.key, "the response cache cannot be read: {e:#}"),
     }
-    let outcome = router
-        .call(
-            &s.agent,
-            &s.prompt,
-            &s.settings,
-            s.output_schema.clone(),
-            deadline,
-            sink,
-        )
-        .await;
+    let outcome = provider(sink).await;
     // Only the agent's own provider's answers: a fallback's is another model's.
     if let Ok(c) = &outcome.result
         && outcome.provider == primary

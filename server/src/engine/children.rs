@@ -404,32 +404,7 @@ pub(super) fn is_child_control(a: &Action) -> bool {
 /// The event that tells a parent how its child ended (with what it spent),
 /// or that it paused at the budget its parent gave it.
 pub(super) fn outcome_event(parent: &ParentLink, exec: &ax_core::exec::Execution) -> Option<Event> {
-    let (key, attempt, spent) = (parent.step.clone(), parent.attempt, exec.spent());
-    let Some(outcome) = exec.outcome() else {
-        let reason = exec.reason().filter(|r| r.starts_with("budget:"))?;
-        if exec.state() != ExecutionState::Paused {
-            return None;
-        }
-        return Some(Event::ChildOutOfBudget {
-            key,
-            attempt,
-            reason: reason.to_owned(),
-        });
-    };
-    Some(match outcome {
-        Ok(result) => Event::ChildCompleted {
-            key,
-            attempt,
-            result,
-            spent,
-        },
-        Err(error) => Event::ChildFailed {
-            key,
-            attempt,
-            error,
-            spent,
-        },
-    })
+    exec.report_for_parent(&parent.step, parent.attempt)
 }
 
 impl Runner {

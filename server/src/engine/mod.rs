@@ -1723,23 +1723,8 @@ impl Runner {
                     let using = cache::cache_use(&s, step, self.cache_all);
                     let store = self.engine.store.clone();
                     let handle = tokio::spawn(async move {
-                        let outcome = match using {
-                            Some(u) => {
-                                cache::call(&router, &store, &s, u, deadline, Some(sink)).await
-                            }
-                            None => {
-                                router
-                                    .call(
-                                        &s.agent,
-                                        &s.prompt,
-                                        &s.settings,
-                                        s.output_schema.clone(),
-                                        deadline,
-                                        Some(sink),
-                                    )
-                                    .await
-                            }
-                        };
+                        let outcome =
+                            cache::call(&router, &store, &s, using, deadline, Some(sink)).await;
                         let _ = tx.send(Msg::Answer {
                             key: s.key,
                             attempt: s.attempt,
