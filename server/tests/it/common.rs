@@ -358,17 +358,28 @@ pub async fn start_file(
     yaml: &str,
     filename: &str,
 ) -> (String, tokio::task::JoinHandle<ax_server::engine::RunEnd>) {
+    let (rec, handle) = start_stored(t, yaml, Some(filename)).await;
+    (rec.id, handle)
+}
+
+/// Store a workflow text (under `filename`, if any) and start it.
+pub async fn start_stored(
+    t: &TestEngine,
+    yaml: &str,
+    filename: Option<&str>,
+) -> (
+    ax_server::store::ExecutionRecord,
+    tokio::task::JoinHandle<ax_server::engine::RunEnd>,
+) {
     let wf = t
         .engine
-        .create_workflow(yaml.to_owned(), Some(filename.into()))
+        .create_workflow(yaml.to_owned(), filename.map(str::to_owned))
         .await
         .expect("valid workflow");
-    let (rec, handle) = t
-        .engine
+    t.engine
         .start(&wf.id, std::collections::BTreeMap::new())
         .await
-        .expect("starts");
-    (rec.id, handle)
+        .expect("starts")
 }
 
 /// An execution's state (`idle` when it is not there).

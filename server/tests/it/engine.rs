@@ -1,6 +1,6 @@
 //! The durable engine against a real SQLite file and a real HTTP provider.
 
-use super::common::{Backend, dead_owner, engine, engine_as, engine_on, wait_for};
+use super::common::{Backend, dead_owner, engine, engine_as, engine_on, start_stored, wait_for};
 use ax_core::ExecutionState;
 use ax_server::store::{self, Control, Owner, PruneOptions};
 use serde_json::json;
@@ -218,16 +218,7 @@ steps:
   - {key: s2, agent: backend, prompt: "s2 [sleep:200]", dependencies: [s1]}
   - {key: s3, agent: backend, prompt: "s3 [sleep:200]", dependencies: [s2]}
 "#;
-    let wf = t
-        .engine
-        .create_workflow(yaml.to_owned(), None)
-        .await
-        .expect("wf");
-    let (rec, handle) = t
-        .engine
-        .start(&wf.id, BTreeMap::new())
-        .await
-        .expect("start");
+    let (rec, handle) = start_stored(&t, yaml, None).await;
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     t.engine
         .control(&rec.id, Control::Pause)
@@ -490,16 +481,7 @@ async fn inputs_are_checked_before_anything_runs(b: Backend) {
 async fn a_request_its_owner_never_took_does_not_fire_later(b: Backend) {
     let t = engine(b).await;
     let yaml = "name: stale\nconfig: {parallelism: 1}\nsteps:\n  - {key: a, agent: backend, prompt: \"a [sleep:100]\"}\n  - {key: b, agent: backend, prompt: b, dependencies: [a]}\n";
-    let wf = t
-        .engine
-        .create_workflow(yaml.to_owned(), None)
-        .await
-        .expect("wf");
-    let (rec, handle) = t
-        .engine
-        .start(&wf.id, BTreeMap::new())
-        .await
-        .expect("start");
+    let (rec, handle) = start_stored(&t, yaml, None).await;
     t.engine
         .control(&rec.id, Control::Pause)
         .await
@@ -563,16 +545,7 @@ async fn a_live_owner_with_a_stale_lease_keeps_its_run(b: Backend) {
 async fn importing_a_cancelled_run_does_not_revive_it(b: Backend) {
     let t = engine(b).await;
     let yaml = "name: final\nconfig: {parallelism: 1}\nsteps:\n  - {key: a, agent: backend, prompt: a}\n  - {key: b, agent: backend, prompt: \"b [sleep:5000]\", dependencies: [a]}\n  - {key: c, agent: backend, prompt: c, dependencies: [b]}\n";
-    let wf = t
-        .engine
-        .create_workflow(yaml.to_owned(), None)
-        .await
-        .expect("wf");
-    let (rec, handle) = t
-        .engine
-        .start(&wf.id, BTreeMap::new())
-        .await
-        .expect("start");
+    let (rec, handle) = start_stored(&t, yaml, None).await;
     let fake = t.fake.clone();
     wait_for(10, "step b to start", || {
         let fake = fake.clone();

@@ -3,7 +3,7 @@
 //! owner and connections), with their polling slowed to a minute so that
 //! only a wake-up can make the outcome in time.
 
-use super::common::{Backend, TestEngine, engine, wait_for};
+use super::common::{Backend, TestEngine, engine, start_stored, wait_for};
 use ax_core::ExecutionState;
 use ax_server::config::AgentsConfig;
 use ax_server::engine::{Decision, Engine, Settings};
@@ -623,16 +623,7 @@ async fn workers_ride_out_a_database_outage() {
 async fn a_worker_wakes_an_approval_whose_deadline_passed(b: Backend) {
     let t = engine(b).await;
     let yaml = "name: t\nsteps:\n  - {key: ok, type: approval, prompt: ok?, timeoutMs: 500, onTimeout: approve}\n  - {key: next, agent: backend, prompt: \"timed out {{ok.result.timedOut}}\", dependencies: [ok]}\n";
-    let wf = t
-        .engine
-        .create_workflow(yaml.into(), None)
-        .await
-        .expect("wf");
-    let (rec, handle) = t
-        .engine
-        .start(&wf.id, BTreeMap::new())
-        .await
-        .expect("start");
+    let (rec, handle) = start_stored(&t, yaml, None).await;
     let end = handle.await.expect("runner");
     assert_eq!(end.state, ExecutionState::Waiting);
     let db = t.db.as_arg().to_string_lossy().into_owned();
